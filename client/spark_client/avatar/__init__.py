@@ -1,0 +1,1 @@
+"""Avatar: lip sync, expressions, VTube Studio."""

@@ -1,0 +1,159 @@
+"""Mouth parameters from the audio actually being played.
+
+Feed blocks of PCM as they go to the sound device; get one `MouthFrame` per 1/rate_hz seconds
+of audio, stamped with its media time, so the mouth follows playback rather than synthesis.
+
+- mouth_open (0..1): frame RMS in dBFS, noise-gated, mapped linearly between `gate_db` and
+  `full_db`, then smoothed with a fast attack and a slower release (mouths snap open and
+  relax closed).
+- mouth_form (-1..1): spectral centroid of the speech band on a log-frequency scale. Rounded
+  vowels (o, u) put their energy low and read as -1; spread vowels (i, e) and fricatives
+  read as +1. Gated frames relax towards 0.
+
+Pure numpy, no allocation-heavy work per frame beyond one real FFT of `nfft` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class LipSyncConfig:
+    rate_hz: float = 60.0  # output frames per second of audio (30-60 suits VTube Studio)
+    attack_s: float = 0.03
+    release_s: float = 0.10
+    gate_db: float = -45.0  # frames quieter than this are silence
+    full_db: float = -15.0  # frames this loud or louder open the mouth fully
+    form_smoothing_s: float = 0.08
+    centroid_low_hz: float = 700.0  # centroid at or below: form -1
+    centroid_high_hz: float = 2600.0  # centroid at or above: form +1
+    band_low_hz: float = 80.0  # spectrum range the centroid is taken over
+    band_high_hz: float = 5000.0
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.rate_hz <= 240.0:
+            raise ValueError("rate_hz must be between 1 and 240")
+        if self.full_db <= self.gate_db:
+            raise ValueError("full_db must be above gate_db")
+        if not 0 < self.centroid_low_hz < self.centroid_high_hz:
+            raise ValueError("need 0 < centroid_low_hz < centroid_high_hz")
+        if min(self.attack_s, self.release_s, self.form_smoothing_s) < 0:
+            raise ValueError("time constants must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class MouthFrame:
+    time: float  # media time in seconds at the end of the frame, since start or reset()
+    open: float  # 0..1
+    form: float  # -1..1
+    level_db: float  # frame RMS in dBFS, for meters and tuning
+
+
+def _smooth(prev: float, target: float, dt: float, tau: float) -> float:
+    if tau <= 0:
+        return target
+    return prev + (target - prev) * (1.0 - math.exp(-dt / tau))
+
+
+class LipSync:
+    def __init__(self, sample_rate: int, *, config: LipSyncConfig | None = None) -> None:
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be positive")
+        self.sample_rate = int(sample_rate)
+        self.config = config or LipSyncConfig()
+        hop = self.sample_rate / self.config.rate_hz
+        self._nfft = max(256, 1 << math.ceil(math.log2(max(hop, 1.0))))
+        self._window = np.hanning(self._nfft).astype(np.float32)
+        freqs = np.fft.rfftfreq(self._nfft, 1.0 / self.sample_rate)
+        band = (freqs >= self.config.band_low_hz) & (freqs <= self.config.band_high_hz)
+        self._band = band
+        self._band_freqs = freqs[band]
+        self._log_lo = math.log(self.config.centroid_low_hz)
+        self._log_span = math.log(self.config.centroid_high_hz) - self._log_lo
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state, e.g. when playback is interrupted."""
+        self._tail = np.zeros(self._nfft, dtype=np.float32)
+        self._parts: list[np.ndarray] = []
+        self._consumed = 0  # samples fed since reset
+        self._frames = 0  # frames emitted since reset
+        self._open = 0.0
+        self._form = 0.0
+        self.latest = MouthFrame(0.0, 0.0, 0.0, -math.inf)
+
+    def _frame_end(self, k: int) -> int:
+        return round((k + 1) * self.sample_rate / self.config.rate_hz)
+
+    def feed(self, pcm: np.ndarray) -> list[MouthFrame]:
+        """Consume samples (mono, or (n, channels) mixed down); return the frames completed."""
+        x = _as_mono_float32(pcm)
+        out: list[MouthFrame] = []
+        pos = 0
+        while pos < len(x):
+            end = self._frame_end(self._frames)
+            take = min(end - self._consumed, len(x) - pos)
+            self._parts.append(x[pos : pos + take])
+            self._consumed += take
+            pos += take
+            if self._consumed == end:
+                frame = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+                self._parts = []
+                self._frames += 1
+                out.append(self._analyze(frame))
+        if out:
+            self.latest = out[-1]
+        return out
+
+    def _analyze(self, frame: np.ndarray) -> MouthFrame:
+        cfg = self.config
+        n = len(frame)
+        if n >= self._nfft:
+            self._tail = frame[-self._nfft :].copy()
+        else:
+            self._tail = np.concatenate((self._tail[n:], frame))
+        rms = math.sqrt(float(np.dot(frame, frame)) / n) if n else 0.0
+        level_db = 20.0 * math.log10(rms + _EPS)
+        dt = n / self.sample_rate
+
+        if level_db < cfg.gate_db:
+            open_target, form_target = 0.0, 0.0
+        else:
+            open_target = min(1.0, (level_db - cfg.gate_db) / (cfg.full_db - cfg.gate_db))
+            form_target = self._form_from_spectrum()
+        tau = cfg.attack_s if open_target > self._open else cfg.release_s
+        self._open = min(1.0, max(0.0, _smooth(self._open, open_target, dt, tau)))
+        self._form = min(1.0, max(-1.0, _smooth(self._form, form_target, dt, cfg.form_smoothing_s)))
+        return MouthFrame(self._consumed / self.sample_rate, self._open, self._form, level_db)
+
+    def _form_from_spectrum(self) -> float:
+        spectrum = np.abs(np.fft.rfft(self._tail * self._window))[self._band]
+        total = float(spectrum.sum())
+        if total <= _EPS:
+            return 0.0
+        centroid = float(np.dot(spectrum, self._band_freqs)) / total
+        t = (math.log(max(centroid, 1.0)) - self._log_lo) / self._log_span
+        return min(1.0, max(-1.0, 2.0 * t - 1.0))
+
+
+def _as_mono_float32(pcm: np.ndarray) -> np.ndarray:
+    a = np.asarray(pcm)
+    if a.ndim == 2:
+        a = a.mean(axis=1)
+    elif a.ndim != 1:
+        raise ValueError(f"expected (n,) or (n, channels) audio, got shape {a.shape}")
+    if a.dtype.kind == "i":  # signed integer PCM: scale to [-1, 1)
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    elif a.dtype.kind == "u":  # unsigned PCM (e.g. 8-bit WAV) is offset by half its range
+        half = float(np.iinfo(a.dtype).max + 1) / 2.0
+        a = (a.astype(np.float32) - half) / half
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    return a

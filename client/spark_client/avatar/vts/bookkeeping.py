@@ -1,0 +1,127 @@
+"""Transport-independent bookkeeping for the VTube Studio client: matching responses to
+requests by requestID, and the reconnection backoff. No I/O and no clock: callers pass times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from .protocol import Response, is_valid_request_id
+
+# ---- request-ID matching -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Waiter(Protocol[T]):
+    """What the matcher needs from a future: asyncio.Future and concurrent.futures.Future fit."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: T, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class RequestTimeout(TimeoutError):
+    pass
+
+
+class ConnectionLost(ConnectionError):
+    pass
+
+
+@dataclass(slots=True)
+class _Pending:
+    waiter: Waiter[Response]
+    deadline: float
+
+
+class PendingRequests:
+    """Maps request IDs to waiters. Pure bookkeeping: the caller supplies clock readings."""
+
+    def __init__(self, *, prefix: str = "spark") -> None:
+        self._prefix = prefix
+        self._counter = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._pending
+
+    def register(self, request_id: str, waiter: Waiter[Response], *, deadline: float) -> None:
+        if not is_valid_request_id(request_id):
+            raise ValueError("request ID must be 1 to 64 ASCII characters")
+        if request_id in self._pending:
+            raise ValueError(f"request ID {request_id!r} already pending")
+        self._pending[request_id] = _Pending(waiter, deadline)
+
+    def resolve(self, response: Response) -> bool:
+        """Hand a response to its waiter. False if nobody waits for it (late or unsolicited)."""
+        entry = self._pending.pop(response.request_id, None)
+        if entry is None:
+            return False
+        if not entry.waiter.done():
+            entry.waiter.set_result(response)
+        return True
+
+    def discard(self, request_id: str) -> None:
+        self._pending.pop(request_id, None)
+
+    def fail_all(self, exc: BaseException) -> int:
+        entries, self._pending = self._pending, {}
+        for entry in entries.values():
+            if not entry.waiter.done():
+                entry.waiter.set_exception(exc)
+        return len(entries)
+
+    def expire(self, now: float) -> list[str]:
+        """Fail every waiter whose deadline is at or before `now` with RequestTimeout."""
+        expired = [rid for rid, e in self._pending.items() if e.deadline <= now]
+        for rid in expired:
+            entry = self._pending.pop(rid)
+            if not entry.waiter.done():
+                entry.waiter.set_exception(RequestTimeout(f"no response to {rid}"))
+        return expired
+
+    def next_deadline(self) -> float | None:
+        return min((e.deadline for e in self._pending.values()), default=None)
+
+
+# ---- reconnection policy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.5  # fraction of each delay that is randomised: delay * [1 - jitter, 1]
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum and self.factor >= 1 and 0 <= self.jitter <= 1):
+            raise ValueError(f"invalid backoff policy {self}")
+
+
+class Backoff:
+    """Jittered exponential delays, capped at `policy.maximum`; reset after a success."""
+
+    def __init__(self, policy: BackoffPolicy, *, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        p = self.policy
+        base = min(p.maximum, p.initial * p.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return base * (1.0 - p.jitter * self._rng.random())
+
+    def reset(self) -> None:
+        self.attempts = 0

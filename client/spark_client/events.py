@@ -1,0 +1,64 @@
+"""Typed events that travel from chat sources into the turn loop.
+
+Sources (console, script, Twitch) produce these; nothing downstream parses raw protocol text.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class Priority(enum.IntEnum):
+    """How urgently an event wants the persona's attention. Higher interrupts lower."""
+
+    NORMAL = 0
+    HIGH = 1  # e.g. a mention, bits, a first-time chatter: answered first, never interrupts
+    INTERRUPT = 2  # the streamer's command or a co-host speaking: cancels the running turn
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat line from a viewer, already cleaned of control/zero-width/bidi characters."""
+
+    source: str  # "console", "script", "twitch"
+    user: str  # display name as shown on stream
+    text: str
+    user_id: str = ""
+    message_id: str = ""  # unique per source; moderation events refer to it
+    channel: str = ""
+    badges: frozenset[str] = frozenset()  # "broadcaster", "moderator", "vip", "subscriber", ...
+    bits: int = 0
+    first_message: bool = False
+    mentions_bot: bool = False
+    reply_parent_id: str = ""  # message id this one replies to, if any
+    emotes: tuple[tuple[str, int, int], ...] = ()  # (emote id, start, end) character offsets
+    sent_at_ms: int | None = None  # the source's own timestamp (Twitch tmi-sent-ts), if any
+    priority: Priority = Priority.NORMAL
+    received_at: float = field(default_factory=time.monotonic)  # monotonic clock, for latency
+
+    @property
+    def is_privileged(self) -> bool:
+        return bool(self.badges & {"broadcaster", "moderator"})
+
+
+class ModerationKind(enum.Enum):
+    DELETE_MESSAGE = "delete_message"  # CLEARMSG: one message removed
+    CLEAR_USER = "clear_user"  # CLEARCHAT with a user: timeout or ban
+    CLEAR_ALL = "clear_all"  # CLEARCHAT without a user: whole chat cleared
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationEvent:
+    """A moderator removed messages: the persona must neither answer nor remember them."""
+
+    kind: ModerationKind
+    channel: str = ""
+    user_id: str = ""
+    user: str = ""
+    message_id: str = ""
+    received_at: float = field(default_factory=time.monotonic)
+
+
+ChatEvent = ChatMessage | ModerationEvent

@@ -1,0 +1,1 @@
+"""Speech out: LLM stream, chunker, TTS stream, playback."""

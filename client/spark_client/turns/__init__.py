@@ -1,0 +1,1 @@
+"""The turn loop: selection of what to answer, persona, memory, prompt."""

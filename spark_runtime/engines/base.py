@@ -1,0 +1,89 @@
+"""One streaming interface per kind of engine; CPU and GPU implementations look alike.
+
+An engine is a plain Python object with no Triton dependency, so it is unit-tested without a
+server. Every streaming method is a generator: closing it (the model does so when the client
+cancels) stops the work at the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    prompt: str  # already templated
+    max_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    stop_words: tuple[str, ...] = ()
+    lora_name: str | None = None
+    end_id: int | None = None  # overrides the model's end-of-generation token(s); -1 never ends
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    prompt_tokens: int = 0
+    reused_prompt_tokens: int = 0  # prompt prefix found in the KV cache, not recomputed
+    generated_tokens: int = 0
+    finish_reason: str = ""  # "stop" (end token or stop word), "length", "cancelled"
+
+
+class LLMEngine(Protocol):
+    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
+        """Yield text deltas (possibly empty while text is held back), one per decoding step."""
+        ...
+
+    def adapter_names(self) -> list[str]: ...
+
+    def chat_template(self) -> str:
+        """The model's own chat template (Jinja2), as its weights define it."""
+        ...
+
+    def special_tokens(self) -> dict[str, str]:
+        """bos_token / eos_token strings the template refers to."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    text: str
+    voice: str | None = None
+    speed: float = 1.0
+
+
+class TTSEngine(Protocol):
+    def voices(self) -> list[str]: ...
+
+    def sample_rate(self, voice: str | None = None) -> int: ...
+
+    def synthesize(self, request: SpeechRequest) -> Iterator[np.ndarray]:
+        """Yield float32 mono chunks in [-1, 1], the first as soon as the first piece is ready."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionRequest:
+    audio: np.ndarray  # float32 mono at 16 kHz
+    language: str | None = "en"
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class STTEngine(Protocol):
+    sample_rate: int
+
+    def transcribe(self, request: TranscriptionRequest) -> str: ...
+
+    def close(self) -> None: ...

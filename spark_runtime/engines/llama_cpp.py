@@ -1,0 +1,230 @@
+"""llama.cpp (llama-cpp-python) LLM engine with per-request LoRA and prompt-prefix reuse.
+
+A pool of slots serves concurrent streams. Each slot is one llama.cpp context (the weights are
+memory-mapped once and shared by the page cache) with its own KV cache. A request takes the free
+slot whose cached tokens share the longest prefix with its prompt, so a persona's fixed system
+prompt is not recomputed turn after turn.
+
+LoRA adapters are per request: the slot's adapter set is replaced at the start of every request
+(cleared when none is named), so no request inherits another's adapter. A KV cache computed under
+one adapter is invalid under another, so switching adapters drops the cached prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spark_runtime.engines.base import GenerationRequest, GenerationStats
+from spark_runtime.errors import EngineMissingError, RequestError
+from spark_runtime.text import StopWordFilter, Utf8Accumulator
+
+log = logging.getLogger(__name__)
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class _Slot:
+    index: int
+    llama: Any
+    busy: bool = False
+    kv_adapter: str | None = None  # adapter the cached KV was computed with
+    adapters: dict[str, Any] = field(default_factory=dict)  # name -> llama_adapter_lora_p
+
+
+class LlamaCppEngine:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        adapters_dir: Path | None = None,
+        n_ctx: int = 4096,
+        slots: int = 2,
+        threads: int = 0,
+    ) -> None:
+        if not model_path.is_file():
+            raise EngineMissingError(f"GGUF model {model_path} is missing: run `make engines`")
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._model_path = model_path
+        self._adapters_dir = adapters_dir
+        threads = threads or max(1, os.cpu_count() or 1)
+        self._slots = [
+            _Slot(i, llama_cpp.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                     n_batch=512, verbose=False))
+            for i in range(max(1, slots))
+        ]
+        self._n_ctx = n_ctx
+        self._cond = threading.Condition()
+        self._adapter_lock = threading.Lock()
+
+    @classmethod
+    def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> LlamaCppEngine:
+        adapters = options.get("adapters_dir") or manifest.get("adapters_dir")
+        return cls(
+            engine_dir / manifest["model"],
+            adapters_dir=(engine_dir / adapters) if adapters else None,
+            n_ctx=int(options.get("n_ctx") or manifest.get("n_ctx", 4096)),
+            slots=int(options.get("slots") or manifest.get("slots", 2)),
+            threads=int(options.get("threads") or 0),
+        )
+
+    # --- model facts -------------------------------------------------------------------------
+    @property
+    def _meta(self) -> dict[str, str]:
+        return dict(self._slots[0].llama.metadata)
+
+    def chat_template(self) -> str:
+        template = self._meta.get("tokenizer.chat_template")
+        if not template:
+            raise EngineMissingError(f"{self._model_path.name} carries no chat template")
+        return template
+
+    def special_tokens(self) -> dict[str, str]:
+        llama = self._slots[0].llama
+
+        def text(token: int) -> str:
+            return "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+        return {"bos_token": text(llama.token_bos()), "eos_token": text(llama.token_eos())}
+
+    def adapter_names(self) -> list[str]:
+        if self._adapters_dir is None or not self._adapters_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self._adapters_dir.glob("*.gguf"))
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._slots[0].llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    # --- slots and adapters ------------------------------------------------------------------
+    def _acquire(self, tokens: list[int], adapter: str | None) -> _Slot:
+        def score(slot: _Slot) -> int:
+            cached = slot.llama.input_ids[: slot.llama.n_tokens] if slot.kv_adapter == adapter else []
+            n = 0
+            for a, b in zip(cached, tokens, strict=False):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        with self._cond:
+            while True:
+                free = [s for s in self._slots if not s.busy]
+                if free:
+                    slot = max(free, key=score)
+                    slot.busy = True
+                    return slot
+                self._cond.wait()
+
+    def _release(self, slot: _Slot) -> None:
+        with self._cond:
+            slot.busy = False
+            self._cond.notify()
+
+    def _adapter_handle(self, slot: _Slot, name: str) -> Any:
+        if name in slot.adapters:
+            return slot.adapters[name]
+        if not _ADAPTER_NAME.match(name):
+            raise RequestError(f"lora_name {name!r} is not a valid adapter name")
+        path = self._adapters_dir / f"{name}.gguf" if self._adapters_dir else None
+        if path is None or not path.is_file():
+            known = ", ".join(self.adapter_names()) or "none"
+            raise RequestError(f"unknown LoRA adapter {name!r}; available: {known}")
+        with self._adapter_lock:
+            handle = self._lib.llama_adapter_lora_init(slot.llama._model.model, str(path).encode("utf-8"))
+        if not handle:
+            raise RequestError(f"LoRA adapter {name!r} ({path.name}) does not fit this model")
+        slot.adapters[name] = handle
+        return handle
+
+    def _apply_adapter(self, slot: _Slot, name: str | None) -> None:
+        ctx = slot.llama._ctx.ctx
+        if name is None:
+            result = self._lib.llama_set_adapters_lora(ctx, None, 0, None)
+        else:
+            handles = (self._lib.llama_adapter_lora_p_ctypes * 1)(self._adapter_handle(slot, name))
+            scales = (ctypes.c_float * 1)(1.0)
+            result = self._lib.llama_set_adapters_lora(ctx, handles, 1, scales)
+        if result != 0:
+            raise RequestError(f"could not apply LoRA adapter {name!r}")
+        if slot.kv_adapter != name:
+            slot.llama.reset()  # cached KV belongs to the other adapter
+            slot.kv_adapter = name
+
+    # --- generation --------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
+        stats = stats if stats is not None else GenerationStats()
+        tokens = self.tokenize(request.prompt)
+        if len(tokens) >= self._n_ctx:
+            raise RequestError(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
+        budget = min(request.max_tokens, self._n_ctx - len(tokens))
+        slot = self._acquire(tokens, request.lora_name)
+        try:
+            self._apply_adapter(slot, request.lora_name)
+            yield from self._decode(slot, tokens, budget, request, stats)
+        finally:
+            self._release(slot)
+
+    def _decode(
+        self, slot: _Slot, tokens: list[int], budget: int, request: GenerationRequest, stats: GenerationStats
+    ) -> Iterator[str]:
+        llama = slot.llama
+        vocab = llama._model.vocab
+        cached = llama.input_ids[: llama.n_tokens] if llama.n_tokens else []
+        reused = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            reused += 1
+        stats.prompt_tokens, stats.reused_prompt_tokens = len(tokens), min(reused, len(tokens) - 1)
+        llama.set_seed(request.seed)
+        text = Utf8Accumulator()
+        stops = StopWordFilter(request.stop_words)
+        stats.finish_reason = "length"
+        generator = llama.generate(
+            tokens, top_k=request.top_k, top_p=request.top_p, min_p=0.0, temp=request.temperature,
+            repeat_penalty=1.0, reset=True,
+        )
+        try:
+            for token in generator:
+                if request.end_id is None:
+                    ended = bool(self._lib.llama_vocab_is_eog(vocab, token))
+                else:
+                    ended = token == request.end_id
+                if ended:
+                    stats.finish_reason = "stop"
+                    break
+                stats.generated_tokens += 1
+                piece = llama.detokenize([token], special=request.end_id is not None)
+                delta, stopped = stops.push(text.push(piece))
+                if stopped:
+                    stats.finish_reason = "stop"
+                    if delta:
+                        yield delta
+                    return
+                yield delta
+                if stats.generated_tokens >= budget:
+                    break
+            tail, _ = stops.push(text.flush())
+            tail += stops.flush()
+            if tail:
+                yield tail
+        except GeneratorExit:
+            stats.finish_reason = "cancelled"
+            raise
+        finally:
+            generator.close()
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.adapters.clear()  # llama.cpp frees adapters with their model
+            slot.llama.close()

@@ -1,0 +1,61 @@
+"""The `llm` model: text_input -> streamed text_output deltas, per-request LoRA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from spark_runtime.engines import load_engine
+from spark_runtime.engines.base import GenerationStats
+from spark_runtime.requests import parse_generation
+from spark_runtime.triton_model import counter, int_param, model_parameters, resolve_engine_dir
+from spark_runtime.triton_serving import DecoupledRunner
+
+
+def _text_tensor(text: str) -> np.ndarray:
+    return np.array([[text.encode("utf-8")]], dtype=object)
+
+
+class LLMService:
+    def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
+        params = model_parameters(args)
+        engine_dir = resolve_engine_dir(args, params)
+        self.engine = load_engine(
+            engine_dir, slots=int_param(params, "slots", 0), threads=int_param(params, "threads", 0),
+            adapters_dir=params.get("adapters_dir") or None,
+        )
+        labels = {"model": args["model_name"]}
+        self.tokens = counter(pb_utils, "spark_llm_generated_tokens_total", "Tokens generated", labels)
+        self.prompt_tokens = counter(pb_utils, "spark_llm_prompt_tokens_total", "Prompt tokens received", labels)
+        self.reused = counter(pb_utils, "spark_llm_reused_prompt_tokens_total", "Prompt tokens served from the KV cache", labels)
+        self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
+        slots = len(getattr(self.engine, "_slots", [])) or 2
+        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=slots + 2,
+                                      on_cancel=lambda: self.cancelled.increment(1), name="llm")
+
+    def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+        request, stream, exclude_input = parse_generation(inputs)
+        stats = GenerationStats()
+        generated = 0
+        parts: list[str] = [] if exclude_input else [request.prompt]
+        try:
+            for delta in self.engine.generate(request, stats):
+                self.tokens.increment(stats.generated_tokens - generated)
+                generated = stats.generated_tokens
+                if stream:
+                    yield {"text_output": _text_tensor(delta)} if delta else None
+                else:
+                    parts.append(delta)
+                    yield None
+            if not stream:
+                yield {"text_output": _text_tensor("".join(parts))}
+        finally:
+            self.tokens.increment(stats.generated_tokens - generated)
+            self.prompt_tokens.increment(stats.prompt_tokens)
+            self.reused.increment(stats.reused_prompt_tokens)
+
+    def close(self) -> None:
+        self.runner.close()
+        self.engine.close()

@@ -1,0 +1,220 @@
+"""Start the real `tritonserver` (from the nvidia-pytriton wheel) on the model repository.
+
+    python -m spark_runtime.serve                      # foreground, Ctrl-C stops it
+    python -m spark_runtime.serve --then CMD ARGS...   # start, wait until ready, run CMD, stop
+
+The wheel's Python backend needs the stub for the running Python copied beside it, and the
+stub must load this interpreter's libpython (LD_LIBRARY_PATH), with the venv and the repo on
+PYTHONPATH so model.py finds the engines. Default ports avoid 8001, which VTube Studio uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spark_runtime.paths import ENGINE_DIR_ENV, REPO_ROOT
+
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8100
+DEFAULT_METRICS_PORT = 8002
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def pytriton_root() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise ServerError("nvidia-pytriton is not installed (it carries tritonserver): run `make setup`")
+    return Path(spec.origin).parent / "tritonserver"
+
+
+def prepare_backends(dest: Path) -> Path:
+    """A backend directory whose python/ holds the wheel's backend plus the matching stub."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for src in [*(root / "backends" / "python").glob("*.*"), stub]:
+        if src.is_file():
+            target = python_dir / src.name
+            if not target.exists() or target.stat().st_size != src.stat().st_size:
+                shutil.copy2(src, target)
+    return dest
+
+
+@dataclass
+class TritonServer:
+    model_repository: Path = REPO_ROOT / "model_repository"
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    engine_dir: Path | None = None  # None: SPARK_ENGINE_DIR or engines/cpu
+    model_config_name: str | None = None  # e.g. "gb10" picks <model>/configs/gb10.pbtxt
+    exit_timeout_s: int = 10
+    log_file: Path | None = None
+    log_verbose: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    backend_dir: Path = REPO_ROOT / ".cache" / "triton-backends"
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log_handle: object = field(default=None, init=False, repr=False)
+
+    def command(self) -> list[str]:
+        cmd = [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_dir}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--log-verbose={self.log_verbose}",
+            "--strict-readiness=true",
+        ]
+        if self.model_config_name:
+            cmd.append(f"--model-config-name={self.model_config_name}")
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        # the wheel's bundled libraries, which the copied stub no longer finds through its RPATH
+        bundled = str(pytriton_root().parent.parent / "nvidia_pytriton.libs")
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [libdir, bundled, env.get("LD_LIBRARY_PATH", "")] if p)
+        # The Python-backend stub runs isolated (it ignores PYTHONPATH); model.py puts these first.
+        env["SPARK_SITE_PACKAGES"] = os.pathsep.join(site.getsitepackages())
+        if self.engine_dir is not None:
+            env[ENGINE_DIR_ENV] = str(Path(self.engine_dir).resolve())
+        env.setdefault("HF_HUB_OFFLINE", "1")  # weights never come from a hub at run time
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> None:
+        prepare_backends(self.backend_dir)
+        out = None
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_file.open("ab")
+            self._log_handle = out
+        self._proc = subprocess.Popen(
+            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 120.0) -> float:
+        """Blocks until every model is ready; returns the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self._proc.returncode}{self._log_hint()}")
+            if self.is_ready():
+                return time.monotonic() - started
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        tail = self.log_file.read_text(errors="replace").splitlines()[-25:]
+        return f"; last log lines ({self.log_file}):\n" + "\n".join(tail)
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s or self.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the stubs are in its process group
+                proc.wait(timeout=10)
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        return None if proc is None else proc.returncode
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spark_runtime.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    parser.add_argument("--engine-dir", type=Path, help=f"engine target folder (default: ${ENGINE_DIR_ENV} or engines/cpu)")
+    parser.add_argument("--model-config-name", help="per-target configs, e.g. gb10 -> <model>/configs/gb10.pbtxt")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    parser.add_argument("--log-file", type=Path, help="server log (with --then: default .cache/tritonserver.log)")
+    parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument("--then", nargs=argparse.REMAINDER, help="command to run once the server is ready")
+    args = parser.parse_args(argv)
+    server = TritonServer(
+        model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, engine_dir=args.engine_dir, model_config_name=args.model_config_name,
+        log_file=args.log_file or (REPO_ROOT / ".cache" / "tritonserver.log" if args.then else None),
+    )
+    if not args.then:
+        prepare_backends(server.backend_dir)
+        cmd = server.command()
+        os.execve(cmd[0], cmd, server.environment())  # replaces this process: Ctrl-C reaches the server
+    print(f"starting tritonserver (log: {server.log_file}) ...", flush=True)
+    server.start()
+    try:
+        took = server.wait_ready(args.ready_timeout)
+        print(f"tritonserver ready in {took:.1f} s: grpc {server.grpc_url}, http :{server.http_port}", flush=True)
+        env = dict(os.environ, SPARK_TRITON_URL=server.grpc_url)
+        return subprocess.call(args.then, env=env)
+    except KeyboardInterrupt:
+        return 130
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping tritonserver ...", flush=True)
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `tts` and `stt` models' logic: parse, run the engine, shape the output tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from spark_runtime.engines import load_engine
+from spark_runtime.requests import parse_speech, parse_transcriptions
+from spark_runtime.triton_model import counter, int_param, model_parameters, resolve_engine_dir
+from spark_runtime.triton_serving import DecoupledRunner
+
+
+class TTSService:
+    """target_text -> one `waveform` chunk per response, each with its `sample_rate`."""
+
+    def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
+        params = model_parameters(args)
+        self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
+        cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client",
+                            {"model": args["model_name"]})
+        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=int_param(params, "workers", 2),
+                                      on_cancel=lambda: cancelled.increment(1), name="tts")
+
+    def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+        request = parse_speech(inputs)
+        rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
+        for chunk in self.engine.synthesize(request):
+            yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+
+    def close(self) -> None:
+        self.runner.close()
+        self.engine.close()
+
+
+class STTService:
+    """WAV [batch, samples] float32 16 kHz -> TRANSCRIPTS [batch, 1], in one response."""
+
+    def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
+        params = model_parameters(args)
+        self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
+        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=int_param(params, "workers", 1), name="stt")
+
+    def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+        texts = []
+        for request in parse_transcriptions(inputs):
+            yield None  # a cancellation check between batch rows
+            texts.append(self.engine.transcribe(request).encode("utf-8"))
+        yield {"TRANSCRIPTS": np.array(texts, dtype=object).reshape(-1, 1)}
+
+    def close(self) -> None:
+        self.runner.close()
+        self.engine.close()

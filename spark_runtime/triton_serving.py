@@ -1,0 +1,101 @@
+"""Runs decoupled (streaming) Triton requests on worker threads.
+
+A model's `execute` hands each request to `DecoupledRunner.submit` and returns at once, so one
+model instance serves several streams concurrently. For every request the runner:
+  - parses inputs with the model's handler (a RequestError becomes an error response),
+  - sends one response per yielded output dict, checking `is_cancelled()` before every step,
+  - always ends the stream with TRITONSERVER_RESPONSE_COMPLETE_FINAL.
+The Triton utilities module is passed in, so this runs under a stub in unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spark_runtime.errors import RequestError
+
+log = logging.getLogger(__name__)
+
+Outputs = Mapping[str, np.ndarray]
+# A handler turns the request's inputs into a stream of outputs; None means "a step was taken,
+# nothing to send yet" (e.g. a token held back), which still gives cancellation a chance.
+Handler = Callable[[Mapping[str, np.ndarray]], Iterator[Outputs | None]]
+
+
+@dataclass
+class RunnerCounters:
+    requests: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self.lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+class DecoupledRunner:
+    def __init__(
+        self,
+        pb_utils: Any,
+        handler: Handler,
+        *,
+        max_workers: int,
+        on_cancel: Callable[[], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self._pb = pb_utils
+        self._handler = handler
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-req")
+        self._on_cancel = on_cancel
+        self.counters = RunnerCounters()
+
+    def submit(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        inputs = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+        self.counters.add(requests=1, in_flight=1)
+        self._pool.submit(self._run, sender, inputs)
+
+    def _run(self, sender: Any, inputs: Mapping[str, np.ndarray]) -> None:
+        pb = self._pb
+        final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        stream: Iterator[Outputs | None] | None = None
+        try:
+            stream = self._handler(inputs)
+            for outputs in stream:
+                if sender.is_cancelled():
+                    self._cancelled()
+                    break
+                if outputs is not None:
+                    tensors = [pb.Tensor(name, value) for name, value in outputs.items()]
+                    sender.send(pb.InferenceResponse(output_tensors=tensors))
+            sender.send(flags=final)
+        except RequestError as exc:
+            self.counters.add(failed=1)
+            sender.send(pb.InferenceResponse(error=pb.TritonError(str(exc))), flags=final)
+        except Exception as exc:  # the server must keep serving whatever one request does
+            self.counters.add(failed=1)
+            log.exception("request failed")
+            sender.send(pb.InferenceResponse(error=pb.TritonError(f"internal error: {exc}")), flags=final)
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()  # stops the engine's generator (and frees its slot) at once
+            self.counters.add(in_flight=-1)
+
+    def _cancelled(self) -> None:
+        self.counters.add(cancelled=1)
+        if self._on_cancel is not None:
+            self._on_cancel()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Waits for running requests (they stop at their next cancellation check)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
