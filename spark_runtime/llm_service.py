@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ from spark_runtime.engines.base import GenerationStats
 from spark_runtime.requests import parse_generation
 from spark_runtime.triton_model import counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import DecoupledRunner
+
+
+METRIC_INTERVAL_S = 0.2
 
 
 def _text_tensor(text: str) -> np.ndarray:
@@ -39,11 +43,13 @@ class LLMService:
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
         generated = 0
+        reported_at = time.monotonic()
         parts: list[str] = [] if exclude_input else [request.prompt]
         try:
             for delta in self.engine.generate(request, stats):
-                self.tokens.increment(stats.generated_tokens - generated)
-                generated = stats.generated_tokens
+                if time.monotonic() - reported_at >= METRIC_INTERVAL_S:  # each update is an IPC round trip
+                    self.tokens.increment(stats.generated_tokens - generated)
+                    generated, reported_at = stats.generated_tokens, time.monotonic()
                 if stream:
                     yield {"text_output": _text_tensor(delta)} if delta else None
                 else:

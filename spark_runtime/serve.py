@@ -75,6 +75,7 @@ class TritonServer:
     log_verbose: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
     backend_dir: Path = REPO_ROOT / ".cache" / "triton-backends"
+    shm_bytes: int = 64 * 1024 * 1024
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_handle: object = field(default=None, init=False, repr=False)
 
@@ -91,6 +92,10 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",
             "--strict-readiness=true",
+            # Each Python-backend instance talks to its stub through shared memory; a region that
+            # grows while several streams are in flight has crashed the 24.10 backend: start big.
+            f"--backend-config=python,shm-default-byte-size={self.shm_bytes}",
+            f"--backend-config=python,shm-growth-byte-size={self.shm_bytes}",
         ]
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")

@@ -19,7 +19,7 @@ def _respond_each(pb_utils: Any, requests: list[Any], handle: Any) -> list[Any]:
     """Non-decoupled execute: one response per request; a bad request gets an error response."""
     responses = []
     for request in requests:
-        inputs = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+        inputs = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}  # used before returning
         try:
             outputs = handle(inputs)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()]))

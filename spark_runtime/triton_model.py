@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_runtime.paths import ENGINE_DIR_ENV, REPO_ROOT
+from spark_runtime.triton_serving import IPC_LOCK
 
 
 def model_parameters(args: dict[str, Any]) -> dict[str, str]:
@@ -40,12 +41,20 @@ def counter(pb_utils: Any, name: str, description: str, labels: dict[str, str]) 
     """A Prometheus counter on Triton's metrics endpoint, or a no-op where the build lacks them."""
     try:
         family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
-        return family.Metric(labels=labels)
+        return _Counter(family, family.Metric(labels=labels))
     except Exception as exc:  # older stubs have no custom metrics
         logging.getLogger(__name__).warning("custom metric %s unavailable: %s", name, exc)
-        return _NoMetric()
+        return _Counter(None, None)
 
 
-class _NoMetric:
+class _Counter:
+    """Holds the family too: Triton invalidates a metric whose family was garbage-collected."""
+
+    def __init__(self, family: Any, metric: Any) -> None:
+        self._family = family
+        self._metric = metric
+
     def increment(self, value: float) -> None:
-        pass
+        if self._metric is not None and value:
+            with IPC_LOCK:
+                self._metric.increment(value)

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 Outputs = Mapping[str, np.ndarray]
 # A handler turns the request's inputs into a stream of outputs; None means "a step was taken,
 # nothing to send yet" (e.g. a token held back), which still gives cancellation a chance.
+# The stub's calls into the server (send, is_cancelled, metric updates) go through one lock: the
+# 24.10 Python backend crashed the server (SIGSEGV in libtriton_python) when several worker
+# threads made them at the same time.
+IPC_LOCK = threading.Lock()
+
 Handler = Callable[[Mapping[str, np.ndarray]], Iterator[Outputs | None]]
 
 
@@ -61,7 +66,8 @@ class DecoupledRunner:
 
     def submit(self, request: Any) -> None:
         sender = request.get_response_sender()
-        inputs = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+        # Input tensors live in the request's shared memory, released once execute returns.
+        inputs = {tensor.name(): np.array(tensor.as_numpy(), copy=True) for tensor in request.inputs()}
         self.counters.add(requests=1, in_flight=1)
         self._pool.submit(self._run, sender, inputs)
 
@@ -69,23 +75,29 @@ class DecoupledRunner:
         pb = self._pb
         final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         stream: Iterator[Outputs | None] | None = None
+
+        def send(response: Any = None, flags: int = 0) -> None:
+            with IPC_LOCK:
+                sender.send(response, flags=flags)
+
         try:
             stream = self._handler(inputs)
             for outputs in stream:
-                if sender.is_cancelled():
+                with IPC_LOCK:
+                    cancelled = sender.is_cancelled()
+                if cancelled:
                     self._cancelled()
                     break
                 if outputs is not None:
-                    tensors = [pb.Tensor(name, value) for name, value in outputs.items()]
-                    sender.send(pb.InferenceResponse(output_tensors=tensors))
-            sender.send(flags=final)
+                    send(pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in outputs.items()]))
+            send(flags=final)
         except RequestError as exc:
             self.counters.add(failed=1)
-            sender.send(pb.InferenceResponse(error=pb.TritonError(str(exc))), flags=final)
+            send(pb.InferenceResponse(error=pb.TritonError(str(exc))), flags=final)
         except Exception as exc:  # the server must keep serving whatever one request does
             self.counters.add(failed=1)
             log.exception("request failed")
-            sender.send(pb.InferenceResponse(error=pb.TritonError(f"internal error: {exc}")), flags=final)
+            send(pb.InferenceResponse(error=pb.TritonError(f"internal error: {exc}")), flags=final)
         finally:
             if stream is not None and hasattr(stream, "close"):
                 stream.close()  # stops the engine's generator (and frees its slot) at once
@@ -96,6 +108,6 @@ class DecoupledRunner:
         if self._on_cancel is not None:
             self._on_cancel()
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self) -> None:
         """Waits for running requests (they stop at their next cancellation check)."""
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -81,6 +81,7 @@ class FakeTwitchServer:
         self.ratelimited: list[Received] = []  # PRIVMSGs refused with msg_ratelimit
         self.pongs: list[str] = []
         self.force_ratelimit = 0  # refuse the next N PRIVMSGs with msg_ratelimit
+        self.answer_pings = True  # False: a half-dead server that reads but never answers
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
@@ -279,7 +280,7 @@ class FakeTwitchServer:
                             "room-id": "12345", "slow": "0", "subs-only": "0"})
                 + f" :{HOST} ROOMSTATE {channel}",
             )
-        elif command == "PING":
+        elif command == "PING" and self.answer_pings:
             await client.send(f":{HOST} PONG {HOST} :{trailing or (args[0] if args else '')}")
         elif command == "PONG":
             self.pongs.append(trailing or (args[0] if args else ""))

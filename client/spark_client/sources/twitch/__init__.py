@@ -16,11 +16,8 @@ from spark_client.sources.twitch.flood import FloodConfig, FloodGate
 from spark_client.sources.twitch.protocol import IrcMessage, IrcParseError, parse_line
 from spark_client.sources.twitch.ratelimit import SendLimiter
 from spark_client.sources.twitch.sanitize import Blocklist, BlockAction, Sanitizer
-from spark_client.sources.twitch.transport import (
-    TwitchAuthError,
-    TwitchChatSource,
-    TwitchConfig,
-)
+from spark_client.sources.twitch.config import TwitchAuthError, TwitchConfig
+from spark_client.sources.twitch.transport import TwitchChatSource
 
 __all__ = [
     "BlockAction",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import random
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spark_client.events import (
@@ -24,12 +23,11 @@ from spark_client.events import (
 from spark_client.sources.twitch import protocol as p
 from spark_client.sources.twitch.auth import OAuthToken
 from spark_client.sources.twitch.sanitize import Sanitizer, Verdict
+from spark_client.sources.twitch.tags import parse_badges, parse_emotes, parse_int
 
 TWITCH_CAPS = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
 FALLBACK_CAPS = ("message-tags",)
 _AUTH_FAILURES = ("login authentication failed", "improperly formatted auth", "login unsuccessful")
-_BADGE_RE = re.compile(r"[a-z0-9_\-]{1,40}")
-_MAX_EMOTES = 100
 _MAX_NICK_RETRIES = 3
 
 
@@ -267,7 +265,7 @@ class TwitchConnection:
     def _on_userstate(self, msg: p.IrcMessage, step: Step) -> None:
         if msg.param(0).lower() != self.channel:
             return
-        badges = _badges(msg.tags)
+        badges = parse_badges(msg.tags)
         was = self.is_privileged
         self.is_moderator = bool(badges & {"moderator", "broadcaster"})
         if self.is_privileged != was:
@@ -276,7 +274,7 @@ class TwitchConnection:
     def _on_roomstate(self, msg: p.IrcMessage, step: Step) -> None:
         if msg.param(0).lower() != self.channel or "slow" not in msg.tags:
             return
-        slow = _int(msg.tags["slow"])
+        slow = parse_int(msg.tags["slow"])
         if slow != self.slow_mode_s:
             self.slow_mode_s = slow
             step.signals.append(Signal(SignalKind.ROOM_STATE, str(slow)))
@@ -340,8 +338,8 @@ class TwitchConnection:
             self.stats.masked += 1
         tags = msg.tags
         login = (login or msg.nick).lower()
-        badges = _badges(tags)
-        bits = min(_int(tags.get("bits", "")), 10_000_000)
+        badges = parse_badges(tags)
+        bits = min(parse_int(tags.get("bits", "")), 10_000_000)
         first = tags.get("first-msg") == "1"
         mentions = bool(self._mention_re and self._mention_re.search(cleaned.text)) or (
             not self.anonymous and tags.get("reply-parent-user-login", "").lower() == self.nick
@@ -359,48 +357,7 @@ class TwitchConnection:
             first_message=first,
             mentions_bot=mentions,
             reply_parent_id=tags.get("reply-parent-msg-id", "")[:128],
-            emotes=_emotes(tags.get("emotes", ""), text, cleaned.text),
-            sent_at_ms=_int(tags["tmi-sent-ts"]) if "tmi-sent-ts" in tags else None,
+            emotes=parse_emotes(tags.get("emotes", ""), text, cleaned.text),
+            sent_at_ms=parse_int(tags["tmi-sent-ts"]) if "tmi-sent-ts" in tags else None,
             priority=Priority.HIGH if high else Priority.NORMAL,
         )
-
-
-def _int(value: str) -> int:
-    value = value.strip()
-    return int(value) if value.isdigit() and len(value) < 19 else 0
-
-
-def _badges(tags: Mapping[str, str]) -> frozenset[str]:
-    get = tags.get
-    names = set()
-    for item in get("badges", "").split(","):
-        name = item.split("/", 1)[0].strip().lower()
-        if _BADGE_RE.fullmatch(name):
-            names.add(name)
-    if get("mod") == "1" or get("user-type") == "mod":
-        names.add("moderator")
-    if get("subscriber") == "1":
-        names.add("subscriber")
-    if get("vip") == "1":
-        names.add("vip")
-    return frozenset(names)
-
-
-def _emotes(raw: str, original: str, cleaned: str) -> tuple[tuple[str, int, int], ...]:
-    """`id:start-end,start-end/id:...` -> sorted (id, start, end), end inclusive as Twitch
-    sends it. Ranges are kept only where the cleaned text still has the same characters."""
-    found: list[tuple[str, int, int]] = []
-    for group in raw.split("/"):
-        emote_id, _, ranges = group.partition(":")
-        if not emote_id or not ranges or len(emote_id) > 64:
-            continue
-        for span in ranges.split(","):
-            a, _, b = span.partition("-")
-            if not (a.isdigit() and b.isdigit()) or len(a) > 6 or len(b) > 6:
-                continue
-            start, end = int(a), int(b)
-            if start <= end < len(cleaned) and cleaned[start : end + 1] == original[start : end + 1]:
-                found.append((emote_id, start, end))
-            if len(found) >= _MAX_EMOTES:
-                return tuple(sorted(found, key=lambda e: e[1]))
-    return tuple(sorted(found, key=lambda e: e[1]))

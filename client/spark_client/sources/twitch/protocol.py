@@ -172,6 +172,7 @@ def format_line(
         for key, value in tags.items():
             if not _TAG_KEY_RE.fullmatch(key):
                 raise ValueError("invalid tag key")
+            value = value.replace("\0", "")  # NUL has no escape in IRCv3: it is dropped
             encoded.append(f"{key}={escape_tag_value(value)}" if value else key)
         parts.append("@" + ";".join(encoded))
     parts.append(command)

@@ -195,6 +195,10 @@ class SendLimiter:
         self.stats.dropped_duplicate += 1
         self.stats.sent -= 1 if self.stats.sent else 0
 
+    def blocked_until(self) -> float:
+        """Clock time before which nothing is sent (backoff or pause)."""
+        return self._blocked_until
+
     def pause_for(self, seconds: float) -> None:
         """Send nothing for `seconds` (the bot was timed out in the channel)."""
         self._blocked_until = max(self._blocked_until, self.clock() + max(0.0, seconds))

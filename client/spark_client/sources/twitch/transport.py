@@ -13,94 +13,27 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from spark_client.events import ChatMessage
 from spark_client.sources.base import ChatSink
-from spark_client.sources.twitch.auth import OAuthToken
+from spark_client.sources.twitch.config import (
+    Backoff,
+    TwitchAuthError,
+    TwitchConfig,
+    TwitchStats,
+)
 from spark_client.sources.twitch.connection import (
     ConnectionConfig,
     SignalKind,
     Step,
     TwitchConnection,
 )
-from spark_client.sources.twitch.flood import FloodConfig, FloodGate
+from spark_client.sources.twitch.flood import FloodGate
 from spark_client.sources.twitch.ratelimit import SendLimiter
 from spark_client.sources.twitch.recent import RecentIds
-from spark_client.sources.twitch.sanitize import Sanitizer
 
 log = logging.getLogger("spark_client.sources.twitch")
-
-TWITCH_HOST = "irc.chat.twitch.tv"
-TWITCH_TLS_PORT = 6697
-
-
-class TwitchAuthError(RuntimeError):
-    """Twitch refused the token; reconnecting cannot fix it."""
-
-
-@dataclass(frozen=True)
-class TwitchConfig:
-    channel: str
-    nick: str = ""  # bot account login; empty for anonymous read-only (justinfan<digits>)
-    token: OAuthToken | None = None
-    host: str = TWITCH_HOST
-    port: int = TWITCH_TLS_PORT
-    tls: bool = True
-    ssl_context: ssl.SSLContext | None = None  # None with tls=True: system CAs
-    replies_enabled: bool = False
-    max_reply_chars: int = 200
-    mention_names: tuple[str, ...] = ()
-    sanitizer: Sanitizer = field(default_factory=Sanitizer)
-    flood: FloodConfig = field(default_factory=FloodConfig)
-    rate_limit: int = 20  # messages per window; Twitch's documented limits
-    privileged_rate_limit: int = 100
-    rate_window_s: float = 30.0
-    rate_margin_s: float | None = None  # None: window/30
-    ratelimit_backoff_s: float | None = None  # None: one window
-    reply_queue: int = 20
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    connect_timeout_s: float = 10.0
-    register_timeout_s: float = 20.0
-    idle_ping_s: float = 240.0  # Twitch pings every ~5 min; silence this long -> we ping
-    pong_timeout_s: float = 20.0
-    write_timeout_s: float = 10.0
-    retire_grace_s: float = 2.0  # after RECONNECT: old link still read this long once replaced
-    max_line_bytes: int = 65_536
-
-    def __post_init__(self) -> None:
-        if self.replies_enabled and self.token is None:
-            raise ValueError("replies need an OAuth token (TWITCH_OAUTH_TOKEN)")
-        if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("invalid backoff settings")
-
-
-class Backoff:
-    """Exponential backoff with jitter in [base/2, base]: never zero, so never a tight loop."""
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
-        self.initial, self.maximum, self.rng = initial, maximum, rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        base = min(self.maximum, self.initial * 2 ** min(self.attempt, 30))
-        self.attempt += 1
-        return base / 2 + self.rng.uniform(0, base / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass(slots=True)
-class TwitchStats:
-    connects: int = 0
-    connect_failures: int = 0
-    reconnects_requested: int = 0
-    links_closed: int = 0
-    forwarded: int = 0
-    sink_rejected: int = 0
-    duplicates_skipped: int = 0
 
 
 class _Link:
@@ -271,7 +204,7 @@ class TwitchChatSource:
                 if len(buf) > self.config.max_line_bytes:
                     buf.clear()
                     discarding = True
-        except (OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any read failure ends this link, not the source
             reason = f"{type(exc).__name__}: {exc}"
         await self._queue.put((link, _Closed(reason)))
 
@@ -374,6 +307,8 @@ class TwitchChatSource:
                 self.stats.sink_rejected += 1
 
     def _on_joined(self, link: _Link) -> None:
+        if link not in self._links:
+            return  # dropped while this step was being applied
         self._primary = link
         self._backoff.reset()
         self.limiter.set_privileged(link.conn.is_privileged)

@@ -1,0 +1,82 @@
+"""Triton input tensors -> typed requests, with clear errors (no server)."""
+
+import numpy as np
+import pytest
+
+from spark_runtime.errors import RequestError
+from spark_runtime.requests import parse_generation, parse_speech, parse_text_prefix, parse_transcriptions
+
+
+def b(text: str) -> np.ndarray:
+    return np.array([[text.encode()]], dtype=object)
+
+
+def test_generation_request_with_the_tensorrt_llm_names():
+    request, stream, exclude = parse_generation({
+        "text_input": b("hello"), "max_tokens": np.array([[12]], np.int32), "stream": np.array([[True]]),
+        "temperature": np.array([[0.7]], np.float32), "top_k": np.array([[40]], np.int32),
+        "stop_words": np.array([[b"<|im_end|>", b""]], dtype=object), "lora_name": b(" pirate "),
+    })
+    assert (request.prompt, request.max_tokens, request.top_k, request.lora_name) == ("hello", 12, 40, "pirate")
+    assert request.stop_words == ("<|im_end|>",) and stream and exclude
+    assert request.temperature == pytest.approx(0.7)
+
+
+def test_generation_defaults_are_greedy_and_non_streaming():
+    request, stream, _ = parse_generation({"text_input": b("x"), "max_tokens": np.array([[1]], np.int32)})
+    assert request.temperature == 0 and request.lora_name is None and not stream
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({}, "text_input is required"),
+        ({"text_input": b("")}, "empty"),
+        ({"text_input": np.array([[b"\xff"]], dtype=object)}, "UTF-8"),
+        ({"text_input": b("x"), "max_tokens": np.array([[0]], np.int32)}, "max_tokens"),
+        ({"text_input": b("x"), "temperature": np.array([[np.nan]], np.float32)}, "temperature"),
+        ({"text_input": np.array([[b"a"], [b"b"]], dtype=object)}, "one value"),
+    ],
+)
+def test_bad_generation_inputs(inputs, message):
+    with pytest.raises(RequestError, match=message):
+        parse_generation(inputs)
+
+
+def test_speech_request_and_limits():
+    request = parse_speech({"target_text": b("Hi."), "voice": b("joe"), "speed": np.array([[1.25]], np.float32)})
+    assert (request.text, request.voice, request.speed) == ("Hi.", "joe", 1.25)
+    with pytest.raises(RequestError, match="speed"):
+        parse_speech({"target_text": b("Hi."), "speed": np.array([[9.0]], np.float32)})
+    with pytest.raises(RequestError, match="at most"):
+        parse_speech({"target_text": b("a" * 5000)})
+
+
+def test_whisper_prefix_is_understood():
+    assert parse_text_prefix("<|startoftranscript|><|en|><|transcribe|><|notimestamps|>") == ("en", "transcribe", None)
+    assert parse_text_prefix("<|de|><|translate|>Names: Spark") == ("de", "translate", "Names: Spark")
+    with pytest.raises(RequestError, match="unknown special token"):
+        parse_text_prefix("<|what is this|>")
+
+
+def test_transcription_batch_with_lengths():
+    wav = np.zeros((2, 16000), np.float32)
+    requests = parse_transcriptions({"WAV": wav, "WAV_LENS": np.array([[8000], [16000]], np.int32)})
+    assert [len(r.audio) for r in requests] == [8000, 16000]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"WAV": np.zeros((1, 10), np.int16)}, "float32"),
+        ({"WAV": np.zeros((1, 0), np.float32)}, "empty"),
+        ({"WAV": np.zeros((1, 2, 3), np.float32)}, "mono"),
+        ({"WAV": np.full((1, 10), 300.0, np.float32)}, "integer PCM"),
+        ({"WAV": np.zeros((1, 10), np.float32), "SAMPLE_RATE": np.array([[8000]], np.int32)}, "16000 Hz"),
+        ({"WAV": np.zeros((1, 10), np.float32), "WAV_LENS": np.array([[11]], np.int32)}, "outside"),
+        ({"WAV": np.array([[np.inf]], np.float32)}, "NaN or infinite"),
+    ],
+)
+def test_bad_audio_is_rejected_with_a_reason(inputs, message):
+    with pytest.raises(RequestError, match=message):
+        parse_transcriptions(inputs)

@@ -1,0 +1,71 @@
+"""DecoupledRunner: every stream ends with the final flag, errors are responses, cancel stops work."""
+
+import threading
+
+import numpy as np
+
+from spark_runtime.errors import RequestError
+from spark_runtime.triton_serving import DecoupledRunner
+from tests.fakes import pb_utils
+from tests.timing import seconds
+
+
+def test_each_output_is_a_response_and_the_stream_ends_final():
+    def handler(inputs):
+        for i in range(int(inputs["n"][0])):
+            yield None  # a step with nothing to send
+            yield {"out": np.array([i])}
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=2)
+    request = pb_utils.InferenceRequest(n=[3])
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(5))
+    assert [int(a[0]) for a in request.sender.outputs("out")] == [0, 1, 2]
+    assert request.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    runner.close()
+
+
+def test_request_errors_become_error_responses_with_the_final_flag():
+    def handler(inputs):
+        raise RequestError("text_input is required")
+
+    def broken(inputs):
+        yield {"out": np.array([1])}
+        raise ZeroDivisionError("boom")
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=1)
+    bad = pb_utils.InferenceRequest()
+    runner.submit(bad)
+    assert bad.sender.done.wait(seconds(5)) and bad.sender.errors() == ["text_input is required"]
+    runner2 = DecoupledRunner(pb_utils, broken, max_workers=1)
+    crash = pb_utils.InferenceRequest()
+    runner2.submit(crash)
+    assert crash.sender.done.wait(seconds(5))
+    assert crash.sender.errors() == ["internal error: boom"] and runner2.counters.failed == 1
+    runner.close()
+    runner2.close()
+
+
+def test_cancel_stops_the_handler_and_closes_its_generator():
+    steps, closed, started = [], threading.Event(), threading.Event()
+
+    def endless(inputs):
+        try:
+            while True:
+                steps.append(1)
+                started.set()
+                yield {"out": np.array([len(steps)])}
+        finally:
+            closed.set()
+
+    cancelled = []
+    runner = DecoupledRunner(pb_utils, endless, max_workers=1, on_cancel=lambda: cancelled.append(1))
+    request = pb_utils.InferenceRequest()
+    runner.submit(request)
+    assert started.wait(seconds(5))
+    request.sender.cancel()
+    assert request.sender.done.wait(seconds(5)) and closed.wait(seconds(5))
+    n = len(steps)
+    assert cancelled == [1] and runner.counters.cancelled == 1
+    assert len(steps) == n  # nothing runs after the cancel
+    runner.close()
