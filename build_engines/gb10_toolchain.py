@@ -1,0 +1,129 @@
+"""Checks that run before an hour of quantising and engine building: fail early, say what to fix.
+
+A real build stops on the first report with a failed check; `--dry-run` prints the same report
+and carries on, so a laptop without a GPU can still show the commands.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from build_engines.gb10_shapes import GB10_COMPUTE_CAPABILITY
+
+MIN_TRTLLM = (1, 0)
+CONTAINER = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        fix = f"\n         fix: {self.fix}" if not self.ok and self.fix else ""
+        return f"  [{mark}] {self.name}: {self.detail}{fix}"
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_trtllm() -> tuple[Check, str | None]:
+    try:
+        version = importlib.metadata.version("tensorrt_llm")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("tensorrt_llm", False, "not installed",
+                     f"build inside {CONTAINER} (build_engines/docker/Dockerfile.gb10)"), None
+    ok = _version_tuple(version) >= MIN_TRTLLM
+    return Check("tensorrt_llm", ok, f"version {version}",
+                 f"TensorRT-LLM >= {'.'.join(map(str, MIN_TRTLLM))} is needed for sm_121 ({CONTAINER})"), version
+
+
+def check_program(name: str, fix: str) -> Check:
+    path = shutil.which(name)
+    return Check(name, path is not None, path or "not on PATH", fix)
+
+
+def check_examples(examples: Path, version: str | None) -> Check:
+    script = examples / "quantization" / "quantize.py"
+    tag = f"v{version}" if version else "v<installed version>"
+    return Check("quantize.py", script.is_file(), str(script),
+                 f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM /opt/trtllm-src "
+                 "and pass --trtllm-examples /opt/trtllm-src/examples (or set TRTLLM_EXAMPLES)")
+
+
+def check_gpu(qformat: str, run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> Check:
+    fix = "build on the DGX Spark itself: TensorRT engines only run on the GPU architecture they were built for"
+    try:
+        result = run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                     capture_output=True, text=True, timeout=30, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        return Check("GPU", False, f"nvidia-smi unavailable ({exc.__class__.__name__})", fix)
+    if result.returncode != 0 or not result.stdout.strip():
+        return Check("GPU", False, f"nvidia-smi failed: {result.stderr.strip() or result.returncode}", fix)
+    name, _, cap = result.stdout.strip().splitlines()[0].rpartition(",")
+    try:
+        major, minor = (int(x) for x in cap.strip().split("."))
+    except ValueError:
+        return Check("GPU", False, f"unreadable compute capability {cap!r}", fix)
+    wanted = GB10_COMPUTE_CAPABILITY
+    ok = (major, minor) == wanted
+    detail = f"{name.strip()} compute capability {major}.{minor} (GB10 is {wanted[0]}.{wanted[1]})"
+    if qformat == "nvfp4" and major < 10:
+        return Check("GPU", False, detail, "NVFP4 needs a Blackwell GPU; use --qformat fp8 or build on the Spark")
+    return Check("GPU", ok, detail, fix)
+
+
+def check_disk(folder: Path, need_gb: float) -> Check:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free_gb = shutil.disk_usage(probe).free / 1e9
+    return Check("disk", free_gb >= need_gb, f"{free_gb:.0f} GB free under {probe}, need about {need_gb:.0f} GB",
+                 "free space or pass --out/--work on a larger disk")
+
+
+def check_ctranslate2_cuda() -> Check:
+    fix = ("PyPI's aarch64 CTranslate2 wheels are CPU-only: use the container (it compiles CTranslate2 with "
+           "CUDA for sm_121) or pass --stt-device cpu")
+    if importlib.util.find_spec("ctranslate2") is None:
+        return Check("CTranslate2 CUDA", False, "ctranslate2 not installed", fix)
+    import ctranslate2
+
+    count = int(ctranslate2.get_cuda_device_count())
+    return Check("CTranslate2 CUDA", count > 0, f"{count} CUDA device(s) visible to ctranslate2", fix)
+
+
+def toolchain_report(
+    *, qformat: str, examples: Path, out: Path, need_gb: float, stt_cuda: bool, convert_whisper: bool,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> list[Check]:
+    trtllm, version = check_trtllm()
+    checks = [
+        trtllm,
+        check_program("trtllm-build", f"trtllm-build comes with tensorrt_llm: build inside {CONTAINER}"),
+        check_examples(examples, version),
+        check_gpu(qformat, run),
+        check_disk(out, need_gb),
+    ]
+    if stt_cuda:
+        checks.append(check_ctranslate2_cuda())
+    if convert_whisper:
+        checks.append(check_program("ct2-transformers-converter",
+                                    "pip install ctranslate2 transformers (the converter ships with ctranslate2)"))
+    return checks

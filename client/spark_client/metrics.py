@@ -1,0 +1,111 @@
+"""Per-turn latency: marks from the moment a chat message arrived, logged as JSON lines,
+exported as Prometheus histograms, summarised (p50/p95) at exit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+STAGES = (
+    "queue_wait_ms", "prompt_build_ms", "llm_first_token_ms", "first_piece_ms", "tts_first_chunk_ms",
+    "first_audio_out_ms", "first_mouth_ms", "total_ms",
+)
+
+
+@dataclass
+class TurnTimings:
+    turn: int
+    user: str
+    persona: str
+    received_at: float  # time.monotonic() when the chat message arrived
+    marks: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    failed: str = ""
+    spoken: str = ""
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        """Records the first time a stage is reached, in ms since the message arrived."""
+        if stage not in self.marks:
+            self.marks[stage] = ((at if at is not None else time.monotonic()) - self.received_at) * 1000
+
+    def record(self) -> dict[str, Any]:
+        data = {"event": "turn", "turn": self.turn, "user": self.user, "persona": self.persona}
+        data.update({stage: round(self.marks[stage], 1) if stage in self.marks else None for stage in STAGES})
+        data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
+        return data
+
+
+class TurnMetrics:
+    def __init__(self, *, jsonl: Path | None = None, prometheus_port: int = 0) -> None:
+        self.turns: list[dict[str, Any]] = []
+        self._file: IO[str] | None = None
+        if jsonl is not None:
+            jsonl.parent.mkdir(parents=True, exist_ok=True)
+            self._file = jsonl.open("a", encoding="utf-8")
+        self._histograms: dict[str, Any] = {}
+        self._counter: Any = None
+        if prometheus_port:
+            self._serve(prometheus_port)
+
+    def _serve(self, port: int) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+        registry = CollectorRegistry()
+        buckets = (25, 50, 100, 200, 300, 400, 500, 750, 1000, 1500, 2500, 5000, 10000)
+        for stage in STAGES:
+            name = "spark_turn_" + stage.removesuffix("_ms") + "_milliseconds"
+            self._histograms[stage] = Histogram(name, f"Turn latency to {stage}", buckets=buckets, registry=registry)
+        self._counter = Counter("spark_turns", "Turns by outcome", ["outcome"], registry=registry)
+        start_http_server(port, addr="127.0.0.1", registry=registry)
+        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+
+    def add(self, timings: TurnTimings) -> dict[str, Any]:
+        record = timings.record()
+        self.turns.append(record)
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        for stage, histogram in self._histograms.items():
+            if record.get(stage) is not None:
+                histogram.observe(record[stage])
+        if self._counter is not None:
+            outcome = "failed" if timings.failed else "interrupted" if timings.interrupted else "spoken"
+            self._counter.labels(outcome).inc()
+        return record
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage in STAGES:
+            values = [t[stage] for t in self.turns if t.get(stage) is not None]
+            if values:
+                out[stage] = {"n": len(values), "p50": float(np.percentile(values, 50)),
+                              "p95": float(np.percentile(values, 95))}
+        return out
+
+    def summary_text(self) -> str:
+        rows = self.summary()
+        if not rows:
+            return "no turns were answered"
+        lines = [f"{'stage (ms from chat message)':32s} {'n':>4s} {'p50':>8s} {'p95':>8s}"]
+        lines += [f"{stage:32s} {r['n']:4d} {r['p50']:8.0f} {r['p95']:8.0f}" for stage, r in rows.items()]
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def timings_line(record: dict[str, Any]) -> str:
+    parts = [f"{k.removesuffix('_ms')} {record[k]:.0f}" for k in STAGES if record.get(k) is not None]
+    return "  [" + " | ".join(parts) + " ms]"
+
+

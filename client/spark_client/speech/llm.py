@@ -1,0 +1,63 @@
+"""The persona's words: chat messages -> the model's own template -> streamed text deltas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from spark_client.speech.triton import TritonModels, infer_input
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    text: str
+    stop_words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    seed: int = 0
+
+
+class LLMClient:
+    def __init__(self, models: TritonModels, *, model: str = "llm", template_model: str = "llm_template") -> None:
+        self._models = models
+        self._model = model
+        self._template_model = template_model
+
+    async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+        """Applies the served model's chat template (the client never hard-codes a format)."""
+        result = await self._models.infer(
+            self._template_model, [infer_input("messages", np.array([json.dumps(messages)], dtype=object))]
+        )
+        prompt = result.as_numpy("prompt").reshape(-1)[0].decode("utf-8")
+        stops = tuple(s.decode("utf-8") for s in result.as_numpy("stop_words").reshape(-1) if s)
+        return RenderedPrompt(prompt, stops)
+
+    async def stream(self, prompt: RenderedPrompt, options: SamplingOptions,
+                     *, lora_name: str | None = None) -> AsyncIterator[str]:
+        """Text deltas as they are generated; closing the iterator cancels generation on the server."""
+        inputs = [
+            infer_input("text_input", np.array([[prompt.text]], dtype=object)),
+            infer_input("max_tokens", np.array([[options.max_tokens]], dtype=np.int32)),
+            infer_input("stream", np.array([[True]])),
+            infer_input("temperature", np.array([[options.temperature]], dtype=np.float32)),
+            infer_input("top_p", np.array([[options.top_p]], dtype=np.float32)),
+            infer_input("top_k", np.array([[options.top_k]], dtype=np.int32)),
+            infer_input("random_seed", np.array([[options.seed]], dtype=np.uint64)),
+        ]
+        if prompt.stop_words:
+            inputs.append(infer_input("stop_words", np.array([list(prompt.stop_words)], dtype=object)))
+        if lora_name:
+            inputs.append(infer_input("lora_name", np.array([[lora_name]], dtype=object)))
+        async for result in self._models.stream(self._model, inputs):
+            delta = result.as_numpy("text_output").reshape(-1)[0].decode("utf-8")
+            if delta:
+                yield delta

@@ -1,0 +1,250 @@
+"""The stream loop: one turn at a time, from a chat message to the persona's voice and avatar.
+
+A turn: pick the message -> persona -> recall memories -> build the prompt -> stream the LLM
+-> cut speakable pieces -> stream each through TTS while the LLM keeps going -> play in order
+(lip sync follows the audio) -> remember what was actually said. An INTERRUPT event cancels the
+running turn: its LLM and TTS requests are cancelled on the server, playback stops within a
+block, and history keeps only what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from spark_client.avatar.driver import AvatarDriver
+from spark_client.events import ChatMessage, Priority
+from spark_client.metrics import TurnMetrics, TurnTimings
+from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
+from spark_client.speech.llm import LLMClient
+from spark_client.speech.playback import PlaybackItem, Player
+from spark_client.speech.triton import ModelCallError
+from spark_client.speech.tts import TTSClient
+from spark_client.turns.memory import Memory
+from spark_client.turns.persona import Persona, PersonaDirector
+from spark_client.turns.prompt import ConversationHistory, Exchange, build_messages, chat_block
+from spark_client.turns.queue import ChatQueue, TurnRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    turn_timeout_s: float = 60.0  # a whole turn, speech included
+    prompt_budget_tokens: int = 1500
+    max_backoff_s: float = 30.0
+    cancel_wait_s: float = 5.0  # how long a cancelled turn may take to wind down
+    synth_ahead_s: float = 4.0  # synthesise at most this much audio ahead of playback
+
+
+@dataclass
+class _TurnState:
+    number: int
+    persona: Persona
+    timings: TurnTimings
+    pieces: list[SpeakablePiece] = field(default_factory=list)
+
+
+class TurnLoop:
+    def __init__(
+        self, *, queue: ChatQueue, director: PersonaDirector, llm: LLMClient, tts: TTSClient, player: Player,
+        avatar: AvatarDriver, metrics: TurnMetrics, memory: Memory | None = None,
+        history: ConversationHistory | None = None, options: LoopOptions = LoopOptions(),
+        on_said: Callable[[Persona, ChatMessage, str, dict[str, object]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.queue, self.director, self.llm, self.tts = queue, director, llm, tts
+        self.player, self.avatar, self.metrics, self.memory = player, avatar, metrics, memory
+        self.history = history or ConversationHistory()
+        self.options = options
+        self.on_said = on_said
+        self._turns = 0
+        self.failures = 0
+        self.busy = False
+
+    async def run(self) -> None:
+        """Answers chat until the queue is closed and drained (or until cancelled)."""
+        while True:
+            for event in self._take_moderation():
+                if self.memory is not None:
+                    await self.memory.forget(event)
+            request = await self.queue.next_turn()
+            if request is None:
+                return
+            self.busy = True
+            try:
+                persona = self.director.choose(request.answer)
+                state = await self._play_turn(request, persona, chat_block(request.answer, request.context))
+                cohost = self.director.cohost_reacts(persona) if not state.timings.interrupted else None
+                if cohost is not None and self.queue.pending == 0:
+                    reaction = f"<chat>\n(no new chat) React briefly to what {persona.name} just said.\n</chat>"
+                    await self._play_turn(request, cohost, reaction, reacting=True)
+            finally:
+                self.busy = False
+
+    async def warm_up(self) -> None:
+        """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
+        the first viewer does not pay for cold starts."""
+        for persona in self.director.personas:
+            messages = build_messages(persona, self.history, chat="<chat>\n</chat>", memories=[], budget_tokens=0)
+            prompt = await self.llm.render(messages)
+            async for _ in self.llm.stream(prompt, replace(persona.sampling, max_tokens=1), lora_name=persona.lora_name):
+                pass
+            async for _ in self.tts.stream("Hi.", voice=persona.voice, speed=persona.speed):
+                pass
+
+    async def idle(self, poll_s: float = 0.1) -> None:
+        """Waits until no turn is running and no chat is waiting."""
+        while self.busy or self.queue.pending:
+            await asyncio.sleep(poll_s)
+
+    def _take_moderation(self) -> list:
+        events, self.queue.moderation = self.queue.moderation, []
+        return events
+
+    async def _play_turn(self, request: TurnRequest, persona: Persona, chat: str,
+                         *, reacting: bool = False) -> _TurnState:
+        self._turns += 1
+        received = time.monotonic() if reacting else request.answer.received_at
+        state = _TurnState(self._turns, persona, TurnTimings(self._turns, request.answer.user, persona.name, received))
+        state.timings.mark("queue_wait_ms")
+        if not reacting and request.answer.priority >= Priority.INTERRUPT:
+            self.queue.clear_interrupt()  # this turn answers the interruption itself
+        turn = asyncio.create_task(self._speak(state, request.answer, chat, reacting), name=f"turn-{state.number}")
+        interrupt = asyncio.create_task(self.queue.wait_interrupt(), name="interrupt-watch")
+        try:
+            done, _ = await asyncio.wait({turn, interrupt}, timeout=self.options.turn_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if turn not in done:
+                state.timings.interrupted = interrupt in done
+                state.timings.failed = "" if interrupt in done else f"turn exceeded {self.options.turn_timeout_s:.0f} s"
+                await self._stop(turn, state)
+            elif (error := turn.exception()) is not None:
+                raise error
+            else:
+                self.failures = 0
+        except ModelCallError as exc:
+            state.timings.failed = str(exc)
+            await self._failed(exc)
+        except Exception as exc:  # a bug in one turn must not end the stream
+            log.exception("turn %d failed", state.number)
+            state.timings.failed = repr(exc)
+            await self._failed(ModelCallError("turn", repr(exc), retryable=True))
+        finally:
+            interrupt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await interrupt
+            await self._finish(state, request.answer, chat)
+        return state
+
+    async def _stop(self, turn: asyncio.Task[None], state: _TurnState) -> None:
+        self.player.interrupt(state.number)
+        turn.cancel()
+        await asyncio.wait({turn}, timeout=self.options.cancel_wait_s)
+        await self.avatar.silence()
+
+    async def _failed(self, exc: ModelCallError) -> None:
+        self.failures += 1
+        delay = min(self.options.max_backoff_s, 2.0 ** (self.failures - 1)) if exc.retryable else 0.0
+        log.warning("turn skipped (%s); %d failure(s) in a row%s", exc, self.failures,
+                    f", retrying in {delay:.0f} s" if delay else "")
+        if delay:
+            await asyncio.sleep(delay)
+
+    async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
+        timings = state.timings
+        memories = [] if reacting or self.memory is None else await self.memory.recall(message)
+        messages = build_messages(state.persona, self.history, chat=chat, memories=memories,
+                                  budget_tokens=self.options.prompt_budget_tokens)
+        prompt = await self.llm.render(messages)
+        timings.mark("prompt_build_ms")
+        pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
+
+        async def generate() -> None:
+            chunker = SpeechChunker()
+            try:
+                async for delta in self.llm.stream(prompt, state.persona.sampling, lora_name=state.persona.lora_name):
+                    timings.mark("llm_first_token_ms")
+                    for piece in chunker.feed(delta):
+                        timings.mark("first_piece_ms")
+                        pieces.put_nowait(piece)
+                for piece in chunker.flush():
+                    timings.mark("first_piece_ms")
+                    pieces.put_nowait(piece)
+            finally:
+                pieces.put_nowait(None)
+
+        async def speak() -> None:
+            while (piece := await pieces.get()) is not None:
+                if piece.index == 0 and not piece.emotions and state.persona.resting_emotion:
+                    piece.emotions.append(state.persona.resting_emotion)
+                await self.player.wait_ahead_below(state.number, self.options.synth_ahead_s)
+                state.pieces.append(piece)
+                first = True
+                async for chunk in self.tts.stream(piece.text, voice=state.persona.voice, speed=state.persona.speed):
+                    timings.mark("tts_first_chunk_ms")
+                    on_start = self._expressions(piece.emotions) if first else None
+                    self.player.enqueue(PlaybackItem(state.number, piece.index, chunk.pcm, chunk.sample_rate, on_start))
+                    first = False
+            await self.player.drain(state.number)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(generate(), name=f"turn-{state.number}-llm")
+                group.create_task(speak(), name=f"turn-{state.number}-tts")
+        except* ModelCallError as errors:
+            raise errors.exceptions[0] from None
+
+    def _expressions(self, emotions: list[str]) -> Callable[[], None] | None:
+        if not emotions:
+            return None
+
+        def show() -> None:
+            for name in emotions:
+                self.avatar.expression(name)
+
+        return show
+
+    def spoken_text(self, state: _TurnState) -> str:
+        """The words that were actually played: whole pieces, and the heard part of a cut one."""
+        words: list[str] = []
+        for piece in state.pieces:
+            progress = self.player.progress.get((state.number, piece.index))
+            if progress is None or progress.played == 0:
+                break
+            piece_words = piece.text.split()
+            if progress.played >= progress.queued and not state.timings.interrupted:
+                words.extend(piece_words)
+                continue
+            fraction = progress.played / max(1, progress.queued)
+            heard = piece_words[: int(len(piece_words) * fraction)]
+            words.extend(heard)
+            if fraction < 1.0:
+                words.append("—")
+                break
+        return " ".join(words)
+
+    async def _finish(self, state: _TurnState, message: ChatMessage, chat: str) -> None:
+        timings = state.timings
+        first_audio = self.player.first_audio_at.get(state.number)
+        if first_audio is not None:
+            timings.mark("first_audio_out_ms", first_audio)
+        first_mouth = self.avatar.first_mouth_at.get(state.number)
+        if first_mouth is not None:
+            timings.mark("first_mouth_ms", first_mouth)
+        timings.mark("total_ms")
+        timings.spoken = self.spoken_text(state)
+        self.history.add(Exchange(chat=chat, spoken=timings.spoken, persona=state.persona.name))
+        if self.memory is not None and timings.spoken and "(no new chat)" not in chat:
+            try:
+                await self.memory.remember(message, timings.spoken, state.persona.name)
+            except Exception:
+                log.exception("could not store the memory of turn %d", state.number)
+        record = self.metrics.add(timings)
+        self.player.forget(state.number)
+        self.avatar.forget(state.number)
+        if self.on_said is not None:
+            await self.on_said(state.persona, message, timings.spoken, record)

@@ -1,0 +1,72 @@
+"""End to end through the real client: chat message -> first audio out and first mouth parameter.
+
+Runs `spark-client live --script FILE.jsonl --triton-url URL --no-playback --wav OUT.wav
+--metrics-jsonl OUT.jsonl` on a scripted chat and reads the client's own per-turn instrumentation
+(every `*_ms` counts from the moment the chat message was received).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf.parsers import TurnLog, parse_turn_metrics
+from perf.workload import chat_script, write_chat_script
+
+CLIENT_EXECUTABLE = "spark-client"
+
+
+@dataclass(frozen=True)
+class E2EPlan:
+    turns: int = 60  # scripted; at least 50 should be answered
+    delay_s: float = 3.0  # between chat lines: long enough that turns rarely queue behind each other
+    timeout_s: float = 1200.0
+
+
+@dataclass(frozen=True)
+class E2EResult:
+    log: TurnLog | None
+    command: str
+    skipped: str | None = None
+    exit_code: int | None = None
+    stderr_tail: str = ""
+
+
+def client_executable() -> Path | None:
+    """spark-client beside this interpreter (the repo's .venv/bin), where `make setup` installs it."""
+    path = Path(sys.executable).parent / CLIENT_EXECUTABLE
+    return path if path.is_file() else None
+
+
+def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
+    executable = client_executable()
+    script = write_chat_script(out / "e2e_script.jsonl", chat_script(plan.turns, plan.delay_s))
+    metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
+    args = ["live", "--script", str(script), "--triton-url", url, "--no-playback", "--wav", str(wav),
+            "--metrics-jsonl", str(metrics)]
+    command = shlex.join([CLIENT_EXECUTABLE, *args])
+    if executable is None:
+        return E2EResult(None, command, skipped=f"{CLIENT_EXECUTABLE} is not installed in "
+                                                 f"{Path(sys.executable).parent} (run `make setup`)")
+    metrics.unlink(missing_ok=True)
+    try:
+        done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return E2EResult(_read(metrics), command, skipped=f"the client did not finish in {plan.timeout_s:.0f} s")
+    (out / "e2e_client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+    log = _read(metrics)
+    if done.returncode != 0 and (log is None or not log.turns):
+        return E2EResult(log, command, skipped=f"spark-client exited {done.returncode}", exit_code=done.returncode,
+                         stderr_tail=tail)
+    return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail)
+
+
+def _read(path: Path) -> TurnLog | None:
+    if not path.is_file():
+        return None
+    return parse_turn_metrics(path.read_text(encoding="utf-8").splitlines())

@@ -1,0 +1,104 @@
+"""Serving overhead: the same engines called in this process against Triton-served over gRPC.
+
+The in-process engines are loaded from the same engine folder with the same options the Triton
+models use (spark_runtime.engines.load_engine), warmed with the same persona prefix, and the
+two paths alternate request by request with identical greedy requests, so both decode the same
+tokens and see the same prefix-cache state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perf.grpc_stream import StreamingClient, llm_inputs, tts_inputs
+from perf.stats import Distribution, ratio
+from perf.workload import QUESTIONS, TTS_TEXTS, chat_messages
+from spark_runtime.engines import load_engine
+from spark_runtime.engines.base import GenerationRequest, SpeechRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    first_ms: float | None
+    total_ms: float
+
+
+@dataclass
+class PathPair:
+    """One engine, two ways of calling it."""
+
+    served: list[Call] = field(default_factory=list)
+    in_process: list[Call] = field(default_factory=list)
+
+    def first(self, served: bool) -> Distribution | None:
+        return Distribution.of([c.first_ms for c in (self.served if served else self.in_process) if c.first_ms is not None])
+
+    def total(self, served: bool) -> Distribution | None:
+        return Distribution.of([c.total_ms for c in (self.served if served else self.in_process)])
+
+    def overhead(self) -> float | None:
+        """served / in-process - 1 on the mean time per request (0.05 is 5 % slower served)."""
+        served, local = self.total(True), self.total(False)
+        value = ratio(served.mean if served else None, local.mean if local else None)
+        return None if value is None else value - 1.0
+
+
+@dataclass
+class OverheadResult:
+    llm: PathPair = field(default_factory=PathPair)
+    tts: PathPair = field(default_factory=PathPair)
+    max_tokens: int = 64
+
+
+def _local_llm(engine: object, prompt: str, max_tokens: int, stops: tuple[str, ...]) -> Call:
+    start = time.perf_counter()
+    first = None
+    for delta in engine.generate(GenerationRequest(prompt=prompt, max_tokens=max_tokens, stop_words=stops)):  # type: ignore[attr-defined]
+        if delta and first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    return Call(None if first is None else (first - start) * 1000, (end - start) * 1000)
+
+
+def _local_tts(engine: object, text: str) -> Call:
+    start = time.perf_counter()
+    first = None
+    for _chunk in engine.synthesize(SpeechRequest(text=text)):  # type: ignore[attr-defined]
+        first = first or time.perf_counter()
+    end = time.perf_counter()
+    return Call(None if first is None else (first - start) * 1000, (end - start) * 1000)
+
+
+def _served(client: StreamingClient, model: str, inputs: list) -> Call:  # type: ignore[type-arg]
+    done = client.call(model, inputs)
+    return Call(done.first_ms(), done.total_ms())
+
+
+def measure_overhead(url: str, engine_root: Path, *, requests: int, max_tokens: int = 64) -> OverheadResult:
+    result = OverheadResult(max_tokens=max_tokens)
+    with StreamingClient(url) as client:
+        rendered = [client.render_chat(chat_messages(q)) for q in QUESTIONS[: max(1, requests)]]
+        llm = load_engine(engine_root / "llm")
+        try:
+            warm_prompt, warm_stops = rendered[0]
+            _local_llm(llm, warm_prompt, 8, warm_stops)
+            _served(client, "llm", llm_inputs(warm_prompt, 8, stop_words=warm_stops))
+            for i in range(requests):
+                prompt, stops = rendered[i % len(rendered)]
+                result.llm.served.append(_served(client, "llm", llm_inputs(prompt, max_tokens, stop_words=stops)))
+                result.llm.in_process.append(_local_llm(llm, prompt, max_tokens, stops))
+        finally:
+            llm.close()
+        tts = load_engine(engine_root / "tts")
+        try:
+            text = TTS_TEXTS["medium"]
+            _local_tts(tts, "Warm up.")
+            _served(client, "tts", tts_inputs("Warm up."))
+            for _ in range(requests):
+                result.tts.served.append(_served(client, "tts", tts_inputs(text)))
+                result.tts.in_process.append(_local_tts(tts, text))
+        finally:
+            tts.close()
+    return result

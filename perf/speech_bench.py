@@ -1,0 +1,119 @@
+"""TTS (time to first chunk, real-time factor) and STT (real-time factor, latency after end of
+speech), through Triton with our own streaming client.
+
+STT utterances are made by the served TTS model itself (Piper at 22.05 kHz, resampled to 16 kHz),
+cut to 2, 5 and 15 s. The stt model transcribes a whole utterance per request, so the latency
+after end of speech is the time from sending the utterance (the moment speech ended) to its
+transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perf.grpc_stream import StreamingClient, stt_inputs, tts_inputs
+from perf.stats import Distribution
+from perf.workload import STT_SECONDS, STT_SOURCE_TEXT, TTS_TEXTS
+
+STT_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class TTSCase:
+    name: str
+    characters: int
+    audio_s: float
+    first_chunk_ms: Distribution | None
+    total_ms: Distribution | None
+    rtf: Distribution | None  # synthesis time / audio duration; below 1 is faster than real time
+
+
+@dataclass(frozen=True)
+class STTCase:
+    seconds: float
+    latency_ms: Distribution | None  # end of speech -> transcript
+    rtf: Distribution | None
+    transcript: str
+
+
+@dataclass
+class SpeechResult:
+    tts: list[TTSCase] = field(default_factory=list)
+    stt: list[STTCase] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _audio(done: object) -> tuple[np.ndarray, int]:
+    arrivals = getattr(done, "arrivals")
+    chunks = [a.outputs["waveform"].reshape(-1) for a in arrivals if "waveform" in a.outputs]
+    rate = int(arrivals[0].outputs["sample_rate"].reshape(-1)[0]) if arrivals else 0
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
+
+
+def measure_tts(client: StreamingClient, repeats: int, texts: dict[str, str] = TTS_TEXTS) -> list[TTSCase]:
+    cases = []
+    client.call("tts", tts_inputs("Warm up."))  # first call pays for onnxruntime's lazy setup
+    for name, text in texts.items():
+        first, total, rtf, audio_s = [], [], [], 0.0
+        for _ in range(repeats):
+            done = client.call("tts", tts_inputs(text))
+            audio, rate = _audio(done)
+            audio_s = audio.size / rate if rate else 0.0
+            if done.first_ms() is not None:
+                first.append(done.first_ms())
+            total.append(done.total_ms())
+            if audio_s > 0:
+                rtf.append(done.total_ms() / 1000 / audio_s)
+        cases.append(TTSCase(name=name, characters=len(text), audio_s=audio_s, first_chunk_ms=Distribution.of(first),
+                             total_ms=Distribution.of(total), rtf=Distribution.of(rtf)))
+    return cases
+
+
+def resample(audio: np.ndarray, rate: int, target: int = STT_RATE) -> np.ndarray:
+    """Linear interpolation: enough for speech fed to Whisper's 16 kHz log-mel front end."""
+    if rate == target or audio.size == 0:
+        return audio.astype(np.float32)
+    n = int(round(audio.size * target / rate))
+    positions = np.linspace(0, audio.size - 1, n)
+    return np.interp(positions, np.arange(audio.size), audio).astype(np.float32)
+
+
+def make_utterances(client: StreamingClient, seconds: tuple[float, ...] = STT_SECONDS) -> dict[float, np.ndarray]:
+    """Speech of each length from the served TTS (repeated if short), peak-limited to [-1, 1]."""
+    audio, rate = _audio(client.call("tts", tts_inputs(STT_SOURCE_TEXT)))
+    speech = resample(audio, rate)
+    if speech.size == 0:
+        raise RuntimeError("the tts model returned no audio to make STT utterances from")
+    need = int(max(seconds) * STT_RATE)
+    if speech.size < need:
+        speech = np.tile(speech, need // speech.size + 1)
+    peak = float(np.abs(speech).max()) or 1.0
+    speech = speech / max(peak, 1.0)
+    return {s: np.ascontiguousarray(speech[: int(s * STT_RATE)]) for s in seconds}
+
+
+def measure_stt(client: StreamingClient, repeats: int, utterances: dict[float, np.ndarray]) -> list[STTCase]:
+    cases = []
+    client.call("stt", stt_inputs(utterances[min(utterances)]))  # warm up
+    for seconds, audio in sorted(utterances.items()):
+        latency, rtf, transcript = [], [], ""
+        for _ in range(repeats):
+            done = client.call("stt", stt_inputs(audio))
+            texts = done.texts("TRANSCRIPTS")
+            transcript = texts[0] if texts else ""
+            took_ms = done.first_ms() or done.total_ms()  # the transcript's own response
+            latency.append(took_ms)
+            rtf.append(took_ms / 1000 / seconds)
+        cases.append(STTCase(seconds=seconds, latency_ms=Distribution.of(latency), rtf=Distribution.of(rtf),
+                             transcript=transcript))
+    return cases
+
+
+def measure_speech(url: str, *, tts_repeats: int, stt_repeats: int) -> SpeechResult:
+    result = SpeechResult()
+    with StreamingClient(url) as client:
+        result.tts = measure_tts(client, tts_repeats)
+        result.stt = measure_stt(client, stt_repeats, make_utterances(client))
+    return result

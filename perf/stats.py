@@ -1,0 +1,41 @@
+"""Percentiles over measured samples (milliseconds or ratios), nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    n: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Distribution | None:
+        """None for no samples: a figure that was not measured is never shown as 0."""
+        data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+        if data.size == 0:
+            return None
+        p50, p95, p99 = np.percentile(data, [50, 95, 99])  # linear interpolation between samples
+        return cls(n=int(data.size), mean=float(data.mean()), p50=float(p50), p95=float(p95), p99=float(p99),
+                   min=float(data.min()), max=float(data.max()))
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{unit}"

@@ -1,0 +1,116 @@
+"""spark-client live --script end to end: real tritonserver, the client as a user runs it, and
+the test VTube Studio server. The persona is heard (the WAV transcribes back), the avatar is
+driven the whole time, an interruption stops generation on the server, and a VTube Studio crash
+mid-run is survived."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakes.vts_thread import VTSThread
+from tests.integration.test_serving_speech import to_16k, transcribe
+from tests.timing import seconds
+from tests.triton_helpers import metric
+
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
+
+SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
+
+# Greedy decoding makes the run repeatable. Spark may talk for 2000 tokens, so only the
+# interruption can end her first answer early; Ember answers briefly.
+PERSONAS = [
+    {"name": "Spark", "description": "A cheerful AI streamer.", "resting_emotion": "happy",
+     "sampling": {"max_tokens": 2000, "temperature": 0.0}},
+    {"name": "Ember", "description": "A calm co-host.", "resting_emotion": "sad",
+     "sampling": {"max_tokens": 40, "temperature": 0.0}},
+]
+SCRIPT = [
+    {"user": "mika", "text": "Tell me a very long story about a dragon.", "delay_s": 0.2},
+    {"user": "streamer", "text": "", "interrupt": True, "delay_s": 6.0},
+    {"user": "dev_dan", "text": "Ember, what is your name?", "delay_s": 0.5},
+]
+
+
+def read_turns(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_live_script_end_to_end(triton, tmp_path: Path):
+    script, personas = tmp_path / "chat.jsonl", tmp_path / "personas.json"
+    script.write_text("\n".join(json.dumps(line) for line in SCRIPT) + "\n")
+    personas.write_text(json.dumps(PERSONAS))
+    wav, turns_file, token = tmp_path / "session.wav", tmp_path / "turns.jsonl", tmp_path / "vts" / "token"
+    cancelled_before = metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm")
+
+    with VTSThread() as vts:
+        command = [
+            str(SPARK_CLIENT), "live", "--script", str(script), "--personas", str(personas), "--cohost-every", "0",
+            "--triton-url", triton.grpc_url, "--no-playback", "--wav", str(wav), "--metrics-jsonl", str(turns_file),
+            "--vts-url", vts.server.url, "--vts-token-path", str(token), "--no-memory",
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            # once the interrupted first turn is logged, crash VTube Studio during the second
+            deadline = time.monotonic() + seconds(180)
+            while not read_turns(turns_file) and time.monotonic() < deadline and client.poll() is None:
+                time.sleep(0.1)
+            assert read_turns(turns_file), "the first turn never finished"
+            vts.call(vts.server.stop(abrupt=True))
+            down_from = time.monotonic()
+            time.sleep(1.5)
+            vts.call(vts.server.start())
+            down_until = time.monotonic()
+            output, _ = client.communicate(timeout=seconds(240))
+        finally:
+            if client.poll() is None:
+                client.kill()
+        injections = list(vts.server.injections)
+        sessions = vts.server.sessions_opened
+        triggered = list(vts.server.triggered)
+        auth = list(vts.server.auth_results)
+
+    assert client.returncode == 0, output
+    turns = read_turns(turns_file)
+    assert [t["persona"] for t in turns] == ["Spark", "Ember"], output
+
+    # the interruption cut Spark short and stopped her generation on the server
+    first, second = turns
+    assert first["interrupted"] and first["spoken"].endswith("—")
+    assert metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm") >= cancelled_before + 1
+    assert not second["interrupted"] and not second["failed"] and second["spoken"]
+    for record in turns:
+        assert record["first_audio_out_ms"] is not None and record["first_mouth_ms"] is not None
+
+    # the session audio says what the log says was spoken
+    from spark_client.speech.audio import read_wav
+
+    audio, rate = read_wav(wav)
+    assert audio.size / rate > 3.0
+    transcript, error = transcribe(triton.grpc_url, to_16k(audio, rate))
+    assert error is None
+    heard = set(transcript.lower().replace(",", " ").replace(".", " ").split())
+    said = [w.strip(".,!?—").lower() for w in second["spoken"].split() if w.strip(".,!?—")]
+    assert sum(w in heard for w in said) >= 0.7 * len(said), (transcript, second["spoken"])
+
+    # VTube Studio: authenticated, expressions triggered, mouth driven at least every second,
+    # and the client came back after the crash
+    assert True in auth and stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert "hk-happy-0001" in triggered and "hk-sad-0002" in triggered
+    times = [i.at for i in injections if "MouthOpen" in i.values]
+    assert sessions >= 2 and any(t > down_until for t in times)
+    gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a > 1.0 and not (a <= down_until and b >= down_from)]
+    assert not gaps, gaps
+    assert max(v for i in injections for k, v in i.values.items() if k == "MouthOpen") > 0.2
+    assert np.isfinite([v for i in injections for v in i.values.values()]).all()

@@ -1,0 +1,84 @@
+"""The GB10 memory planner: shapes, per-component figures, refusals and the bandwidth roofline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from build_engines.__main__ import main
+from build_engines.gb10_shapes import LLAMA_SHAPES, SPEECH_TOKENS_PER_S, shape_for_params
+from build_engines.plan import PlanInputs, plan_gb10, weights_gb
+
+L70, L8, L3, L1 = (LLAMA_SHAPES[n] for n in ("llama-3.1-70b", "llama-3.1-8b", "llama-3.2-3b", "llama-3.2-1b"))
+
+
+def test_llama_shapes_give_the_published_parameter_counts():
+    assert L70.params == pytest.approx(70.55e9, rel=0.005)
+    assert L8.params == pytest.approx(8.03e9, rel=0.005)
+    assert L3.params == pytest.approx(3.21e9, rel=0.005)
+    assert L1.params == pytest.approx(1.24e9, rel=0.005)
+    # KV cache per token: 2 (K and V) x layers x KV heads x head dim x bytes
+    assert L70.kv_bytes_per_token("fp8") == 2 * 80 * 8 * 128
+    assert L8.kv_bytes_per_token("bf16") == 2 * 32 * 8 * 128 * 2
+    assert L1.kv_bytes_per_token("fp8") == 2 * 16 * 8 * 64
+    assert shape_for_params(70e9) is L70 and shape_for_params(8e9) is L8 and shape_for_params(1e9) is L1
+
+
+def test_weights_by_format():
+    # quantised linear layers + BF16 embeddings and lm_head (ModelOpt leaves those unquantised)
+    embed = L70.embedding_params
+    assert weights_gb(L70, "bf16") == pytest.approx(L70.params * 2 / 1e9)
+    assert weights_gb(L70, "fp8") == pytest.approx(((L70.params - embed) * 1 + embed * 2) / 1e9)
+    assert weights_gb(L70, "nvfp4") == pytest.approx(((L70.params - embed) * 0.5625 + embed * 2) / 1e9)
+    assert 42 < weights_gb(L70, "nvfp4") < 43.5
+
+
+def test_default_plan_70b_nvfp4_with_8b_draft_and_speech_fits_under_100_gb():
+    plan = plan_gb10()
+    assert plan.inputs.llm is L70 and plan.inputs.qformat == "nvfp4" and plan.inputs.draft is L8
+    components = {r.component for r in plan.rows}
+    assert {"LLM weights", "LLM KV cache", "LoRA cache", "draft weights", "Whisper", "TTS", "embeddings",
+            "OS", "client"} <= components
+    assert plan.fits and plan.total_gb < 100
+    assert plan.row("LLM KV cache").gb == pytest.approx(2 * 80 * 8 * 128 * 8192 * 2 / 1e9)
+    assert plan.row("LoRA cache").gb == pytest.approx(12 * 16 * 80 * (16384 + 9216 + 9216 + 16384) * 2 / 1e9)
+
+
+def test_70b_bf16_is_refused():
+    plan = plan_gb10(qformat="bf16", draft=None)
+    assert not plan.fits and plan.row("LLM weights").gb > 140
+
+
+def test_roofline_predictions():
+    plan = plan_gb10(draft=None)
+    (llm,) = plan.decode
+    assert 6.0 < llm.roofline_tok_s < 7.0  # 273 GB/s over ~41 GB read per token
+    assert 3.5 < llm.expected_tok_s < 4.5  # published: about 4 tok/s
+    small = plan_gb10(llm=L8, draft=None).decode[0]
+    assert small.roofline_tok_s > 45 and small.expected_tok_s > 5 * SPEECH_TOKENS_PER_S
+    fp8 = plan_gb10(llm=L8, qformat="fp8", draft=None).decode[0]
+    assert 15 < fp8.expected_tok_s < 25  # published: about 20 tok/s (SGLang)
+    with_draft = plan_gb10().decode
+    assert with_draft[-1].roofline_tok_s > llm.roofline_tok_s  # speculative decoding pays off at batch 1
+
+
+def test_int4_awq_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="sm_121"):
+        plan_gb10(PlanInputs(qformat="int4_awq"))
+
+
+def test_cli_table_json_and_refusal(capsys):
+    assert main(["plan", "gb10", "--llm-params", "70e9", "--qformat", "nvfp4", "--context", "8192",
+                 "--concurrency", "2", "--draft-params", "8e9"]) == 0
+    out = capsys.readouterr().out
+    assert "| LLM weights | llama-3.1-70b 70.0B nvfp4 |" in out and "roofline tok/s" in out
+
+    assert main(["plan", "gb10", "--llm-params", "8e9", "--no-draft", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fits"] and data["rows"][0]["detail"].startswith("llama-3.1-8b")
+
+    assert main(["plan", "gb10", "--llm-params", "70e9", "--qformat", "bf16", "--no-draft"]) == 3
+    assert "refused" in capsys.readouterr().err
+    assert main(["plan", "gb10", "--qformat", "int4_awq"]) == 2
+    assert "not supported" in capsys.readouterr().err
