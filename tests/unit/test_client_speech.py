@@ -1,0 +1,83 @@
+"""Client speech pieces without sockets: chunker, playback accounting, audio helpers."""
+
+import asyncio
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spark_client.speech.audio import SessionWav, read_wav, resample
+from spark_client.speech.chunker import SpeechChunker
+from spark_client.speech.playback import PlaybackItem, Player
+
+
+def chunk_all(deltas: list[str]) -> list:
+    chunker = SpeechChunker()
+    pieces = [p for d in deltas for p in chunker.feed(d)]
+    return pieces + chunker.flush()
+
+
+def test_first_piece_is_cut_at_an_early_clause():
+    pieces = chunk_all(["[happy] Oh wow, hello", " there, chat! How", " are you doing today? Fine."])
+    assert [p.text for p in pieces] == ["Oh wow, hello there,", "chat!", "How are you doing today?", "Fine."]
+    assert pieces[0].emotions == ["happy"] and all(not p.emotions for p in pieces[1:])
+
+
+def test_first_piece_is_ready_before_the_sentence_ends():
+    chunker = SpeechChunker()
+    assert chunker.feed("Well, ") == []  # too short to say on its own
+    ready = chunker.feed("I think that, in the end")
+    assert [p.text for p in ready] == ["Well, I think that,"]
+
+
+def test_tags_are_never_spoken_and_move_with_their_piece():
+    pieces = chunk_all(["Hello. [sa", "d] I lost", " the game."])
+    assert [p.text for p in pieces] == ["Hello.", "I lost the game."]
+    assert pieces[1].emotions == ["sad"]
+
+
+@given(st.lists(st.text(alphabet="abc ,.!?", min_size=1, max_size=8), max_size=20))
+def test_pieces_keep_every_word_in_order(deltas):
+    words = [w for w in "".join(deltas).split() if any(c.isalnum() for c in w)]
+    spoken = [w for p in chunk_all(deltas) for w in p.text.split() if any(c.isalnum() for c in w)]
+    assert spoken == words
+
+
+def test_resample_keeps_duration_and_wav_round_trips(tmp_path):
+    tone = np.sin(np.linspace(0, 200 * np.pi, 22050)).astype(np.float32) * 0.5
+    assert resample(tone, 22050, 16000).size == 16000
+    wav = SessionWav(tmp_path / "s.wav", 16000)
+    wav.write(tone, 22050)
+    wav.close()
+    audio, rate = read_wav(tmp_path / "s.wav")
+    assert rate == 16000 and audio.size == 16000 and 0.45 < np.abs(audio).max() < 0.55
+
+
+def test_player_plays_in_order_feeds_lip_sync_and_stops_on_interrupt(tmp_path):
+    async def scenario():
+        heard: list[tuple[int, int]] = []
+
+        async def on_block(turn, block, rate):
+            heard.append((turn, block.size))
+
+        player = Player(SessionWav(tmp_path / "p.wav"), None, block_ms=10, on_block=on_block)
+        runner = asyncio.create_task(player.run())
+        rate = 8000
+        player.enqueue(PlaybackItem(1, 0, np.zeros(800, np.float32), rate))  # 0.1 s
+        player.enqueue(PlaybackItem(2, 0, np.zeros(8000, np.float32), rate))  # 1 s
+        await player.drain(1)
+        assert player.progress[(1, 0)].played == 800
+        await asyncio.sleep(0.2)
+        player.interrupt(2)
+        await asyncio.sleep(0.05)
+        played = player.progress[(2, 0)].played
+        assert 0 < played < 8000  # cut within a block, not played to the end
+        await asyncio.sleep(0.1)
+        assert player.progress[(2, 0)].played == played
+        assert player.unplayed_seconds(1) == 0
+        runner.cancel()
+        player.close()
+        return heard
+
+    heard = asyncio.run(scenario())
+    assert heard[0][0] == 1 and {t for t, _ in heard} == {1, 2}
