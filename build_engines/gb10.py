@@ -23,7 +23,7 @@ from typing import Any
 
 from build_engines import gb10_outputs as outputs
 from build_engines.gb10_shapes import KV_BYTES, ModelShape, qformat_error
-from build_engines.gb10_steps import BuildError, BuildState, Step, StepRunner, STATE_FILE
+from build_engines.gb10_steps import STATE_FILE, BuildError, BuildState, Step, StepRunner
 from build_engines.gb10_toolchain import toolchain_report
 from build_engines.lora_trtllm import AdapterError, AdapterInfo, discover_adapters, engine_lora_settings
 from build_engines.model_configs import GB10_KV_FREE_FRACTION, GB10_LORA_GPU_FRACTION, GB10_LORA_HOST_BYTES
@@ -326,7 +326,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TensorRT-LLM examples/ of the installed version (env TRTLLM_EXAMPLES)")
     parser.add_argument("--calib-dataset", help="calibration dataset name or local folder (default: TensorRT-LLM's)")
     parser.add_argument("--calib-size", type=int, default=512)
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, the checks and every command; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, the checks and every command; run nothing")
     parser.add_argument("--force", action="store_true", help="re-run every step even when up to date")
 
 

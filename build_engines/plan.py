@@ -195,14 +195,15 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
                     weights_gb(p.draft, p.draft_qformat, p.draft_params)),
             PlanRow("draft KV cache", f"{p.kv_dtype}, {p.context} tokens x {p.concurrency} streams",
                     p.draft.kv_bytes_per_token(p.kv_dtype) * streams_tokens / GB),
-            PlanRow("draft runtime", "activations (shares the LLM's CUDA context)", _activations_gb(p.draft, p.context)),
+            PlanRow("draft runtime", "activations (shares the LLM's CUDA context)",
+                    _activations_gb(p.draft, p.context)),
         ]
     if p.whisper not in WHISPER_PARAMS_M:
         raise ValueError(f"unknown Whisper model {p.whisper!r}; known: {', '.join(WHISPER_PARAMS_M)}")
     rows += [
         PlanRow("Whisper", f"faster-whisper {p.whisper} float16 + CUDA context",
                 WHISPER_PARAMS_M[p.whisper] * 1e6 * p.whisper_bytes / GB + CUDA_RUNTIME_GB),
-        PlanRow("TTS", f"Piper, {p.tts_voices} voices + onnxruntime CUDA context",
+        PlanRow("TTS", f"Piper, {p.tts_voices} voice(s) + onnxruntime CUDA context",
                 p.tts_voices * p.tts_voice_gb + CUDA_RUNTIME_GB / 2),
         PlanRow("embeddings", "all-MiniLM-L6-v2 on the Grace CPU + torch", p.embed_gb + 0.4),
         PlanRow("Triton", "tritonserver + 5 Python-backend stubs", p.triton_gb),

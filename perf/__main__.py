@@ -3,7 +3,7 @@
     python -m perf                         # full run against SPARK_TRITON_URL or 127.0.0.1:8100,
                                            # starting a server when none answers there
     python -m perf --url 127.0.0.1:8100    # an already running server
-    python -m perf --smoke                 # 2-3 requests per measurement, 3 e2e turns: checks the harness
+    python -m perf --smoke                 # 2-4 requests per measurement, 1 e2e turn: checks the harness
     python -m perf --only llm,speech       # a subset: llm, speech, pipelines, overhead, llama_cpp, e2e
 """
 
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("SPARK_TRITON_URL", f"127.0.0.1:{DEFAULT_GRPC_PORT}"),
                         help="Triton gRPC address (default: $SPARK_TRITON_URL or %(default)s)")
+    parser.add_argument("--start-server", action="store_true",
+                        help="always start a fresh server for the run (on free ports) instead of using --url")
     parser.add_argument("--engine-dir", type=Path, default=None,
                         help="engine target folder the server serves (default: $SPARK_ENGINE_DIR or engines/cpu)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "reports", help="reports folder")
@@ -45,12 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true",
                         help="do not run perf/tools/install_perf_analyzer.sh (use what is installed)")
     args = parser.parse_args(argv)
-    plan = RunPlan.quick(args.turns or 3) if args.smoke else RunPlan.full(args.turns or 60)
+    plan = RunPlan.quick(args.turns or 1) if args.smoke else RunPlan.full(args.turns or 50)
     engines = (args.engine_dir or engine_root()).resolve()
     if not (engines / "manifest.json").is_file():
         print(f"error: no engines at {engines} (manifest.json missing): run `make engines`", file=sys.stderr)
         return 2
-    report, folder = run(url=args.url, engine_root=engines, reports_dir=args.out, plan=plan,
+    report, folder = run(url=None if args.start_server else args.url, engine_root=engines, reports_dir=args.out, plan=plan,
                          only=args.only - args.skip, install=not args.no_install, argv=argv,
                          log=lambda line: print(line, file=sys.stderr, flush=True))
     print(summary_text(report))

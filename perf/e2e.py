@@ -21,9 +21,9 @@ CLIENT_EXECUTABLE = "spark-client"
 
 @dataclass(frozen=True)
 class E2EPlan:
-    turns: int = 60  # scripted; at least 50 should be answered
-    delay_s: float = 3.0  # between chat lines: long enough that turns rarely queue behind each other
-    timeout_s: float = 1200.0
+    turns: int = 50
+    delay_s: float = 0.5  # after the previous answer has been spoken (wait_for_idle)
+    timeout_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     executable = client_executable()
     script = write_chat_script(out / "e2e_script.jsonl", chat_script(plan.turns, plan.delay_s))
     metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
+    # Beyond the contract's flags: no co-host turns (each turn answers one scripted chat line) and a
+    # fresh memory folder per run (a memory grown by earlier runs would change the prompts).
     args = ["live", "--script", str(script), "--triton-url", url, "--no-playback", "--wav", str(wav),
-            "--metrics-jsonl", str(metrics)]
+            "--metrics-jsonl", str(metrics), "--cohost-every", "0", "--memory-dir", str(out / "e2e_memory")]
     command = shlex.join([CLIENT_EXECUTABLE, *args])
     if executable is None:
         return E2EResult(None, command, skipped=f"{CLIENT_EXECUTABLE} is not installed in "

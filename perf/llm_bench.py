@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _run_genai_perf(tool: Tool, url: str, tokenizer: Path, prompts_jsonl: Path, 
     artifacts = out / f"genai-perf-c{level}"
     args = ["profile", "-m", "llm", "--endpoint-type", "kserve", "--backend", "tensorrtllm", "-u", url, "--streaming",
             "--concurrency", str(level), "--tokenizer", str(tokenizer), "--input-file", str(prompts_jsonl),
-            "--output-tokens-mean", str(plan.max_tokens), "--request-count", str(plan.requests),
+            "--output-tokens-mean", str(plan.max_tokens), "--request-count", str(max(plan.requests, level)),
             "--warmup-request-count", str(plan.warmup), "--extra-inputs", "temperature:0.0",
             "--artifact-dir", str(artifacts)]
     result.commands.append(_command(tool, args))
@@ -65,14 +66,14 @@ def _run_genai_perf(tool: Tool, url: str, tokenizer: Path, prompts_jsonl: Path, 
     if done.returncode != 0 or not summaries:
         raise RuntimeError(f"genai-perf exited {done.returncode}: {(done.stdout + done.stderr)[-600:]}")
     summary = json.loads(summaries[0].read_text(encoding="utf-8"))
-    return parse_genai_perf(summary, concurrency=level, tool=f"genai-perf {tool.version.split()[-1]}")
+    return parse_genai_perf(summary, concurrency=level, tool=f"genai-perf {tool.version}")
 
 
 def _run_perf_analyzer(tool: Tool, url: str, input_data: Path, plan: LLMLoadPlan, level: int, out: Path,
-                       result: LLMLoadResult, count_tokens: object) -> LLMLoad:
+                       result: LLMLoadResult, count_tokens: Callable[[str], int]) -> LLMLoad:
     export = out / f"perf_analyzer-c{level}.json"
     args = ["-m", "llm", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(input_data),
-            "--concurrency-range", str(level), "--request-count", str(plan.requests),
+            "--concurrency-range", str(level), "--request-count", str(max(plan.requests, level)),
             "--warmup-request-count", str(plan.warmup), "--stability-percentage", "999",
             "--profile-export-file", str(export)]
     result.commands.append(_command(tool, args))
@@ -81,8 +82,8 @@ def _run_perf_analyzer(tool: Tool, url: str, input_data: Path, plan: LLMLoadPlan
     if done.returncode != 0 or not export.is_file():
         raise RuntimeError(f"perf_analyzer exited {done.returncode}: {(done.stdout + done.stderr)[-600:]}")
     streams = streams_from_profile_export(json.loads(export.read_text(encoding="utf-8"))).get(level, [])
-    return llm_load_from_streams(streams, concurrency=level, tool=f"perf_analyzer ({tool.version})",
-                                 count_tokens=count_tokens)  # type: ignore[arg-type]
+    return llm_load_from_streams(streams, concurrency=level, tool=f"perf_analyzer {tool.version}",
+                                 count_tokens=count_tokens)
 
 
 def own_client_streams(url: str, prompts: list[str], *, concurrency: int, requests: int, max_tokens: int,

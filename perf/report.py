@@ -74,6 +74,7 @@ class Report:
     headlines: list[Headline] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
     mode: str = "full"  # "full" or "smoke" (a few requests per measurement: not for comparing)
+    durations_s: dict[str, float] = field(default_factory=dict)  # wall time per measurement
 
     def section(self, key: str) -> Section | None:
         return next((s for s in self.sections if s.key == key), None)
@@ -128,6 +129,8 @@ def render_markdown(report: Report) -> str:
     for section in report.sections:
         out += section.commands
     out += ["```", ""]
+    if report.durations_s:
+        out += ["Wall time per measurement: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.durations_s.items()), ""]
     return "\n".join(out)
 
 

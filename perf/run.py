@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,17 +52,17 @@ class RunPlan:
     e2e: E2EPlan
 
     @classmethod
-    def full(cls, turns: int = 60) -> RunPlan:
+    def full(cls, turns: int = 50) -> RunPlan:
         return cls(False, LLMLoadPlan(requests=16, warmup=2, max_tokens=64), tts_repeats=10, stt_repeats=5,
                    pipeline_turns=16, pipeline_max_tokens=64, overhead_requests=10, overhead_max_tokens=64,
-                   llama_requests=10, llama_max_tokens=64, e2e=E2EPlan(turns=turns, delay_s=3.0))
+                   llama_requests=10, llama_max_tokens=64, e2e=E2EPlan(turns=turns))
 
     @classmethod
-    def quick(cls, turns: int = 3) -> RunPlan:
+    def quick(cls, turns: int = 1) -> RunPlan:
         """A few requests per measurement: checks the harness end to end in about a minute."""
         return cls(True, LLMLoadPlan(requests=2, warmup=0, max_tokens=8, timeout_s=120), tts_repeats=2, stt_repeats=1,
                    pipeline_turns=2, pipeline_max_tokens=24, overhead_requests=2, overhead_max_tokens=16,
-                   llama_requests=2, llama_max_tokens=16, e2e=E2EPlan(turns=turns, delay_s=0.5, timeout_s=300))
+                   llama_requests=2, llama_max_tokens=16, e2e=E2EPlan(turns=turns, delay_s=0.2, timeout_s=300))
 
 
 def free_port() -> int:
@@ -83,12 +84,16 @@ def server_ready(url: str) -> bool:
 
 def _attempt(m: Measurements, key: str, log: Callable[[str], None], fn: Callable[[], T]) -> T | None:
     log(f"measuring {key} ...")
+    started = time.monotonic()
     try:
         return fn()
     except Exception as exc:  # recorded in the report; the other measurements go on
         m.skipped[key] = f"failed: {type(exc).__name__}: {exc}"
         log(f"  {key} failed: {exc}\n{traceback.format_exc(limit=4)}")
         return None
+    finally:
+        m.durations_s[key] = time.monotonic() - started
+        log(f"  {key}: {m.durations_s[key]:.1f} s")
 
 
 def measure_all(url: str, engine_root: Path, folder: Path, plan: RunPlan, only: set[str],
@@ -165,7 +170,8 @@ def run(*, url: str | None, engine_root: Path, reports_dir: Path, plan: RunPlan,
     run_info = RunInfo(date=started.isoformat(timespec="seconds"), commit=commit, command=command,
                        engine=engine_info(engine_root))
     report = Report(run=run_info, machine=describe_machine(), headlines=headlines(m),
-                    sections=build_sections(m, folder), mode="smoke" if plan.smoke else "full")
+                    sections=build_sections(m, folder), mode="smoke" if plan.smoke else "full",
+                    durations_s=dict(m.durations_s))
     if server is not None:
         report.sections[0].notes.append(f"Server started by the harness ({sys.executable} -m spark_runtime.serve "
                                         f"equivalent, engine dir {engine_root}).")

@@ -32,6 +32,7 @@ class Measurements:
     e2e: E2EResult | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # measurement -> why it has no figures
     commands: dict[str, list[str]] = field(default_factory=dict)  # section key -> commands run
+    durations_s: dict[str, float] = field(default_factory=dict)  # measurement -> wall time it took
 
 
 def _ms(d: Distribution | None) -> tuple[str, str, str]:
@@ -127,7 +128,8 @@ def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:
         rows.append((name, label, fmt(first.p50 if first else None), fmt(total.p50 if total else None),
                      fmt(total.mean if total else None)))
     overhead = pair.overhead()
-    rows.append((name, "overhead (served / in-process - 1, mean)", "", "", fmt(None if overhead is None else overhead * 100, 1, " %")))
+    rows.append((name, "overhead (served / in-process - 1, median of pairs)", "", "",
+                 fmt(None if overhead is None else overhead * 100, 1, " %")))
     return rows
 
 
@@ -150,7 +152,7 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         section.notes.append(f"Streaming vs sequential not measured: {m.skipped.get('pipelines', 'skipped')}")
     o = m.overhead
     if o is not None:
-        section.tables.append(Table(("engine", "path", "first output p50 ms", "whole request p50 ms", "mean ms"),
+        section.tables.append(Table(("engine", "path", "first output p50 ms", "whole request p50 ms", "overhead"),
                                     tuple(_pair_rows(f"llm ({o.max_tokens} tokens)", o.llm) + _pair_rows("tts (medium)", o.tts)),
                                     title="Serving overhead: Triton-served vs the same engine in-process"))
     else:
@@ -211,7 +213,7 @@ def headlines(m: Measurements) -> list[Headline]:
     for name, pair in ((("llm", m.overhead.llm), ("tts", m.overhead.tts)) if m.overhead else ()):
         value = pair.overhead()
         out.append(Headline(f"Triton overhead, {name}", None if value is None else value * 100, "%",
-                            "served vs in-process, mean", "<", TRITON_OVERHEAD_PCT))
+                            "served vs in-process, median of pairs", "<", TRITON_OVERHEAD_PCT))
     if not m.overhead:
         out.append(Headline("Triton overhead, llm", None, "%", "served vs in-process", "<", TRITON_OVERHEAD_PCT))
     c = m.llama_cpp if m.llama_cpp and not m.llama_cpp.skipped else None

@@ -73,9 +73,11 @@ class ChatTurn:
     user: str
     text: str
     delay_s: float
+    wait_for_idle: bool = True  # sent once the persona has finished speaking: no turn queues behind another
 
     def to_json(self) -> str:
-        return json.dumps({"user": self.user, "text": self.text, "delay_s": self.delay_s})
+        return json.dumps({"user": self.user, "text": self.text, "delay_s": self.delay_s,
+                           "wait_for_idle": self.wait_for_idle})
 
 
 def chat_script(turns: int, delay_s: float, persona_name: str = "Spark") -> list[ChatTurn]:

@@ -61,6 +61,7 @@ class LiveSession:
         self.vts: Any = None
         self.repliers: list[Any] = []
         self.loop: TurnLoop | None = None
+        self.source_errors: list[str] = []
 
     async def check_models(self) -> list[str]:
         problems = []
@@ -129,7 +130,7 @@ class LiveSession:
             sources_done = asyncio.create_task(self._close_when_done(source_tasks), name="sources-watch")
             tasks.append(sources_done)
             await loop_task
-            return 0
+            return 1 if self.source_errors else 0
         finally:
             await self._shutdown(tasks, player, avatar)
 
@@ -137,6 +138,7 @@ class LiveSession:
         results = await asyncio.gather(*source_tasks, return_exceptions=True)
         for task, result in zip(source_tasks, results, strict=False):
             if isinstance(result, Exception):
+                self.source_errors.append(f"{task.get_name()}: {result}")
                 self.print(f"error: chat source {task.get_name()} stopped: {result}")
         self.queue.close()
 

@@ -47,12 +47,17 @@ class Tool:
 
 
 def _version(path: Path) -> str:
+    """"" when it does not run. The installer records the wheel's version beside its shim (the
+    binary itself reports 0.0.0)."""
     try:
         out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
     text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if out.returncode == 0 and text else ""
+    if out.returncode != 0 or not text:
+        return ""
+    recorded = path.with_name(path.name + ".version")
+    return recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else text[0].split()[-1]
 
 
 def find_tool(name: str) -> Tool | None:

@@ -85,6 +85,7 @@ cat > "$shim.tmp.$$" <<EOF
 exec $loader "$pa_bin" "\$@"
 EOF
 chmod +x "$shim.tmp.$$" && mv "$shim.tmp.$$" "$shim"
+echo "$PA_VERSION" > "$shim.version"
 "$shim" --version >/dev/null 2>&1 || { echo "perf_analyzer does not run: $shim" >&2; "$shim" --version; exit 1; }
 echo "perf_analyzer $PA_VERSION: $shim"
 
@@ -97,5 +98,6 @@ if [ "$with_genai" = 1 ]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "genai-perf==$GENAI_PERF_VERSION"
   fi
   ln -sf "$venv/bin/genai-perf" "$tools/bin/genai-perf"
+  echo "$GENAI_PERF_VERSION" > "$tools/bin/genai-perf.version"
   echo "genai-perf $GENAI_PERF_VERSION: $tools/bin/genai-perf"
 fi

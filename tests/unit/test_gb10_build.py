@@ -15,6 +15,7 @@ from build_engines.__main__ import main
 from build_engines.gb10 import Gb10Options, engine_files, gather_inputs, make_steps
 from build_engines.gb10_outputs import write_manifest
 from build_engines.gb10_steps import BuildError, BuildState, Step, StepRunner
+from build_engines.gb10_toolchain import Check
 from tests.unit.test_gb10_lora import make_adapter
 
 TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -122,9 +123,8 @@ def test_bad_checkpoints_are_refused_with_the_reason(capsys, tmp_path, sources):
 
 
 def test_a_real_build_stops_before_work_when_the_toolchain_is_missing(capsys, sources, monkeypatch):
-    monkeypatch.setattr("build_engines.gb10_toolchain.check_trtllm",
-                        lambda: (__import__("build_engines.gb10_toolchain").gb10_toolchain.Check(
-                            "tensorrt_llm", False, "not installed", "use the container"), None))
+    missing = Check("tensorrt_llm", False, "not installed", "use the container")
+    monkeypatch.setattr("build_engines.gb10_toolchain.check_trtllm", lambda: (missing, None))
     code = main(["gb10", "--llm", str(sources["llm"]), "--out", str(sources["out"])])
     err = capsys.readouterr().err
     assert code == 2 and "not building" in err and "tensorrt_llm: not installed" in err
@@ -151,7 +151,8 @@ def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
     assert (out / "llm" / "chat_template.jinja").read_text() == TEMPLATE
     assert json.loads((out / "llm" / "special_tokens.json").read_text()) == {"bos_token": "<s>", "eos_token": "</s>"}
     weights = np.load(out / "llm" / "adapters" / "bo" / "model.lora_weights.npy")
-    assert weights.shape == (1, 6, 16 * (64 + 128)) and (out / "llm" / "adapters" / "bo" / "adapter_config.json").is_file()
+    assert weights.shape == (1, 6, 16 * (64 + 128))
+    assert (out / "llm" / "adapters" / "bo" / "adapter_config.json").is_file()
     stt = json.loads((out / "stt" / "engine.json").read_text())
     assert (stt["runtime"], stt["device"], stt["compute_type"]) == ("faster-whisper", "cuda", "float16")
     assert (out / "stt" / "model" / "model.bin").is_file()
@@ -194,6 +195,6 @@ def test_steps_are_skipped_when_inputs_are_unchanged_and_rerun_when_they_change(
     assert calls == ["python", "python", "python"]
 
     failing = Step("boom", "fails", (sys.executable, "-c", "raise SystemExit(3)"), (), (tmp_path / "never",))
-    with pytest.raises(BuildError, match="exit code 3.*run the same command again"):
+    with pytest.raises(BuildError, match=r"(?s)exit code 3.*run the same command again"):
         StepRunner(BuildState(state)).run([failing])
     assert "boom" not in json.loads(state.read_text())["steps"]

@@ -69,7 +69,7 @@ def test_arrays_have_the_documented_shapes_and_contents(tmp_path: Path):
 
     id_to_hf = {1: "q_proj", 2: "k_proj", 3: "v_proj", 4: "o_proj", 5: "gate_proj", 6: "down_proj", 7: "up_proj"}
     scale = 8.0 / 4
-    for row, (module_id, layer, rank) in enumerate(converted.config[0].tolist()):
+    for row, (module_id, layer, _rank) in enumerate(converted.config[0].tolist()):
         hf = id_to_hf[module_id]
         block = "mlp" if module_id >= 5 else "self_attn"
         a = tensors[f"base_model.model.model.layers.{layer}.{block}.{hf}.lora_A.weight"]

@@ -1,0 +1,215 @@
+"""The TensorRT-LLM engine's glue, against a scripted stand-in for the tensorrt_llm package (no GPU
+here): what it asks the LLM API for, and how it turns streamed outputs into deltas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from build_engines.gb10_outputs import llm_engine_json
+from spark_runtime.engines.base import GenerationRequest, GenerationStats
+from spark_runtime.errors import RequestError
+
+
+class Recorded:
+    """Stands in for the LLM API's config classes: keeps its keyword arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+
+
+@dataclass
+class Output:
+    outputs: list[Completion]
+    finished: bool
+    prompt_token_ids: list[int] = field(default_factory=lambda: [1, 2, 3])
+
+
+class ScriptedResult:
+    """Yields the cumulative text after each decoding step, as the LLM API's outputs carry it."""
+
+    def __init__(self, texts: list[str], finish: str = "length") -> None:
+        self.texts, self.finish, self.aborted, self.steps = texts, finish, False, 0
+
+    def __iter__(self):
+        for i, text in enumerate(self.texts):
+            if self.aborted:
+                return
+            self.steps += 1
+            last = i == len(self.texts) - 1
+            yield Output([Completion(text, list(range(i + 1)), self.finish if last else None)], last)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeLLM:
+    instances: ClassVar[list[FakeLLM]] = []
+    script: ClassVar[list[str]] = ["Hel", "Hello", "Hello wor", "Hello world", "Hello world!"]
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs, self.calls, self.closed = kwargs, [], False
+        FakeLLM.instances.append(self)
+
+    def generate_async(self, prompt: str, **kwargs: Any) -> ScriptedResult:
+        self.calls.append({"prompt": prompt, **kwargs})
+        self.result = ScriptedResult(list(self.script))
+        return self.result
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+class FakeTokenizer:
+    chat_template = "{{ bos_token }}{{ messages[0]['content'] }}"
+    bos_token, eos_token = "<s>", "</s>"
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(range(len(text.split())))
+
+
+@pytest.fixture
+def fake_trtllm(monkeypatch):
+    modules = {
+        "tensorrt_llm": types.ModuleType("tensorrt_llm"),
+        "tensorrt_llm._tensorrt_engine": types.ModuleType("tensorrt_llm._tensorrt_engine"),
+        "tensorrt_llm.llmapi": types.ModuleType("tensorrt_llm.llmapi"),
+        "tensorrt_llm.llmapi.llm_args": types.ModuleType("tensorrt_llm.llmapi.llm_args"),
+        "tensorrt_llm.lora_manager": types.ModuleType("tensorrt_llm.lora_manager"),
+        "tensorrt_llm.executor": types.ModuleType("tensorrt_llm.executor"),
+        "tensorrt_llm.executor.request": types.ModuleType("tensorrt_llm.executor.request"),
+    }
+    modules["tensorrt_llm"].SamplingParams = Recorded
+    modules["tensorrt_llm._tensorrt_engine"].LLM = FakeLLM
+    modules["tensorrt_llm.llmapi.llm_args"].KvCacheConfig = Recorded
+    modules["tensorrt_llm.llmapi.llm_args"].PeftCacheConfig = Recorded
+    modules["tensorrt_llm.lora_manager"].LoraConfig = Recorded
+    modules["tensorrt_llm.executor.request"].LoRARequest = Recorded
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    FakeLLM.instances.clear()
+    return modules
+
+
+@pytest.fixture
+def engine_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "llm"
+    (folder / "engine").mkdir(parents=True)
+    (folder / "engine" / "config.json").write_text("{}")
+    for name in ("aria", "bo"):
+        (folder / "adapters" / name).mkdir(parents=True)
+        (folder / "adapters" / name / "adapter_config.json").write_text("{}")
+    lora = {"max_rank": 16, "target_modules": ["attn_q", "attn_v"], "max_loras": 4, "max_cpu_loras": 8,
+            "device_cache_fraction": 0.02, "host_cache_bytes": 1 << 30}
+    manifest = llm_engine_json(qformat="nvfp4", kv_dtype="fp8", context=64, slots=2, kv_tokens=128,
+                               kv_free_fraction=0.3, lora=lora, adapters=["aria", "bo"], draft=None, source={})
+    (folder / "engine.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture
+def engine(fake_trtllm, engine_dir):
+    from spark_runtime.engines import load_engine
+
+    e = load_engine(engine_dir, slots=0, threads=0, adapters_dir=None)
+    e._hf_tokenizer = FakeTokenizer()
+    yield e
+    e.close()
+
+
+def run(engine, **kw) -> tuple[list[str], GenerationStats]:
+    stats = GenerationStats()
+    return list(engine.generate(GenerationRequest(prompt="<s>hi there", **kw), stats)), stats
+
+
+def test_importing_the_engine_module_does_not_import_tensorrt_llm():
+    code = ("import sys, spark_runtime.engines, spark_runtime.engines.trtllm; "
+            "print('tensorrt_llm' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "False"
+
+
+def test_engine_json_becomes_a_bounded_kv_cache_and_lora_config(engine, engine_dir):
+    (llm,) = FakeLLM.instances
+    assert llm.kwargs["model"] == str(engine_dir / "engine")
+    assert llm.kwargs["tokenizer"] == str(engine_dir / "tokenizer")
+    assert llm.kwargs["kv_cache_config"].kwargs == {"max_tokens": 128, "free_gpu_memory_fraction": 0.3,
+                                                    "enable_block_reuse": True}
+    lora = llm.kwargs["lora_config"].kwargs
+    assert lora["max_lora_rank"] == 16 and lora["lora_target_modules"] == ["attn_q", "attn_v"]
+    assert llm.kwargs["peft_cache_config"].kwargs == {"device_cache_percent": 0.02, "host_cache_size": 1 << 30}
+    assert len(engine._slots) == 2 and engine.adapter_names() == ["aria", "bo"]
+    assert engine.chat_template().startswith("{{ bos_token }}")
+
+
+def test_model_config_parameters_override_engine_json(fake_trtllm, engine_dir):
+    from spark_runtime.engines import load_engine
+
+    load_engine(engine_dir, slots="1", max_tokens_in_paged_kv_cache="4096", enable_kv_cache_reuse="false",
+                kv_cache_free_gpu_mem_fraction="", lora_cache_host_memory_bytes="2048")
+    kv = FakeLLM.instances[-1].kwargs["kv_cache_config"].kwargs
+    assert kv == {"max_tokens": 4096, "free_gpu_memory_fraction": 0.3, "enable_block_reuse": False}
+    assert FakeLLM.instances[-1].kwargs["peft_cache_config"].kwargs["host_cache_size"] == 2048
+
+
+def test_streams_deltas_and_maps_sampling(engine):
+    parts, stats = run(engine, max_tokens=10)
+    assert "".join(parts) == "Hello world!" and parts[0] == "Hel"
+    assert stats.generated_tokens == 5 and stats.prompt_tokens == 3 and stats.finish_reason == "length"
+    call = FakeLLM.instances[0].calls[-1]
+    assert call["streaming"] is True and call["lora_request"] is None
+    assert call["sampling_params"].kwargs == {"max_tokens": 10, "seed": 0, "top_k": 1}  # greedy
+    run(engine, max_tokens=5, temperature=0.7, top_p=0.9, top_k=40, end_id=-1, seed=3)
+    assert FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs == {
+        "max_tokens": 5, "seed": 3, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "ignore_eos": True}
+
+
+def test_a_character_split_across_tokens_is_held_back(engine):
+    # the detokenizer shows a partial UTF-8 sequence as U+FFFD until the next token completes it
+    FakeLLM.script = ["caf", "caf\ufffd", "café!"]
+    try:
+        parts, _ = run(engine)
+    finally:
+        FakeLLM.script = ["Hel", "Hello", "Hello wor", "Hello world", "Hello world!"]
+    assert parts == ["caf", "", "é!"]
+
+
+def test_stop_words_end_the_stream_and_abort_the_request(engine):
+    parts, stats = run(engine, stop_words=(" wor",))
+    assert "".join(parts) == "Hello" and stats.finish_reason == "stop"
+    result = FakeLLM.instances[0].result
+    assert result.aborted and result.steps == 3
+    assert FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs["stop"] == [" wor"]
+
+
+def test_lora_by_name_and_cancellation(engine, engine_dir):
+    run(engine, lora_name="bo")
+    request = FakeLLM.instances[0].calls[-1]["lora_request"]
+    assert request.args == ("bo", 2, str(engine_dir / "adapters" / "bo"))
+    with pytest.raises(RequestError, match="unknown LoRA adapter 'carl'; available: aria, bo"):
+        run(engine, lora_name="carl")
+    stats = GenerationStats()
+    stream = engine.generate(GenerationRequest(prompt="<s>hi", max_tokens=10), stats)
+    next(stream)
+    stream.close()
+    assert stats.finish_reason == "cancelled" and FakeLLM.instances[0].result.aborted
+
+
+def test_a_prompt_longer_than_the_engine_is_refused(engine):
+    with pytest.raises(RequestError, match="the engine holds 64"):
+        next(engine.generate(GenerationRequest(prompt="word " * 100)))
