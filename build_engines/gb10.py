@@ -105,6 +105,9 @@ def gather_inputs(o: Gb10Options) -> BuildInputs:
         rank, modules = engine_lora_settings(adapters)
     else:
         rank, modules = DEFAULT_LORA_RANK, DEFAULT_LORA_MODULES
+    for voice in o.tts_voices:
+        if not voice.is_file() or not voice.with_name(voice.name + ".json").is_file():
+            problems.append(f"--tts-voice {voice}: needs the .onnx file and its .onnx.json beside it")
     if not outputs.read_chat_template(o.llm)[0]:
         problems.append(f"{o.llm} has no chat template (tokenizer_config.json): use an instruct checkpoint")
     return BuildInputs(llm, draft, adapters, rank, tuple(modules), problems)
@@ -291,7 +294,11 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
         return 2
     if problems:
         print("dry run: a real build would stop here because of:\n" + "\n".join(f"  - {p}" for p in problems) + "\n")
-    steps = make_steps(o, inputs)
+    try:
+        steps = make_steps(o, inputs)
+    except FileNotFoundError as exc:  # a packaged default model is not installed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runner = StepRunner(BuildState(o.out / STATE_FILE), dry_run=dry_run, force=force)
     try:
         runner.run(steps)

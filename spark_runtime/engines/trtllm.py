@@ -177,8 +177,8 @@ class TensorRTLLMEngine:
             kwargs["ignore_eos"] = True
         elif request.end_id is not None:
             kwargs["end_id"] = request.end_id
-        if request.stop_words:
-            kwargs["stop"] = list(request.stop_words)
+        # Stop words are matched here (StopWordFilter), not by the engine: the engine trims a matched
+        # stop string from its text, which would leave a held-back prefix of it to leak out.
         return SamplingParams(**kwargs)
 
     def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
