@@ -25,13 +25,13 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt client/pyproject.toml
+$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt client/pyproject.toml pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/base.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 	@echo "llama-cpp-python: compiling llama.cpp if no wheel is cached (about 5 minutes on 2 cores)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --disable-pip-version-check -r requirements/llama.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e client
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e client -e .
 	@touch $@
 
 engines: $(ENGINES)

@@ -26,10 +26,9 @@ class LLMService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
         engine_dir = resolve_engine_dir(args, params)
-        self.engine = load_engine(
-            engine_dir, slots=int_param(params, "slots", 0), threads=int_param(params, "threads", 0),
-            adapters_dir=params.get("adapters_dir") or None,
-        )
+        # Every non-empty config parameter reaches the engine (cache sizes on GB10, slots on CPU).
+        options = {k: v for k, v in params.items() if k != "engine" and v.strip()}
+        self.engine = load_engine(engine_dir, **options)
         labels = {"model": args["model_name"]}
         self.tokens = counter(pb_utils, "spark_llm_generated_tokens_total", "Tokens generated", labels)
         self.prompt_tokens = counter(pb_utils, "spark_llm_prompt_tokens_total", "Prompt tokens received", labels)

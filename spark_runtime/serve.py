@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -125,7 +126,19 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
+    def check_ports(self) -> None:
+        """A second server on busy ports would fail while the first one answered our probes."""
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("0.0.0.0", port))
+                except OSError:
+                    raise ServerError(f"port {port} is already in use (another tritonserver?); stop it or "
+                                      "choose other ports") from None
+
     def start(self) -> None:
+        self.check_ports()
         prepare_backends(self.backend_dir)
         out = None
         if self.log_file is not None:
@@ -205,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port, engine_dir=args.engine_dir, model_config_name=args.model_config_name,
         log_file=args.log_file or (REPO_ROOT / ".cache" / "tritonserver.log" if args.then else None),
     )
+    try:
+        server.check_ports()
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not args.then:
         prepare_backends(server.backend_dir)
         cmd = server.command()

@@ -77,6 +77,7 @@ def live(
     cohost_every: Annotated[int, typer.Option(help="The co-host reacts after every N answers (0: never).")] = 3,
     metrics_jsonl: Annotated[Path | None, typer.Option(help="Append one JSON line of timings per turn.")] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
+    triton_metrics_url: Annotated[str | None, typer.Option(help="Triton's metrics endpoint, for the memory watch (default: port 8002 on the LLM's host).")] = None,
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
     from spark_client.session import LiveSession, LiveSettings
@@ -96,6 +97,7 @@ def live(
         vts_url=vts_url if vts else None, vts_token_path=vts_token_path, use_memory=memory,
         memory_dir=memory_dir or (DATA_DIR / "memory"), metrics_jsonl=metrics_jsonl, prometheus_port=metrics_port,
         personas=chosen, cohost_every=cohost_every,
+        triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
     sources = []

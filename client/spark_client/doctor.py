@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from spark_client.health import meminfo
 from spark_client.speech.audio import SoundDevice
 from spark_client.speech.triton import TritonModels
 
@@ -21,16 +22,17 @@ MIN_FREE_DISK_GB = 2.0
 MIN_AVAILABLE_MEMORY_GB = 2.0
 
 
-def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
-    """kB values from /proc/meminfo (on unified-memory machines this is also the GPU's memory)."""
-    values = {}
+def gb10_plan_lines() -> list[str]:
+    """The default GB10 memory plan, when this checkout has the engine builder beside the client."""
     try:
-        for line in path.read_text().splitlines():
-            key, _, rest = line.partition(":")
-            values[key] = int(rest.split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return values
+        from build_engines.plan import plan_gb10
+    except ImportError:
+        return []
+    plan = plan_gb10()
+    lines = [f"GB10 memory plan (default build): {plan.total_gb:.1f} of {plan.budget_gb:.1f} GB budget"
+             + ("" if plan.fits else " - DOES NOT FIT")]
+    lines += [f"       {row.component:14s} {row.gb:6.1f} GB  {row.detail}" for row in plan.rows]
+    return lines
 
 
 async def run_doctor(*, triton_url: str, model_urls: dict[str, str], vts_url: str, vts_wait_s: float,
@@ -84,5 +86,7 @@ async def run_doctor(*, triton_url: str, model_urls: dict[str, str], vts_url: st
         total_gb = mem.get("MemTotal", 0) / 1e6
         report(available_gb >= MIN_AVAILABLE_MEMORY_GB, "memory", f"{available_gb:.1f} of {total_gb:.1f} GB available",
                "stop other programs or pick a smaller engine target")
+    for line in gb10_plan_lines():
+        printer(line)
     printer("all required checks passed" if ok else "some required checks failed")
     return ok

@@ -13,6 +13,7 @@ from typing import Any
 
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage
+from spark_client.health import MemoryWatch
 from spark_client.metrics import TurnMetrics, timings_line
 from spark_client.sources.base import ChatSource
 from spark_client.speech.audio import SessionWav, SoundDevice
@@ -44,6 +45,7 @@ class LiveSettings:
     prometheus_port: int = 0
     personas: tuple[Persona, ...] = DEFAULT_PERSONAS
     cohost_every: int = 3
+    triton_metrics_url: str | None = None  # e.g. http://127.0.0.1:8002/metrics, for the memory watch
     timeouts: CallTimeouts = CallTimeouts()
     loop: LoopOptions = LoopOptions()
 
@@ -123,6 +125,8 @@ class LiveSession:
             except ModelCallError as exc:
                 self.print(f"warning: warm-up failed ({exc}); the first answers may be slow")
             tasks.append(asyncio.create_task(player.run(), name="player"))
+            watch = MemoryWatch(metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}"))
+            tasks.append(asyncio.create_task(watch.run(), name="memory-watch"))
             source_tasks = [asyncio.create_task(s.run(self.queue), name=f"source-{s.name}") for s in sources]
             tasks += source_tasks
             loop_task = asyncio.create_task(self.loop.run(), name="turn-loop")

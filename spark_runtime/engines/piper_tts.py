@@ -21,7 +21,8 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 class PiperEngine:
     """Voices are ONNX graphs listed in the engine manifest; the first is the default."""
 
-    def __init__(self, voice_files: dict[str, Path], *, default_voice: str, threads: int = 0) -> None:
+    def __init__(self, voice_files: dict[str, Path], *, default_voice: str, threads: int = 0,
+                 use_cuda: bool = False) -> None:
         import onnxruntime
         from piper import PiperVoice
         from piper.config import SynthesisConfig
@@ -31,7 +32,7 @@ class PiperEngine:
         for name, onnx_path in voice_files.items():
             if not onnx_path.is_file():
                 raise EngineMissingError(f"voice {name!r}: {onnx_path} is missing")
-            voice = PiperVoice.load(onnx_path)
+            voice = PiperVoice.load(onnx_path, use_cuda=use_cuda)
             if threads:
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = threads
@@ -46,7 +47,8 @@ class PiperEngine:
     @classmethod
     def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> PiperEngine:
         voices = {name: engine_dir / spec["onnx"] for name, spec in manifest["voices"].items()}
-        return cls(voices, default_voice=manifest["default_voice"], threads=int(options.get("threads", 0)))
+        return cls(voices, default_voice=manifest["default_voice"], threads=int(options.get("threads") or 0),
+                   use_cuda=bool(manifest.get("use_cuda", False)))
 
     def voices(self) -> list[str]:
         return list(self._voices)

@@ -135,8 +135,10 @@ class TritonModels:
             if not await client.is_model_ready(model):
                 return False, f"model {model} is not loaded at {self.url(model)}"
             return True, "ready"
-        except (grpc.aio.AioRpcError, InferenceServerException) as exc:
-            return False, f"{self.url(model)} unreachable ({_map_error(model, exc)})"
+        except grpc.aio.AioRpcError as exc:
+            return False, f"{self.url(model)} unreachable ({exc.code().name})"
+        except InferenceServerException as exc:
+            return False, f"{self.url(model)}: {exc.message()}"
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
