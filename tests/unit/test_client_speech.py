@@ -30,6 +30,14 @@ def test_first_piece_is_ready_before_the_sentence_ends():
     assert [p.text for p in ready] == ["Well, I think that,"]
 
 
+def test_first_piece_without_punctuation_is_cut_after_a_few_words():
+    chunker = SpeechChunker(first_max_words=8)
+    assert chunker.feed("so today we are going to play a") == []
+    ready = chunker.feed(" really fun")
+    assert [p.text for p in ready] == ["so today we are going to play a really"]
+    assert [p.text for p in chunker.flush()] == ["fun"]
+
+
 def test_tags_are_never_spoken_and_move_with_their_piece():
     pieces = chunk_all(["Hello. [sa", "d] I lost", " the game."])
     assert [p.text for p in pieces] == ["Hello.", "I lost the game."]

@@ -21,15 +21,18 @@ class SpeakablePiece:
 
 
 class SpeechChunker:
-    """Feed deltas, get pieces. `min_first_words` words and a clause mark make the first piece;
-    later pieces end at sentence marks, or at a clause mark past `max_words`."""
+    """Feed deltas, get pieces. `min_first_words` words and a clause mark make the first piece
+    (or `first_max_words` words without one); later pieces end at sentence marks, or at a clause
+    mark past `max_words`."""
 
-    def __init__(self, *, min_first_words: int = 3, max_words: int = 24, emotions: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, min_first_words: int = 3, first_max_words: int = 8, max_words: int = 24,
+                 emotions: tuple[str, ...] = ()) -> None:
         self._tags = EmotionTagParser(extra_emotions=emotions) if emotions else EmotionTagParser()
         self._buffer = ""
         self._pending_emotions: list[str] = []
         self._count = 0
         self._min_first = min_first_words
+        self._first_max = first_max_words
         self._max_words = max_words
 
     def feed(self, delta: str) -> list[SpeakablePiece]:
@@ -70,6 +73,9 @@ class SpeechChunker:
                     return clause.end()
         if sentence is not None:
             return sentence.end()
+        if self._count == 0 and len(self._buffer.split()) > self._first_max:
+            # No punctuation yet: speak the first words now rather than wait for the sentence.
+            return self._buffer.rstrip().rfind(" ") + 1 or None
         if len(self._buffer.split()) > self._max_words:
             clauses = list(_CLAUSE_END.finditer(self._buffer))
             if clauses:

@@ -47,6 +47,7 @@ class _TurnState:
     persona: Persona
     timings: TurnTimings
     pieces: list[SpeakablePiece] = field(default_factory=list)
+    sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
 
 
 class TurnLoop:
@@ -159,6 +160,7 @@ class TurnLoop:
         memories = [] if reacting or self.memory is None else await self.memory.recall(message)
         messages = build_messages(state.persona, self.history, chat=chat, memories=memories,
                                   budget_tokens=self.options.prompt_budget_tokens)
+        state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
         timings.mark("prompt_build_ms")
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
@@ -237,7 +239,7 @@ class TurnLoop:
             timings.mark("first_mouth_ms", first_mouth)
         timings.mark("total_ms")
         timings.spoken = self.spoken_text(state)
-        self.history.add(Exchange(chat=chat, spoken=timings.spoken, persona=state.persona.name))
+        self.history.add(Exchange(chat=state.sent_chat or chat, spoken=timings.spoken, persona=state.persona.name))
         if self.memory is not None and timings.spoken and "(no new chat)" not in chat:
             try:
                 await self.memory.remember(message, timings.spoken, state.persona.name)
