@@ -13,12 +13,13 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 PYTEST_ARGS ?=
 LIVE_ARGS ?=
 
-.PHONY: setup engines serve live say doctor test test-unit system-deps perf clean help
+.PHONY: setup engines serve live test test-unit lint system-deps perf clean help
 
 help:
 	@echo "make live    set up, build CPU engines, start tritonserver, chat with the persona (Ctrl-C stops)"
 	@echo "make serve   tritonserver on model_repository with the CPU engines (foreground)"
 	@echo "make test    the whole test suite (unit + real tritonserver + end to end)"
+	@echo "make lint    ruff check + format check"
 	@echo "make setup   create .venv and install everything (idempotent)"
 	@echo "make engines python -m build_engines cpu -> engines/cpu/"
 	@echo "make perf    latency report under perf/reports/"
@@ -58,7 +59,13 @@ system-deps:
 	  else echo "note: missing Debian packages$$missing (need root); the tests that need them will skip"; fi; \
 	fi
 
-test: $(ENGINES) system-deps
+LINT_PATHS := client spark_runtime build_engines model_repository perf tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+test: $(ENGINES) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

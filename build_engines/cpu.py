@@ -84,8 +84,10 @@ def extract_chat_template(gguf_path: Path, target: Path) -> None:
         return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
 
     (target / "chat_template.jinja").write_text(template, encoding="utf-8")
-    _write_json(target / "special_tokens.json",
-                {"bos_token": token("tokenizer.ggml.bos_token_id"), "eos_token": token("tokenizer.ggml.eos_token_id")})
+    _write_json(
+        target / "special_tokens.json",
+        {"bos_token": token("tokenizer.ggml.bos_token_id"), "eos_token": token("tokenizer.ggml.eos_token_id")},
+    )
 
 
 def build_llm(out: Path) -> dict[str, Any]:
@@ -177,7 +179,8 @@ def build_cpu(out: Path, only: list[str] | None = None) -> dict[str, Any]:
         engine = BUILDERS[name](out)
         engine["size_bytes"] = _size(out / name)
         manifest["engines"][name] = {**engine, "built_in_s": round(time.monotonic() - started, 3)}
-        print(f"  {name:6s} {engine['runtime']:22s} {engine['size_bytes'] / 1e6:7.1f} MB  <- {engine['source']['package']}")
+        size_mb, package = engine["size_bytes"] / 1e6, engine["source"]["package"]
+        print(f"  {name:6s} {engine['runtime']:22s} {size_mb:7.1f} MB  <- {package}")
     manifest["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write_json(manifest_path, manifest)
     return manifest

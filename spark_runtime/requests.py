@@ -172,6 +172,8 @@ def parse_transcriptions(inputs: Inputs) -> list[TranscriptionRequest]:
         prefix = _text(prefix_rows[row if len(prefix_rows) > 1 else 0], "TEXT_PREFIX")
         language, task, prompt = parse_text_prefix(prefix)
         requests.append(
-            TranscriptionRequest(audio=np.ascontiguousarray(audio), language=language or "en", task=task, initial_prompt=prompt)
+            TranscriptionRequest(
+                audio=np.ascontiguousarray(audio), language=language or "en", task=task, initial_prompt=prompt
+            )
         )
     return requests

@@ -134,8 +134,9 @@ class TritonServer:
                 try:
                     probe.bind(("0.0.0.0", port))
                 except OSError:
-                    raise ServerError(f"port {port} is already in use (another tritonserver?); stop it or "
-                                      "choose other ports") from None
+                    raise ServerError(
+                        f"port {port} is already in use (another tritonserver?); stop it or choose other ports"
+                    ) from None
 
     def start(self) -> None:
         self.check_ports()
@@ -146,7 +147,10 @@ class TritonServer:
             out = self.log_file.open("ab")
             self._log_handle = out
         self._proc = subprocess.Popen(
-            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None,
+            self.command(),
+            env=self.environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
 
@@ -201,10 +205,13 @@ class TritonServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spark_runtime.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m spark_runtime.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
-    parser.add_argument("--engine-dir", type=Path, help=f"engine target folder (default: ${ENGINE_DIR_ENV} or engines/cpu)")
+    parser.add_argument(
+        "--engine-dir", type=Path, help=f"engine target folder (default: ${ENGINE_DIR_ENV} or engines/cpu)"
+    )
     parser.add_argument("--model-config-name", help="per-target configs, e.g. gb10 -> <model>/configs/gb10.pbtxt")
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
@@ -214,8 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--then", nargs=argparse.REMAINDER, help="command to run once the server is ready")
     args = parser.parse_args(argv)
     server = TritonServer(
-        model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, engine_dir=args.engine_dir, model_config_name=args.model_config_name,
+        model_repository=args.model_repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        engine_dir=args.engine_dir,
+        model_config_name=args.model_config_name,
         log_file=args.log_file or (REPO_ROOT / ".cache" / "tritonserver.log" if args.then else None),
     )
     try:

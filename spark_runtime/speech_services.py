@@ -19,10 +19,16 @@ class TTSService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
         self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
-        cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client",
-                            {"model": args["model_name"]})
-        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=int_param(params, "workers", 2),
-                                      on_cancel=lambda: cancelled.increment(1), name="tts")
+        cancelled = counter(
+            pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", {"model": args["model_name"]}
+        )
+        self.runner = DecoupledRunner(
+            pb_utils,
+            self.handle,
+            max_workers=int_param(params, "workers", 2),
+            on_cancel=lambda: cancelled.increment(1),
+            name="tts",
+        )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         request = parse_speech(inputs)

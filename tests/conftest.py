@@ -38,8 +38,12 @@ def triton(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     server = TritonServer(
-        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        engine_dir=engine_dir, exit_timeout_s=5, log_file=log,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        engine_dir=engine_dir,
+        exit_timeout_s=5,
+        log_file=log,
     )
     server.start()
     try:

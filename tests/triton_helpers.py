@@ -18,8 +18,16 @@ from tests.timing import seconds
 def tensor(name: str, value: Any, dtype: str) -> grpcclient.InferInput:
     array = np.asarray(value, dtype=object if dtype == "BYTES" else None)
     if dtype != "BYTES":
-        array = array.astype({"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64,
-                              "INT16": np.int16, "FP64": np.float64}[dtype])
+        array = array.astype(
+            {
+                "INT32": np.int32,
+                "FP32": np.float32,
+                "BOOL": np.bool_,
+                "UINT64": np.uint64,
+                "INT16": np.int16,
+                "FP64": np.float64,
+            }[dtype]
+        )
     item = grpcclient.InferInput(name, list(array.shape), dtype)
     item.set_data_from_numpy(array)
     return item

@@ -13,15 +13,22 @@ import typer
 
 from spark_client import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Spark VTuber: chat in, persona voice and avatar out, through Triton.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Spark VTuber: chat in, persona voice and avatar out, through Triton.",
+)
 
 DEFAULT_URL = os.environ.get("SPARK_TRITON_URL", "127.0.0.1:8100")
 DATA_DIR = Path(os.environ.get("SPARK_DATA_DIR", Path.home() / ".local" / "share" / "spark-vtuber"))
 
 TritonUrl = Annotated[str, typer.Option("--triton-url", envvar="SPARK_TRITON_URL", help="Triton gRPC host:port")]
-LlmUrl = Annotated[str | None, typer.Option("--llm-url", help="host:port serving llm + llm_template (default: --triton-url)")]
-SpeechUrl = Annotated[str | None, typer.Option("--speech-url", help="host:port serving tts + stt (default: --triton-url)")]
+LlmUrl = Annotated[
+    str | None, typer.Option("--llm-url", help="host:port serving llm + llm_template (default: --triton-url)")
+]
+SpeechUrl = Annotated[
+    str | None, typer.Option("--speech-url", help="host:port serving tts + stt (default: --triton-url)")
+]
 VtsUrl = Annotated[str, typer.Option("--vts-url", help="VTube Studio plugin API")]
 
 
@@ -33,11 +40,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("websockets", "chromadb", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -56,28 +66,45 @@ def live(
     triton_url: TritonUrl = DEFAULT_URL,
     llm_url: LlmUrl = None,
     speech_url: SpeechUrl = None,
-    script: Annotated[Path | None, typer.Option("--script", help="Replay a JSONL chat script instead of the console.")] = None,
+    script: Annotated[
+        Path | None, typer.Option("--script", help="Replay a JSONL chat script instead of the console.")
+    ] = None,
     twitch: Annotated[str | None, typer.Option("--twitch", help="Read this Twitch channel's chat.")] = None,
     twitch_nick: Annotated[str, typer.Option(help="Bot login (or TWITCH_BOT_NICK).")] = "",
     twitch_token_file: Annotated[Path | None, typer.Option(help="File holding the bot's OAuth token.")] = None,
     twitch_reply: Annotated[bool, typer.Option(help="Let the persona answer in chat (needs a token).")] = False,
-    twitch_blocklist: Annotated[Path | None, typer.Option(help="Words (or re:regex) to drop/mask, one per line.")] = None,
+    twitch_blocklist: Annotated[
+        Path | None, typer.Option(help="Words (or re:regex) to drop/mask, one per line.")
+    ] = None,
     twitch_host: Annotated[str, typer.Option(hidden=True)] = "irc.chat.twitch.tv",
     twitch_port: Annotated[int, typer.Option(hidden=True)] = 6697,
     twitch_tls: Annotated[bool, typer.Option(hidden=True)] = True,
-    console: Annotated[bool | None, typer.Option(help="Read chat typed in this terminal (default: when no other source).")] = None,
-    wav: Annotated[Path | None, typer.Option("--wav", help="Session audio file (default out/session-<time>.wav).")] = None,
+    console: Annotated[
+        bool | None, typer.Option(help="Read chat typed in this terminal (default: when no other source).")
+    ] = None,
+    wav: Annotated[
+        Path | None, typer.Option("--wav", help="Session audio file (default out/session-<time>.wav).")
+    ] = None,
     playback: Annotated[bool, typer.Option(help="Play on the sound device when there is one.")] = True,
     vts: Annotated[bool, typer.Option(help="Drive VTube Studio (optional: the stream goes on without it).")] = True,
     vts_url: VtsUrl = "ws://localhost:8001",
-    vts_token_path: Annotated[Path | None, typer.Option(help="Where the VTube Studio token is kept (user-only file).")] = None,
+    vts_token_path: Annotated[
+        Path | None, typer.Option(help="Where the VTube Studio token is kept (user-only file).")
+    ] = None,
     memory: Annotated[bool, typer.Option(help="Remember viewers across turns (ChromaDB).")] = True,
-    memory_dir: Annotated[Path | None, typer.Option(help=f"Persistent memory folder (default {DATA_DIR}/memory).")] = None,
-    personas: Annotated[Path | None, typer.Option(help="JSON list of personas (name, description, voice, lora_name...).")] = None,
+    memory_dir: Annotated[
+        Path | None, typer.Option(help=f"Persistent memory folder (default {DATA_DIR}/memory).")
+    ] = None,
+    personas: Annotated[
+        Path | None, typer.Option(help="JSON list of personas (name, description, voice, lora_name...).")
+    ] = None,
     cohost_every: Annotated[int, typer.Option(help="The co-host reacts after every N answers (0: never).")] = 3,
     metrics_jsonl: Annotated[Path | None, typer.Option(help="Append one JSON line of timings per turn.")] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
-    triton_metrics_url: Annotated[str | None, typer.Option(help="Triton's metrics endpoint, for the memory watch (default: port 8002 on the LLM's host).")] = None,
+    triton_metrics_url: Annotated[
+        str | None,
+        typer.Option(help="Triton's metrics endpoint, for the memory watch (default: port 8002 on the LLM's host)."),
+    ] = None,
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
     from spark_client.session import LiveSession, LiveSettings
@@ -92,11 +119,18 @@ def live(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     settings = LiveSettings(
-        triton_url=triton_url, model_urls=_model_urls(llm_url, speech_url),
-        wav_path=wav or Path("out") / f"session-{stamp}.wav", playback=playback,
-        vts_url=vts_url if vts else None, vts_token_path=vts_token_path, use_memory=memory,
-        memory_dir=memory_dir or (DATA_DIR / "memory"), metrics_jsonl=metrics_jsonl, prometheus_port=metrics_port,
-        personas=chosen, cohost_every=cohost_every,
+        triton_url=triton_url,
+        model_urls=_model_urls(llm_url, speech_url),
+        wav_path=wav or Path("out") / f"session-{stamp}.wav",
+        playback=playback,
+        vts_url=vts_url if vts else None,
+        vts_token_path=vts_token_path,
+        use_memory=memory,
+        memory_dir=memory_dir or (DATA_DIR / "memory"),
+        metrics_jsonl=metrics_jsonl,
+        prometheus_port=metrics_port,
+        personas=chosen,
+        cohost_every=cohost_every,
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
@@ -112,9 +146,16 @@ def live(
 
         try:
             config = TwitchConfig.from_env(
-                twitch.lstrip("#"), nick=twitch_nick, token_file=twitch_token_file, replies_enabled=twitch_reply,
-                blocklist_file=twitch_blocklist, mention_names=tuple(p.name for p in settings.personas),
-                host=twitch_host, port=twitch_port, tls=twitch_tls)
+                twitch.lstrip("#"),
+                nick=twitch_nick,
+                token_file=twitch_token_file,
+                replies_enabled=twitch_reply,
+                blocklist_file=twitch_blocklist,
+                mention_names=tuple(p.name for p in settings.personas),
+                host=twitch_host,
+                port=twitch_port,
+                tls=twitch_tls,
+            )
         except (OSError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -146,9 +187,19 @@ def say(
     """Speak a line through TTS and the avatar, without the LLM."""
     from spark_client.say import say_once
 
-    code = asyncio.run(say_once(text, triton_url=triton_url, model_urls=_model_urls(None, speech_url), voice=voice,
-                                speed=speed, wav_path=wav, playback=playback, vts_url=vts_url if vts else None,
-                                printer=typer.echo))
+    code = asyncio.run(
+        say_once(
+            text,
+            triton_url=triton_url,
+            model_urls=_model_urls(None, speech_url),
+            voice=voice,
+            speed=speed,
+            wav_path=wav,
+            playback=playback,
+            vts_url=vts_url if vts else None,
+            printer=typer.echo,
+        )
+    )
     raise typer.Exit(code)
 
 
@@ -163,6 +214,14 @@ def doctor(
     """Check Triton and each model, VTube Studio, the audio device, disk and memory headroom."""
     from spark_client.doctor import run_doctor
 
-    ok = asyncio.run(run_doctor(triton_url=triton_url, model_urls=_model_urls(llm_url, speech_url), vts_url=vts_url,
-                                vts_wait_s=vts_wait, data_dir=DATA_DIR, printer=typer.echo))
+    ok = asyncio.run(
+        run_doctor(
+            triton_url=triton_url,
+            model_urls=_model_urls(llm_url, speech_url),
+            vts_url=vts_url,
+            vts_wait_s=vts_wait,
+            data_dir=DATA_DIR,
+            printer=typer.echo,
+        )
+    )
     raise typer.Exit(0 if ok else 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +30,23 @@ def gb10_plan_lines() -> list[str]:
     except ImportError:
         return []
     plan = plan_gb10()
-    lines = [f"GB10 memory plan (default build): {plan.total_gb:.1f} of {plan.budget_gb:.1f} GB budget"
-             + ("" if plan.fits else " - DOES NOT FIT")]
+    lines = [
+        f"GB10 memory plan (default build): {plan.total_gb:.1f} of {plan.budget_gb:.1f} GB budget"
+        + ("" if plan.fits else " - DOES NOT FIT")
+    ]
     lines += [f"       {row.component:14s} {row.gb:6.1f} GB  {row.detail}" for row in plan.rows]
     return lines
 
 
-async def run_doctor(*, triton_url: str, model_urls: dict[str, str], vts_url: str, vts_wait_s: float,
-                     data_dir: Path, printer: Callable[[str], None]) -> bool:
+async def run_doctor(
+    *,
+    triton_url: str,
+    model_urls: dict[str, str],
+    vts_url: str,
+    vts_wait_s: float,
+    data_dir: Path,
+    printer: Callable[[str], None],
+) -> bool:
     ok = True
 
     def report(good: bool, what: str, detail: str, fix: str = "", required: bool = True) -> None:
@@ -50,8 +60,13 @@ async def run_doctor(*, triton_url: str, model_urls: dict[str, str], vts_url: st
     try:
         for model, role in MODELS.items():
             ready, detail = await models.ready(model)
-            report(ready, f"Triton {model} ({role}) at {models.url(model)}", detail,
-                   "start the server: `make serve` (or `make live`), or pass --triton-url", model in REQUIRED)
+            report(
+                ready,
+                f"Triton {model} ({role}) at {models.url(model)}",
+                detail,
+                "start the server: `make serve` (or `make live`), or pass --triton-url",
+                model in REQUIRED,
+            )
     finally:
         await models.close()
 
@@ -67,25 +82,43 @@ async def run_doctor(*, triton_url: str, model_urls: dict[str, str], vts_url: st
     if authorised:
         report(True, "VTube Studio", f"authorised at {vts_url} (VTube Studio {status.vts_version})", required=False)
     elif status.reachable:
-        report(False, "VTube Studio", f"reachable but not authorised: {status.detail}",
-               "click 'Allow' for the Spark VTuber plugin in VTube Studio", required=False)
+        report(
+            False,
+            "VTube Studio",
+            f"reachable but not authorised: {status.detail}",
+            "click 'Allow' for the Spark VTuber plugin in VTube Studio",
+            required=False,
+        )
     else:
-        report(False, "VTube Studio", f"not reachable at {vts_url}; the stream runs without an avatar",
-               "start VTube Studio and enable its plugin API (Settings > Start API, port 8001)", required=False)
+        report(
+            False,
+            "VTube Studio",
+            f"not reachable at {vts_url}; the stream runs without an avatar",
+            "start VTube Studio and enable its plugin API (Settings > Start API, port 8001)",
+            required=False,
+        )
 
     has_audio, detail = SoundDevice.describe()
     report(has_audio, "audio output", detail, "install PortAudio (libportaudio2) and connect a device", required=False)
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     free_gb = shutil.disk_usage(data_dir).free / 1e9
-    report(free_gb >= MIN_FREE_DISK_GB, "disk", f"{free_gb:.1f} GB free at {data_dir}",
-           f"free at least {MIN_FREE_DISK_GB:.0f} GB (session WAVs and memory grow over a stream)")
+    report(
+        free_gb >= MIN_FREE_DISK_GB,
+        "disk",
+        f"{free_gb:.1f} GB free at {data_dir}",
+        f"free at least {MIN_FREE_DISK_GB:.0f} GB (session WAVs and memory grow over a stream)",
+    )
     mem = meminfo()
     if mem:
         available_gb = mem.get("MemAvailable", 0) / 1e6
         total_gb = mem.get("MemTotal", 0) / 1e6
-        report(available_gb >= MIN_AVAILABLE_MEMORY_GB, "memory", f"{available_gb:.1f} of {total_gb:.1f} GB available",
-               "stop other programs or pick a smaller engine target")
+        report(
+            available_gb >= MIN_AVAILABLE_MEMORY_GB,
+            "memory",
+            f"{available_gb:.1f} of {total_gb:.1f} GB available",
+            "stop other programs or pick a smaller engine target",
+        )
     for line in gb10_plan_lines():
         printer(line)
     printer("all required checks passed" if ok else "some required checks failed")

@@ -57,8 +57,14 @@ def read_memory(metrics_url: str | None) -> MemoryReading | None:
 
 
 class MemoryWatch:
-    def __init__(self, *, metrics_url: str | None, warn_fraction: float = 0.9, interval_s: float = 10.0,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        metrics_url: str | None,
+        warn_fraction: float = 0.9,
+        interval_s: float = 10.0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self._url = metrics_url
         self.warn_fraction = warn_fraction
         self.interval_s = interval_s
@@ -73,9 +79,15 @@ class MemoryWatch:
         self.last = reading
         over = reading.used_fraction >= self.warn_fraction
         if over and not self._over:
-            gpu = "" if reading.triton_gpu_used_gb is None else f"; Triton's GPU memory {reading.triton_gpu_used_gb:.1f} GB"
-            self._warn(f"memory {reading.used_fraction:.0%} used, {reading.available_gb:.1f} GB left{gpu}: "
-                       "close other programs or serve a smaller engine before the system starts swapping")
+            gpu = (
+                ""
+                if reading.triton_gpu_used_gb is None
+                else f"; Triton's GPU memory {reading.triton_gpu_used_gb:.1f} GB"
+            )
+            self._warn(
+                f"memory {reading.used_fraction:.0%} used, {reading.available_gb:.1f} GB left{gpu}: "
+                "close other programs or serve a smaller engine before the system starts swapping"
+            )
         self._over = over
         return reading
 

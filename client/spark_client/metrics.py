@@ -15,8 +15,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 STAGES = (
-    "queue_wait_ms", "prompt_build_ms", "llm_first_token_ms", "first_piece_ms", "tts_first_chunk_ms",
-    "first_audio_out_ms", "first_mouth_ms", "total_ms",
+    "queue_wait_ms",
+    "prompt_build_ms",
+    "llm_first_token_ms",
+    "first_piece_ms",
+    "tts_first_chunk_ms",
+    "first_audio_out_ms",
+    "first_mouth_ms",
+    "total_ms",
 )
 
 
@@ -86,8 +92,11 @@ class TurnMetrics:
         for stage in STAGES:
             values = [t[stage] for t in self.turns if t.get(stage) is not None]
             if values:
-                out[stage] = {"n": len(values), "p50": float(np.percentile(values, 50)),
-                              "p95": float(np.percentile(values, 95))}
+                out[stage] = {
+                    "n": len(values),
+                    "p50": float(np.percentile(values, 50)),
+                    "p95": float(np.percentile(values, 95)),
+                }
         return out
 
     def summary_text(self) -> str:
@@ -107,5 +116,3 @@ class TurnMetrics:
 def timings_line(record: dict[str, Any]) -> str:
     parts = [f"{k.removesuffix('_ms')} {record[k]:.0f}" for k in STAGES if record.get(k) is not None]
     return "  [" + " | ".join(parts) + " ms]"
-
-

@@ -14,8 +14,18 @@ from spark_client.speech.triton import ModelCallError, TritonModels
 from spark_client.speech.tts import TTSClient
 
 
-async def say_once(text: str, *, triton_url: str, model_urls: dict[str, str], voice: str | None, speed: float,
-                   wav_path: Path, playback: bool, vts_url: str | None, printer: Callable[[str], None]) -> int:
+async def say_once(
+    text: str,
+    *,
+    triton_url: str,
+    model_urls: dict[str, str],
+    voice: str | None,
+    speed: float,
+    wav_path: Path,
+    playback: bool,
+    vts_url: str | None,
+    printer: Callable[[str], None],
+) -> int:
     models = TritonModels(triton_url, model_urls)
     vts = None
     if vts_url:
@@ -37,8 +47,10 @@ async def say_once(text: str, *, triton_url: str, model_urls: dict[str, str], vo
             printer("nothing to say: the text has no speakable words")
             return 1
         await player.drain(1)
-        printer(f"said {player.seconds_played:.1f} s of audio; first chunk after "
-                f"{(first - started) * 1000:.0f} ms; written to {wav_path}")
+        printer(
+            f"said {player.seconds_played:.1f} s of audio; first chunk after "
+            f"{(first - started) * 1000:.0f} ms; written to {wav_path}"
+        )
         return 0
     except ModelCallError as exc:
         printer(f"error: {exc}")

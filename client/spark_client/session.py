@@ -74,7 +74,9 @@ class LiveSession:
         return problems
 
     async def _said(self, persona: Persona, message: ChatMessage, spoken: str, record: dict[str, Any]) -> None:
-        status = " (interrupted)" if record["interrupted"] else f" (failed: {record['failed']})" if record["failed"] else ""
+        status = (
+            " (interrupted)" if record["interrupted"] else f" (failed: {record['failed']})" if record["failed"] else ""
+        )
         self.print(f"{persona.name}: {spoken or '…'}{status}")
         self.print(timings_line(record))
         for replier in self.repliers:
@@ -103,8 +105,9 @@ class LiveSession:
         if self.settings.vts_url:
             from spark_client.avatar.vts import VTubeStudioClient
 
-            self.vts = VTubeStudioClient(self.settings.vts_url, token_path=self.settings.vts_token_path,
-                                         face_found=True)
+            self.vts = VTubeStudioClient(
+                self.settings.vts_url, token_path=self.settings.vts_token_path, face_found=True
+            )
             await self.vts.start()
             avatar_backend = self.vts
         avatar = AvatarDriver(avatar_backend)
@@ -113,9 +116,17 @@ class LiveSession:
         if self.settings.use_memory:
             memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
         self.loop = TurnLoop(
-            queue=self.queue, director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
-            llm=LLMClient(self.models), tts=TTSClient(self.models), player=player, avatar=avatar,
-            metrics=self.metrics, memory=memory, options=self.settings.loop, on_said=self._said)
+            queue=self.queue,
+            director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
+            llm=LLMClient(self.models),
+            tts=TTSClient(self.models),
+            player=player,
+            avatar=avatar,
+            metrics=self.metrics,
+            memory=memory,
+            options=self.settings.loop,
+            on_said=self._said,
+        )
         tasks: list[asyncio.Task[Any]] = []
         try:
             started = asyncio.get_running_loop().time()
@@ -125,7 +136,9 @@ class LiveSession:
             except ModelCallError as exc:
                 self.print(f"warning: warm-up failed ({exc}); the first answers may be slow")
             tasks.append(asyncio.create_task(player.run(), name="player"))
-            watch = MemoryWatch(metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}"))
+            watch = MemoryWatch(
+                metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}")
+            )
             tasks.append(asyncio.create_task(watch.run(), name="memory-watch"))
             source_tasks = [asyncio.create_task(s.run(self.queue), name=f"source-{s.name}") for s in sources]
             tasks += source_tasks

@@ -61,8 +61,12 @@ class LlamaCppEngine:
         self._adapters_dir = adapters_dir
         threads = threads or max(1, os.cpu_count() or 1)
         self._slots = [
-            _Slot(i, llama_cpp.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                     n_batch=512, verbose=False))
+            _Slot(
+                i,
+                llama_cpp.Llama(
+                    str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False
+                ),
+            )
             for i in range(max(1, slots))
         ]
         self._n_ctx = n_ctx
@@ -198,8 +202,13 @@ class LlamaCppEngine:
         stops = StopWordFilter(request.stop_words)
         stats.finish_reason = "length"
         generator = llama.generate(
-            tokens, top_k=request.top_k, top_p=request.top_p, min_p=0.0, temp=request.temperature,
-            repeat_penalty=1.0, reset=True,
+            tokens,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            min_p=0.0,
+            temp=request.temperature,
+            repeat_penalty=1.0,
+            reset=True,
         )
         try:
             for token in generator:

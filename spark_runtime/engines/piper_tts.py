@@ -21,8 +21,9 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 class PiperEngine:
     """Voices are ONNX graphs listed in the engine manifest; the first is the default."""
 
-    def __init__(self, voice_files: dict[str, Path], *, default_voice: str, threads: int = 0,
-                 use_cuda: bool = False) -> None:
+    def __init__(
+        self, voice_files: dict[str, Path], *, default_voice: str, threads: int = 0, use_cuda: bool = False
+    ) -> None:
         import onnxruntime
         from piper import PiperVoice
         from piper.config import SynthesisConfig
@@ -47,8 +48,12 @@ class PiperEngine:
     @classmethod
     def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> PiperEngine:
         voices = {name: engine_dir / spec["onnx"] for name, spec in manifest["voices"].items()}
-        return cls(voices, default_voice=manifest["default_voice"], threads=int(options.get("threads") or 0),
-                   use_cuda=bool(manifest.get("use_cuda", False)))
+        return cls(
+            voices,
+            default_voice=manifest["default_voice"],
+            threads=int(options.get("threads") or 0),
+            use_cuda=bool(manifest.get("use_cuda", False)),
+        )
 
     def voices(self) -> list[str]:
         return list(self._voices)

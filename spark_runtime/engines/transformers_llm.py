@@ -25,8 +25,16 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 
 class TransformersEngine:
-    def __init__(self, model_dir: Path, *, adapters_dir: Path | None = None, device: str = "auto",
-                 dtype: str = "auto", max_seq_len: int = 4096, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        adapters_dir: Path | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_seq_len: int = 4096,
+        threads: int = 0,
+    ) -> None:
         if not (model_dir / "config.json").is_file():
             raise EngineMissingError(f"no Hugging Face checkpoint (config.json) in {model_dir}")
         import torch
@@ -41,8 +49,11 @@ class TransformersEngine:
         if dtype not in _DTYPES:
             raise EngineMissingError(f"dtype {dtype!r}; choose one of {_DTYPES}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self._base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype),
-                                                          local_files_only=True).to(self._device).eval()
+        self._base = (
+            AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True)
+            .to(self._device)
+            .eval()
+        )
         self._peft: Any = None  # PeftModel wrapping _base, created on the first adapter request
         self._adapters_dir = adapters_dir
         self._max_seq_len = max_seq_len
@@ -58,7 +69,8 @@ class TransformersEngine:
             adapters_dir=(engine_dir / adapters) if adapters else None,
             device=str(options.get("device") or manifest.get("device", "auto")),
             dtype=str(options.get("dtype") or manifest.get("dtype", "auto")),
-            max_seq_len=int(manifest.get("max_seq_len", 4096)), threads=int(options.get("threads") or 0),
+            max_seq_len=int(manifest.get("max_seq_len", 4096)),
+            threads=int(options.get("threads") or 0),
         )
 
     def _eos_ids(self) -> set[int]:
@@ -146,8 +158,9 @@ class TransformersEngine:
             with adapter_scope:
                 yield from self._decode(model, ids, budget, request, stats)
 
-    def _decode(self, model: Any, ids: Any, budget: int, request: GenerationRequest,
-                stats: GenerationStats) -> Iterator[str]:
+    def _decode(
+        self, model: Any, ids: Any, budget: int, request: GenerationRequest, stats: GenerationStats
+    ) -> Iterator[str]:
         torch = self._torch
         generator = torch.Generator(device=self._device).manual_seed(request.seed)
         stops = StopWordFilter(request.stop_words)
@@ -167,7 +180,7 @@ class TransformersEngine:
                     stats.generated_tokens = len(generated)
                     text = self.tokenizer.decode(generated, skip_special_tokens=not keep_special)
                     if not text.endswith("\ufffd"):  # hold a character split across tokens
-                        delta, emitted = text[len(emitted):], text
+                        delta, emitted = text[len(emitted) :], text
                         piece, stopped = stops.push(delta)
                         if stopped:
                             stats.finish_reason = "stop"
@@ -179,7 +192,7 @@ class TransformersEngine:
                         step = torch.tensor([[token]], device=self._device)
                         out = model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
             text = self.tokenizer.decode(generated, skip_special_tokens=not keep_special)
-            tail, _ = stops.push(text[len(emitted):])
+            tail, _ = stops.push(text[len(emitted) :])
             tail += stops.flush()
             if tail:
                 yield tail
@@ -193,15 +206,24 @@ class TransformersEngine:
             raise RequestError("complete() is greedy only (temperature 0)")
         ids = self._encode(request.prompt)
         budget = min(request.max_tokens, self._max_seq_len - ids.shape[1])
-        end = None if request.end_id == -1 else ([request.end_id] if request.end_id is not None else
-                                                  sorted(self._end_ids) or None)
+        end = (
+            None
+            if request.end_id == -1
+            else ([request.end_id] if request.end_id is not None else sorted(self._end_ids) or None)
+        )
         with self._lock, self._torch.inference_mode():
             model, adapter_scope = self._model_for(request.lora_name)
             with adapter_scope:
                 # An explicit mask: with pad == bos, generate() would otherwise mask the BOS token.
-                out = model.generate(ids, attention_mask=self._torch.ones_like(ids), max_new_tokens=budget,
-                                     do_sample=False, eos_token_id=end, pad_token_id=self.tokenizer.pad_token_id or 0)
-        new = [int(t) for t in out[0, ids.shape[1]:] if end is None or int(t) not in end]
+                out = model.generate(
+                    ids,
+                    attention_mask=self._torch.ones_like(ids),
+                    max_new_tokens=budget,
+                    do_sample=False,
+                    eos_token_id=end,
+                    pad_token_id=self.tokenizer.pad_token_id or 0,
+                )
+        new = [int(t) for t in out[0, ids.shape[1] :] if end is None or int(t) not in end]
         return self.tokenizer.decode(new, skip_special_tokens=request.end_id is None)
 
     def close(self) -> None:

@@ -47,10 +47,14 @@ class TrtllmSettings:
         kv = manifest.get("kv_cache") or {}
         lora = manifest.get("lora") or {}
         return cls(
-            slots=int(manifest.get("slots", 2)), max_seq_len=int(manifest.get("max_seq_len", 8192)),
-            kv_max_tokens=kv.get("max_tokens"), kv_free_fraction=float(kv.get("free_gpu_memory_fraction", 0.3)),
-            kv_reuse=bool(kv.get("enable_block_reuse", True)), lora_max_rank=int(lora.get("max_rank", 0)),
-            lora_target_modules=tuple(lora.get("target_modules", ())), max_loras=int(lora.get("max_loras", 4)),
+            slots=int(manifest.get("slots", 2)),
+            max_seq_len=int(manifest.get("max_seq_len", 8192)),
+            kv_max_tokens=kv.get("max_tokens"),
+            kv_free_fraction=float(kv.get("free_gpu_memory_fraction", 0.3)),
+            kv_reuse=bool(kv.get("enable_block_reuse", True)),
+            lora_max_rank=int(lora.get("max_rank", 0)),
+            lora_target_modules=tuple(lora.get("target_modules", ())),
+            max_loras=int(lora.get("max_loras", 4)),
             max_cpu_loras=int(lora.get("max_cpu_loras", 8)),
             lora_device_fraction=float(lora.get("device_cache_fraction", 0.02)),
             lora_host_bytes=int(lora.get("host_cache_bytes", 1 << 30)),
@@ -80,8 +84,15 @@ class TrtllmSettings:
 
 
 class TensorRTLLMEngine:
-    def __init__(self, engine_path: Path, tokenizer_dir: Path, *, settings: TrtllmSettings,
-                 adapters_dir: Path | None = None, has_draft: bool = False) -> None:
+    def __init__(
+        self,
+        engine_path: Path,
+        tokenizer_dir: Path,
+        *,
+        settings: TrtllmSettings,
+        adapters_dir: Path | None = None,
+        has_draft: bool = False,
+    ) -> None:
         if not (engine_path / "config.json").is_file():
             raise EngineMissingError(f"no TensorRT-LLM engine in {engine_path}: run `python -m build_engines gb10`")
         self._settings = settings
@@ -98,9 +109,11 @@ class TensorRTLLMEngine:
     def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> TensorRTLLMEngine:
         adapters = options.get("adapters_dir") or manifest.get("adapters_dir")
         return cls(
-            engine_dir / manifest.get("engine_dir", "engine"), engine_dir / manifest.get("tokenizer_dir", "tokenizer"),
+            engine_dir / manifest.get("engine_dir", "engine"),
+            engine_dir / manifest.get("tokenizer_dir", "tokenizer"),
             settings=TrtllmSettings.from_manifest(manifest).with_options(options),
-            adapters_dir=(engine_dir / adapters) if adapters else None, has_draft=bool(manifest.get("draft")),
+            adapters_dir=(engine_dir / adapters) if adapters else None,
+            has_draft=bool(manifest.get("draft")),
         )
 
     def _load(self, engine_path: Path) -> Any:
@@ -110,17 +123,23 @@ class TensorRTLLMEngine:
 
         s = self._settings
         kwargs: dict[str, Any] = {
-            "model": str(engine_path), "tokenizer": str(self._tokenizer_dir),
-            "kv_cache_config": KvCacheConfig(max_tokens=s.kv_max_tokens, free_gpu_memory_fraction=s.kv_free_fraction,
-                                             enable_block_reuse=s.kv_reuse),
+            "model": str(engine_path),
+            "tokenizer": str(self._tokenizer_dir),
+            "kv_cache_config": KvCacheConfig(
+                max_tokens=s.kv_max_tokens, free_gpu_memory_fraction=s.kv_free_fraction, enable_block_reuse=s.kv_reuse
+            ),
         }
         if s.lora_max_rank:
             kwargs["lora_config"] = LoraConfig(
                 lora_dir=[str(self._adapter_path(n)) for n in self._lora_ids],
-                lora_target_modules=list(s.lora_target_modules), max_lora_rank=s.lora_max_rank,
-                max_loras=s.max_loras, max_cpu_loras=s.max_cpu_loras)
-            kwargs["peft_cache_config"] = PeftCacheConfig(device_cache_percent=s.lora_device_fraction,
-                                                          host_cache_size=s.lora_host_bytes)
+                lora_target_modules=list(s.lora_target_modules),
+                max_lora_rank=s.lora_max_rank,
+                max_loras=s.max_loras,
+                max_cpu_loras=s.max_cpu_loras,
+            )
+            kwargs["peft_cache_config"] = PeftCacheConfig(
+                device_cache_percent=s.lora_device_fraction, host_cache_size=s.lora_host_bytes
+            )
         return LLM(**kwargs)
 
     # --- model facts -------------------------------------------------------------------------
@@ -187,8 +206,12 @@ class TensorRTLLMEngine:
         if prompt_tokens >= self._settings.max_seq_len:
             raise RequestError(f"prompt is {prompt_tokens} tokens; the engine holds {self._settings.max_seq_len}")
         budget = min(request.max_tokens, self._settings.max_seq_len - prompt_tokens)
-        result = self._llm.generate_async(request.prompt, sampling_params=self._sampling(request, budget),
-                                          lora_request=self._lora_request(request.lora_name), streaming=True)
+        result = self._llm.generate_async(
+            request.prompt,
+            sampling_params=self._sampling(request, budget),
+            lora_request=self._lora_request(request.lora_name),
+            streaming=True,
+        )
         stops = StopWordFilter(request.stop_words)
         emitted = 0
         stats.prompt_tokens, stats.finish_reason = prompt_tokens, "length"

@@ -89,9 +89,7 @@ class FakeTwitchServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, ssl=self.ssl_context
-        )
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop_listening(self) -> None:
@@ -121,7 +119,7 @@ class FakeTwitchServer:
         client.writer.close()
         try:
             await asyncio.wait_for(client.writer.wait_closed(), 2.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
 
     # ------------------------------------------------------------------ driving the clients
@@ -276,8 +274,16 @@ class FakeTwitchServer:
                 f":{n}.{HOST} 353 {n} = {channel} :{n}",
                 f":{n}.{HOST} 366 {n} {channel} :End of /NAMES list",
                 self._userstate(client, channel),
-                tag_string({"emote-only": "0", "followers-only": "-1", "r9k": "0",
-                            "room-id": "12345", "slow": "0", "subs-only": "0"})
+                tag_string(
+                    {
+                        "emote-only": "0",
+                        "followers-only": "-1",
+                        "r9k": "0",
+                        "room-id": "12345",
+                        "slow": "0",
+                        "subs-only": "0",
+                    }
+                )
                 + f" :{HOST} ROOMSTATE {channel}",
             )
         elif command == "PING" and self.answer_pings:
@@ -290,8 +296,7 @@ class FakeTwitchServer:
             return False
         return True
 
-    async def _on_privmsg(self, client: FakeClient, channel: str, text: str,
-                          tags: dict[str, str]) -> None:
+    async def _on_privmsg(self, client: FakeClient, channel: str, text: str, tags: dict[str, str]) -> None:
         now = time.monotonic()
         record = Received(now, client.number, text, tags)
         recent = [t for t in client.sent_at if now - t < self.window_s]
@@ -309,9 +314,16 @@ class FakeTwitchServer:
 
     def _userstate(self, client: FakeClient, channel: str) -> str:
         mod = self.bot_is_moderator
-        tags = {"badge-info": "", "badges": "moderator/1" if mod else "", "color": "",
-                "display-name": client.nick, "emote-sets": "0", "mod": "1" if mod else "0",
-                "subscriber": "0", "user-type": "mod" if mod else ""}
+        tags = {
+            "badge-info": "",
+            "badges": "moderator/1" if mod else "",
+            "color": "",
+            "display-name": client.nick,
+            "emote-sets": "0",
+            "mod": "1" if mod else "0",
+            "subscriber": "0",
+            "user-type": "mod" if mod else "",
+        }
         return tag_string(tags) + f" :{HOST} USERSTATE {channel}"
 
 

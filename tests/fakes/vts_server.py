@@ -26,9 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 API_NAME = "VTubeStudioPublicAPI"
 DEFAULT_PARAMETERS = frozenset({"MouthOpen", "MouthSmile", "FaceAngleX", "EyeOpenLeft"})
-NO_AUTH_NEEDED = frozenset(
-    {"APIStateRequest", "AuthenticationTokenRequest", "AuthenticationRequest"}
-)
+NO_AUTH_NEEDED = frozenset({"APIStateRequest", "AuthenticationTokenRequest", "AuthenticationRequest"})
 
 
 @dataclass(frozen=True)
@@ -198,9 +196,7 @@ class FakeVTubeStudio:
             return self._envelope(request_id, resp_type, resp_data)
         except APIErrorReply as err:
             self.errors_sent.append(err.error_id)
-            return self._envelope(
-                request_id, "APIError", {"errorID": err.error_id, "message": err.message}
-            )
+            return self._envelope(request_id, "APIError", {"errorID": err.error_id, "message": err.message})
 
     def _on_APIStateRequest(self, data: dict, session: _Session) -> tuple[str, dict]:
         return "APIStateResponse", {
@@ -255,9 +251,7 @@ class FakeVTubeStudio:
             if not _is_number(weight) or not 0 <= weight <= 1:
                 raise APIErrorReply(452, f"weight for {pid} invalid")
             got[pid] = float(value)
-        self.injections.append(
-            Injection(time.monotonic(), session.number, got, bool(data.get("faceFound")), mode)
-        )
+        self.injections.append(Injection(time.monotonic(), session.number, got, bool(data.get("faceFound")), mode))
         return "InjectParameterDataResponse", {}
 
     def _on_HotkeysInCurrentModelRequest(self, data: dict, session: _Session) -> tuple[str, dict]:

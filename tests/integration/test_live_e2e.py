@@ -28,10 +28,18 @@ SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
 # Greedy decoding makes the run repeatable. Spark may talk for 2000 tokens, so only the
 # interruption can end her first answer early; Ember answers briefly.
 PERSONAS = [
-    {"name": "Spark", "description": "A cheerful AI streamer.", "resting_emotion": "happy",
-     "sampling": {"max_tokens": 2000, "temperature": 0.0}},
-    {"name": "Ember", "description": "A calm co-host.", "resting_emotion": "sad",
-     "sampling": {"max_tokens": 40, "temperature": 0.0}},
+    {
+        "name": "Spark",
+        "description": "A cheerful AI streamer.",
+        "resting_emotion": "happy",
+        "sampling": {"max_tokens": 2000, "temperature": 0.0},
+    },
+    {
+        "name": "Ember",
+        "description": "A calm co-host.",
+        "resting_emotion": "sad",
+        "sampling": {"max_tokens": 40, "temperature": 0.0},
+    },
 ]
 SCRIPT = [
     {"user": "mika", "text": "Tell me a very long story about a dragon.", "delay_s": 0.2},
@@ -55,9 +63,26 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
 
     with VTSThread() as vts:
         command = [
-            str(SPARK_CLIENT), "live", "--script", str(script), "--personas", str(personas), "--cohost-every", "0",
-            "--triton-url", triton.grpc_url, "--no-playback", "--wav", str(wav), "--metrics-jsonl", str(turns_file),
-            "--vts-url", vts.server.url, "--vts-token-path", str(token), "--no-memory",
+            str(SPARK_CLIENT),
+            "live",
+            "--script",
+            str(script),
+            "--personas",
+            str(personas),
+            "--cohost-every",
+            "0",
+            "--triton-url",
+            triton.grpc_url,
+            "--no-playback",
+            "--wav",
+            str(wav),
+            "--metrics-jsonl",
+            str(turns_file),
+            "--vts-url",
+            vts.server.url,
+            "--vts-token-path",
+            str(token),
+            "--no-memory",
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -110,7 +135,8 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
     assert "hk-happy-0001" in triggered and "hk-sad-0002" in triggered
     times = [i.at for i in injections if "MouthOpen" in i.values]
     assert sessions >= 2 and any(t > down_until for t in times)
-    gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a > 1.0 and not (a <= down_until and b >= down_from)]
+    pairs = zip(times, times[1:], strict=False)
+    gaps = [(a, b) for a, b in pairs if b - a > 1.0 and not (a <= down_until and b >= down_from)]
     assert not gaps, gaps
     assert max(v for i in injections for k, v in i.values.items() if k == "MouthOpen") > 0.2
     assert np.isfinite([v for i in injections for v in i.values.values()]).all()

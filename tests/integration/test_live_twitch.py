@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spark_client.speech.audio import read_wav
+
 from tests.fakes.twitch_server import FakeTwitchServer
 from tests.fakes.vts_thread import LoopThread
 from tests.timing import seconds
@@ -35,10 +35,28 @@ def test_twitch_chat_is_answered_in_voice_and_in_chat(triton, tmp_path: Path):
     wav, turns = tmp_path / "s.wav", tmp_path / "turns.jsonl"
     with LoopThread(FakeTwitchServer(valid_token=TOKEN.removeprefix("oauth:")), start="start", stop="close") as twitch:
         command = [
-            str(SPARK_CLIENT), "live", "--twitch", "spark_channel", "--twitch-host", "127.0.0.1",
-            "--twitch-port", str(twitch.server.port), "--no-twitch-tls", "--twitch-reply",
-            "--triton-url", triton.grpc_url, "--no-playback", "--no-vts", "--no-memory", "--cohost-every", "0",
-            "--wav", str(wav), "--metrics-jsonl", str(turns), "--no-console",
+            str(SPARK_CLIENT),
+            "live",
+            "--twitch",
+            "spark_channel",
+            "--twitch-host",
+            "127.0.0.1",
+            "--twitch-port",
+            str(twitch.server.port),
+            "--no-twitch-tls",
+            "--twitch-reply",
+            "--triton-url",
+            triton.grpc_url,
+            "--no-playback",
+            "--no-vts",
+            "--no-memory",
+            "--cohost-every",
+            "0",
+            "--wav",
+            str(wav),
+            "--metrics-jsonl",
+            str(turns),
+            "--no-console",
         ]
         env = dict(os.environ, TWITCH_OAUTH_TOKEN=TOKEN, TWITCH_BOT_NICK="sparkbot", PYTHONUNBUFFERED="1")
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -55,7 +73,9 @@ def test_twitch_chat_is_answered_in_voice_and_in_chat(triton, tmp_path: Path):
         replies = [r.text for r in twitch.server.received]
     record = json.loads(turns.read_text().splitlines()[0])
     assert record["user"] == "Mika" and record["persona"] == "Spark" and record["spoken"], output
-    assert len(replies) == 1 and replies[0] and replies[0][:40] in record["spoken"] or record["spoken"][:40] in replies[0]
+    assert (
+        len(replies) == 1 and replies[0] and replies[0][:40] in record["spoken"] or record["spoken"][:40] in replies[0]
+    )
     assert TOKEN not in output and TOKEN.removeprefix("oauth:") not in output  # the secret never shows
     assert client.returncode in (0, 130), output
     audio, rate = read_wav(wav)  # the WAV was closed properly on Ctrl-C

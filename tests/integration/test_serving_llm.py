@@ -28,10 +28,13 @@ def render(url: str, messages: list[dict[str, str]]) -> str:
 
 @pytest.fixture(scope="module")
 def prompt(triton) -> str:
-    return render(triton.grpc_url, [
-        {"role": "system", "content": "You are Spark, a cheerful streamer."},
-        {"role": "user", "content": "Tell me about your favourite game."},
-    ])
+    return render(
+        triton.grpc_url,
+        [
+            {"role": "system", "content": "You are Spark, a cheerful streamer."},
+            {"role": "user", "content": "Tell me about your favourite game."},
+        ],
+    )
 
 
 def generate(url: str, prompt: str, max_tokens: int = 40, *, stream: bool, **extra) -> list[str]:

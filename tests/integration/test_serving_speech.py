@@ -75,7 +75,9 @@ def test_tts_output_transcribes_back_with_low_word_error_rate(triton):
     audio = to_16k(np.concatenate([c for _, c in chunks]), rate)
     transcript, error = transcribe(triton.grpc_url, audio)
     assert error is None
-    normalise = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
+    normalise = jiwer.Compose(
+        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
+    )
     wer = jiwer.wer(normalise(text), normalise(transcript))
     assert wer < 0.15, (transcript, wer)
 

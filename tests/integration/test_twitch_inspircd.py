@@ -22,15 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from spark_client.events import ChatMessage
 from spark_client.sources.twitch import OAuthToken, TwitchChatSource, TwitchConfig
+
 from tests.fakes.twitch_server import CollectingSink
 from tests.timing import seconds
 
-INSPIRCD = shutil.which("inspircd") or (
-    "/usr/sbin/inspircd" if os.path.exists("/usr/sbin/inspircd") else None
-)
+INSPIRCD = shutil.which("inspircd") or ("/usr/sbin/inspircd" if os.path.exists("/usr/sbin/inspircd") else None)
 
 pytestmark = [
     pytest.mark.irc,
@@ -84,8 +82,7 @@ class IrcServer:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--runasroot")  # InspIRCd refuses root otherwise (CI containers)
         out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
         deadline = time.monotonic() + seconds(15)
         while time.monotonic() < deadline:
@@ -127,8 +124,7 @@ class RawClient:
         await self.send(f"NICK {self.nick}", f"USER {self.nick} 0 * :{self.nick}")
         await self.wait_line(lambda l: f" 001 {self.nick} " in l, seconds(10))
         await self.send(f"JOIN {CHANNEL}")
-        await self.wait_line(lambda l: l.startswith(f":{self.nick}!") and " JOIN " in l,
-                             seconds(10))
+        await self.wait_line(lambda l: l.startswith(f":{self.nick}!") and " JOIN " in l, seconds(10))
 
     async def send(self, *lines: str) -> None:
         assert self._writer is not None
@@ -179,9 +175,16 @@ def test_reads_answers_and_survives_server_restart(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         config = TwitchConfig(
-            channel=CHANNEL, nick="sparkbot", token=OAuthToken("not-checked-by-inspircd"),
-            host="127.0.0.1", port=server.port, tls=False, replies_enabled=True,
-            backoff_initial_s=0.2, backoff_max_s=1.0, register_timeout_s=seconds(10),
+            channel=CHANNEL,
+            nick="sparkbot",
+            token=OAuthToken("not-checked-by-inspircd"),
+            host="127.0.0.1",
+            port=server.port,
+            tls=False,
+            replies_enabled=True,
+            backoff_initial_s=0.2,
+            backoff_max_s=1.0,
+            register_timeout_s=seconds(10),
         )
         source, sink = TwitchChatSource(config), CollectingSink()
         task = asyncio.create_task(source.run(sink))
@@ -199,8 +202,9 @@ def test_reads_answers_and_survives_server_restart(tmp_path: Path) -> None:
             assert first.message_id  # the IRCv3 msgid tag
             await source.reply("yes, hello viewer!", parent_message_id=first.message_id)
             await viewer.wait_line(
-                lambda l: l.startswith(":sparkbot!") and l.endswith(
-                    f"PRIVMSG {CHANNEL} :yes, hello viewer!"), seconds(10))
+                lambda l: l.startswith(":sparkbot!") and l.endswith(f"PRIVMSG {CHANNEL} :yes, hello viewer!"),
+                seconds(10),
+            )
 
             server.stop()  # restart mid-run
             await viewer.close()
@@ -213,8 +217,8 @@ def test_reads_answers_and_survives_server_restart(tmp_path: Path) -> None:
             assert chat(sink)[1].text == "still here after the restart?"
             await source.reply("back and listening")
             await viewer.wait_line(
-                lambda l: l.startswith(":sparkbot!") and l.endswith(":back and listening"),
-                seconds(45))  # paced: the default limiter spaces messages 0.75 s apart
+                lambda l: l.startswith(":sparkbot!") and l.endswith(":back and listening"), seconds(45)
+            )  # paced: the default limiter spaces messages 0.75 s apart
         finally:
             await viewer.close()
             task.cancel()

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Priority
 from spark_client.sources.twitch import OAuthToken, TwitchAuthError, TwitchChatSource, TwitchConfig
+
 from tests.fakes.twitch_server import CollectingSink, FakeTwitchServer
 from tests.timing import seconds
 
@@ -81,16 +81,26 @@ def test_events_arrive_typed() -> None:
             assert client.nick.startswith("justinfan") and not client.password
             assert client.caps == {"twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership"}
             msg_id = await server.send_privmsg(
-                CHANNEL, "CoolViewer", "Kappa hi @spark \u202ehidden\u200b!",
-                extra_tags={"badges": "subscriber/12,vip/1", "bits": "100",
-                            "emotes": "25:0-4", "first-msg": "1", "user-id": "4242"},
+                CHANNEL,
+                "CoolViewer",
+                "Kappa hi @spark \u202ehidden\u200b!",
+                extra_tags={
+                    "badges": "subscriber/12,vip/1",
+                    "bits": "100",
+                    "emotes": "25:0-4",
+                    "first-msg": "1",
+                    "user-id": "4242",
+                },
             )
             await server.broadcast(
                 f"@login=coolviewer;room-id=12345;target-msg-id={msg_id};tmi-sent-ts=1 "
-                f":tmi.twitch.tv CLEARMSG #{CHANNEL} :Kappa hi", CHANNEL)
+                f":tmi.twitch.tv CLEARMSG #{CHANNEL} :Kappa hi",
+                CHANNEL,
+            )
             await server.broadcast(
-                f"@ban-duration=600;room-id=12345;target-user-id=4242 "
-                f":tmi.twitch.tv CLEARCHAT #{CHANNEL} :coolviewer", CHANNEL)
+                f"@ban-duration=600;room-id=12345;target-user-id=4242 :tmi.twitch.tv CLEARCHAT #{CHANNEL} :coolviewer",
+                CHANNEL,
+            )
             await sink.wait_for_count(3, seconds(5))
         chat, deleted, cleared = sink.events
         assert isinstance(chat, ChatMessage)
@@ -153,9 +163,11 @@ def test_silent_connection_is_replaced() -> None:
 def test_config_from_env(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(SECRET + "\n")
-    cfg = TwitchConfig.from_env(CHANNEL, environ={"TWITCH_OAUTH_TOKEN_FILE": str(token_file),
-                                                  "TWITCH_BOT_NICK": "sparkbot"},
-                                replies_enabled=True)
+    cfg = TwitchConfig.from_env(
+        CHANNEL,
+        environ={"TWITCH_OAUTH_TOKEN_FILE": str(token_file), "TWITCH_BOT_NICK": "sparkbot"},
+        replies_enabled=True,
+    )
     assert cfg.token == OAuthToken(SECRET) and cfg.nick == "sparkbot" and cfg.replies_enabled
     anon = TwitchConfig.from_env(CHANNEL, environ={})
     assert anon.token is None and not anon.replies_enabled and anon.tls and anon.port == 6697
@@ -191,9 +203,16 @@ def test_rate_limit_is_respected_and_nothing_dropped() -> None:
     window, limit = 1.0, 3
 
     async def body(server: FakeTwitchServer) -> None:
-        cfg = base_config(server, nick="sparkbot", token=OAuthToken(SECRET), replies_enabled=True,
-                          rate_limit=limit, privileged_rate_limit=limit * 5,
-                          rate_window_s=window, rate_margin_s=0.2)
+        cfg = base_config(
+            server,
+            nick="sparkbot",
+            token=OAuthToken(SECRET),
+            replies_enabled=True,
+            rate_limit=limit,
+            privileged_rate_limit=limit * 5,
+            rate_window_s=window,
+            rate_margin_s=0.2,
+        )
         source, sink = TwitchChatSource(cfg), CollectingSink()
         async with running(source, sink):
             await wait_until(lambda: source.joined, seconds(5))
@@ -201,8 +220,7 @@ def test_rate_limit_is_respected_and_nothing_dropped() -> None:
                 await source.reply(f"answer number {i}", parent_message_id=f"parent-{i}")
             await wait_until(lambda: len(server.received) == 9, seconds(10))
         assert [r.text for r in server.received] == [f"answer number {i}" for i in range(9)]
-        assert [r.tags.get("reply-parent-msg-id") for r in server.received] == [
-            f"parent-{i}" for i in range(9)]
+        assert [r.tags.get("reply-parent-msg-id") for r in server.received] == [f"parent-{i}" for i in range(9)]
         assert server.ratelimited == []
         assert server.max_in_window(window) <= limit
         assert server.clients == [] or server.clients[0].password == "oauth:" + SECRET
@@ -214,9 +232,16 @@ def test_moderator_gets_the_higher_limit() -> None:
     window = 1.0
 
     async def body(server: FakeTwitchServer) -> None:
-        cfg = base_config(server, nick="sparkbot", token=OAuthToken(SECRET), replies_enabled=True,
-                          rate_limit=2, privileged_rate_limit=6, rate_window_s=window,
-                          rate_margin_s=0.05)
+        cfg = base_config(
+            server,
+            nick="sparkbot",
+            token=OAuthToken(SECRET),
+            replies_enabled=True,
+            rate_limit=2,
+            privileged_rate_limit=6,
+            rate_window_s=window,
+            rate_margin_s=0.05,
+        )
         source, sink = TwitchChatSource(cfg), CollectingSink()
         async with running(source, sink):
             await wait_until(lambda: source.joined and source.limiter.privileged, seconds(5))
@@ -232,8 +257,14 @@ def test_moderator_gets_the_higher_limit() -> None:
 
 def test_ratelimit_notice_backs_off_and_resends() -> None:
     async def body(server: FakeTwitchServer) -> None:
-        cfg = base_config(server, nick="sparkbot", token=OAuthToken(SECRET), replies_enabled=True,
-                          rate_window_s=2.0, ratelimit_backoff_s=0.6)
+        cfg = base_config(
+            server,
+            nick="sparkbot",
+            token=OAuthToken(SECRET),
+            replies_enabled=True,
+            rate_window_s=2.0,
+            ratelimit_backoff_s=0.6,
+        )
         source, sink = TwitchChatSource(cfg), CollectingSink()
         async with running(source, sink):
             await wait_until(lambda: source.joined, seconds(5))
@@ -263,8 +294,7 @@ def test_server_drop_and_outage_are_survived_with_backoff(caplog: pytest.LogCapt
             failures = source.stats.connect_failures
             assert 2 <= failures <= 12, failures  # retried, but not in a tight loop
             await server.start()
-            await wait_until(lambda: source.joined and len(server.joined(CHANNEL)) == 1,
-                             seconds(5))
+            await wait_until(lambda: source.joined and len(server.joined(CHANNEL)) == 1, seconds(5))
             msg_id = await server.send_privmsg(CHANNEL, "back", "we are back")
             await sink.wait_for_count(1, seconds(5))
         assert sink.events[0].message_id == msg_id  # type: ignore[attr-defined]
@@ -293,8 +323,10 @@ def test_ban_notice_disables_replies() -> None:
         source, sink = TwitchChatSource(cfg), CollectingSink()
         async with running(source, sink):
             await wait_until(lambda: source.joined, seconds(5))
-            await server.broadcast(f"@msg-id=msg_banned :tmi.twitch.tv NOTICE #{CHANNEL} "
-                                   f":You are permanently banned from talking in {CHANNEL}.")
+            await server.broadcast(
+                f"@msg-id=msg_banned :tmi.twitch.tv NOTICE #{CHANNEL} "
+                f":You are permanently banned from talking in {CHANNEL}."
+            )
             await wait_until(lambda: not source.can_reply, seconds(5))
             await source.reply("anyone there?")
             await asyncio.sleep(0.3)
@@ -306,10 +338,27 @@ def test_ban_notice_disables_replies() -> None:
 def _make_cert(tmp: Path) -> tuple[Path, Path]:
     key, cert = tmp / "key.pem", tmp / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return key, cert
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from websockets.asyncio.client import connect
-
 from spark_client.avatar.vts import BackoffPolicy, ErrorID, VTSState, VTubeStudioClient
 from spark_client.avatar.vts import protocol as p
+from websockets.asyncio.client import connect
+
 from tests.fakes.vts_server import FakeVTubeStudio
 from tests.timing import seconds
 
@@ -79,8 +79,7 @@ def test_denied_token_leaves_client_quiet(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with FakeVTubeStudio(deny_tokens=True) as vts:
             async with make_client(vts.url, tmp_path) as client:
-                assert await vts.wait_until(lambda: client.status().state is VTSState.DENIED,
-                                            seconds(5))
+                assert await vts.wait_until(lambda: client.status().state is VTSState.DENIED, seconds(5))
                 assert not await client.wait_ready(0.2)
                 t0 = time.monotonic()
                 assert await client.trigger_expression("happy") is False
@@ -121,15 +120,13 @@ def test_mouth_values_kept_alive_through_silence(tmp_path: Path) -> None:
             async with make_client(vts.url, tmp_path, mouth_stale_after=1.5) as client:
                 assert await client.wait_ready(seconds(5))
                 await client.inject_mouth(0.7, 0.2)
-                assert await vts.wait_until(
-                    lambda: any(v == 0.7 for _, v in vts.injected("MouthOpen")), seconds(2)
-                )
+                assert await vts.wait_until(lambda: any(v == 0.7 for _, v in vts.injected("MouthOpen")), seconds(2))
                 start = time.monotonic()
                 await asyncio.sleep(3.0)  # silence: no inject_mouth calls at all
                 end = time.monotonic()
             opens = [(t, v) for t, v in vts.injected("MouthOpen") if t >= start - 1.0]
             times = [start] + [t for t, _ in opens if start <= t <= end] + [end]
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
             assert max(gaps) < seconds(1.0), gaps  # the app releases a parameter after ~1 s
             smiles = {round(v, 6) for _, v in vts.injected("MouthSmile")}
             assert 0.6 in smiles  # form 0.2 in [-1, 1] maps to 0.6 on MouthSmile's 0..1
@@ -186,9 +183,7 @@ def test_reconnects_after_server_restart(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_no_server_calls_neither_raise_nor_hang(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_no_server_calls_neither_raise_nor_hang(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="spark_client.avatar.vts")
     url = f"ws://127.0.0.1:{free_port()}"
 

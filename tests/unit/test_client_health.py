@@ -9,7 +9,9 @@ from spark_client.health import MemoryWatch, triton_memory
 
 def test_warns_once_per_crossing(monkeypatch):
     readings = iter([95, 96, 50, 97])  # percent used
-    monkeypatch.setattr(health, "meminfo", lambda: (lambda used: {"MemTotal": 100, "MemAvailable": 100 - used})(next(readings)))
+    monkeypatch.setattr(
+        health, "meminfo", lambda: (lambda used: {"MemTotal": 100, "MemAvailable": 100 - used})(next(readings))
+    )
     warnings: list[str] = []
     watch = MemoryWatch(metrics_url=None, warn_fraction=0.9, warn=warnings.append)
     for _ in range(4):
@@ -18,8 +20,10 @@ def test_warns_once_per_crossing(monkeypatch):
 
 
 def test_triton_memory_gauges_are_summed():
-    body = (b"# HELP nv_gpu_memory_used_bytes x\nnv_gpu_memory_used_bytes{gpu_uuid=\"a\"} 1e9\n"
-            b"nv_gpu_memory_used_bytes{gpu_uuid=\"b\"} 2e9\nnv_cpu_memory_total_bytes 8e9\n")
+    body = (
+        b'# HELP nv_gpu_memory_used_bytes x\nnv_gpu_memory_used_bytes{gpu_uuid="a"} 1e9\n'
+        b'nv_gpu_memory_used_bytes{gpu_uuid="b"} 2e9\nnv_cpu_memory_total_bytes 8e9\n'
+    )
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802

@@ -5,7 +5,6 @@ import asyncio
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-
 from spark_client.speech.audio import SessionWav, read_wav, resample
 from spark_client.speech.chunker import SpeechChunker
 from spark_client.speech.playback import PlaybackItem, Player

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spark_client.avatar.expressions import (
     DEFAULT_EMOTIONS,
     EmotionTag,
@@ -77,8 +76,23 @@ def test_unfinished_tag_is_released_at_flush_or_when_it_cannot_be_a_tag() -> Non
 @given(
     st.lists(
         st.sampled_from(
-            ["[happy]", "[Sad]", "[ angry ]", "[x]", "[", "]", " ", "hi", "é", "\n", "[surp",
-             "rised]", "[citation needed]", "[[", "[neutral]"]
+            [
+                "[happy]",
+                "[Sad]",
+                "[ angry ]",
+                "[x]",
+                "[",
+                "]",
+                " ",
+                "hi",
+                "é",
+                "\n",
+                "[surp",
+                "rised]",
+                "[citation needed]",
+                "[[",
+                "[neutral]",
+            ]
         ),
         max_size=25,
     ),
@@ -89,7 +103,7 @@ def test_streaming_matches_one_shot_for_any_split(pieces: list[str], cuts: list[
     expected = parse_emotions(raw)
     parser = EmotionTagParser()
     bounds = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
-    chunks = [parser.feed(raw[a:b]) for a, b in zip(bounds, bounds[1:])]
+    chunks = [parser.feed(raw[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
     chunks.append(parser.flush())
     assert "".join(c.text for c in chunks) == expected.text
     assert tuple(t for c in chunks for t in c.tags) == expected.tags

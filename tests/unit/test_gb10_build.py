@@ -26,13 +26,23 @@ def make_checkpoint(folder: Path, *, layers: int = 2, vocab: int = 256, **extra:
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
-              "num_hidden_layers": layers, "vocab_size": vocab, "torch_dtype": "bfloat16", **extra}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "num_hidden_layers": layers,
+        "vocab_size": vocab,
+        "torch_dtype": "bfloat16",
+        **extra,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     save_file({"model.embed_tokens.weight": np.zeros((vocab, 64), np.float32)}, str(folder / "model.safetensors"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"chat_template": TEMPLATE, "bos_token": "<s>", "eos_token": {"content": "</s>"}}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": TEMPLATE, "bos_token": "<s>", "eos_token": {"content": "</s>"}})
+    )
     return folder
 
 
@@ -40,8 +50,12 @@ def make_checkpoint(folder: Path, *, layers: int = 2, vocab: int = 256, **extra:
 def sources(tmp_path: Path) -> dict[str, Path]:
     make_adapter(tmp_path / "adapters" / "aria", r=8, targets=("q_proj", "v_proj"))
     make_adapter(tmp_path / "adapters" / "bo", r=16, targets=("q_proj", "o_proj", "gate_proj"))
-    return {"llm": make_checkpoint(tmp_path / "llm"), "draft": make_checkpoint(tmp_path / "draft", layers=1),
-            "adapters": tmp_path / "adapters", "out": tmp_path / "out"}
+    return {
+        "llm": make_checkpoint(tmp_path / "llm"),
+        "draft": make_checkpoint(tmp_path / "draft", layers=1),
+        "adapters": tmp_path / "adapters",
+        "out": tmp_path / "out",
+    }
 
 
 def dry_run(capsys, sources: dict[str, Path], *extra: str) -> tuple[int, str, str]:
@@ -65,8 +79,9 @@ def flag(cmd: list[str], name: str) -> list[str]:
 
 
 def test_dry_run_prints_every_command_with_the_flags_that_matter(capsys, sources):
-    code, out, _ = dry_run(capsys, sources, "--draft", str(sources["draft"]),
-                           "--persona-adapters", str(sources["adapters"]))
+    code, out, _ = dry_run(
+        capsys, sources, "--draft", str(sources["draft"]), "--persona-adapters", str(sources["adapters"])
+    )
     assert code == 0 and not sources["out"].exists(), "a dry run writes nothing"
     assert "| LLM weights |" in out and "toolchain:" in out  # the plan and the checks come first
     quantize = [c for c in command_lines(out, "python3") if "quantize.py" in c[1]]
@@ -132,12 +147,19 @@ def test_a_real_build_stops_before_work_when_the_toolchain_is_missing(capsys, so
 
 
 def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
-    options = Gb10Options(llm=sources["llm"], out=sources["out"], work=sources["out"] / ".work",
-                          persona_adapters=sources["adapters"])
+    options = Gb10Options(
+        llm=sources["llm"], out=sources["out"], work=sources["out"] / ".work", persona_adapters=sources["adapters"]
+    )
     inputs = gather_inputs(options)
     python_steps = [s for s in make_steps(options, inputs) if s.action is not None]
-    assert {s.name for s in python_steps} == {"llm.tokenizer", "lora.aria", "lora.bo", "stt.model", "tts.voices",
-                                              "embed.model"}
+    assert {s.name for s in python_steps} == {
+        "llm.tokenizer",
+        "lora.aria",
+        "lora.bo",
+        "stt.model",
+        "tts.voices",
+        "embed.model",
+    }
     StepRunner(BuildState(options.out / ".build-state.json")).run(python_steps)
     write_manifest(options.out, engine_files(options, inputs), {"fits": True})
 

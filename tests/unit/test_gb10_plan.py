@@ -38,8 +38,17 @@ def test_default_plan_70b_nvfp4_with_8b_draft_and_speech_fits_under_100_gb():
     plan = plan_gb10()
     assert plan.inputs.llm is L70 and plan.inputs.qformat == "nvfp4" and plan.inputs.draft is L8
     components = {r.component for r in plan.rows}
-    assert {"LLM weights", "LLM KV cache", "LoRA cache", "draft weights", "Whisper", "TTS", "embeddings",
-            "OS", "client"} <= components
+    assert {
+        "LLM weights",
+        "LLM KV cache",
+        "LoRA cache",
+        "draft weights",
+        "Whisper",
+        "TTS",
+        "embeddings",
+        "OS",
+        "client",
+    } <= components
     assert plan.fits and plan.total_gb < 100
     assert plan.row("LLM KV cache").gb == pytest.approx(2 * 80 * 8 * 128 * 8192 * 2 / 1e9)
     assert plan.row("LoRA cache").gb == pytest.approx(12 * 16 * 80 * (16384 + 9216 + 9216 + 16384) * 2 / 1e9)
@@ -69,8 +78,25 @@ def test_int4_awq_is_refused_with_the_reason():
 
 
 def test_cli_table_json_and_refusal(capsys):
-    assert main(["plan", "gb10", "--llm-params", "70e9", "--qformat", "nvfp4", "--context", "8192",
-                 "--concurrency", "2", "--draft-params", "8e9"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "gb10",
+                "--llm-params",
+                "70e9",
+                "--qformat",
+                "nvfp4",
+                "--context",
+                "8192",
+                "--concurrency",
+                "2",
+                "--draft-params",
+                "8e9",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| LLM weights | llama-3.1-70b 70.0B nvfp4 |" in out and "roofline tok/s" in out
 

@@ -113,10 +113,26 @@ def engine_dir(tmp_path: Path) -> Path:
     for name in ("aria", "bo"):
         (folder / "adapters" / name).mkdir(parents=True)
         (folder / "adapters" / name / "adapter_config.json").write_text("{}")
-    lora = {"max_rank": 16, "target_modules": ["attn_q", "attn_v"], "max_loras": 4, "max_cpu_loras": 8,
-            "device_cache_fraction": 0.02, "host_cache_bytes": 1 << 30}
-    manifest = llm_engine_json(qformat="nvfp4", kv_dtype="fp8", context=64, slots=2, kv_tokens=128,
-                               kv_free_fraction=0.3, lora=lora, adapters=["aria", "bo"], draft=None, source={})
+    lora = {
+        "max_rank": 16,
+        "target_modules": ["attn_q", "attn_v"],
+        "max_loras": 4,
+        "max_cpu_loras": 8,
+        "device_cache_fraction": 0.02,
+        "host_cache_bytes": 1 << 30,
+    }
+    manifest = llm_engine_json(
+        qformat="nvfp4",
+        kv_dtype="fp8",
+        context=64,
+        slots=2,
+        kv_tokens=128,
+        kv_free_fraction=0.3,
+        lora=lora,
+        adapters=["aria", "bo"],
+        draft=None,
+        source={},
+    )
     (folder / "engine.json").write_text(json.dumps(manifest))
     return folder
 
@@ -137,10 +153,14 @@ def run(engine, **kw) -> tuple[list[str], GenerationStats]:
 
 
 def test_importing_the_engine_module_does_not_import_tensorrt_llm():
-    code = ("import sys, spark_runtime.engines, spark_runtime.engines.trtllm; "
-            "print('tensorrt_llm' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    code = "import sys, spark_runtime.engines, spark_runtime.engines.trtllm; print('tensorrt_llm' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -148,8 +168,11 @@ def test_engine_json_becomes_a_bounded_kv_cache_and_lora_config(engine, engine_d
     (llm,) = FakeLLM.instances
     assert llm.kwargs["model"] == str(engine_dir / "engine")
     assert llm.kwargs["tokenizer"] == str(engine_dir / "tokenizer")
-    assert llm.kwargs["kv_cache_config"].kwargs == {"max_tokens": 128, "free_gpu_memory_fraction": 0.3,
-                                                    "enable_block_reuse": True}
+    assert llm.kwargs["kv_cache_config"].kwargs == {
+        "max_tokens": 128,
+        "free_gpu_memory_fraction": 0.3,
+        "enable_block_reuse": True,
+    }
     lora = llm.kwargs["lora_config"].kwargs
     assert lora["max_lora_rank"] == 16 and lora["lora_target_modules"] == ["attn_q", "attn_v"]
     assert llm.kwargs["peft_cache_config"].kwargs == {"device_cache_percent": 0.02, "host_cache_size": 1 << 30}
@@ -160,8 +183,14 @@ def test_engine_json_becomes_a_bounded_kv_cache_and_lora_config(engine, engine_d
 def test_model_config_parameters_override_engine_json(fake_trtllm, engine_dir):
     from spark_runtime.engines import load_engine
 
-    load_engine(engine_dir, slots="1", max_tokens_in_paged_kv_cache="4096", enable_kv_cache_reuse="false",
-                kv_cache_free_gpu_mem_fraction="", lora_cache_host_memory_bytes="2048")
+    load_engine(
+        engine_dir,
+        slots="1",
+        max_tokens_in_paged_kv_cache="4096",
+        enable_kv_cache_reuse="false",
+        kv_cache_free_gpu_mem_fraction="",
+        lora_cache_host_memory_bytes="2048",
+    )
     kv = FakeLLM.instances[-1].kwargs["kv_cache_config"].kwargs
     assert kv == {"max_tokens": 4096, "free_gpu_memory_fraction": 0.3, "enable_block_reuse": False}
     assert FakeLLM.instances[-1].kwargs["peft_cache_config"].kwargs["host_cache_size"] == 2048
@@ -176,7 +205,13 @@ def test_streams_deltas_and_maps_sampling(engine):
     assert call["sampling_params"].kwargs == {"max_tokens": 10, "seed": 0, "top_k": 1}  # greedy
     run(engine, max_tokens=5, temperature=0.7, top_p=0.9, top_k=40, end_id=-1, seed=3)
     assert FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs == {
-        "max_tokens": 5, "seed": 3, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "ignore_eos": True}
+        "max_tokens": 5,
+        "seed": 3,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "ignore_eos": True,
+    }
 
 
 def test_a_character_split_across_tokens_is_held_back(engine):

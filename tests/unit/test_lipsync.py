@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spark_client.avatar.lipsync import LipSync, LipSyncConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,9 +70,7 @@ def test_form_follows_vowel_shape() -> None:
 
 def test_rate_and_media_timestamps() -> None:
     for rate in (30.0, 60.0):
-        frames = LipSync(48_000, config=LipSyncConfig(rate_hz=rate)).feed(
-            np.zeros(48_000 * 2, dtype=np.float32)
-        )
+        frames = LipSync(48_000, config=LipSyncConfig(rate_hz=rate)).feed(np.zeros(48_000 * 2, dtype=np.float32))
         assert len(frames) == int(2 * rate)
         assert frames[-1].time == pytest.approx(2.0)
         steps = np.diff([f.time for f in frames])
@@ -100,7 +97,7 @@ def test_block_sizes_do_not_change_the_result(cuts: list[int]) -> None:
         pos += c
     pieces.extend(ls.feed(audio[pos:]))
     assert len(pieces) == len(whole)
-    for a, b in zip(pieces, whole):
+    for a, b in zip(pieces, whole, strict=False):
         assert a.time == b.time
         assert a.open == pytest.approx(b.open, abs=1e-6)
         assert a.form == pytest.approx(b.form, abs=1e-6)
@@ -129,8 +126,9 @@ def test_reset_and_latest() -> None:
     assert ls.latest.open == 0.0 and ls.feed(np.zeros(SR // 60 + 1, np.float32))[0].open == 0.0
 
 
-@pytest.mark.parametrize("kw", [{"rate_hz": 0}, {"gate_db": -10, "full_db": -20},
-                                {"centroid_low_hz": 3000, "centroid_high_hz": 1000}])
+@pytest.mark.parametrize(
+    "kw", [{"rate_hz": 0}, {"gate_db": -10, "full_db": -20}, {"centroid_low_hz": 3000, "centroid_high_hz": 1000}]
+)
 def test_config_validation(kw: dict) -> None:
     with pytest.raises(ValueError):
         LipSyncConfig(**kw)

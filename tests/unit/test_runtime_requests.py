@@ -12,11 +12,17 @@ def b(text: str) -> np.ndarray:
 
 
 def test_generation_request_with_the_tensorrt_llm_names():
-    request, stream, exclude = parse_generation({
-        "text_input": b("hello"), "max_tokens": np.array([[12]], np.int32), "stream": np.array([[True]]),
-        "temperature": np.array([[0.7]], np.float32), "top_k": np.array([[40]], np.int32),
-        "stop_words": np.array([[b"<|im_end|>", b""]], dtype=object), "lora_name": b(" pirate "),
-    })
+    request, stream, exclude = parse_generation(
+        {
+            "text_input": b("hello"),
+            "max_tokens": np.array([[12]], np.int32),
+            "stream": np.array([[True]]),
+            "temperature": np.array([[0.7]], np.float32),
+            "top_k": np.array([[40]], np.int32),
+            "stop_words": np.array([[b"<|im_end|>", b""]], dtype=object),
+            "lora_name": b(" pirate "),
+        }
+    )
     assert (request.prompt, request.max_tokens, request.top_k, request.lora_name) == ("hello", 12, 40, "pirate")
     assert request.stop_words == ("<|im_end|>",) and stream and exclude
     assert request.temperature == pytest.approx(0.7)

@@ -65,8 +65,10 @@ def test_first_piece_is_an_early_clause_and_sentences_follow():
 
 
 def test_long_sentences_are_cut_at_clauses_and_junk_is_dropped():
-    long = ("one two three four five six seven eight nine ten, eleven twelve thirteen fourteen fifteen "
-            "sixteen seventeen eighteen nineteen twenty.")
+    long = (
+        "one two three four five six seven eight nine ten, eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty."
+    )
     assert len(speakable_pieces(f"Hi. {long}")) == 3
     assert speakable_pieces("!!! ... ???") == []
     assert speakable_pieces("") == []

@@ -13,8 +13,10 @@ from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.errors import RequestError
 
 PROMPT = "<s>user: hello there\nassistant:"
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}assistant:{% endif %}")
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 
 def make_tiny_llama(folder: Path) -> Path:
@@ -23,19 +25,34 @@ def make_tiny_llama(folder: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    corpus = ["The persona greets the chat and waves hello.", "Streaming text arrives one token at a time.",
-              "café naïve — ünïcode ✓ テスト"] * 20
+    corpus = [
+        "The persona greets the chat and waves hello.",
+        "Streaming text arrives one token at a time.",
+        "café naïve — ünïcode ✓ テスト",
+    ] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     hf.chat_template = TEMPLATE
     hf.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(hf), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(hf),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=hf.bos_token_id,
+        eos_token_id=hf.eos_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -47,9 +64,18 @@ def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tiny_llama(root / "model")
     (root / "adapters" / "persona_a").mkdir(parents=True)
     (root / "adapters" / "persona_a" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
-    (root / "engine.json").write_text(json.dumps({
-        "kind": "llm", "runtime": "transformers", "model_dir": "model", "adapters_dir": "adapters",
-        "device": "cpu", "max_seq_len": 128}))
+    (root / "engine.json").write_text(
+        json.dumps(
+            {
+                "kind": "llm",
+                "runtime": "transformers",
+                "model_dir": "model",
+                "adapters_dir": "adapters",
+                "device": "cpu",
+                "max_seq_len": 128,
+            }
+        )
+    )
     return root
 
 

@@ -17,8 +17,7 @@ class Clock:
 
 
 def msg(i: int, **kw: object) -> ChatMessage:
-    fields: dict[str, object] = {"source": "twitch", "user": f"user{i}", "text": f"msg {i}",
-                                 "user_id": str(i)}
+    fields: dict[str, object] = {"source": "twitch", "user": f"user{i}", "text": f"msg {i}", "user_id": str(i)}
     fields.update(kw)
     return ChatMessage(**fields)  # type: ignore[arg-type]
 

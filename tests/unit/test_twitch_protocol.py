@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Priority
 from spark_client.sources.twitch import protocol as p
 from spark_client.sources.twitch.auth import OAuthToken
@@ -57,10 +56,7 @@ USERSTATE_MOD = (
     "@badge-info=;badges=moderator/1;color=;display-name=SparkBot;emote-sets=0,300374282;"
     "mod=1;subscriber=0;user-type=mod :tmi.twitch.tv USERSTATE #sparkchan"
 )
-ROOMSTATE = (
-    "@emote-only=0;followers-only=-1;r9k=0;room-id=700;slow=10;subs-only=0 "
-    ":tmi.twitch.tv ROOMSTATE #sparkchan"
-)
+ROOMSTATE = "@emote-only=0;followers-only=-1;r9k=0;room-id=700;slow=10;subs-only=0 :tmi.twitch.tv ROOMSTATE #sparkchan"
 
 
 # ---------------------------------------------------------------- parsing samples
@@ -87,10 +83,16 @@ def test_privmsg_sample() -> None:
         (USERSTATE_MOD, "USERSTATE", ("#sparkchan",)),
         (ROOMSTATE, "ROOMSTATE", ("#sparkchan",)),
         (":tmi.twitch.tv 001 sparkbot :Welcome, GLHF!", "001", ("sparkbot", "Welcome, GLHF!")),
-        (":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands", "CAP",
-         ("*", "ACK", "twitch.tv/tags twitch.tv/commands")),
-        (":sparkbot.tmi.twitch.tv 353 sparkbot = #sparkchan :sparkbot", "353",
-         ("sparkbot", "=", "#sparkchan", "sparkbot")),
+        (
+            ":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands",
+            "CAP",
+            ("*", "ACK", "twitch.tv/tags twitch.tv/commands"),
+        ),
+        (
+            ":sparkbot.tmi.twitch.tv 353 sparkbot = #sparkchan :sparkbot",
+            "353",
+            ("sparkbot", "=", "#sparkchan", "sparkbot"),
+        ),
     ],
 )
 def test_documented_commands(line: str, command: str, params: tuple[str, ...]) -> None:
@@ -128,8 +130,22 @@ def test_tag_without_value_and_duplicates() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["", "   ", "@", "@a=b", "@a=b ", ":prefix", ": PING", "@=x PING", "12 x", "PRIV-MSG",
-     "PING :a\rb", "PING a\0b", "PRIVMSG " + "x " * 20, "x" * (p.MAX_LINE_CHARS + 1)],
+    [
+        "",
+        "   ",
+        "@",
+        "@a=b",
+        "@a=b ",
+        ":prefix",
+        ": PING",
+        "@=x PING",
+        "12 x",
+        "PRIV-MSG",
+        "PING :a\rb",
+        "PING a\0b",
+        "PRIVMSG " + "x " * 20,
+        "x" * (p.MAX_LINE_CHARS + 1),
+    ],
 )
 def test_malformed_lines_raise_parse_error(line: str) -> None:
     with pytest.raises(p.IrcParseError):
@@ -146,8 +162,7 @@ def test_random_text_raises_only_parse_error(line: str) -> None:
 
 
 _tag_key = st.from_regex(r"\A\+?([a-z0-9.\-]{1,8}/)?[a-z0-9\-]{1,12}\Z")
-_middle = st.text(st.characters(blacklist_characters=" \r\n\0:", blacklist_categories=("Cs",)),
-                  min_size=1, max_size=20)
+_middle = st.text(st.characters(blacklist_characters=" \r\n\0:", blacklist_categories=("Cs",)), min_size=1, max_size=20)
 
 
 @settings(max_examples=300, deadline=None)
@@ -156,8 +171,7 @@ _middle = st.text(st.characters(blacklist_characters=" \r\n\0:", blacklist_categ
     middles=st.lists(_middle, max_size=5),
     trailing=st.text(st.characters(blacklist_categories=("Cs",)), max_size=80),
 )
-def test_structured_lines_round_trip(tags: dict[str, str], middles: list[str],
-                                     trailing: str) -> None:
+def test_structured_lines_round_trip(tags: dict[str, str], middles: list[str], trailing: str) -> None:
     line = p.format_line("PRIVMSG", middles, trailing, tags=tags)
     assert not any(ch in line for ch in "\r\n\0")
     m = p.parse_line(line)
@@ -220,8 +234,7 @@ def test_token_is_never_shown(tmp_path: Path) -> None:
 def connect(conn: TwitchConnection, caps_ack: bool = True) -> None:
     conn.start()
     ack = "ACK" if caps_ack else "NAK"
-    conn.receive(f":tmi.twitch.tv CAP * {ack} :twitch.tv/tags twitch.tv/commands "
-                 "twitch.tv/membership")
+    conn.receive(f":tmi.twitch.tv CAP * {ack} :twitch.tv/tags twitch.tv/commands twitch.tv/membership")
     conn.receive(f":tmi.twitch.tv 001 {conn.nick} :Welcome, GLHF!")
     conn.receive(f":{conn.nick}!{conn.nick}@{conn.nick}.tmi.twitch.tv JOIN #sparkchan")
 
@@ -236,9 +249,8 @@ def test_anonymous_registration() -> None:
     lines = conn.start()
     assert lines[0] == "CAP REQ :twitch.tv/tags twitch.tv/commands twitch.tv/membership"
     assert not any(line.startswith("PASS") for line in lines)
-    assert lines[1].startswith("NICK justinfan") and lines[1][len("NICK justinfan"):].isdigit()
-    step = conn.receive(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands "
-                        "twitch.tv/membership")
+    assert lines[1].startswith("NICK justinfan") and lines[1][len("NICK justinfan") :].isdigit()
+    step = conn.receive(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands twitch.tv/membership")
     assert step.lines == ["CAP END"] and conn.twitch_tags
     step = conn.receive(f":tmi.twitch.tv 001 {conn.nick} :Welcome, GLHF!")
     assert step.lines == ["JOIN #sparkchan"]
@@ -259,8 +271,7 @@ def test_token_login_and_broadcaster() -> None:
 def test_refused_twitch_caps_fall_back_to_message_tags() -> None:
     conn = make()
     conn.start()
-    step = conn.receive(":irc.example CAP * NAK :twitch.tv/tags twitch.tv/commands "
-                        "twitch.tv/membership")
+    step = conn.receive(":irc.example CAP * NAK :twitch.tv/tags twitch.tv/commands twitch.tv/membership")
     assert step.lines == ["CAP REQ :message-tags"]
     step = conn.receive(":irc.example CAP * NAK :message-tags")
     assert step.lines == ["CAP END"] and conn.caps == set()
@@ -274,10 +285,8 @@ def test_ping_reconnect_and_notices() -> None:
     kinds = {
         ":tmi.twitch.tv RECONNECT": SignalKind.RECONNECT,
         NOTICE_RATELIMIT: SignalKind.RATELIMITED,
-        "@msg-id=msg_duplicate :tmi.twitch.tv NOTICE #sparkchan :Your message is identical":
-            SignalKind.DUPLICATE,
-        "@msg-id=msg_banned :tmi.twitch.tv NOTICE #sparkchan :You are banned":
-            SignalKind.BANNED,
+        "@msg-id=msg_duplicate :tmi.twitch.tv NOTICE #sparkchan :Your message is identical": SignalKind.DUPLICATE,
+        "@msg-id=msg_banned :tmi.twitch.tv NOTICE #sparkchan :You are banned": SignalKind.BANNED,
         ":tmi.twitch.tv NOTICE * :Login authentication failed": SignalKind.AUTH_FAILED,
         ":tmi.twitch.tv NOTICE * :Improperly formatted auth": SignalKind.AUTH_FAILED,
         "@msg-id=host_on :tmi.twitch.tv NOTICE #sparkchan :Now hosting": SignalKind.NOTICE,
@@ -285,8 +294,7 @@ def test_ping_reconnect_and_notices() -> None:
     }
     for line, kind in kinds.items():
         assert [s.kind for s in conn.receive(line).signals] == [kind], line
-    step = conn.receive("@msg-id=msg_timedout :tmi.twitch.tv NOTICE #sparkchan "
-                        ":You are timed out for 42 more seconds.")
+    step = conn.receive("@msg-id=msg_timedout :tmi.twitch.tv NOTICE #sparkchan :You are timed out for 42 more seconds.")
     assert step.signals[0].kind is SignalKind.TIMED_OUT and step.signals[0].detail == "42"
 
 
@@ -390,31 +398,60 @@ def test_reply_line_uses_twitch_tag_and_nick_collision_retries() -> None:
     conn = make(nick="sparkbot", token=OAuthToken("t"))
     connect(conn)
     assert conn.privmsg("hi\r\nPRIVMSG #x :evil", "abc") == (
-        "@reply-parent-msg-id=abc PRIVMSG #sparkchan :hi  PRIVMSG #x :evil")
+        "@reply-parent-msg-id=abc PRIVMSG #sparkchan :hi  PRIVMSG #x :evil"
+    )
     other = make(nick="sparkbot", token=OAuthToken("t"))
     other.start()
-    assert other.receive(":irc.example 433 * sparkbot :Nickname is already in use").lines == [
-        "NICK sparkbot_"]
+    assert other.receive(":irc.example 433 * sparkbot :Nickname is already in use").lines == ["NICK sparkbot_"]
 
 
 def test_garbage_is_counted_not_raised() -> None:
     conn = make()
     connect(conn)
-    for line in ["", "@", ":x", "@bad key=1 PING", "\x00", "PRIVMSG", "CLEARCHAT", "CAP",
-                 "@emotes=x:y-z;bits=abc;tmi-sent-ts=² :a!a@a PRIVMSG #sparkchan :hi"]:
+    for line in [
+        "",
+        "@",
+        ":x",
+        "@bad key=1 PING",
+        "\x00",
+        "PRIVMSG",
+        "CLEARCHAT",
+        "CAP",
+        "@emotes=x:y-z;bits=abc;tmi-sent-ts=² :a!a@a PRIVMSG #sparkchan :hi",
+    ]:
         conn.receive(line)
     assert conn.stats.parse_errors == 5
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(max_size=120),
-    st.builds(lambda t, c, rest: f"@{t} :a!a@a {c} #sparkchan {rest}",
-              st.text(st.characters(blacklist_characters=" \r\n"), max_size=60),
-              st.sampled_from(["PRIVMSG", "CLEARCHAT", "CLEARMSG", "USERNOTICE", "NOTICE",
-                               "USERSTATE", "ROOMSTATE", "CAP", "001", "JOIN", "PING"]),
-              st.text(max_size=60)),
-), max_size=20))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=120),
+            st.builds(
+                lambda t, c, rest: f"@{t} :a!a@a {c} #sparkchan {rest}",
+                st.text(st.characters(blacklist_characters=" \r\n"), max_size=60),
+                st.sampled_from(
+                    [
+                        "PRIVMSG",
+                        "CLEARCHAT",
+                        "CLEARMSG",
+                        "USERNOTICE",
+                        "NOTICE",
+                        "USERSTATE",
+                        "ROOMSTATE",
+                        "CAP",
+                        "001",
+                        "JOIN",
+                        "PING",
+                    ]
+                ),
+                st.text(max_size=60),
+            ),
+        ),
+        max_size=20,
+    )
+)
 def test_connection_never_raises_on_hostile_lines(lines: list[str]) -> None:
     conn = make(nick="sparkbot", token=OAuthToken("t"))
     connect(conn)

@@ -7,7 +7,6 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spark_client.sources.twitch.config import Backoff
 from spark_client.sources.twitch.ratelimit import SendLimiter, prepare_text
 
@@ -51,7 +50,7 @@ def test_twenty_per_thirty_seconds_queued_not_dropped() -> None:
     assert [text for _, text in sent] == [f"message {i}" for i in range(50)]
     times = [t for t, _ in sent]
     assert max_in_window(times, 30.0) <= 20
-    assert min(b - a for a, b in zip(times, times[1:])) >= 30.0 / 20 / 2  # paced, no burst
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 30.0 / 20 / 2  # paced, no burst
     assert limiter.stats.sent == 50
 
 
@@ -168,7 +167,7 @@ def test_slow_mode_and_pause() -> None:
     for i in range(3):
         limiter.enqueue(f"s{i}")
     times = [t for t, _ in drain(limiter, clock, until=clock.now + 100)]
-    assert all(b - a >= 10 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 10 for a, b in zip(times, times[1:], strict=False))
     limiter.enqueue("later")
     limiter.pause_for(60)
     assert limiter.next_ready_at() >= clock.now + 60  # type: ignore[operator]
@@ -176,13 +175,16 @@ def test_slow_mode_and_pause() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["send", "wait", "notice", "priv", "dup"]),
-                          st.floats(min_value=0, max_value=20)), max_size=80),
-       st.booleans())
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["send", "wait", "notice", "priv", "dup"]), st.floats(min_value=0, max_value=20)),
+        max_size=80,
+    ),
+    st.booleans(),
+)
 def test_window_is_never_exceeded(ops: list[tuple[str, float]], privileged: bool) -> None:
     clock = Clock()
-    limiter = SendLimiter(clock=clock, limit=5, privileged_limit=12, window_s=30.0,
-                          margin_s=0.0, max_queue=1000)
+    limiter = SendLimiter(clock=clock, limit=5, privileged_limit=12, window_s=30.0, margin_s=0.0, max_queue=1000)
     limiter.set_privileged(privileged)
     sent: list[tuple[float, bool]] = []
     for i, (op, amount) in enumerate(ops):
@@ -197,7 +199,7 @@ def test_window_is_never_exceeded(ops: list[tuple[str, float]], privileged: bool
             limiter.set_privileged(not limiter.privileged)
         else:
             limiter.on_duplicate_notice()
-        while (item := limiter.pop_ready()) is not None:
+        while limiter.pop_ready() is not None:
             sent.append((clock.now, limiter.privileged))
     times = [t for t, _ in sent]
     # Whatever happens, never more than the privileged limit, and never more than the

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spark_client.sources.twitch.sanitize import (
     BlockAction,
     Blocklist,
@@ -96,8 +95,7 @@ def test_length_cap_and_cluster_safe_cut() -> None:
 
 
 def test_blocklist_drop_words_and_regex() -> None:
-    blocklist = Blocklist.from_lines(
-        ["# comment", "", "badword", "two words", r"re:free\s+v-?bucks", "ＦＵＬＬ"])
+    blocklist = Blocklist.from_lines(["# comment", "", "badword", "two words", r"re:free\s+v-?bucks", "ＦＵＬＬ"])
     s = Sanitizer(blocklist=blocklist)
     assert s.check("you BadWord").verdict is Verdict.DROP
     assert s.check("you B\u200badWord").verdict is Verdict.DROP  # zero-width evasion

@@ -9,7 +9,6 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-
 from spark_client.avatar.vts import protocol as p
 from spark_client.avatar.vts.bookkeeping import (
     Backoff,
@@ -70,11 +69,9 @@ def test_token_and_authentication_requests() -> None:
 def test_token_never_in_repr() -> None:
     req = p.authentication_request("a", "secret-token-123")
     assert "secret-token-123" not in repr(req)
-    resp = p.parse_response(response("AuthenticationTokenResponse",
-                                     {"authenticationToken": "secret-token-123"}))
+    resp = p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "secret-token-123"}))
     assert "secret-token-123" not in repr(resp)
-    bad = p.parse_response(response("AuthenticationTokenResponse",
-                                    {"authenticationToken": "x" * 65}))
+    bad = p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "x" * 65}))
     with pytest.raises(p.ProtocolError) as info:
         p.parse_token(bad)
     assert "x" * 65 not in str(info.value)
@@ -119,9 +116,7 @@ def test_inject_rejects_what_the_app_would_reject(values: list, mode: str) -> No
 
 
 def test_hotkey_requests() -> None:
-    assert envelope(p.hotkeys_in_current_model_request("h"))["messageType"] == (
-        "HotkeysInCurrentModelRequest"
-    )
+    assert envelope(p.hotkeys_in_current_model_request("h"))["messageType"] == ("HotkeysInCurrentModelRequest")
     msg = envelope(p.hotkey_trigger_request("h", "abc-id"))
     assert msg["messageType"] == "HotkeyTriggerRequest"
     assert msg["data"] == {"hotkeyID": "abc-id"}
@@ -163,23 +158,47 @@ def test_which_errors_mean_the_session_lost_authentication(error_id: int, lost: 
 
 
 def test_typed_responses() -> None:
-    state = p.parse_api_state(p.parse_response(response(
-        "APIStateResponse",
-        {"active": True, "vTubeStudioVersion": "1.9.0", "currentSessionAuthenticated": False},
-    )))
+    state = p.parse_api_state(
+        p.parse_response(
+            response(
+                "APIStateResponse",
+                {"active": True, "vTubeStudioVersion": "1.9.0", "currentSessionAuthenticated": False},
+            )
+        )
+    )
     assert state == p.APIState(active=True, version="1.9.0", authenticated=False)
-    assert p.parse_authentication(p.parse_response(response(
-        "AuthenticationResponse", {"authenticated": False, "reason": "revoked"})))  is False
-    assert p.parse_token(p.parse_response(response(
-        "AuthenticationTokenResponse", {"authenticationToken": "abcd-123"}))) == "abcd-123"
-    hotkeys = p.parse_hotkeys(p.parse_response(response("HotkeysInCurrentModelResponse", {
-        "modelLoaded": True,
-        "availableHotkeys": [
-            {"name": "Smile", "type": "ToggleExpression", "file": "smile.exp3.json",
-             "hotkeyID": "id1", "keyCombination": [], "onScreenButtonID": 8, "newField": 1},
-            {"name": "broken"},  # no hotkeyID: skipped
-        ],
-    })))
+    assert (
+        p.parse_authentication(
+            p.parse_response(response("AuthenticationResponse", {"authenticated": False, "reason": "revoked"}))
+        )
+        is False
+    )
+    assert (
+        p.parse_token(p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "abcd-123"})))
+        == "abcd-123"
+    )
+    hotkeys = p.parse_hotkeys(
+        p.parse_response(
+            response(
+                "HotkeysInCurrentModelResponse",
+                {
+                    "modelLoaded": True,
+                    "availableHotkeys": [
+                        {
+                            "name": "Smile",
+                            "type": "ToggleExpression",
+                            "file": "smile.exp3.json",
+                            "hotkeyID": "id1",
+                            "keyCombination": [],
+                            "onScreenButtonID": 8,
+                            "newField": 1,
+                        },
+                        {"name": "broken"},  # no hotkeyID: skipped
+                    ],
+                },
+            )
+        )
+    )
     assert hotkeys == [p.Hotkey("id1", "Smile", "ToggleExpression", "smile.exp3.json")]
 
 
@@ -290,7 +309,7 @@ def test_backoff_grows_caps_jitters_and_resets() -> None:
     backoff = Backoff(policy, rng=random.Random(1))
     delays = [backoff.next_delay() for _ in range(12)]
     bases = [min(8.0, 0.5 * 2**i) for i in range(12)]
-    for d, base in zip(delays, bases):
+    for d, base in zip(delays, bases, strict=False):
         assert base * 0.5 <= d <= base
     assert max(delays) <= 8.0
     assert len({round(d, 9) for d in delays[6:]}) > 1  # jittered, not lock-step
@@ -306,8 +325,7 @@ def test_backoff_without_jitter_is_exact() -> None:
     assert backoff.next_delay() == 4
 
 
-@pytest.mark.parametrize("kw", [{"initial": 0}, {"initial": 5, "maximum": 1}, {"jitter": 2},
-                                {"factor": 0.5}])
+@pytest.mark.parametrize("kw", [{"initial": 0}, {"initial": 5, "maximum": 1}, {"jitter": 2}, {"factor": 0.5}])
 def test_backoff_policy_validation(kw: dict) -> None:
     with pytest.raises(ValueError):
         BackoffPolicy(**kw)

@@ -19,8 +19,14 @@ def parse_console_line(line: str, counter: int, *, viewer: str = "viewer") -> Ch
     if text.startswith("!"):
         command, _, rest = text[1:].partition(" ")
         body = "" if command == "stop" else (rest.strip() or command)
-        return ChatMessage(source="console", user="streamer", text=body, message_id=f"console-{counter}",
-                           badges=frozenset({"broadcaster"}), priority=Priority.INTERRUPT)
+        return ChatMessage(
+            source="console",
+            user="streamer",
+            text=body,
+            message_id=f"console-{counter}",
+            badges=frozenset({"broadcaster"}),
+            priority=Priority.INTERRUPT,
+        )
     return ChatMessage(source="console", user=viewer, text=text, message_id=f"console-{counter}")
 
 

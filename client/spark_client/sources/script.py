@@ -37,9 +37,13 @@ def load_script(path: Path) -> list[ScriptLine]:
             continue
         try:
             data = json.loads(raw)
-            line = ScriptLine(user=str(data["user"]), text=str(data["text"]),
-                              delay_s=float(data.get("delay_s", 1.0)), interrupt=bool(data.get("interrupt", False)),
-                              wait_for_idle=bool(data.get("wait_for_idle", False)))
+            line = ScriptLine(
+                user=str(data["user"]),
+                text=str(data["text"]),
+                delay_s=float(data.get("delay_s", 1.0)),
+                interrupt=bool(data.get("interrupt", False)),
+                wait_for_idle=bool(data.get("wait_for_idle", False)),
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ScriptError(f"{path}:{number}: {exc.__class__.__name__}: {exc} (need user and text)") from None
         if line.delay_s < 0:
@@ -60,7 +64,13 @@ class ScriptSource:
             if line.wait_for_idle and self._idle is not None:
                 await self._idle()
             await asyncio.sleep(line.delay_s)
-            sink.offer(ChatMessage(
-                source="script", user=line.user, text=line.text, message_id=f"script-{number}",
-                badges=frozenset({"broadcaster"}) if line.interrupt else frozenset(),
-                priority=Priority.INTERRUPT if line.interrupt else Priority.NORMAL))
+            sink.offer(
+                ChatMessage(
+                    source="script",
+                    user=line.user,
+                    text=line.text,
+                    message_id=f"script-{number}",
+                    badges=frozenset({"broadcaster"}) if line.interrupt else frozenset(),
+                    priority=Priority.INTERRUPT if line.interrupt else Priority.NORMAL,
+                )
+            )

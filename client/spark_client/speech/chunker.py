@@ -25,8 +25,9 @@ class SpeechChunker:
     (or `first_max_words` words without one); later pieces end at sentence marks, or at a clause
     mark past `max_words`."""
 
-    def __init__(self, *, min_first_words: int = 3, first_max_words: int = 8, max_words: int = 24,
-                 emotions: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, *, min_first_words: int = 3, first_max_words: int = 8, max_words: int = 24, emotions: tuple[str, ...] = ()
+    ) -> None:
         self._tags = EmotionTagParser(extra_emotions=emotions) if emotions else EmotionTagParser()
         self._buffer = ""
         self._pending_emotions: list[str] = []

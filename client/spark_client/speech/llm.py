@@ -41,8 +41,9 @@ class LLMClient:
         stops = tuple(s.decode("utf-8") for s in result.as_numpy("stop_words").reshape(-1) if s)
         return RenderedPrompt(prompt, stops)
 
-    async def stream(self, prompt: RenderedPrompt, options: SamplingOptions,
-                     *, lora_name: str | None = None) -> AsyncIterator[str]:
+    async def stream(
+        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+    ) -> AsyncIterator[str]:
         """Text deltas as they are generated; closing the iterator cancels generation on the server."""
         inputs = [
             infer_input("text_input", np.array([[prompt.text]], dtype=object)),

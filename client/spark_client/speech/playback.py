@@ -49,6 +49,7 @@ class Player:
     on_block: BlockListener | None = None  # lip sync: (samples, rate), called as each block plays
     _queue: asyncio.Queue[PlaybackItem] = field(default_factory=asyncio.Queue, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _played_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _dropping: set[int] = field(default_factory=set, init=False)
     progress: dict[tuple[int, int], PieceProgress] = field(default_factory=dict, init=False)
     first_audio_at: dict[int, float] = field(default_factory=dict, init=False)  # turn -> monotonic clock
@@ -69,6 +70,7 @@ class Player:
     def interrupt(self, turn: int) -> None:
         """Stops `turn`'s audio within one block and drops what it still had queued."""
         self._dropping.add(turn)
+        self._played_block.set()
         kept: list[PlaybackItem] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -88,15 +90,17 @@ class Player:
     def unplayed_seconds(self, turn: int) -> float:
         return sum((p.queued - p.played) for k, p in self.progress.items() if k[0] == turn) / self._rate_hint
 
-    async def wait_ahead_below(self, turn: int, seconds: float, poll_s: float = 0.05) -> None:
+    async def wait_ahead_below(self, turn: int, seconds: float) -> None:
         """Backpressure for synthesis: waits while `turn` has more than `seconds` of audio unplayed."""
         while turn not in self._dropping and self.unplayed_seconds(turn) > seconds:
-            await asyncio.sleep(poll_s)
+            self._played_block.clear()
+            await self._played_block.wait()
 
     async def drain(self, turn: int) -> None:
         """Waits until nothing of `turn` is queued or playing."""
-        while any(k[0] == turn and p.played < p.queued for k, p in self.progress.items()) \
-                and turn not in self._dropping:
+        while (
+            any(k[0] == turn and p.played < p.queued for k, p in self.progress.items()) and turn not in self._dropping
+        ):
             self._idle.clear()
             await self._idle.wait()
 
@@ -127,6 +131,7 @@ class Player:
             await self._play_block(item.turn, block, item.sample_rate, next_at)
             self.first_audio_at.setdefault(item.turn, time.monotonic())
             progress.played += block.size
+            self._played_block.set()
             duration = block.size / item.sample_rate
             self.seconds_played += duration
             next_at += duration

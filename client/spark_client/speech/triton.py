@@ -23,8 +23,13 @@ from tritonclient.utils import InferenceServerException
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL",
-           np.dtype(np.uint64): "UINT64", np.dtype(object): "BYTES"}
+_DTYPES = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(object): "BYTES",
+}
 
 
 class ModelCallError(RuntimeError):
@@ -56,8 +61,12 @@ def infer_input(name: str, value: Any) -> InferInput:
 def _map_error(model: str, exc: BaseException) -> ModelCallError:
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
-        retryable = code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+        retryable = code in {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED,
+        }
         return ModelCallError(model, f"{code.name}: {exc.details()}", retryable=retryable)
     message = str(exc)
     retryable = "unavailable" in message.lower() or "not ready" in message.lower()
@@ -74,8 +83,9 @@ class CallTimeouts:
 class TritonModels:
     """Clients per address; `urls` maps model name -> host:port, `default_url` covers the rest."""
 
-    def __init__(self, default_url: str, urls: Mapping[str, str] | None = None,
-                 *, timeouts: CallTimeouts = CallTimeouts()) -> None:
+    def __init__(
+        self, default_url: str, urls: Mapping[str, str] | None = None, *, timeouts: CallTimeouts = CallTimeouts()
+    ) -> None:
         self._default = default_url
         self._urls = dict(urls or {})
         self._clients: dict[str, grpcaio.InferenceServerClient] = {}

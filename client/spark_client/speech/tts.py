@@ -22,8 +22,10 @@ class TTSClient:
         self._model = model
 
     async def stream(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[AudioChunk]:
-        inputs = [infer_input("target_text", np.array([[text]], dtype=object)),
-                  infer_input("speed", np.array([[speed]], dtype=np.float32))]
+        inputs = [
+            infer_input("target_text", np.array([[text]], dtype=object)),
+            infer_input("speed", np.array([[speed]], dtype=np.float32)),
+        ]
         if voice:
             inputs.append(infer_input("voice", np.array([[voice]], dtype=object)))
         async for result in self._models.stream(self._model, inputs):

@@ -52,9 +52,18 @@ class _TurnState:
 
 class TurnLoop:
     def __init__(
-        self, *, queue: ChatQueue, director: PersonaDirector, llm: LLMClient, tts: TTSClient, player: Player,
-        avatar: AvatarDriver, metrics: TurnMetrics, memory: Memory | None = None,
-        history: ConversationHistory | None = None, options: LoopOptions = LoopOptions(),
+        self,
+        *,
+        queue: ChatQueue,
+        director: PersonaDirector,
+        llm: LLMClient,
+        tts: TTSClient,
+        player: Player,
+        avatar: AvatarDriver,
+        metrics: TurnMetrics,
+        memory: Memory | None = None,
+        history: ConversationHistory | None = None,
+        options: LoopOptions = LoopOptions(),
         on_said: Callable[[Persona, ChatMessage, str, dict[str, object]], Awaitable[None]] | None = None,
     ) -> None:
         self.queue, self.director, self.llm, self.tts = queue, director, llm, tts
@@ -92,22 +101,26 @@ class TurnLoop:
         for persona in self.director.personas:
             messages = build_messages(persona, self.history, chat="<chat>\n</chat>", memories=[], budget_tokens=0)
             prompt = await self.llm.render(messages)
-            async for _ in self.llm.stream(prompt, replace(persona.sampling, max_tokens=1), lora_name=persona.lora_name):
+            async for _ in self.llm.stream(
+                prompt, replace(persona.sampling, max_tokens=1), lora_name=persona.lora_name
+            ):
                 pass
             async for _ in self.tts.stream("Hi.", voice=persona.voice, speed=persona.speed):
                 pass
 
     async def idle(self, poll_s: float = 0.1) -> None:
         """Waits until no turn is running and no chat is waiting."""
-        while self.busy or self.queue.pending:
+        # Two conditions owned by different objects; a 0.1 s poll is cheap and cannot miss either.
+        while self.busy or self.queue.pending:  # noqa: ASYNC110
             await asyncio.sleep(poll_s)
 
     def _take_moderation(self) -> list:
         events, self.queue.moderation = self.queue.moderation, []
         return events
 
-    async def _play_turn(self, request: TurnRequest, persona: Persona, chat: str,
-                         *, reacting: bool = False) -> _TurnState:
+    async def _play_turn(
+        self, request: TurnRequest, persona: Persona, chat: str, *, reacting: bool = False
+    ) -> _TurnState:
         self._turns += 1
         received = time.monotonic() if reacting else request.answer.received_at
         state = _TurnState(self._turns, persona, TurnTimings(self._turns, request.answer.user, persona.name, received))
@@ -117,8 +130,9 @@ class TurnLoop:
         turn = asyncio.create_task(self._speak(state, request.answer, chat, reacting), name=f"turn-{state.number}")
         interrupt = asyncio.create_task(self.queue.wait_interrupt(), name="interrupt-watch")
         try:
-            done, _ = await asyncio.wait({turn, interrupt}, timeout=self.options.turn_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {turn, interrupt}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
             if turn not in done:
                 state.timings.interrupted = interrupt in done
                 state.timings.failed = "" if interrupt in done else f"turn exceeded {self.options.turn_timeout_s:.0f} s"
@@ -150,16 +164,21 @@ class TurnLoop:
     async def _failed(self, exc: ModelCallError) -> None:
         self.failures += 1
         delay = min(self.options.max_backoff_s, 2.0 ** (self.failures - 1)) if exc.retryable else 0.0
-        log.warning("turn skipped (%s); %d failure(s) in a row%s", exc, self.failures,
-                    f", retrying in {delay:.0f} s" if delay else "")
+        log.warning(
+            "turn skipped (%s); %d failure(s) in a row%s",
+            exc,
+            self.failures,
+            f", retrying in {delay:.0f} s" if delay else "",
+        )
         if delay:
             await asyncio.sleep(delay)
 
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
         timings = state.timings
         memories = [] if reacting or self.memory is None else await self.memory.recall(message)
-        messages = build_messages(state.persona, self.history, chat=chat, memories=memories,
-                                  budget_tokens=self.options.prompt_budget_tokens)
+        messages = build_messages(
+            state.persona, self.history, chat=chat, memories=memories, budget_tokens=self.options.prompt_budget_tokens
+        )
         state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
         timings.mark("prompt_build_ms")

@@ -43,7 +43,8 @@ class Memory:
             self._client = chromadb.PersistentClient(path=str(path), settings=settings)
         # Embeddings always come from the served model; Chroma's own default would download one.
         self._collection = self._client.get_or_create_collection(
-            collection, embedding_function=None, metadata={"hnsw:space": "cosine"})
+            collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
         self._embed = embed
         self._warned = False
 
@@ -56,10 +57,20 @@ class Memory:
         except ModelCallError as exc:
             self._warn(exc)
             return
-        metadata = {"user": message.user.casefold(), "user_id": message.user_id or "", "persona": persona,
-                    "message_id": message.message_id or "", "at": time.time()}
-        await asyncio.to_thread(self._collection.add, ids=[uuid.uuid4().hex], embeddings=[vector.tolist()],
-                                documents=[document], metadatas=[metadata])
+        metadata = {
+            "user": message.user.casefold(),
+            "user_id": message.user_id or "",
+            "persona": persona,
+            "message_id": message.message_id or "",
+            "at": time.time(),
+        }
+        await asyncio.to_thread(
+            self._collection.add,
+            ids=[uuid.uuid4().hex],
+            embeddings=[vector.tolist()],
+            documents=[document],
+            metadatas=[metadata],
+        )
 
     async def recall(self, message: ChatMessage, k: int = 3) -> list[str]:
         count = await asyncio.to_thread(self._collection.count)
@@ -71,8 +82,11 @@ class Memory:
             self._warn(exc)
             return []
         about_viewer = await asyncio.to_thread(
-            self._collection.query, query_embeddings=[vector], n_results=min(k, count),
-            where={"user": message.user.casefold()})
+            self._collection.query,
+            query_embeddings=[vector],
+            n_results=min(k, count),
+            where={"user": message.user.casefold()},
+        )
         general = await asyncio.to_thread(self._collection.query, query_embeddings=[vector], n_results=min(k, count))
         found: list[str] = []
         for result in (about_viewer, general):

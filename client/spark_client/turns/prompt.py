@@ -25,8 +25,10 @@ def estimate_tokens(text: str) -> int:
 
 
 def neutralise(text: str) -> str:
-    return _MARKUP.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("|", "¦")
-                       .replace("[", "(").replace("]", ")"), text)
+    return _MARKUP.sub(
+        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("|", "¦").replace("[", "(").replace("]", ")"),
+        text,
+    )
 
 
 def chat_block(answer: ChatMessage, context: tuple[ChatMessage, ...]) -> str:
@@ -71,13 +73,20 @@ class ConversationHistory:
 
 
 def build_messages(
-    persona: Persona, history: ConversationHistory, *, chat: str, memories: list[str], budget_tokens: int = 1500,
+    persona: Persona,
+    history: ConversationHistory,
+    *,
+    chat: str,
+    memories: list[str],
+    budget_tokens: int = 1500,
 ) -> list[dict[str, str]]:
     """`chat` is the (already delimited) user turn; the history fills what the budget leaves."""
     system = persona.system_prompt
     last = chat
     if memories:
-        last = "Things you remember about this chat:\n" + "\n".join(f"- {neutralise(m)}" for m in memories) + "\n\n" + chat
+        last = (
+            "Things you remember about this chat:\n" + "\n".join(f"- {neutralise(m)}" for m in memories) + "\n\n" + chat
+        )
     remaining = budget_tokens - estimate_tokens(system) - estimate_tokens(last)
     messages = [{"role": "system", "content": system}]
     for item in history.within(max(0, remaining)):
@@ -85,7 +94,9 @@ def build_messages(
         if item.persona == persona.name:
             messages.append({"role": "assistant", "content": item.spoken})
         else:  # the other persona is another voice on stream, not this one's own words
-            messages.append({"role": "user", "content": f"<chat>\n{item.persona} (co-host): {neutralise(item.spoken)}\n</chat>"})
+            messages.append(
+                {"role": "user", "content": f"<chat>\n{item.persona} (co-host): {neutralise(item.spoken)}\n</chat>"}
+            )
     if len(messages) > 1 and messages[-1]["role"] == "user":
         last = messages.pop()["content"] + "\n" + last
     messages.append({"role": "user", "content": last})

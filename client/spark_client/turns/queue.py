@@ -70,7 +70,8 @@ class ChatQueue:
             if event.kind is ModerationKind.DELETE_MESSAGE:
                 return bool(event.message_id) and m.message_id == event.message_id
             return (bool(event.user_id) and m.user_id == event.user_id) or (
-                bool(event.user) and m.user.casefold() == event.user.casefold())
+                bool(event.user) and m.user.casefold() == event.user.casefold()
+            )
 
         before = len(self._pending)
         self._pending = [m for m in self._pending if not removed(m)]

@@ -5,7 +5,10 @@ import sys
 from pathlib import Path
 
 # The Python-backend stub runs isolated (PYTHONPATH is ignored): put the repo and the serving venv first.
-sys.path[:0] = [str(Path(__file__).resolve().parents[3]), *filter(None, os.environ.get("SPARK_SITE_PACKAGES", "").split(os.pathsep))]
+sys.path[:0] = [
+    str(Path(__file__).resolve().parents[3]),
+    *filter(None, os.environ.get("SPARK_SITE_PACKAGES", "").split(os.pathsep)),
+]
 
 import triton_python_backend_utils as pb_utils
 

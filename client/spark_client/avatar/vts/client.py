@@ -166,8 +166,12 @@ class VTubeStudioClient:
             if target is None:
                 hotkey = await self._find_hotkey(name)
                 if hotkey is None:
-                    self._log_once("no-hotkey:" + name.casefold(), 0, "no VTube Studio hotkey "
-                                   "matches emotion %r; map it in the config", name)
+                    self._log_once(
+                        "no-hotkey:" + name.casefold(),
+                        0,
+                        "no VTube Studio hotkey matches emotion %r; map it in the config",
+                        name,
+                    )
                     return False
                 target = hotkey.hotkey_id
             rid = self._pending.new_id()
@@ -292,10 +296,8 @@ class VTubeStudioClient:
         if token is not None:
             if await self._auth_with(token):
                 return
-            log.info("VTube Studio rejected the stored token (revoked or invalid); "
-                     "requesting a new one")
-        self._set_state(VTSState.AWAITING_USER, "waiting for the user to allow the plugin "
-                        "in VTube Studio")
+            log.info("VTube Studio rejected the stored token (revoked or invalid); requesting a new one")
+        self._set_state(VTSState.AWAITING_USER, "waiting for the user to allow the plugin in VTube Studio")
         rid = self._pending.new_id()
         try:
             response = await self._request(
@@ -371,8 +373,7 @@ class VTubeStudioClient:
                 self._injections += 1
             except p.VTSAPIError as exc:
                 if not exc.session_auth_lost:  # that one is reported as a state change
-                    self._log_once("inject", exc.error_id, "VTube Studio refused mouth data: %s",
-                                   exc.message)
+                    self._log_once("inject", exc.error_id, "VTube Studio refused mouth data: %s", exc.message)
             except (bk.RequestTimeout, bk.ConnectionLost, p.ProtocolError):
                 pass
 
@@ -380,9 +381,7 @@ class VTubeStudioClient:
         now = self._clock()
         if self._hotkeys is None or now - self._hotkeys_at > self._hotkey_ttl:
             rid = self._pending.new_id()
-            response = await self._request(
-                p.hotkeys_in_current_model_request(rid), self._request_timeout
-            )
+            response = await self._request(p.hotkeys_in_current_model_request(rid), self._request_timeout)
             self._hotkeys, self._hotkeys_at = p.parse_hotkeys(response), now
         return p.match_hotkey(emotion, self._hotkeys)
 

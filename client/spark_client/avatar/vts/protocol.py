@@ -66,9 +66,7 @@ class ErrorID(enum.IntEnum):
 
 # A session that gets one of these on an ordinary request is no longer authenticated: the
 # documentation says a revoked plugin receives errorID 50 on every request.
-SESSION_AUTH_LOST = frozenset(
-    {ErrorID.REQUEST_REQUIRES_AUTHENTICATION, ErrorID.TOKEN_REQUEST_DENIED}
-)
+SESSION_AUTH_LOST = frozenset({ErrorID.REQUEST_REQUIRES_AUTHENTICATION, ErrorID.TOKEN_REQUEST_DENIED})
 
 
 class ProtocolError(ValueError):
@@ -172,9 +170,7 @@ def parse_response(text: str | bytes) -> Response:
     if not isinstance(request_id, str) or not isinstance(data, dict):
         raise ProtocolError("requestID or data has the wrong type")
     timestamp = obj.get("timestamp")
-    return Response(
-        message_type, request_id, data, timestamp if isinstance(timestamp, int) else None
-    )
+    return Response(message_type, request_id, data, timestamp if isinstance(timestamp, int) else None)
 
 
 # ---- requests ----------------------------------------------------------------------------

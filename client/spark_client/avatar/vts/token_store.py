@@ -41,8 +41,7 @@ class TokenStore:
             mode = stat.S_IMODE(os.fstat(fd).st_mode)
             if mode & 0o077:
                 log.warning(
-                    "VTube Studio token file %s was readable by others (mode %o); "
-                    "restricting it to 0600",
+                    "VTube Studio token file %s was readable by others (mode %o); restricting it to 0600",
                     self.path,
                     mode,
                 )

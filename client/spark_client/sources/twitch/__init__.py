@@ -5,6 +5,7 @@ Layers: `protocol` (IRC lines), `connection` (sans-I/O session), `sanitize`, `ra
 """
 
 from spark_client.sources.twitch.auth import OAuthToken
+from spark_client.sources.twitch.config import TwitchAuthError, TwitchConfig
 from spark_client.sources.twitch.connection import (
     ConnectionConfig,
     Signal,
@@ -15,8 +16,7 @@ from spark_client.sources.twitch.connection import (
 from spark_client.sources.twitch.flood import FloodConfig, FloodGate
 from spark_client.sources.twitch.protocol import IrcMessage, IrcParseError, parse_line
 from spark_client.sources.twitch.ratelimit import SendLimiter
-from spark_client.sources.twitch.sanitize import Blocklist, BlockAction, Sanitizer
-from spark_client.sources.twitch.config import TwitchAuthError, TwitchConfig
+from spark_client.sources.twitch.sanitize import BlockAction, Blocklist, Sanitizer
 from spark_client.sources.twitch.transport import TwitchChatSource
 
 __all__ = [

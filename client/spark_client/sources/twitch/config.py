@@ -86,8 +86,7 @@ class TwitchConfig:
             raise ValueError(f"a token needs the bot login: pass nick or set {NICK_ENV_VAR}")
         if blocklist_file is not None and "sanitizer" not in overrides:
             overrides["sanitizer"] = Sanitizer(blocklist=Blocklist.from_file(blocklist_file))
-        return cls(channel=channel, nick=nick, token=token, replies_enabled=replies_enabled,
-                   **overrides)
+        return cls(channel=channel, nick=nick, token=token, replies_enabled=replies_enabled, **overrides)
 
 
 class Backoff:

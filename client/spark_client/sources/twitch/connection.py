@@ -111,11 +111,7 @@ class TwitchConnection:
         if not self.anonymous:
             names.add(self.nick)
         alts = "|".join(re.escape(n) for n in sorted(names))
-        self._mention_re = (
-            re.compile(rf"(?:(?<!\w)@(?:{alts})(?!\w))|^(?:{alts})[:,]", re.IGNORECASE)
-            if alts
-            else None
-        )
+        self._mention_re = re.compile(rf"(?:(?<!\w)@(?:{alts})(?!\w))|^(?:{alts})[:,]", re.IGNORECASE) if alts else None
 
     def _anonymous_nick(self) -> str:
         return f"justinfan{self.rng.randint(10_000, 99_999)}"

@@ -102,9 +102,7 @@ class _RateMeter:
 
 
 class FloodGate:
-    def __init__(
-        self, config: FloodConfig | None = None, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, config: FloodConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or FloodConfig()
         self.clock = clock
         self.stats = FloodStats()

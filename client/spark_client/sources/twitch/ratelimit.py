@@ -148,8 +148,7 @@ class SendLimiter:
         self._prune(now)
         at = max(now, self._blocked_until)
         if len(self._sent_at) >= self.current_limit:
-            at = max(at, self._sent_at[len(self._sent_at) - self.current_limit]
-                     + self.window_s + self.margin_s)
+            at = max(at, self._sent_at[len(self._sent_at) - self.current_limit] + self.window_s + self.margin_s)
         if self.slow_mode_s and not self.privileged:
             at = max(at, self._last_at + self.slow_mode_s + self.margin_s)
         if self.pace:

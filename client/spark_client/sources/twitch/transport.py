@@ -39,8 +39,14 @@ log = logging.getLogger("spark_client.sources.twitch")
 class _Link:
     """One TCP/TLS connection and its protocol state."""
 
-    def __init__(self, number: int, conn: TwitchConnection, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, now: float) -> None:
+    def __init__(
+        self,
+        number: int,
+        conn: TwitchConnection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        now: float,
+    ) -> None:
         self.number = number
         self.conn = conn
         self.reader = reader
@@ -95,7 +101,9 @@ class TwitchChatSource:
             max_queue=config.reply_queue,
         )
         self._conn_config = ConnectionConfig(
-            channel=config.channel, nick=config.nick, token=config.token,
+            channel=config.channel,
+            nick=config.nick,
+            token=config.token,
             mention_names=config.mention_names,
         )
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, self.rng)
@@ -171,7 +179,10 @@ class TwitchChatSource:
         try:
             async with asyncio.timeout(cfg.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(
-                    cfg.host, cfg.port, ssl=context, limit=cfg.max_line_bytes,
+                    cfg.host,
+                    cfg.port,
+                    ssl=context,
+                    limit=cfg.max_line_bytes,
                     server_hostname=cfg.host if context else None,
                 )
         except (OSError, TimeoutError) as exc:
@@ -234,17 +245,21 @@ class TwitchChatSource:
             self._connecting = False
             self._links.append(link)
             self.stats.connects += 1
-            log.info("twitch: connected to %s:%d (link %d)", self.config.host,
-                     self.config.port, link.number)
+            log.info("twitch: connected to %s:%d (link %d)", self.config.host, self.config.port, link.number)
             await self._write(link, link.conn.start())
         elif isinstance(item, _ConnectFailed):
             self._connecting = False
             self.stats.connect_failures += 1
             if not self.joined or (self._primary and self._primary.draining):
                 delay = self._backoff.next()
-                log.warning("twitch: connecting to %s:%d failed (%s); retrying in %.1fs "
-                            "(attempt %d)", self.config.host, self.config.port, item.reason,
-                            delay, self._backoff.attempt)
+                log.warning(
+                    "twitch: connecting to %s:%d failed (%s); retrying in %.1fs (attempt %d)",
+                    self.config.host,
+                    self.config.port,
+                    item.reason,
+                    delay,
+                    self._backoff.attempt,
+                )
                 self._schedule_connect(delay)
         elif isinstance(item, _Closed) and link is not None:
             await self._drop(link, item.reason)
@@ -264,16 +279,16 @@ class TwitchChatSource:
             elif kind is SignalKind.RECONNECT:
                 self.stats.reconnects_requested += 1
                 link.draining = True
-                log.warning("twitch: server sent RECONNECT on link %d; opening a new "
-                            "connection before closing it", link.number)
+                log.warning(
+                    "twitch: server sent RECONNECT on link %d; opening a new connection before closing it", link.number
+                )
                 self._schedule_connect(0.0)
             elif kind is SignalKind.AUTH_FAILED:
                 log.error("twitch: login refused (%s); check the token", signal.detail)
                 raise TwitchAuthError(signal.detail)
             elif kind is SignalKind.RATELIMITED:
                 self.limiter.on_ratelimit_notice()
-                log.warning("twitch: %s: sending paused until the window clears",
-                            signal.detail)
+                log.warning("twitch: %s: sending paused until the window clears", signal.detail)
             elif kind is SignalKind.DUPLICATE:
                 self.limiter.on_duplicate_notice()
                 log.info("twitch: duplicate message refused by Twitch; dropped")
@@ -284,8 +299,12 @@ class TwitchChatSource:
             elif kind is SignalKind.BANNED:
                 self._replies_blocked = True
                 dropped = self.limiter.clear()
-                log.error("twitch: bot is banned in %s (%s); replies disabled, %d queued "
-                          "dropped", self.config.channel, signal.detail, dropped)
+                log.error(
+                    "twitch: bot is banned in %s (%s); replies disabled, %d queued dropped",
+                    self.config.channel,
+                    signal.detail,
+                    dropped,
+                )
             elif kind in (SignalKind.PRIVILEGE, SignalKind.ROOM_STATE):
                 if link is self._primary:
                     self.limiter.set_privileged(link.conn.is_privileged)
@@ -313,8 +332,7 @@ class TwitchChatSource:
         self._backoff.reset()
         self.limiter.set_privileged(link.conn.is_privileged)
         self.limiter.set_slow_mode(link.conn.slow_mode_s)
-        log.info("twitch: joined %s on link %d as %s", link.conn.channel, link.number,
-                 link.conn.nick)
+        log.info("twitch: joined %s on link %d as %s", link.conn.channel, link.number, link.conn.nick)
         # Old links keep being read for a short grace period (lines already in flight on them
         # are not lost; duplicates are skipped by message id), then closed.
         retire_at = time.monotonic() + self.config.retire_grace_s
@@ -365,8 +383,9 @@ class TwitchChatSource:
             self._primary = None
         if not self._links and not self._connecting:
             delay = self._backoff.next()
-            log.warning("twitch: connection lost (%s); reconnecting in %.1fs (attempt %d)",
-                        reason, delay, self._backoff.attempt)
+            log.warning(
+                "twitch: connection lost (%s); reconnecting in %.1fs (attempt %d)", reason, delay, self._backoff.attempt
+            )
             self._schedule_connect(delay)
 
     async def _close_link(self, link: _Link, reason: str) -> None:

@@ -1,0 +1,110 @@
+"""`python -m perf --smoke` against the session's real tritonserver: the harness runs every
+measurement with a few requests and writes a complete report. Figures are never judged here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perf.report import REQUIRED_SECTIONS, missing_parts
+from spark_runtime.paths import REPO_ROOT
+from tests.timing import seconds
+
+pytestmark = pytest.mark.server
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_report(
+    triton: object, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("perf-reports")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perf",
+            "--smoke",
+            "--url",
+            triton.grpc_url,  # type: ignore[attr-defined]
+            "--engine-dir",
+            str(triton.engine_dir),
+            "--out",
+            str(out),
+        ],  # type: ignore[attr-defined]
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds(420),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1, f"expected one report folder, got {folders}\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done, folders[0]
+
+
+def test_the_harness_exits_cleanly_and_prints_its_summary(
+    smoke_report: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, folder = smoke_report
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "chat -> first audio p50" in done.stdout
+    assert str(folder / "report.md") in done.stdout
+    assert folder.name.endswith("-smoke")
+
+
+def test_the_report_is_complete(smoke_report: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, folder = smoke_report
+    assert missing_parts(folder) == []
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    sections = {s["key"]: s for s in results["sections"]}
+    assert set(REQUIRED_SECTIONS) <= set(sections)
+    # Everything but the client's end-to-end part must have been measured against the server.
+    for key in ("llm", "tts", "stt", "ratios"):
+        assert not sections[key]["skipped"], f"{key}: {sections[key]['skipped']}"
+        assert sections[key]["tables"], key
+    assert results["machine"]["logical_cores"] >= 1 and results["machine"]["cpu_model"]
+    assert results["run"]["engine"]["target"] == "cpu"
+    assert results["run"]["commit"]
+
+
+def test_the_report_names_machine_commands_and_shows_plots(
+    smoke_report: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, folder = smoke_report
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    for heading in (
+        "## Machine and run",
+        "## Summary",
+        "## LLM",
+        "## TTS",
+        "## STT",
+        "## End to end",
+        "## Side by side",
+        "## Commands",
+    ):
+        assert heading in text, heading
+    assert "python -m perf --smoke" in text
+    assert "perf_analyzer -m llm" in text or "own gRPC streaming client" in text
+    plots = sorted(folder.glob("*.png"))
+    assert {"llm.png", "tts.png", "stt.png", "pipelines.png"} <= {p.name for p in plots}
+    for plot in plots:
+        assert plot.read_bytes()[:8] == PNG_MAGIC, plot
+        assert f"]({plot.name})" in text
+
+
+def test_the_end_to_end_part_ran_or_says_why_not(smoke_report: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, folder = smoke_report
+    e2e = next(
+        s for s in json.loads((folder / "results.json").read_text(encoding="utf-8"))["sections"] if s["key"] == "e2e"
+    )
+    if e2e["skipped"]:
+        assert "spark-client" in e2e["skipped"] or "turn" in e2e["skipped"]
+    else:
+        assert (folder / "e2e_metrics.jsonl").is_file() and e2e["tables"] and "e2e.png" in e2e["plots"]
