@@ -47,24 +47,43 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
     # Beyond the contract's flags: no co-host turns (each turn answers one scripted chat line) and a
     # fresh memory folder per run (a memory grown by earlier runs would change the prompts).
-    args = ["live", "--script", str(script), "--triton-url", url, "--no-playback", "--wav", str(wav),
-            "--metrics-jsonl", str(metrics), "--cohost-every", "0", "--memory-dir", str(out / "e2e_memory")]
+    args = [
+        "live",
+        "--script",
+        str(script),
+        "--triton-url",
+        url,
+        "--no-playback",
+        "--wav",
+        str(wav),
+        "--metrics-jsonl",
+        str(metrics),
+        "--cohost-every",
+        "0",
+        "--memory-dir",
+        str(out / "e2e_memory"),
+    ]
     command = shlex.join([CLIENT_EXECUTABLE, *args])
     if executable is None:
-        return E2EResult(None, command, skipped=f"{CLIENT_EXECUTABLE} is not installed in "
-                                                 f"{Path(sys.executable).parent} (run `make setup`)")
+        return E2EResult(
+            None,
+            command,
+            skipped=f"{CLIENT_EXECUTABLE} is not installed in {Path(sys.executable).parent} (run `make setup`)",
+        )
     metrics.unlink(missing_ok=True)
     try:
-        done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s,
-                              check=False)
+        done = subprocess.run(
+            [str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         return E2EResult(_read(metrics), command, skipped=f"the client did not finish in {plan.timeout_s:.0f} s")
     (out / "e2e_client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     tail = "\n".join(done.stderr.strip().splitlines()[-5:])
     log = _read(metrics)
     if done.returncode != 0 and (log is None or not log.turns):
-        return E2EResult(log, command, skipped=f"spark-client exited {done.returncode}", exit_code=done.returncode,
-                         stderr_tail=tail)
+        return E2EResult(
+            log, command, skipped=f"spark-client exited {done.returncode}", exit_code=done.returncode, stderr_tail=tail
+        )
     return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail)
 
 

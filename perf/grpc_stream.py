@@ -34,8 +34,9 @@ def tensor(name: str, value: Any, dtype: str) -> grpcclient.InferInput:
     return item
 
 
-def llm_inputs(prompt: str, max_tokens: int, *, temperature: float = 0.0,
-               stop_words: tuple[str, ...] = ()) -> list[grpcclient.InferInput]:
+def llm_inputs(
+    prompt: str, max_tokens: int, *, temperature: float = 0.0, stop_words: tuple[str, ...] = ()
+) -> list[grpcclient.InferInput]:
     inputs = [
         tensor("text_input", [[prompt.encode()]], "BYTES"),
         tensor("max_tokens", [[max_tokens]], "INT32"),
@@ -52,8 +53,10 @@ def tts_inputs(text: str) -> list[grpcclient.InferInput]:
 
 
 def stt_inputs(wav_16k: np.ndarray) -> list[grpcclient.InferInput]:
-    return [tensor("WAV", wav_16k.reshape(1, -1).astype(np.float32), "FP32"),
-            tensor("SAMPLE_RATE", [[16_000]], "INT32")]
+    return [
+        tensor("WAV", wav_16k.reshape(1, -1).astype(np.float32), "FP32"),
+        tensor("SAMPLE_RATE", [[16_000]], "INT32"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,9 @@ class StreamResult:
         return (self.done_at - self.sent_at) * 1000
 
     def texts(self, name: str = "text_output") -> list[str]:
-        return [bytes(a.outputs[name].reshape(-1)[0]).decode("utf-8", "replace") for a in self.arrivals if name in a.outputs]
+        return [
+            bytes(a.outputs[name].reshape(-1)[0]).decode("utf-8", "replace") for a in self.arrivals if name in a.outputs
+        ]
 
 
 class PendingRequest:

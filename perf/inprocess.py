@@ -33,7 +33,9 @@ class PathPair:
     in_process: list[Call] = field(default_factory=list)
 
     def first(self, served: bool) -> Distribution | None:
-        return Distribution.of([c.first_ms for c in (self.served if served else self.in_process) if c.first_ms is not None])
+        return Distribution.of(
+            [c.first_ms for c in (self.served if served else self.in_process) if c.first_ms is not None]
+        )
 
     def total(self, served: bool) -> Distribution | None:
         return Distribution.of([c.total_ms for c in (self.served if served else self.in_process)])

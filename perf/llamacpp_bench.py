@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,10 +65,14 @@ class LlamaCppComparison:
         return ratio(a.p50 if a else None, b.p50 if b else None)
 
 
-def _generation(start: float, stamps: list[float], text: str, count_tokens: Callable[[str], int]) -> Generation:
-    tokens = count_tokens(text)
+def _generation(
+    start: float, stamps: list[float], pieces: list[str], count_tokens: Callable[[Sequence[str]], int]
+) -> Generation:
+    tokens = count_tokens(pieces)
     ttft = (stamps[0] - start) * 1000 if stamps else None
-    rate = (tokens - 1) / (stamps[-1] - stamps[0]) if tokens > 1 and len(stamps) > 1 and stamps[-1] > stamps[0] else None
+    rate = (
+        (tokens - 1) / (stamps[-1] - stamps[0]) if tokens > 1 and len(stamps) > 1 and stamps[-1] > stamps[0] else None
+    )
     return Generation(ttft, rate, tokens)
 
 
@@ -77,8 +81,23 @@ class LlamaCppServer:
 
     def __init__(self, model: Path, *, port: int, threads: int = 2, n_ctx: int = 4096, log: Path | None = None) -> None:
         self.port = port
-        self.args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
-                     "--n_ctx", str(n_ctx), "--host", "127.0.0.1", "--port", str(port), "--verbose", "False"]
+        self.args = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            str(n_ctx),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--verbose",
+            "False",
+        ]
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -106,10 +125,27 @@ class LlamaCppServer:
                 proc.kill()
                 proc.wait(timeout=10)
 
-    def stream_completion(self, prompt: str, max_tokens: int, stops: tuple[str, ...],
-                          count_tokens: Callable[[str], int], timeout_s: float = 120.0) -> Generation:
-        body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "repeat_penalty": 1.0,
-                           "top_k": 0, "top_p": 1.0, "min_p": 0.0, "stream": True, "stop": list(stops)})
+    def stream_completion(
+        self,
+        prompt: str,
+        max_tokens: int,
+        stops: tuple[str, ...],
+        count_tokens: Callable[[Sequence[str]], int],
+        timeout_s: float = 120.0,
+    ) -> Generation:
+        body = json.dumps(
+            {
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "repeat_penalty": 1.0,
+                "top_k": 0,
+                "top_p": 1.0,
+                "min_p": 0.0,
+                "stream": True,
+                "stop": list(stops),
+            }
+        )
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:
             start = time.perf_counter()
@@ -129,32 +165,49 @@ class LlamaCppServer:
                 if text:
                     stamps.append(time.perf_counter())
                     parts.append(text)
-            return _generation(start, stamps, "".join(parts), count_tokens)
+            return _generation(start, stamps, parts, count_tokens)
         finally:
             conn.close()
 
 
-def _ours(client: StreamingClient, prompt: str, max_tokens: int, stops: tuple[str, ...],
-          count_tokens: Callable[[str], int]) -> Generation:
+def _ours(
+    client: StreamingClient,
+    prompt: str,
+    max_tokens: int,
+    stops: tuple[str, ...],
+    count_tokens: Callable[[Sequence[str]], int],
+) -> Generation:
     done = client.call("llm", llm_inputs(prompt, max_tokens, stop_words=stops))
-    return _generation(done.sent_at, [a.at for a in done.arrivals], "".join(done.texts()), count_tokens)
+    return _generation(done.sent_at, [a.at for a in done.arrivals], done.texts(), count_tokens)
 
 
-def compare_with_llama_cpp(url: str, model: Path, count_tokens: Callable[[str], int], *, requests: int,
-                           port: int, max_tokens: int = 64, log: Path | None = None) -> LlamaCppComparison:
+def compare_with_llama_cpp(
+    url: str,
+    model: Path,
+    count_tokens: Callable[[Sequence[str]], int],
+    *,
+    requests: int,
+    port: int,
+    max_tokens: int = 64,
+    log: Path | None = None,
+) -> LlamaCppComparison:
     result = LlamaCppComparison()
     try:
         import llama_cpp.server.app  # noqa: F401  (needs the [server] extras: fastapi, sse-starlette, ...)
     except ImportError as exc:
-        result.skipped = (f"llama_cpp.server cannot start ({exc}); install fastapi, sse-starlette, "
-                          "starlette-context, pydantic-settings, uvicorn")
+        result.skipped = (
+            f"llama_cpp.server cannot start ({exc}); install fastapi, sse-starlette, "
+            "starlette-context, pydantic-settings, uvicorn"
+        )
         return result
     threads = int(os.environ.get("PERF_LLAMA_THREADS", "0")) or (os.cpu_count() or 2)
     server = LlamaCppServer(model, port=port, threads=threads, log=log)
     result.command = " ".join(server.args[1:]).replace(str(model), "<gguf>")
     with StreamingClient(url) as client:
-        cold = [client.render_chat(cold_messages(QUESTIONS[i % len(QUESTIONS)], nonce=int(time.time()) % 50000 + i))
-                for i in range(requests)]
+        cold = [
+            client.render_chat(cold_messages(QUESTIONS[i % len(QUESTIONS)], nonce=int(time.time()) % 50000 + i))
+            for i in range(requests)
+        ]
         persona = [client.render_chat(chat_messages(QUESTIONS[i % len(QUESTIONS)])) for i in range(requests)]
         server.start()
         try:
@@ -165,7 +218,8 @@ def compare_with_llama_cpp(url: str, model: Path, count_tokens: Callable[[str], 
                 for prompt, stops in prompts:
                     getattr(result.ours, scenario).append(_ours(client, prompt, max_tokens, stops, count_tokens))
                     getattr(result.llama_cpp, scenario).append(
-                        server.stream_completion(prompt, max_tokens, stops, count_tokens))
+                        server.stream_completion(prompt, max_tokens, stops, count_tokens)
+                    )
         finally:
             server.stop()
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +41,11 @@ def write_inputs(prompts: list[str], max_tokens: int, folder: Path) -> tuple[Pat
     folder.mkdir(parents=True, exist_ok=True)
     jsonl = folder / "prompts.jsonl"
     jsonl.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts), encoding="utf-8")
-    data = {"data": [{"text_input": [p], "max_tokens": [max_tokens], "stream": [True], "temperature": [0.0]}
-                     for p in prompts]}
+    data = {
+        "data": [
+            {"text_input": [p], "max_tokens": [max_tokens], "stream": [True], "temperature": [0.0]} for p in prompts
+        ]
+    }
     input_data = folder / "perf_analyzer_inputs.json"
     input_data.write_text(json.dumps(data, indent=1), encoding="utf-8")
     return jsonl, input_data
@@ -52,14 +55,45 @@ def _command(tool: Tool, args: list[str]) -> str:
     return shlex.join([tool.name, *args])
 
 
-def _run_genai_perf(tool: Tool, url: str, tokenizer: Path, prompts_jsonl: Path, plan: LLMLoadPlan,
-                    level: int, out: Path, result: LLMLoadResult) -> LLMLoad:
+def _run_genai_perf(
+    tool: Tool,
+    url: str,
+    tokenizer: Path,
+    prompts_jsonl: Path,
+    plan: LLMLoadPlan,
+    level: int,
+    out: Path,
+    result: LLMLoadResult,
+) -> LLMLoad:
     artifacts = out / f"genai-perf-c{level}"
-    args = ["profile", "-m", "llm", "--endpoint-type", "kserve", "--backend", "tensorrtllm", "-u", url, "--streaming",
-            "--concurrency", str(level), "--tokenizer", str(tokenizer), "--input-file", str(prompts_jsonl),
-            "--output-tokens-mean", str(plan.max_tokens), "--request-count", str(max(plan.requests, level)),
-            "--warmup-request-count", str(plan.warmup), "--extra-inputs", "temperature:0.0",
-            "--artifact-dir", str(artifacts)]
+    args = [
+        "profile",
+        "-m",
+        "llm",
+        "--endpoint-type",
+        "kserve",
+        "--backend",
+        "tensorrtllm",
+        "-u",
+        url,
+        "--streaming",
+        "--concurrency",
+        str(level),
+        "--tokenizer",
+        str(tokenizer),
+        "--input-file",
+        str(prompts_jsonl),
+        "--output-tokens-mean",
+        str(plan.max_tokens),
+        "--request-count",
+        str(max(plan.requests, level)),
+        "--warmup-request-count",
+        str(plan.warmup),
+        "--extra-inputs",
+        "temperature:0.0",
+        "--artifact-dir",
+        str(artifacts),
+    ]
     result.commands.append(_command(tool, args))
     done = tool.run(args, timeout_s=plan.timeout_s)
     summaries = sorted(artifacts.rglob("profile_export_genai_perf.json"))
@@ -69,25 +103,52 @@ def _run_genai_perf(tool: Tool, url: str, tokenizer: Path, prompts_jsonl: Path, 
     return parse_genai_perf(summary, concurrency=level, tool=f"genai-perf {tool.version}")
 
 
-def _run_perf_analyzer(tool: Tool, url: str, input_data: Path, plan: LLMLoadPlan, level: int, out: Path,
-                       result: LLMLoadResult, count_tokens: Callable[[str], int]) -> LLMLoad:
+def _run_perf_analyzer(
+    tool: Tool,
+    url: str,
+    input_data: Path,
+    plan: LLMLoadPlan,
+    level: int,
+    out: Path,
+    result: LLMLoadResult,
+    count_tokens: Callable[[Sequence[str]], int],
+) -> LLMLoad:
     export = out / f"perf_analyzer-c{level}.json"
-    args = ["-m", "llm", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(input_data),
-            "--concurrency-range", str(level), "--request-count", str(max(plan.requests, level)),
-            "--warmup-request-count", str(plan.warmup), "--stability-percentage", "999",
-            "--profile-export-file", str(export)]
+    args = [
+        "-m",
+        "llm",
+        "-i",
+        "grpc",
+        "-u",
+        url,
+        "--streaming",
+        "--input-data",
+        str(input_data),
+        "--concurrency-range",
+        str(level),
+        "--request-count",
+        str(max(plan.requests, level)),
+        "--warmup-request-count",
+        str(plan.warmup),
+        "--stability-percentage",
+        "999",
+        "--profile-export-file",
+        str(export),
+    ]
     result.commands.append(_command(tool, args))
     done = tool.run(args, timeout_s=plan.timeout_s)
     (out / f"perf_analyzer-c{level}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0 or not export.is_file():
         raise RuntimeError(f"perf_analyzer exited {done.returncode}: {(done.stdout + done.stderr)[-600:]}")
     streams = streams_from_profile_export(json.loads(export.read_text(encoding="utf-8"))).get(level, [])
-    return llm_load_from_streams(streams, concurrency=level, tool=f"perf_analyzer {tool.version}",
-                                 count_tokens=count_tokens)
+    return llm_load_from_streams(
+        streams, concurrency=level, tool=f"perf_analyzer {tool.version}", count_tokens=count_tokens
+    )
 
 
-def own_client_streams(url: str, prompts: list[str], *, concurrency: int, requests: int, max_tokens: int,
-                       timeout_s: float = 300.0) -> list[TimedStream]:
+def own_client_streams(
+    url: str, prompts: list[str], *, concurrency: int, requests: int, max_tokens: int, timeout_s: float = 300.0
+) -> list[TimedStream]:
     """`concurrency` workers, each on its own gRPC stream, share `requests` requests."""
     streams: list[TimedStream] = []
     errors: list[str] = []
@@ -108,9 +169,11 @@ def own_client_streams(url: str, prompts: list[str], *, concurrency: int, reques
                         errors.append(str(exc))
                     continue
                 texts = done.texts()
-                timed = TimedStream(sent_ns=int(done.sent_at * 1e9),
-                                    responses=tuple((int(a.at * 1e9), t) for a, t in zip(done.arrivals, texts, strict=False) if t),
-                                    final_ns=int(done.done_at * 1e9))
+                timed = TimedStream(
+                    sent_ns=int(done.sent_at * 1e9),
+                    responses=tuple((int(a.at * 1e9), t) for a, t in zip(done.arrivals, texts, strict=False) if t),
+                    final_ns=int(done.done_at * 1e9),
+                )
                 with lock:
                     streams.append(timed)
 
@@ -124,16 +187,19 @@ def own_client_streams(url: str, prompts: list[str], *, concurrency: int, reques
     return streams
 
 
-def measure_llm_load(url: str, prompts: list[str], tokenizer_dir: Path, out: Path, plan: LLMLoadPlan, *,
-                     prefer_genai_perf: bool = True) -> LLMLoadResult:
+def measure_llm_load(
+    url: str, prompts: list[str], tokenizer_dir: Path, out: Path, plan: LLMLoadPlan, *, prefer_genai_perf: bool = True
+) -> LLMLoadResult:
     result = LLMLoadResult()
     prompts_jsonl, input_data = write_inputs(prompts, plan.max_tokens, out)
     count_tokens = token_counter(tokenizer_dir)
     genai = find_tool("genai-perf") if prefer_genai_perf else None
     analyzer = find_tool("perf_analyzer")
     if genai is None and prefer_genai_perf:
-        result.notes.append("genai-perf is not installed (perf/tools/install_perf_analyzer.sh --with-genai-perf): "
-                            "perf_analyzer's profile export was reduced with the same definitions.")
+        result.notes.append(
+            "genai-perf is not installed (perf/tools/install_perf_analyzer.sh --with-genai-perf): "
+            "perf_analyzer's profile export was reduced with the same definitions."
+        )
     for level in plan.concurrency:
         load = None
         if genai is not None:
@@ -147,8 +213,14 @@ def measure_llm_load(url: str, prompts: list[str], tokenizer_dir: Path, out: Pat
             except (RuntimeError, OSError) as exc:
                 result.notes.append(f"c={level}: perf_analyzer failed, falling back: {exc}")
         if load is None:
-            streams = own_client_streams(url, prompts, concurrency=level, requests=plan.requests,
-                                         max_tokens=plan.max_tokens, timeout_s=plan.timeout_s)
+            streams = own_client_streams(
+                url,
+                prompts,
+                concurrency=level,
+                requests=plan.requests,
+                max_tokens=plan.max_tokens,
+                timeout_s=plan.timeout_s,
+            )
             result.commands.append(f"(own gRPC streaming client: c={level}, {plan.requests} requests)")
             load = llm_load_from_streams(streams, concurrency=level, tool="own gRPC client", count_tokens=count_tokens)
         result.loads.append(load)

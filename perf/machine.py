@@ -12,7 +12,7 @@ import platform
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from spark_runtime.paths import REPO_ROOT
@@ -73,8 +73,13 @@ def _gpu() -> str:
     if smi is None:
         return "none"
     try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "none (nvidia-smi failed)"
     names = [line.strip() for line in out.splitlines() if line.strip()]
@@ -97,10 +102,20 @@ def describe_machine() -> MachineInfo:
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """Short commit hash; "+dirty" when tracked files differ from it (read-only git calls)."""
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}+dirty" if dirty else head
@@ -111,14 +126,20 @@ def engine_info(engine_root: Path) -> EngineInfo:
     if not manifest_path.is_file():
         return EngineInfo(target=f"unknown (no {manifest_path})", path=str(engine_root), built_at="")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    models = {name: str(spec.get("description", spec.get("runtime", "")))
-              for name, spec in manifest.get("engines", {}).items()}
-    return EngineInfo(target=str(manifest.get("target", "unknown")), path=str(engine_root),
-                      built_at=str(manifest.get("built_at", "")), models=models)
+    models = {
+        name: str(spec.get("description", spec.get("runtime", "")))
+        for name, spec in manifest.get("engines", {}).items()
+    }
+    return EngineInfo(
+        target=str(manifest.get("target", "unknown")),
+        path=str(engine_root),
+        built_at=str(manifest.get("built_at", "")),
+        models=models,
+    )
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def report_dir_name(when: datetime, commit: str) -> str:

@@ -4,7 +4,8 @@ generator is tested on recorded output.
 
 Definitions (the same as genai-perf's, so the two tools' figures can sit in one table):
   time to first token  = first response with text - request sent
-  inter-token latency  = (last response - first response with text) / (output tokens - 1)
+  request latency      = last response (the final one, empty or not) - request sent
+  inter-token latency  = (request latency - time to first token) / (output tokens - 1)
   tokens/s per user    = 1 / inter-token latency
   output tokens/s      = all output tokens / (last response of the run - first request sent)
 """
@@ -82,7 +83,9 @@ def _text_of(output: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def streams_from_profile_export(export: Mapping[str, Any], *, output_name: str = "text_output") -> dict[int, list[TimedStream]]:
+def streams_from_profile_export(
+    export: Mapping[str, Any], *, output_name: str = "text_output"
+) -> dict[int, list[TimedStream]]:
     """perf_analyzer's `--profile-export-file` JSON -> streams per concurrency level."""
     by_level: dict[int, list[TimedStream]] = {}
     for experiment in export.get("experiments", []):
@@ -94,21 +97,28 @@ def streams_from_profile_export(export: Mapping[str, Any], *, output_name: str =
             texts = [_text_of(o, output_name) for o in outputs]
             responses = tuple((t, s) for t, s in zip(stamps, texts, strict=False) if s)
             if stamps:
-                streams.append(TimedStream(sent_ns=int(request["timestamp"]), responses=responses, final_ns=max(stamps)))
+                streams.append(
+                    TimedStream(sent_ns=int(request["timestamp"]), responses=responses, final_ns=max(stamps))
+                )
     return by_level
 
 
-def llm_load_from_streams(streams: Sequence[TimedStream], *, concurrency: int, tool: str,
-                          count_tokens: Callable[[str], int]) -> LLMLoad:
-    """Metrics of one concurrency level from timed streams (perf_analyzer's export or our client)."""
+def llm_load_from_streams(
+    streams: Sequence[TimedStream], *, concurrency: int, tool: str, count_tokens: Callable[[Sequence[str]], int]
+) -> LLMLoad:
+    """Metrics of one concurrency level from timed streams (perf_analyzer's export or our client).
+
+    `count_tokens` gets a stream's text pieces in order (one per response) and returns its output
+    token count: the served model's tokenizer on the joined text, or `len` when one response is
+    one token."""
     ttft, itl, latency, lengths, per_user = [], [], [], [], []
     first_sent, last_seen, total_tokens = None, None, 0
     for stream in streams:
         if not stream.responses:
             continue
         first_at = stream.responses[0][0]
-        last_at = stream.responses[-1][0]
-        tokens = count_tokens("".join(text for _, text in stream.responses))
+        last_at = max(stream.final_ns, stream.responses[-1][0])
+        tokens = count_tokens([text for _, text in stream.responses])
         ttft.append((first_at - stream.sent_ns) / NS_PER_MS)
         latency.append((last_at - stream.sent_ns) / NS_PER_MS)
         lengths.append(tokens)
@@ -121,8 +131,12 @@ def llm_load_from_streams(streams: Sequence[TimedStream], *, concurrency: int, t
         last_seen = last_at if last_seen is None else max(last_seen, last_at)
     duration_s = (last_seen - first_sent) / 1e9 if first_sent is not None and last_seen is not None else 0.0
     return LLMLoad(
-        concurrency=concurrency, tool=tool, requests=len(ttft),
-        ttft_ms=Distribution.of(ttft), itl_ms=Distribution.of(itl), request_latency_ms=Distribution.of(latency),
+        concurrency=concurrency,
+        tool=tool,
+        requests=len(ttft),
+        ttft_ms=Distribution.of(ttft),
+        itl_ms=Distribution.of(itl),
+        request_latency_ms=Distribution.of(latency),
         output_tokens=Distribution.of([float(n) for n in lengths]),
         tokens_per_s_per_user=Distribution.of(per_user),
         output_tokens_per_s=total_tokens / duration_s if duration_s > 0 else None,
@@ -131,8 +145,16 @@ def llm_load_from_streams(streams: Sequence[TimedStream], *, concurrency: int, t
 
 # --- the client's end-to-end metrics (spark-client live --metrics-jsonl) -----------------------
 
-TURN_FIELDS = ("queue_wait_ms", "prompt_build_ms", "llm_first_token_ms", "first_piece_ms", "tts_first_chunk_ms",
-               "first_audio_out_ms", "first_mouth_ms", "total_ms")
+TURN_FIELDS = (
+    "queue_wait_ms",
+    "prompt_build_ms",
+    "llm_first_token_ms",
+    "first_piece_ms",
+    "tts_first_chunk_ms",
+    "first_audio_out_ms",
+    "first_mouth_ms",
+    "total_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -179,7 +201,13 @@ def parse_turn_metrics(lines: Iterable[str]) -> TurnLog:
             skipped += 1
             continue
         ms = {key: _number(value) for key, value in record.items() if key.endswith("_ms")}
-        turns.append(TurnMetrics(turn=int(record.get("turn", len(turns))), user=str(record.get("user", "")),
-                                 persona=str(record.get("persona", "")), interrupted=bool(record.get("interrupted", False)),
-                                 ms=ms))
+        turns.append(
+            TurnMetrics(
+                turn=int(record.get("turn", len(turns))),
+                user=str(record.get("user", "")),
+                persona=str(record.get("persona", "")),
+                interrupted=bool(record.get("interrupted", False)),
+                ms=ms,
+            )
+        )
     return TurnLog(turns=tuple(turns), skipped_lines=skipped)

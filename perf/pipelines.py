@@ -19,7 +19,7 @@ from perf.stats import Distribution, ratio
 from perf.workload import QUESTIONS, chat_messages
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
-_CLAUSE_END = re.compile(r"[,;:—–]\s")
+_CLAUSE_END = re.compile("[,;:\u2014\u2013]\\s")  # comma, semicolon, colon, em and en dash
 
 
 class PieceCutter:
@@ -81,8 +81,9 @@ def _ms(start: float, at: float | None) -> float | None:
     return None if at is None else (at - start) * 1000
 
 
-def streaming_turn(llm: StreamingClient, tts: StreamingClient, question: str, max_tokens: int,
-                   timeout_s: float = 120.0) -> TurnTiming:
+def streaming_turn(
+    llm: StreamingClient, tts: StreamingClient, question: str, max_tokens: int, timeout_s: float = 120.0
+) -> TurnTiming:
     start = time.perf_counter()
     prompt, stops = llm.render_chat(chat_messages(question))
     pending = llm.start("llm", llm_inputs(prompt, max_tokens, stop_words=stops))
@@ -102,8 +103,9 @@ def streaming_turn(llm: StreamingClient, tts: StreamingClient, question: str, ma
     return TurnTiming(_ms(start, first_token), _ms(start, first_audio), (time.perf_counter() - start) * 1000)
 
 
-def sequential_turn(llm: StreamingClient, tts: StreamingClient, question: str, max_tokens: int,
-                    timeout_s: float = 120.0) -> TurnTiming:
+def sequential_turn(
+    llm: StreamingClient, tts: StreamingClient, question: str, max_tokens: int, timeout_s: float = 120.0
+) -> TurnTiming:
     start = time.perf_counter()
     prompt, stops = llm.render_chat(chat_messages(question))
     answer = llm.call("llm", llm_inputs(prompt, max_tokens, stop_words=stops), timeout_s)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
-from perf.parsers import LLMLoad  # noqa: E402
-from perf.stats import Distribution  # noqa: E402
+from perf.parsers import LLMLoad
+from perf.stats import Distribution
 
 
 def _save(fig: plt.Figure, folder: Path, name: str) -> str:
@@ -43,8 +43,15 @@ def llm_plot(loads: Sequence[LLMLoad], folder: Path) -> str:
     return _save(fig, folder, "llm.png")
 
 
-def grouped_bars(title: str, ylabel: str, groups: Sequence[str], series: dict[str, Sequence[float | None]],
-                 folder: Path, name: str, bar: float | None = None) -> str:
+def grouped_bars(
+    title: str,
+    ylabel: str,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    folder: Path,
+    name: str,
+    bar: float | None = None,
+) -> str:
     """One group per label, one bar per series; an optional horizontal bar line (the target)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     width = 0.8 / max(1, len(series))
@@ -59,12 +66,16 @@ def grouped_bars(title: str, ylabel: str, groups: Sequence[str], series: dict[st
     return _save(fig, folder, name)
 
 
-def cdf_plot(title: str, samples: dict[str, Sequence[float]], folder: Path, name: str, bar: float | None = None) -> str:
+def cdf_plot(
+    title: str, samples: Mapping[str, Sequence[float]], folder: Path, name: str, bar: float | None = None
+) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for label, values in samples.items():
         data = sorted(values)
         if data:
-            ax.step(data, [(i + 1) / len(data) for i in range(len(data))], where="post", label=f"{label} (n={len(data)})")
+            ax.step(
+                data, [(i + 1) / len(data) for i in range(len(data))], where="post", label=f"{label} (n={len(data)})"
+            )
     if bar is not None:
         ax.axvline(bar, color="tab:red", linestyle=":", label=f"bar {bar:g} ms")
     ax.set(title=title, xlabel="ms from chat message", ylabel="fraction of turns")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,11 @@ class Headline:
         return fmt(self.value, self.digits, f" {self.unit}" if self.unit else "")
 
     def bar_text(self) -> str:
-        return "" if self.bar is None else f"{self.bar_op} {fmt(self.bar, self.digits)}{' ' + self.unit if self.unit else ''}"
+        return (
+            ""
+            if self.bar is None
+            else f"{self.bar_op} {fmt(self.bar, self.digits)}{' ' + self.unit if self.unit else ''}"
+        )
 
     def status(self) -> str:
         return {True: "met", False: "MISSED", None: "not measured" if self.value is None and self.bar else ""}[self.met]
@@ -80,7 +85,7 @@ class Report:
         return next((s for s in self.sections if s.key == key), None)
 
 
-def markdown_table(columns: tuple[str, ...], rows: tuple[tuple[str, ...], ...] | list[tuple[str, ...]]) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -98,19 +103,35 @@ def render_markdown(report: Report) -> str:
     run, machine = report.run, report.machine
     out = [f"# Spark VTuber latency report: {run.date[:10]}, commit {run.commit}", ""]
     if report.mode != "full":
-        out += [f"> **{report.mode} run**: a few requests per measurement to check the harness; "
-                "do not compare these figures.", ""]
+        out += [
+            f"> **{report.mode} run**: a few requests per measurement to check the harness; "
+            "do not compare these figures.",
+            "",
+        ]
     out += [
-        "## Machine and run", "",
-        markdown_table(("", ""), [
-            ("CPU", machine.cpu_model), ("cores", str(machine.logical_cores)),
-            ("memory", f"{machine.memory_gib:.1f} GiB"), ("GPU", machine.gpu), ("OS", machine.os),
-            ("Python / libc", f"{machine.python} / {machine.glibc}"),
-            ("engine target", f"{run.engine.target} ({run.engine.path}, built {run.engine.built_at or 'unknown'})"),
-            *[(f"engine: {name}", desc) for name, desc in run.engine.models.items()],
-            ("git commit", run.commit), ("date (UTC)", run.date), ("command", f"`{run.command}`"),
-        ]),
-        "", "## Summary", "", headline_table(report), "",
+        "## Machine and run",
+        "",
+        markdown_table(
+            ("", ""),
+            [
+                ("CPU", machine.cpu_model),
+                ("cores", str(machine.logical_cores)),
+                ("memory", f"{machine.memory_gib:.1f} GiB"),
+                ("GPU", machine.gpu),
+                ("OS", machine.os),
+                ("Python / libc", f"{machine.python} / {machine.glibc}"),
+                ("engine target", f"{run.engine.target} ({run.engine.path}, built {run.engine.built_at or 'unknown'})"),
+                *[(f"engine: {name}", desc) for name, desc in run.engine.models.items()],
+                ("git commit", run.commit),
+                ("date (UTC)", run.date),
+                ("command", f"`{run.command}`"),
+            ],
+        ),
+        "",
+        "## Summary",
+        "",
+        headline_table(report),
+        "",
     ]
     for section in report.sections:
         out += [f"## {section.title}", ""]
@@ -125,9 +146,13 @@ def render_markdown(report: Report) -> str:
         out += [f"- {note}" for note in section.notes]
         if section.notes:
             out.append("")
-    out += ["## Commands", "", "Every command this report ran, in order:", "", "```", run.command]
+    out += ["## Commands", "", "The harness command, then what it ran, section by section:", "", "```", run.command]
+    seen = {run.command}
     for section in report.sections:
-        out += section.commands
+        for command in section.commands:
+            if command not in seen:
+                seen.add(command)
+                out.append(command)
     out += ["```", ""]
     if report.durations_s:
         out += ["Wall time per measurement: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.durations_s.items()), ""]
@@ -159,7 +184,9 @@ def missing_parts(folder: Path) -> list[str]:
         return [f"{path} does not exist"]
     text = path.read_text(encoding="utf-8")
     problems = []
-    results = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8")) if (folder / RESULTS_FILE).is_file() else {}
+    results = (
+        json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8")) if (folder / RESULTS_FILE).is_file() else {}
+    )
     keys = [s.get("key") for s in results.get("sections", [])]
     problems += [f"section {key!r} missing" for key in REQUIRED_SECTIONS if key not in keys]
     for heading in ("## Machine and run", "## Summary", "## Commands"):

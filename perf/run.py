@@ -20,17 +20,18 @@ import tritonclient.grpc as grpcclient
 
 from perf import tools
 from perf.e2e import E2EPlan, run_e2e
+from perf.grpc_stream import StreamingClient
+from perf.headlines import headlines
 from perf.inprocess import measure_overhead
 from perf.llamacpp_bench import compare_with_llama_cpp
 from perf.llm_bench import LLMLoadPlan, measure_llm_load
 from perf.machine import RunInfo, describe_machine, engine_info, git_commit, report_dir_name, utc_now
 from perf.pipelines import compare_pipelines
 from perf.report import Report, write_report
-from perf.sections import Measurements, build_sections, headlines
+from perf.sections import Measurements, build_sections
 from perf.speech_bench import measure_speech
 from perf.tokenizer import hf_tokenizer_dir, token_counter
 from perf.workload import QUESTIONS, chat_messages
-from perf.grpc_stream import StreamingClient
 from spark_runtime.serve import TritonServer
 
 T = TypeVar("T")
@@ -53,16 +54,36 @@ class RunPlan:
 
     @classmethod
     def full(cls, turns: int = 50) -> RunPlan:
-        return cls(False, LLMLoadPlan(requests=16, warmup=2, max_tokens=64), tts_repeats=10, stt_repeats=5,
-                   pipeline_turns=16, pipeline_max_tokens=64, overhead_requests=10, overhead_max_tokens=64,
-                   llama_requests=10, llama_max_tokens=64, e2e=E2EPlan(turns=turns))
+        return cls(
+            False,
+            LLMLoadPlan(requests=16, warmup=2, max_tokens=64),
+            tts_repeats=10,
+            stt_repeats=5,
+            pipeline_turns=16,
+            pipeline_max_tokens=64,
+            overhead_requests=10,
+            overhead_max_tokens=64,
+            llama_requests=10,
+            llama_max_tokens=64,
+            e2e=E2EPlan(turns=turns),
+        )
 
     @classmethod
     def quick(cls, turns: int = 1) -> RunPlan:
         """A few requests per measurement: checks the harness end to end in about a minute."""
-        return cls(True, LLMLoadPlan(requests=2, warmup=0, max_tokens=8, timeout_s=120), tts_repeats=2, stt_repeats=1,
-                   pipeline_turns=2, pipeline_max_tokens=24, overhead_requests=2, overhead_max_tokens=16,
-                   llama_requests=2, llama_max_tokens=16, e2e=E2EPlan(turns=turns, delay_s=0.2, timeout_s=300))
+        return cls(
+            True,
+            LLMLoadPlan(requests=2, warmup=0, max_tokens=8, timeout_s=120),
+            tts_repeats=2,
+            stt_repeats=1,
+            pipeline_turns=2,
+            pipeline_max_tokens=24,
+            overhead_requests=2,
+            overhead_max_tokens=16,
+            llama_requests=2,
+            llama_max_tokens=16,
+            e2e=E2EPlan(turns=turns, delay_s=0.2, timeout_s=300),
+        )
 
 
 def free_port() -> int:
@@ -96,50 +117,86 @@ def _attempt(m: Measurements, key: str, log: Callable[[str], None], fn: Callable
         log(f"  {key}: {m.durations_s[key]:.1f} s")
 
 
-def measure_all(url: str, engine_root: Path, folder: Path, plan: RunPlan, only: set[str],
-                log: Callable[[str], None]) -> Measurements:
+def measure_all(
+    url: str, engine_root: Path, folder: Path, plan: RunPlan, only: set[str], log: Callable[[str], None]
+) -> Measurements:
     m = Measurements()
     for key in set(MEASUREMENTS) - only:
         m.skipped[key] = "not selected (--only/--skip)"
     llm_dir = engine_root / "llm"
     if "llm" in only:
+
         def llm() -> object:
             with StreamingClient(url) as client:
                 prompts = [client.render_chat(chat_messages(q))[0] for q in QUESTIONS]
-            result = measure_llm_load(url, prompts, hf_tokenizer_dir(llm_dir), folder / "llm", plan.llm,
-                                      prefer_genai_perf=not plan.smoke)
+            result = measure_llm_load(
+                url, prompts, hf_tokenizer_dir(llm_dir), folder / "llm", plan.llm, prefer_genai_perf=not plan.smoke
+            )
             m.commands["llm"] = result.commands
             return result
+
         m.llm = _attempt(m, "llm", log, llm)  # type: ignore[assignment]
     if "speech" in only:
-        m.speech = _attempt(m, "speech", log, lambda: measure_speech(url, tts_repeats=plan.tts_repeats,
-                                                                     stt_repeats=plan.stt_repeats))
-        m.commands["speech"] = [f"(own gRPC streaming client on {url}: tts x{plan.tts_repeats}, stt x{plan.stt_repeats} "
-                                "per case, see perf/speech_bench.py)"]
+        m.speech = _attempt(
+            m, "speech", log, lambda: measure_speech(url, tts_repeats=plan.tts_repeats, stt_repeats=plan.stt_repeats)
+        )
+        m.commands["speech"] = [
+            f"(own gRPC streaming client on {url}: tts x{plan.tts_repeats}, stt x{plan.stt_repeats} "
+            "per case, see perf/speech_bench.py)"
+        ]
     ratios = m.commands.setdefault("ratios", [])
     if "pipelines" in only:
-        m.pipelines = _attempt(m, "pipelines", log, lambda: compare_pipelines(
-            url, turns=plan.pipeline_turns, max_tokens=plan.pipeline_max_tokens))
+        m.pipelines = _attempt(
+            m,
+            "pipelines",
+            log,
+            lambda: compare_pipelines(url, turns=plan.pipeline_turns, max_tokens=plan.pipeline_max_tokens),
+        )
         ratios.append(f"(perf/pipelines.py: {plan.pipeline_turns} turns each, streaming and sequential alternating)")
     if "overhead" in only:
-        m.overhead = _attempt(m, "overhead", log, lambda: measure_overhead(
-            url, engine_root, requests=plan.overhead_requests, max_tokens=plan.overhead_max_tokens))
-        ratios.append(f"(perf/inprocess.py: load_engine({engine_root}/llm|tts) vs gRPC, {plan.overhead_requests} "
-                      "requests each, alternating)")
+        m.overhead = _attempt(
+            m,
+            "overhead",
+            log,
+            lambda: measure_overhead(
+                url, engine_root, requests=plan.overhead_requests, max_tokens=plan.overhead_max_tokens
+            ),
+        )
+        ratios.append(
+            f"(perf/inprocess.py: load_engine({engine_root}/llm|tts) vs gRPC, {plan.overhead_requests} "
+            "requests each, alternating)"
+        )
     if "llama_cpp" in only:
+
         def llama() -> object:
             model = next(llm_dir.glob("*.gguf"))
-            return compare_with_llama_cpp(url, model, token_counter(hf_tokenizer_dir(llm_dir)),
-                                          requests=plan.llama_requests, port=free_port(),
-                                          max_tokens=plan.llama_max_tokens, log=folder / "llama_cpp_server.log")
+            return compare_with_llama_cpp(
+                url,
+                model,
+                token_counter(hf_tokenizer_dir(llm_dir)),
+                requests=plan.llama_requests,
+                port=free_port(),
+                max_tokens=plan.llama_max_tokens,
+                log=folder / "llama_cpp_server.log",
+            )
+
         m.llama_cpp = _attempt(m, "llama_cpp", log, llama)  # type: ignore[assignment]
     if "e2e" in only:
         m.e2e = _attempt(m, "e2e", log, lambda: run_e2e(url, folder, plan.e2e))
     return m
 
 
-def run(*, url: str | None, engine_root: Path, reports_dir: Path, plan: RunPlan, only: set[str], install: bool,
-        argv: list[str], log: Callable[[str], None] = print) -> tuple[Report, Path]:
+def run(
+    *,
+    url: str | None,
+    engine_root: Path,
+    reports_dir: Path,
+    plan: RunPlan,
+    only: set[str],
+    install: bool,
+    argv: list[str],
+    log: Callable[[str], None] = print,
+) -> tuple[Report, Path]:
     started = utc_now()
     commit = git_commit()
     folder = reports_dir / (report_dir_name(started, commit) + ("-smoke" if plan.smoke else ""))
@@ -151,8 +208,14 @@ def run(*, url: str | None, engine_root: Path, reports_dir: Path, plan: RunPlan,
     if url is None or not server_ready(url):
         if url is not None:
             log(f"no Triton server ready at {url}: starting one")
-        server = TritonServer(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                              engine_dir=engine_root, exit_timeout_s=5, log_file=folder / "tritonserver.log")
+        server = TritonServer(
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            engine_dir=engine_root,
+            exit_timeout_s=5,
+            log_file=folder / "tritonserver.log",
+        )
         server.start()
         try:
             took = server.wait_ready(300)
@@ -167,13 +230,21 @@ def run(*, url: str | None, engine_root: Path, reports_dir: Path, plan: RunPlan,
         if server is not None:
             server.stop()
     command = shlex.join(["python", "-m", "perf", *argv])
-    run_info = RunInfo(date=started.isoformat(timespec="seconds"), commit=commit, command=command,
-                       engine=engine_info(engine_root))
-    report = Report(run=run_info, machine=describe_machine(), headlines=headlines(m),
-                    sections=build_sections(m, folder), mode="smoke" if plan.smoke else "full",
-                    durations_s=dict(m.durations_s))
+    run_info = RunInfo(
+        date=started.isoformat(timespec="seconds"), commit=commit, command=command, engine=engine_info(engine_root)
+    )
+    report = Report(
+        run=run_info,
+        machine=describe_machine(),
+        headlines=headlines(m),
+        sections=build_sections(m, folder),
+        mode="smoke" if plan.smoke else "full",
+        durations_s=dict(m.durations_s),
+    )
     if server is not None:
-        report.sections[0].notes.append(f"Server started by the harness ({sys.executable} -m spark_runtime.serve "
-                                        f"equivalent, engine dir {engine_root}).")
+        report.sections[0].notes.append(
+            f"Server started by the harness ({sys.executable} -m spark_runtime.serve "
+            f"equivalent, engine dir {engine_root})."
+        )
     write_report(report, folder)
     return report, folder

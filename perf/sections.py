@@ -1,4 +1,4 @@
-"""Measurements -> report sections, plots and the headline figures held to the project's bars."""
+"""Measurements -> report sections (tables, notes, plots) and the bars the headlines are held to."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from perf.llamacpp_bench import LlamaCppComparison
 from perf.llm_bench import LLMLoadResult
 from perf.parsers import TURN_FIELDS
 from perf.pipelines import PipelineResult
-from perf.report import Headline, Section, Table
+from perf.report import Section, Table
 from perf.speech_bench import SpeechResult
 from perf.stats import Distribution, fmt
 
@@ -40,24 +40,52 @@ def _ms(d: Distribution | None) -> tuple[str, str, str]:
 
 
 def llm_section(m: Measurements, folder: Path) -> Section:
-    section = Section("llm", "LLM: streaming load (time to first token, inter-token latency, tokens/s)",
-                      commands=m.commands.get("llm", []))
+    section = Section(
+        "llm",
+        "LLM: streaming load (time to first token, inter-token latency, tokens/s)",
+        commands=m.commands.get("llm", []),
+    )
     if m.llm is None or not m.llm.loads:
         section.skipped = m.skipped.get("llm", "not measured")
         return section
     rows = []
     for load in m.llm.loads:
-        rows.append((str(load.concurrency), str(load.requests), *_ms(load.ttft_ms), *_ms(load.itl_ms)[:2],
-                     fmt(load.tokens_per_s_per_user.p50 if load.tokens_per_s_per_user else None),
-                     fmt(load.output_tokens_per_s), fmt(load.output_tokens.mean if load.output_tokens else None, 0),
-                     load.tool))
-    section.tables.append(Table(("streams", "requests", "TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "ITL p50 ms",
-                                 "ITL p95 ms", "tokens/s per stream p50", "tokens/s all streams",
-                                 "output tokens (mean)", "measured by"), tuple(rows)))
+        rows.append(
+            (
+                str(load.concurrency),
+                str(load.requests),
+                *_ms(load.ttft_ms),
+                *_ms(load.itl_ms)[:2],
+                fmt(load.tokens_per_s_per_user.p50 if load.tokens_per_s_per_user else None),
+                fmt(load.output_tokens_per_s),
+                fmt(load.output_tokens.mean if load.output_tokens else None, 0),
+                load.tool,
+            )
+        )
+    section.tables.append(
+        Table(
+            (
+                "streams",
+                "requests",
+                "TTFT p50 ms",
+                "TTFT p95 ms",
+                "TTFT p99 ms",
+                "ITL p50 ms",
+                "ITL p95 ms",
+                "tokens/s per stream p50",
+                "tokens/s all streams",
+                "output tokens (mean)",
+                "measured by",
+            ),
+            tuple(rows),
+        )
+    )
     section.plots.append(plots.llm_plot(m.llm.loads, folder))
     section.notes += m.llm.notes
-    section.notes.append("Prompts: the persona system prompt plus one chat question each (rendered by `llm_template`), "
-                         "greedy decoding; the persona prefix is reused from the KV cache as it is on stream.")
+    section.notes.append(
+        "Prompts: the persona system prompt plus one chat question each (rendered by `llm_template`), "
+        "greedy decoding; the persona prefix is reused from the KV cache as it is on stream."
+    )
     return section
 
 
@@ -66,70 +94,137 @@ def tts_section(m: Measurements, folder: Path) -> Section:
     if m.speech is None or not m.speech.tts:
         section.skipped = m.skipped.get("speech", "not measured")
         return section
-    rows = [(c.name, str(c.characters), fmt(c.audio_s, 2), *_ms(c.first_chunk_ms), fmt(c.total_ms.p50 if c.total_ms else None),
-             fmt(c.rtf.p50 if c.rtf else None, 3)) for c in m.speech.tts]
-    section.tables.append(Table(("text", "characters", "audio s", "first chunk p50 ms", "p95 ms", "p99 ms",
-                                 "whole text p50 ms", "real-time factor p50"), tuple(rows)))
-    section.plots.append(plots.grouped_bars(
-        "TTS time to first chunk", "ms", [c.name for c in m.speech.tts],
-        {"p50": [c.first_chunk_ms.p50 if c.first_chunk_ms else None for c in m.speech.tts],
-         "p95": [c.first_chunk_ms.p95 if c.first_chunk_ms else None for c in m.speech.tts]},
-        folder, "tts.png", bar=TTS_FIRST_CHUNK_MS))
-    section.notes.append("Real-time factor = synthesis time of the whole text / seconds of audio (below 1 is faster than "
-                         "real time). The first chunk is the first speakable piece (the first clause of 3+ words).")
+    rows = [
+        (
+            c.name,
+            str(c.characters),
+            fmt(c.audio_s, 2),
+            *_ms(c.first_chunk_ms),
+            fmt(c.total_ms.p50 if c.total_ms else None),
+            fmt(c.rtf.p50 if c.rtf else None, 3),
+        )
+        for c in m.speech.tts
+    ]
+    section.tables.append(
+        Table(
+            (
+                "text",
+                "characters",
+                "audio s",
+                "first chunk p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "whole text p50 ms",
+                "real-time factor p50",
+            ),
+            tuple(rows),
+        )
+    )
+    section.plots.append(
+        plots.grouped_bars(
+            "TTS time to first chunk",
+            "ms",
+            [c.name for c in m.speech.tts],
+            {
+                "p50": [c.first_chunk_ms.p50 if c.first_chunk_ms else None for c in m.speech.tts],
+                "p95": [c.first_chunk_ms.p95 if c.first_chunk_ms else None for c in m.speech.tts],
+            },
+            folder,
+            "tts.png",
+            bar=TTS_FIRST_CHUNK_MS,
+        )
+    )
+    section.notes.append(
+        "Real-time factor = synthesis time of the whole text / seconds of audio (below 1 is faster than "
+        "real time). The first chunk is the first speakable piece (the first clause of 3+ words)."
+    )
     return section
 
 
 def stt_section(m: Measurements, folder: Path) -> Section:
-    section = Section("stt", "STT: real-time factor and latency after end of speech", commands=m.commands.get("speech", []))
+    section = Section(
+        "stt", "STT: real-time factor and latency after end of speech", commands=m.commands.get("speech", [])
+    )
     if m.speech is None or not m.speech.stt:
         section.skipped = m.skipped.get("speech", "not measured")
         return section
-    rows = [(f"{c.seconds:g} s", *_ms(c.latency_ms), fmt(c.rtf.p50 if c.rtf else None, 3), c.transcript[:80])
-            for c in m.speech.stt]
-    section.tables.append(Table(("utterance", "latency p50 ms", "p95 ms", "p99 ms", "real-time factor p50",
-                                 "transcript (last run)"), tuple(rows)))
-    section.plots.append(plots.grouped_bars(
-        "STT latency after end of speech", "ms", [f"{c.seconds:g} s" for c in m.speech.stt],
-        {"p50": [c.latency_ms.p50 if c.latency_ms else None for c in m.speech.stt]}, folder, "stt.png"))
-    section.notes.append("Utterances are speech from the served TTS (resampled to 16 kHz) cut to length. The stt "
-                         "model transcribes a whole utterance per request, so latency after end of speech = send "
-                         "(speech ended) -> transcript.")
+    rows = [
+        (f"{c.seconds:g} s", *_ms(c.latency_ms), fmt(c.rtf.p50 if c.rtf else None, 3), c.transcript[:80])
+        for c in m.speech.stt
+    ]
+    section.tables.append(
+        Table(
+            ("utterance", "latency p50 ms", "p95 ms", "p99 ms", "real-time factor p50", "transcript (last run)"),
+            tuple(rows),
+        )
+    )
+    section.plots.append(
+        plots.grouped_bars(
+            "STT latency after end of speech",
+            "ms",
+            [f"{c.seconds:g} s" for c in m.speech.stt],
+            {"p50": [c.latency_ms.p50 if c.latency_ms else None for c in m.speech.stt]},
+            folder,
+            "stt.png",
+        )
+    )
+    section.notes.append(
+        "Utterances are speech from the served TTS (resampled to 16 kHz) cut to length. The stt "
+        "model transcribes a whole utterance per request, so latency after end of speech = send "
+        "(speech ended) -> transcript."
+    )
     return section
 
 
 def e2e_section(m: Measurements, folder: Path) -> Section:
     e2e = m.e2e
-    section = Section("e2e", "End to end: chat message to first audio and first mouth parameter (client's clock)",
-                      commands=[e2e.command] if e2e else [])
+    section = Section(
+        "e2e",
+        "End to end: chat message to first audio and first mouth parameter (client's clock)",
+        commands=[e2e.command] if e2e else [],
+    )
     log = e2e.log if e2e else None
     if e2e is None or e2e.skipped or log is None or not log.answered():
-        section.skipped = (e2e.skipped if e2e and e2e.skipped else m.skipped.get("e2e", "no answered turns"))
+        section.skipped = e2e.skipped if e2e and e2e.skipped else m.skipped.get("e2e", "no answered turns")
         if e2e and e2e.stderr_tail:
             section.notes.append(f"client stderr: {e2e.stderr_tail}")
         return section
-    rows = [(name, *(_ms(d) if (d := log.distribution(name)) else ("n/a",) * 3), str(d.n if d else 0))
-            for name in TURN_FIELDS]
+    rows = [
+        (name, *(_ms(d) if (d := log.distribution(name)) else ("n/a",) * 3), str(d.n if d else 0))
+        for name in TURN_FIELDS
+    ]
     section.tables.append(Table(("from chat message to", "p50 ms", "p95 ms", "p99 ms", "turns"), tuple(rows)))
-    samples = {name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
-               for name in ("first_audio_out_ms", "first_mouth_ms", "llm_first_token_ms")}
-    section.plots.append(plots.cdf_plot("Chat message to first output", samples, folder, "e2e.png", bar=CHAT_TO_AUDIO_P50_MS))
+    samples = {
+        name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
+        for name in ("first_audio_out_ms", "first_mouth_ms", "llm_first_token_ms")
+    }
+    section.plots.append(
+        plots.cdf_plot("Chat message to first output", samples, folder, "e2e.png", bar=CHAT_TO_AUDIO_P50_MS)
+    )
     answered = len(log.answered())
-    section.notes.append(f"{answered} answered turns of {len(log.turns)} logged; {log.skipped_lines} other lines skipped.")
+    section.notes.append(
+        f"{answered} answered turns of {len(log.turns)} logged; {log.skipped_lines} other lines skipped."
+    )
     if answered < 50 and e2e.command:
         section.notes.append("Fewer than 50 answered turns: percentiles above p95 rest on few samples.")
     return section
 
 
 def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for label, served in (("Triton-served", True), ("in-process", False)):
         first, total = pair.first(served), pair.total(served)
-        rows.append((name, label, fmt(first.p50 if first else None), fmt(total.p50 if total else None),
-                     fmt(total.mean if total else None)))
+        rows.append((name, label, fmt(first.p50 if first else None), fmt(total.p50 if total else None), ""))
     overhead = pair.overhead()
-    rows.append((name, "overhead (served / in-process - 1, median of pairs)", "", "",
-                 fmt(None if overhead is None else overhead * 100, 1, " %")))
+    rows.append(
+        (
+            name,
+            "served / in-process - 1 (median of pairs)",
+            "",
+            "",
+            fmt(None if overhead is None else overhead * 100, 1, " %"),
+        )
+    )
     return rows
 
 
@@ -138,23 +233,40 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
     p = m.pipelines
     if p is not None:
         s, q = p.first_audio("streaming"), p.first_audio("sequential")
-        section.tables.append(Table(("pipeline", "first audio p50 ms", "p95 ms", "p99 ms", "turns"), (
-            ("streaming (LLM deltas -> pieces -> TTS)", *_ms(s), str(s.n if s else 0)),
-            ("sequential (whole answer, then whole TTS)", *_ms(q), str(q.n if q else 0)),
-            ("sequential / streaming at p50", fmt(p.speedup(), 2, " x"), "", "", ""),
-        ), title=f"Streaming pipeline vs sequential baseline (max_tokens {p.max_tokens})"))
-        section.plots.append(plots.cdf_plot(
-            "Time to first audio: streaming vs sequential",
-            {"streaming": [t.first_audio_ms for t in p.streaming if t.first_audio_ms is not None],
-             "sequential": [t.first_audio_ms for t in p.sequential if t.first_audio_ms is not None]},
-            folder, "pipelines.png", bar=CHAT_TO_AUDIO_P50_MS))
+        section.tables.append(
+            Table(
+                ("pipeline", "first audio p50 ms", "p95 ms", "p99 ms", "turns"),
+                (
+                    ("streaming (LLM deltas -> pieces -> TTS)", *_ms(s), str(s.n if s else 0)),
+                    ("sequential (whole answer, then whole TTS)", *_ms(q), str(q.n if q else 0)),
+                    ("sequential / streaming at p50", fmt(p.speedup(), 2, " x"), "", "", ""),
+                ),
+                title=f"Streaming pipeline vs sequential baseline (max_tokens {p.max_tokens})",
+            )
+        )
+        section.plots.append(
+            plots.cdf_plot(
+                "Time to first audio: streaming vs sequential",
+                {
+                    "streaming": [t.first_audio_ms for t in p.streaming if t.first_audio_ms is not None],
+                    "sequential": [t.first_audio_ms for t in p.sequential if t.first_audio_ms is not None],
+                },
+                folder,
+                "pipelines.png",
+                bar=CHAT_TO_AUDIO_P50_MS,
+            )
+        )
     else:
         section.notes.append(f"Streaming vs sequential not measured: {m.skipped.get('pipelines', 'skipped')}")
     o = m.overhead
     if o is not None:
-        section.tables.append(Table(("engine", "path", "first output p50 ms", "whole request p50 ms", "overhead"),
-                                    tuple(_pair_rows(f"llm ({o.max_tokens} tokens)", o.llm) + _pair_rows("tts (medium)", o.tts)),
-                                    title="Serving overhead: Triton-served vs the same engine in-process"))
+        section.tables.append(
+            Table(
+                ("engine", "path", "first output p50 ms", "whole request p50 ms", "overhead"),
+                tuple(_pair_rows(f"llm ({o.max_tokens} tokens)", o.llm) + _pair_rows("tts (medium)", o.tts)),
+                title="Serving overhead: Triton-served vs the same engine in-process",
+            )
+        )
     else:
         section.notes.append(f"Serving overhead not measured: {m.skipped.get('overhead', 'skipped')}")
     c = m.llama_cpp
@@ -162,69 +274,55 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         rows = []
         for label, runs in (("served llm (Triton)", c.ours), ("llama.cpp server", c.llama_cpp)):
             cold, warm, rate = runs.ttft("cold"), runs.ttft("persona"), runs.tokens_per_s()
-            rows.append((label, fmt(cold.p50 if cold else None), fmt(warm.p50 if warm else None), fmt(rate.p50 if rate else None)))
-        rows.append(("served / llama.cpp", fmt(c.ttft_ratio("cold"), 2, " x"), fmt(c.ttft_ratio("persona"), 2, " x"),
-                     fmt(c.tokens_per_s_ratio(), 2, " x")))
-        section.tables.append(Table(("server", "TTFT cold p50 ms", "TTFT persona prefix p50 ms", "decode tokens/s p50"),
-                                    tuple(rows), title="Same GGUF: our served llm vs llama.cpp's own server"))
-        section.plots.append(plots.grouped_bars(
-            "Served llm vs llama.cpp server (p50)", "ms", ["TTFT cold", "TTFT persona"],
-            {"served llm": [d.p50 if (d := c.ours.ttft(s)) else None for s in ("cold", "persona")],
-             "llama.cpp": [d.p50 if (d := c.llama_cpp.ttft(s)) else None for s in ("cold", "persona")]},
-            folder, "llama_cpp.png"))
+            rows.append(
+                (
+                    label,
+                    fmt(cold.p50 if cold else None),
+                    fmt(warm.p50 if warm else None),
+                    fmt(rate.p50 if rate else None),
+                )
+            )
+        rows.append(
+            (
+                "served / llama.cpp",
+                fmt(c.ttft_ratio("cold"), 2, " x"),
+                fmt(c.ttft_ratio("persona"), 2, " x"),
+                fmt(c.tokens_per_s_ratio(), 2, " x"),
+            )
+        )
+        section.tables.append(
+            Table(
+                ("server", "TTFT cold p50 ms", "TTFT persona prefix p50 ms", "decode tokens/s p50"),
+                tuple(rows),
+                title="Same GGUF: our served llm vs llama.cpp's own server",
+            )
+        )
+        section.plots.append(
+            plots.grouped_bars(
+                "Served llm vs llama.cpp server (p50)",
+                "ms",
+                ["TTFT cold", "TTFT persona"],
+                {
+                    "served llm": [d.p50 if (d := c.ours.ttft(s)) else None for s in ("cold", "persona")],
+                    "llama.cpp": [d.p50 if (d := c.llama_cpp.ttft(s)) else None for s in ("cold", "persona")],
+                },
+                folder,
+                "llama_cpp.png",
+            )
+        )
         section.commands.append(f"python {c.command}")
     else:
-        section.notes.append(f"llama.cpp comparison not measured: {c.skipped if c else m.skipped.get('llama_cpp', 'skipped')}")
+        section.notes.append(
+            f"llama.cpp comparison not measured: {c.skipped if c else m.skipped.get('llama_cpp', 'skipped')}"
+        )
     return section
 
 
-def headlines(m: Measurements) -> list[Headline]:
-    out: list[Headline] = []
-    log = m.e2e.log if m.e2e and not m.e2e.skipped else None
-    audio = log.distribution("first_audio_out_ms") if log else None
-    if audio is not None:
-        out.append(Headline("chat -> first audio p50", audio.p50, "ms", f"spark-client, {audio.n} turns", "<", CHAT_TO_AUDIO_P50_MS))
-        out.append(Headline("chat -> first audio p95", audio.p95, "ms", f"spark-client, {audio.n} turns"))
-    else:
-        stream = m.pipelines.first_audio("streaming") if m.pipelines else None
-        out.append(Headline("chat -> first audio p50", stream.p50 if stream else None, "ms",
-                            "perf streaming pipeline (spark-client not run)", "<", CHAT_TO_AUDIO_P50_MS))
-    mouth = log.distribution("first_mouth_ms") if log else None
-    out.append(Headline("chat -> first mouth parameter p50", mouth.p50 if mouth else None, "ms", "spark-client"))
-    load = next((x for x in (m.llm.loads if m.llm else []) if x.concurrency == 1), None)
-    source = load.tool + ", 1 stream" if load else "llm load"
-    out.append(Headline("LLM time to first token p50", load.ttft_ms.p50 if load and load.ttft_ms else None, "ms", source))
-    out.append(Headline("LLM inter-token latency p50", load.itl_ms.p50 if load and load.itl_ms else None, "ms", source))
-    out.append(Headline("LLM output tokens/s", load.output_tokens_per_s if load else None, "tok/s", source))
-    tts = m.speech.tts if m.speech else []
-    worst = max((c.first_chunk_ms.p50 for c in tts if c.first_chunk_ms), default=None)
-    out.append(Headline("TTS first chunk p50 (worst text)", worst, "ms", "own gRPC client", "<", TTS_FIRST_CHUNK_MS))
-    longest = tts[-1] if tts else None
-    out.append(Headline("TTS real-time factor (long text)", longest.rtf.p50 if longest and longest.rtf else None, "",
-                        "own gRPC client", digits=3))
-    stt = {c.seconds: c for c in (m.speech.stt if m.speech else [])}
-    five, fifteen = stt.get(5.0), stt.get(15.0)
-    out.append(Headline("STT latency after 5 s of speech p50", five.latency_ms.p50 if five and five.latency_ms else None,
-                        "ms", "own gRPC client"))
-    out.append(Headline("STT real-time factor (15 s)", fifteen.rtf.p50 if fifteen and fifteen.rtf else None, "",
-                        "own gRPC client", digits=3))
-    out.append(Headline("first audio: sequential / streaming", m.pipelines.speedup() if m.pipelines else None, "x",
-                        "perf pipelines", digits=2))
-    for name, pair in ((("llm", m.overhead.llm), ("tts", m.overhead.tts)) if m.overhead else ()):
-        value = pair.overhead()
-        out.append(Headline(f"Triton overhead, {name}", None if value is None else value * 100, "%",
-                            "served vs in-process, median of pairs", "<", TRITON_OVERHEAD_PCT))
-    if not m.overhead:
-        out.append(Headline("Triton overhead, llm", None, "%", "served vs in-process", "<", TRITON_OVERHEAD_PCT))
-    c = m.llama_cpp if m.llama_cpp and not m.llama_cpp.skipped else None
-    out.append(Headline("served llm / llama.cpp decode tokens/s", c.tokens_per_s_ratio() if c else None, "x",
-                        "llama.cpp server, same GGUF", ">=", 1 - LLAMA_CPP_TOLERANCE, digits=2))
-    for scenario in ("cold", "persona"):
-        out.append(Headline(f"served llm / llama.cpp TTFT ({scenario})", c.ttft_ratio(scenario) if c else None, "x",
-                            "llama.cpp server, same GGUF", "<=", 1 + LLAMA_CPP_TOLERANCE, digits=2))
-    return out
-
-
 def build_sections(m: Measurements, folder: Path) -> list[Section]:
-    return [llm_section(m, folder), tts_section(m, folder), stt_section(m, folder), e2e_section(m, folder),
-            ratios_section(m, folder)]
+    return [
+        llm_section(m, folder),
+        tts_section(m, folder),
+        stt_section(m, folder),
+        e2e_section(m, folder),
+        ratios_section(m, folder),
+    ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perf.grpc_stream import StreamingClient, stt_inputs, tts_inputs
+from perf.grpc_stream import StreamingClient, StreamResult, stt_inputs, tts_inputs
 from perf.stats import Distribution
 from perf.workload import STT_SECONDS, STT_SOURCE_TEXT, TTS_TEXTS
 
@@ -45,8 +45,8 @@ class SpeechResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _audio(done: object) -> tuple[np.ndarray, int]:
-    arrivals = getattr(done, "arrivals")
+def _audio(done: StreamResult) -> tuple[np.ndarray, int]:
+    arrivals = done.arrivals
     chunks = [a.outputs["waveform"].reshape(-1) for a in arrivals if "waveform" in a.outputs]
     rate = int(arrivals[0].outputs["sample_rate"].reshape(-1)[0]) if arrivals else 0
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
@@ -66,8 +66,16 @@ def measure_tts(client: StreamingClient, repeats: int, texts: dict[str, str] = T
             total.append(done.total_ms())
             if audio_s > 0:
                 rtf.append(done.total_ms() / 1000 / audio_s)
-        cases.append(TTSCase(name=name, characters=len(text), audio_s=audio_s, first_chunk_ms=Distribution.of(first),
-                             total_ms=Distribution.of(total), rtf=Distribution.of(rtf)))
+        cases.append(
+            TTSCase(
+                name=name,
+                characters=len(text),
+                audio_s=audio_s,
+                first_chunk_ms=Distribution.of(first),
+                total_ms=Distribution.of(total),
+                rtf=Distribution.of(rtf),
+            )
+        )
     return cases
 
 
@@ -75,7 +83,7 @@ def resample(audio: np.ndarray, rate: int, target: int = STT_RATE) -> np.ndarray
     """Linear interpolation: enough for speech fed to Whisper's 16 kHz log-mel front end."""
     if rate == target or audio.size == 0:
         return audio.astype(np.float32)
-    n = int(round(audio.size * target / rate))
+    n = round(audio.size * target / rate)
     positions = np.linspace(0, audio.size - 1, n)
     return np.interp(positions, np.arange(audio.size), audio).astype(np.float32)
 
@@ -106,8 +114,11 @@ def measure_stt(client: StreamingClient, repeats: int, utterances: dict[float, n
             took_ms = done.first_ms() or done.total_ms()  # the transcript's own response
             latency.append(took_ms)
             rtf.append(took_ms / 1000 / seconds)
-        cases.append(STTCase(seconds=seconds, latency_ms=Distribution.of(latency), rtf=Distribution.of(rtf),
-                             transcript=transcript))
+        cases.append(
+            STTCase(
+                seconds=seconds, latency_ms=Distribution.of(latency), rtf=Distribution.of(rtf), transcript=transcript
+            )
+        )
     return cases
 
 

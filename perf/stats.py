@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,14 +19,21 @@ class Distribution:
     max: float
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Distribution | None:
-        """None for no samples: a figure that was not measured is never shown as 0."""
+    def of(cls, values: Iterable[float | None]) -> Distribution | None:
+        """None for no samples (None and NaN are not samples): a figure not measured never shows as 0."""
         data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
         if data.size == 0:
             return None
         p50, p95, p99 = np.percentile(data, [50, 95, 99])  # linear interpolation between samples
-        return cls(n=int(data.size), mean=float(data.mean()), p50=float(p50), p95=float(p95), p99=float(p99),
-                   min=float(data.min()), max=float(data.max()))
+        return cls(
+            n=int(data.size),
+            mean=float(data.mean()),
+            p50=float(p50),
+            p95=float(p95),
+            p99=float(p99),
+            min=float(data.min()),
+            max=float(data.max()),
+        )
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,14 @@ def hf_tokenizer_dir(llm_engine_dir: Path) -> Path:
     return out
 
 
-def token_counter(tokenizer_dir: Path) -> Callable[[str], int]:
-    """Counts output tokens the way genai-perf does: the text, without special tokens added."""
+def token_counter(tokenizer_dir: Path) -> Callable[[Sequence[str]], int]:
+    """Counts output tokens the way genai-perf does: the joined text, no special tokens added."""
     from transformers import AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
 
-    def count(text: str) -> int:
+    def count(pieces: Sequence[str]) -> int:
+        text = "".join(pieces)
         return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
     return count

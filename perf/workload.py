@@ -41,12 +41,12 @@ CHAT_USERS = ("pixelfox", "moonbeam", "tanuki42", "orbit", "ferrite", "lumen")
 TTS_TEXTS = {
     "short": "Hello chat, welcome back!",
     "medium": "Hello chat, welcome back to the stream! Today we are going to build a tiny robot "
-              "out of spare parts and see if it can walk.",
+    "out of spare parts and see if it can walk.",
     "long": "Hello chat, welcome back to the stream! Today we are going to build a tiny robot out "
-            "of spare parts and see if it can walk. Last time it fell over twice, so I added a "
-            "wider base and softer feet. If it works, we will race it against the cat. If it does "
-            "not, well, we will learn something, and that is the whole point of science. Let me "
-            "know in chat what we should name it, and remember to stay hydrated while we work.",
+    "of spare parts and see if it can walk. Last time it fell over twice, so I added a "
+    "wider base and softer feet. If it works, we will race it against the cat. If it does "
+    "not, well, we will learn something, and that is the whole point of science. Let me "
+    "know in chat what we should name it, and remember to stay hydrated while we work.",
 }
 
 # A text long enough for 15 s of speech, cut to 2, 5 and 15 s utterances for the STT measurement.
@@ -76,14 +76,21 @@ class ChatTurn:
     wait_for_idle: bool = True  # sent once the persona has finished speaking: no turn queues behind another
 
     def to_json(self) -> str:
-        return json.dumps({"user": self.user, "text": self.text, "delay_s": self.delay_s,
-                           "wait_for_idle": self.wait_for_idle})
+        return json.dumps(
+            {"user": self.user, "text": self.text, "delay_s": self.delay_s, "wait_for_idle": self.wait_for_idle}
+        )
 
 
 def chat_script(turns: int, delay_s: float, persona_name: str = "Spark") -> list[ChatTurn]:
     """Chat lines addressed to the persona, cycling through the questions and users."""
-    return [ChatTurn(user=CHAT_USERS[i % len(CHAT_USERS)], text=f"@{persona_name} {QUESTIONS[i % len(QUESTIONS)]}",
-                     delay_s=delay_s) for i in range(turns)]
+    return [
+        ChatTurn(
+            user=CHAT_USERS[i % len(CHAT_USERS)],
+            text=f"@{persona_name} {QUESTIONS[i % len(QUESTIONS)]}",
+            delay_s=delay_s,
+        )
+        for i in range(turns)
+    ]
 
 
 def write_chat_script(path: Path, turns: list[ChatTurn]) -> Path:

@@ -41,13 +41,22 @@ class Tool:
         env["PATH"] = os.pathsep.join([str(self.path.parent), env.get("PATH", "")])
         return env
 
-    def run(self, args: Sequence[str], *, timeout_s: float, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.path), *args], capture_output=True, text=True, timeout=timeout_s,
-                              env=self.environment(), cwd=cwd, check=False)
+    def run(
+        self, args: Sequence[str], *, timeout_s: float, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=self.environment(),
+            cwd=cwd,
+            check=False,
+        )
 
 
 def _version(path: Path) -> str:
-    """"" when it does not run. The installer records the wheel's version beside its shim (the
+    """ "" when it does not run. The installer records the wheel's version beside its shim (the
     binary itself reports 0.0.0)."""
     try:
         out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from perf.e2e import E2EResult
+from perf.headlines import headlines
 from perf.inprocess import Call, OverheadResult
 from perf.llm_bench import LLMLoadResult
 from perf.machine import EngineInfo, MachineInfo, RunInfo, report_dir_name
@@ -25,7 +26,7 @@ from perf.parsers import (
 )
 from perf.pipelines import PieceCutter, PipelineResult, TurnTiming
 from perf.report import Headline, Report, missing_parts, render_markdown, summary_text, write_report
-from perf.sections import Measurements, build_sections, headlines
+from perf.sections import Measurements, build_sections
 from perf.speech_bench import SpeechResult, STTCase, TTSCase, resample
 from perf.stats import Distribution
 from perf.workload import chat_script
