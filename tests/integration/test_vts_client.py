@@ -143,6 +143,7 @@ def test_expression_triggers_matching_hotkey(tmp_path: Path) -> None:
             async with make_client(vts.url, tmp_path, expression_hotkeys=mapping) as client:
                 await client.trigger_expression("happy")  # before auth: returns, never raises
                 assert await client.wait_ready(seconds(5))
+                assert vts.triggered == ["hk-happy-0001"]  # the missed expression, applied on connect
                 vts.triggered.clear()
                 assert await client.trigger_expression("happy") is True  # hotkey name
                 assert await client.trigger_expression("SAD") is True  # name contains "sad"
@@ -170,8 +171,10 @@ def test_reconnects_after_server_restart(tmp_path: Path) -> None:
                 assert time.monotonic() - t0 < seconds(0.5)
                 await asyncio.sleep(0.3)  # several failed reconnect attempts
 
+                vts.triggered.clear()
                 await vts.start()  # same port
                 assert await client.wait_ready(seconds(5))
+                assert vts.triggered == ["hk-happy-0001"]  # the expression wanted while it was down
                 await client.inject_mouth(0.9, 0.0)
                 assert await vts.wait_until(
                     lambda: any(i.values.get("MouthOpen") == 0.9 for i in vts.injections),

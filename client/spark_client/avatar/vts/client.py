@@ -102,6 +102,7 @@ class VTubeStudioClient:
         self._mouth_at = -math.inf
         self._hotkeys: list[p.Hotkey] | None = None
         self._hotkeys_at = -math.inf
+        self._missed_expression: str | None = None  # wanted while disconnected: applied on reconnect
         self._logged_errors: set[tuple[str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -158,9 +159,19 @@ class VTubeStudioClient:
         self._mouth_dirty.set()
 
     async def trigger_expression(self, name: str) -> bool:
-        """Trigger the hotkey for an emotion. False if not connected or no hotkey matches."""
+        """Trigger the hotkey for an emotion. False if not connected or no hotkey matches.
+
+        An expression wanted while VTube Studio is unreachable is not lost: the latest one is
+        triggered as soon as the next session is authenticated, so the avatar's face matches the
+        persona that is speaking after an app restart or a dropped socket.
+        """
         if not self._authed.is_set():
+            self._missed_expression = name
             return False
+        return await self._send_expression(name)
+
+    async def _send_expression(self, name: str) -> bool:
+        self._missed_expression = None
         target = self._expr_map.get(name.casefold())
         try:
             if target is None:
@@ -182,7 +193,10 @@ class VTubeStudioClient:
                 self._hotkeys = None  # the model may have changed
             self._log_once("hotkey", exc.error_id, "hotkey for %r failed: %s", name, exc.message)
             return False
-        except (bk.RequestTimeout, bk.ConnectionLost, p.ProtocolError):
+        except (bk.RequestTimeout, bk.ConnectionLost):
+            self._missed_expression = name  # the connection went while sending: retry on the next one
+            return False
+        except p.ProtocolError:
             return False
 
     def status(self) -> VTSStatus:
@@ -254,6 +268,8 @@ class VTubeStudioClient:
                 self._backoff.reset()
                 self._logged_errors.clear()
                 self._set_state(VTSState.AUTHENTICATED, "authenticated")
+                if self._missed_expression is not None:
+                    await self._send_expression(self._missed_expression)
                 self._authed.set()
                 waiter = asyncio.create_task(self._reauth.wait())
                 try:
