@@ -9,7 +9,14 @@ from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Pr
 from spark_client.sources.console import parse_console_line
 from spark_client.sources.script import ScriptError, load_script
 from spark_client.turns.persona import DEFAULT_PERSONAS, PersonaDirector, load_personas
-from spark_client.turns.prompt import ConversationHistory, Exchange, build_messages, chat_block, estimate_tokens
+from spark_client.turns.prompt import (
+    ConversationHistory,
+    Exchange,
+    build_messages,
+    chat_block,
+    estimate_tokens,
+    fresh_memories,
+)
 from spark_client.turns.queue import ChatQueue
 
 
@@ -107,6 +114,48 @@ def test_prompt_prefix_is_stable_across_turns():
     history.add(Exchange(chat="<chat>\na: hi\n</chat>", spoken="Hello!", persona="Spark"))
     second = build_messages(spark, history, chat="<chat>\nb: yo\n</chat>", memories=["x"])
     assert second[: len(first) - 1] == first[:-1] and second[1] == first[-1]
+
+
+def test_history_window_drops_in_blocks_so_the_cached_prefix_survives_many_turns():
+    history = ConversationHistory(refill_fraction=0.5)
+    spark = DEFAULT_PERSONAS[0]
+    chat = "<chat>\nv: hello there, how are you today?\n</chat>"
+    prompts = []
+    for i in range(40):
+        prompts.append(build_messages(spark, history, chat=chat, memories=[], budget_tokens=700))
+        history.add(Exchange(chat=chat, spoken=f"Answer number {i}, said out loud on stream.", persona="Spark"))
+    # a turn whose prompt does not start with the previous prompt (minus its last message) forces
+    # the server to prefill everything again: that must be rare, not every turn once full
+    shifts = sum(1 for a, b in zip(prompts, prompts[1:], strict=False) if b[: len(a) - 1] != a[:-1])
+    assert 1 <= shifts <= 6, shifts
+    for messages in prompts:
+        assert sum(estimate_tokens(m["content"]) for m in messages) <= 700 + 40
+    assert "Answer number 38" in prompts[-1][-2]["content"]  # the newest exchange is always there
+
+
+def test_memories_already_in_the_history_are_not_repeated_and_long_ones_are_clipped():
+    history = ConversationHistory()
+    history.add(Exchange(chat="<chat>\nmika: cats?\n</chat>", spoken="I love cats.", persona="Spark"))
+    recalled = ["mika said: cats? / Spark answered: I love cats.", "mika said: dogs? / Spark answered: Dogs rule."]
+    assert fresh_memories(recalled, history) == recalled[1:]
+    long_memory = "old said: " + "word " * 200
+    messages = build_messages(DEFAULT_PERSONAS[0], history, chat="<chat>\nb: yo\n</chat>", memories=[long_memory])
+    last = messages[-1]["content"]
+    assert "old said:" in last and last.count("word") <= 40 and last.endswith("</chat>")
+
+
+def test_chat_already_shown_in_a_prompt_is_not_shown_again():
+    queue = ChatQueue(context_size=4)
+    first, second = msg("what game do you like?", user="a"), msg("hello!", user="b")
+    queue.offer(first)
+    queue.offer(second)
+    turn = queue._take()
+    assert turn.answer in (first, second) and set(turn.context) == {first, second} - {turn.answer}
+    queue._take()  # the other one is answered next, with nothing left to show as context
+    third = msg("how are you?", user="c")
+    queue.offer(third)
+    later = queue._take()
+    assert later.answer is third and later.context == ()
 
 
 def test_console_lines_and_streamer_commands():

@@ -26,7 +26,7 @@ from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
 from spark_client.turns.memory import Memory
 from spark_client.turns.persona import Persona, PersonaDirector
-from spark_client.turns.prompt import ConversationHistory, Exchange, build_messages, chat_block
+from spark_client.turns.prompt import ConversationHistory, Exchange, build_messages, chat_block, fresh_memories
 from spark_client.turns.queue import ChatQueue, TurnRequest
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class LoopOptions:
     max_backoff_s: float = 30.0
     cancel_wait_s: float = 5.0  # how long a cancelled turn may take to wind down
     synth_ahead_s: float = 4.0  # synthesise at most this much audio ahead of playback
+    prefill_wait_s: float = 10.0  # how long a turn waits for the previous turn's prefix prefill
 
 
 @dataclass
@@ -48,6 +49,7 @@ class _TurnState:
     timings: TurnTimings
     pieces: list[SpeakablePiece] = field(default_factory=list)
     sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
+    generated: str = ""  # the LLM's text exactly as generated (emotion tags included)
 
 
 class TurnLoop:
@@ -74,9 +76,18 @@ class TurnLoop:
         self._turns = 0
         self.failures = 0
         self.busy = False
+        self._prefill: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Answers chat until the queue is closed and drained (or until cancelled)."""
+        try:
+            await self._run()
+        finally:
+            if self._prefill is not None:
+                self._prefill.cancel()
+                await asyncio.wait({self._prefill}, timeout=self.options.cancel_wait_s)
+
+    async def _run(self) -> None:
         while True:
             for event in self._take_moderation():
                 if self.memory is not None:
@@ -92,8 +103,41 @@ class TurnLoop:
                 if cohost is not None and self.queue.pending == 0:
                     reaction = f"<chat>\n(no new chat) React briefly to what {persona.name} just said.\n</chat>"
                     await self._play_turn(request, cohost, reaction, reacting=True)
+                if not state.timings.interrupted and self.queue.pending == 0:
+                    self._start_prefill()
             finally:
                 self.busy = False
+
+    def _start_prefill(self) -> None:
+        if self._prefill is None or self._prefill.done():
+            self._prefill = asyncio.create_task(self._prefill_next(), name="llm-prefill")
+
+    async def _prefill_next(self) -> None:
+        """Puts the next prompt's prefix (main persona, history with the exchange just heard) in
+        the server's KV cache while chat is quiet, so a new message is the only text the LLM has to
+        read when it arrives. It matters most when the history window has just dropped its oldest
+        exchanges: then the whole history is new to the server (seconds of prefill on a CPU)."""
+        persona = self.director.main
+        messages = build_messages(
+            persona,
+            self.history,
+            chat="<chat>\n</chat>",
+            memories=[],
+            budget_tokens=self.options.prompt_budget_tokens,
+        )
+        try:
+            prompt = await self.llm.render(messages)
+            sampling = replace(persona.sampling, max_tokens=1)
+            async for _ in self.llm.stream(prompt, sampling, lora_name=persona.lora_name):
+                pass
+        except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
+            log.debug("prefix prefill skipped: %s", exc)
+
+    async def _wait_for_prefill(self, persona: Persona) -> None:
+        # The prefill holds the KV cache this turn's prompt starts with; waiting for it is never
+        # slower than prefilling the same prefix again, and it leaves the cores to one request.
+        if self._prefill is not None and not self._prefill.done() and persona is self.director.main:
+            await asyncio.wait({self._prefill}, timeout=self.options.prefill_wait_s)
 
     async def warm_up(self) -> None:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
@@ -176,11 +220,13 @@ class TurnLoop:
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
         timings = state.timings
         memories = [] if reacting or self.memory is None else await self.memory.recall(message)
+        memories = fresh_memories(memories, self.history)  # recent exchanges are in the history already
         messages = build_messages(
             state.persona, self.history, chat=chat, memories=memories, budget_tokens=self.options.prompt_budget_tokens
         )
         state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
+        await self._wait_for_prefill(state.persona)
         timings.mark("prompt_build_ms")
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
 
@@ -189,6 +235,7 @@ class TurnLoop:
             try:
                 async for delta in self.llm.stream(prompt, state.persona.sampling, lora_name=state.persona.lora_name):
                     timings.mark("llm_first_token_ms")
+                    state.generated += delta
                     for piece in chunker.feed(delta):
                         timings.mark("first_piece_ms")
                         pieces.put_nowait(piece)
@@ -258,7 +305,18 @@ class TurnLoop:
             timings.mark("first_mouth_ms", first_mouth)
         timings.mark("total_ms")
         timings.spoken = self.spoken_text(state)
-        self.history.add(Exchange(chat=state.sent_chat or chat, spoken=timings.spoken, persona=state.persona.name))
+        # A turn heard in full keeps the LLM's own text (tags included): the server's KV cache
+        # already holds exactly those tokens, so the next prompt reuses them instead of reading a
+        # re-worded copy. A cut turn keeps only what was heard.
+        complete = not timings.interrupted and not timings.failed and state.generated.strip()
+        self.history.add(
+            Exchange(
+                chat=state.sent_chat or chat,
+                spoken=timings.spoken,
+                persona=state.persona.name,
+                generated=state.generated if complete else "",
+            )
+        )
         if self.memory is not None and timings.spoken and "(no new chat)" not in chat:
             try:
                 await self.memory.remember(message, timings.spoken, state.persona.name)

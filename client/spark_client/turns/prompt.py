@@ -42,34 +42,72 @@ class Exchange:
     chat: str  # the user-side content that was shown
     spoken: str  # what the persona actually said out loud (cut short if interrupted)
     persona: str
+    generated: str = ""  # the persona's text exactly as the LLM produced it, when heard in full
 
 
 class ConversationHistory:
-    """What was said on stream, newest last; bounded in count and, when rendered, in tokens."""
+    """What was said on stream, newest last; bounded in count and, when rendered, in tokens.
 
-    def __init__(self, max_exchanges: int = 64) -> None:
-        self._items: deque[Exchange] = deque(maxlen=max_exchanges)
+    The rendered history is a window that only grows at its end until it no longer fits the
+    budget; then its oldest exchanges are dropped until it fills at most `refill_fraction` of the
+    budget. Dropping one exchange per turn would shift the whole prompt every turn and make the
+    server prefill all of it again (seconds on a CPU); a window that jumps rarely keeps the cached
+    prefix valid for many turns in a row.
+    """
+
+    def __init__(self, max_exchanges: int = 64, *, refill_fraction: float = 0.5) -> None:
+        if not 0.0 < refill_fraction <= 1.0:
+            raise ValueError("refill_fraction must be in (0, 1]")
+        self._items: deque[tuple[int, Exchange]] = deque(maxlen=max_exchanges)
+        self._added = 0
+        self._window_start = 0  # sequence number of the oldest exchange still rendered
+        self._refill = refill_fraction
 
     def add(self, exchange: Exchange) -> None:
         if exchange.spoken.strip():
-            self._items.append(exchange)
+            self._items.append((self._added, exchange))
+            self._added += 1
 
     def __len__(self) -> int:
         return len(self._items)
 
     def latest(self) -> Exchange | None:
-        return self._items[-1] if self._items else None
+        return self._items[-1][1] if self._items else None
+
+    def window(self) -> list[Exchange]:
+        """The exchanges the next prompt will show (before any trim its budget may force)."""
+        return [e for n, e in self._items if n >= self._window_start]
 
     def within(self, budget_tokens: int) -> list[Exchange]:
-        chosen: list[Exchange] = []
-        used = 0
-        for item in reversed(self._items):
-            cost = estimate_tokens(item.chat) + estimate_tokens(item.spoken)
-            if used + cost > budget_tokens:
-                break
-            chosen.append(item)
-            used += cost
-        return chosen[::-1]
+        if budget_tokens <= 0:
+            return []
+        window = [(n, e) for n, e in self._items if n >= self._window_start]
+        costs = [_cost(e) for _, e in window]
+        if sum(costs) > budget_tokens:
+            target = budget_tokens * self._refill
+            while window and sum(costs) > target:
+                window.pop(0)
+                costs.pop(0)
+            self._window_start = window[0][0] if window else self._added
+        return [e for _, e in window]
+
+
+def _cost(exchange: Exchange) -> int:
+    return estimate_tokens(exchange.chat) + estimate_tokens(exchange.generated or exchange.spoken)
+
+
+MEMORY_MAX_WORDS = 32  # each memory line; every prompt token costs ~4 ms of prefill on 2 CPU cores
+
+
+def fresh_memories(memories: list[str], history: ConversationHistory) -> list[str]:
+    """Memories that the prompt's history does not already show word for word."""
+    shown = [e.spoken for e in history.window() if e.spoken]
+    return [m for m in memories if not any(spoken in m for spoken in shown)]
+
+
+def _clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
 
 
 def build_messages(
@@ -85,14 +123,17 @@ def build_messages(
     last = chat
     if memories:
         last = (
-            "Things you remember about this chat:\n" + "\n".join(f"- {neutralise(m)}" for m in memories) + "\n\n" + chat
+            "Things you remember about this chat:\n"
+            + "\n".join(f"- {neutralise(_clip_words(m, MEMORY_MAX_WORDS))}" for m in memories)
+            + "\n\n"
+            + chat
         )
     remaining = budget_tokens - estimate_tokens(system) - estimate_tokens(last)
     messages = [{"role": "system", "content": system}]
     for item in history.within(max(0, remaining)):
         messages.append({"role": "user", "content": item.chat})
         if item.persona == persona.name:
-            messages.append({"role": "assistant", "content": item.spoken})
+            messages.append({"role": "assistant", "content": item.generated or item.spoken})
         else:  # the other persona is another voice on stream, not this one's own words
             messages.append(
                 {"role": "user", "content": f"<chat>\n{item.persona} (co-host): {neutralise(item.spoken)}\n</chat>"}

@@ -38,7 +38,7 @@ class ChatQueue:
     context_size: int = 4
     counts: Counter[str] = field(default_factory=Counter)
     _pending: list[ChatMessage] = field(default_factory=list)
-    _recent: list[ChatMessage] = field(default_factory=list)  # answered or not, for context
+    _recent: list[ChatMessage] = field(default_factory=list)  # not yet in any prompt, for context
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _interrupt: asyncio.Event = field(default_factory=asyncio.Event)
     moderation: list[ModerationEvent] = field(default_factory=list)  # for memory to act on
@@ -98,7 +98,14 @@ class ChatQueue:
             return None
         best = max(fresh, key=lambda m: (m.priority, interest(m), -m.received_at))
         self._pending.remove(best)
-        context = tuple(m for m in self._recent if m is not best)[-self.context_size :]
+        context = tuple(m for m in self._recent if m is not best and now - m.received_at <= self.max_age_s)[
+            -self.context_size :
+        ]
+        # A message goes into one prompt only: the history already holds the earlier turns, and
+        # chat repeated in every prompt would both grow the text the LLM must read each turn and
+        # pull the persona back to questions it has answered.
+        shown = {id(m) for m in (best, *context)}
+        self._recent = [m for m in self._recent if id(m) not in shown]
         self.counts["answered"] += 1
         return TurnRequest(best, context)
 
