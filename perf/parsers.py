@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spark_client.metrics import STAGES
+
 from perf.stats import Distribution
 
 NS_PER_MS = 1e6
@@ -145,16 +147,8 @@ def llm_load_from_streams(
 
 # --- the client's end-to-end metrics (spark-client live --metrics-jsonl) -----------------------
 
-TURN_FIELDS = (
-    "queue_wait_ms",
-    "prompt_build_ms",
-    "llm_first_token_ms",
-    "first_piece_ms",
-    "tts_first_chunk_ms",
-    "first_audio_out_ms",
-    "first_mouth_ms",
-    "total_ms",
-)
+# The stages the client logs per turn, in its own order (the JSONL's schema is the client's).
+TURN_FIELDS = STAGES
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,12 @@ def _text_tensor(text: str) -> np.ndarray:
     return np.array([[text.encode("utf-8")]], dtype=object)
 
 
+def join_text_outputs(outputs: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Deltas produced while a response was being sent, as one delta (each is whole UTF-8)."""
+    joined = b"".join(bytes(o["text_output"].reshape(-1)[0]) for o in outputs)
+    return {"text_output": np.array([[joined]], dtype=object)}
+
+
 class LLMService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
@@ -37,7 +43,12 @@ class LLMService:
         self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
         slots = len(getattr(self.engine, "_slots", [])) or 2
         self.runner = DecoupledRunner(
-            pb_utils, self.handle, max_workers=slots + 2, on_cancel=lambda: self.cancelled.increment(1), name="llm"
+            pb_utils,
+            self.handle,
+            max_workers=slots + 2,
+            on_cancel=lambda: self.cancelled.increment(1),
+            name="llm",
+            merge=join_text_outputs,
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:

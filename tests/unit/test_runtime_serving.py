@@ -5,6 +5,7 @@ import threading
 import numpy as np
 
 from spark_runtime.errors import RequestError
+from spark_runtime.llm_service import join_text_outputs
 from spark_runtime.triton_serving import DecoupledRunner
 from tests.fakes import pb_utils
 from tests.timing import seconds
@@ -69,3 +70,70 @@ def test_cancel_stops_the_handler_and_closes_its_generator():
     assert cancelled == [1] and runner.counters.cancelled == 1
     assert len(steps) == n  # nothing runs after the cancel
     runner.close()
+
+
+class SlowSender(pb_utils.ResponseSender):
+    """A send that takes as long as the stub's IPC on a busy machine."""
+
+    def send(self, response=None, flags=0):
+        threading.Event().wait(0.02)
+        super().send(response, flags)
+
+
+def text(value: str) -> dict:
+    return {"text_output": np.array([[value.encode()]], dtype=object)}
+
+
+def test_merged_deltas_keep_the_text_and_do_not_wait_for_slow_sends():
+    produced = threading.Event()
+
+    def handler(inputs):
+        for i in range(50):
+            threading.Event().wait(0.002)  # an engine step
+            yield None if i % 7 == 0 else text(f"w{i}é ")
+        produced.set()
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=1, merge=join_text_outputs)
+    request = pb_utils.InferenceRequest()
+    request.sender = SlowSender()
+    runner.submit(request)
+    assert produced.wait(seconds(0.5))  # 50 sends would take 1 s: the handler did not wait for them
+    assert request.sender.done.wait(seconds(5))
+    deltas = [bytes(a.reshape(-1)[0]).decode() for a in request.sender.outputs("text_output")]
+    assert "".join(deltas) == "".join(f"w{i}é " for i in range(50) if i % 7)
+    assert 1 < len(deltas) < 43  # several responses, fewer than one per delta
+    assert request.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    runner.close()
+
+
+def test_merged_stream_cancel_closes_the_handler_and_errors_follow_the_text():
+    closed, started = threading.Event(), threading.Event()
+
+    def endless(inputs):
+        try:
+            while True:
+                started.set()
+                yield text("x")
+        finally:
+            closed.set()
+
+    runner = DecoupledRunner(pb_utils, endless, max_workers=1, merge=join_text_outputs)
+    request = pb_utils.InferenceRequest()
+    runner.submit(request)
+    assert started.wait(seconds(5))
+    request.sender.cancel()
+    assert request.sender.done.wait(seconds(5)) and closed.wait(seconds(5))
+    assert runner.counters.cancelled == 1
+
+    def broken(inputs):
+        yield text("partial ")
+        raise ZeroDivisionError("boom")
+
+    runner2 = DecoupledRunner(pb_utils, broken, max_workers=1, merge=join_text_outputs)
+    crash = pb_utils.InferenceRequest()
+    runner2.submit(crash)
+    assert crash.sender.done.wait(seconds(5))
+    assert [bytes(a.reshape(-1)[0]) for a in crash.sender.outputs("text_output")] == [b"partial "]
+    assert crash.sender.errors() == ["internal error: boom"]
+    runner.close()
+    runner2.close()
