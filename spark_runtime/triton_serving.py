@@ -70,6 +70,8 @@ def coalesced(
 
     def produce() -> None:
         try:
+            if stop.is_set():  # cancelled while waiting for a generation thread
+                return
             for outputs in source:
                 if stop.is_set():
                     break
@@ -135,14 +137,22 @@ class DecoupledRunner:
         on_cancel: Callable[[], None] | None = None,
         name: str = "model",
         merge: Merge | None = None,
+        generation_threads: int = 1,
     ) -> None:
         self._pb = pb_utils
         self._handler = handler
         self._merge = merge
         self._name = name
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-req")
+        # With a merge, the handlers' engine steps run on `generation_threads` long-lived threads.
+        # One by default: llama.cpp's OpenMP thread team belongs to the thread that calls it, and
+        # once several request threads had each made one, decoding on 2 cores fell from ~80 to
+        # ~30 tokens/s for the rest of the server's life. Concurrent streams then take turns per
+        # request; on a 2-core CPU two parallel streams were not faster in total anyway.
         self._producers = (
-            ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-gen") if merge is not None else None
+            ThreadPoolExecutor(max_workers=generation_threads, thread_name_prefix=f"{name}-gen")
+            if merge is not None
+            else None
         )
         self._on_cancel = on_cancel
         self.counters = RunnerCounters()

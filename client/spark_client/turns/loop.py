@@ -40,6 +40,10 @@ class LoopOptions:
     cancel_wait_s: float = 5.0  # how long a cancelled turn may take to wind down
     synth_ahead_s: float = 4.0  # synthesise at most this much audio ahead of playback
     prefill_wait_s: float = 10.0  # how long a turn waits for the previous turn's prefix prefill
+    # The prefill leaves this much of the budget for the next message (chat, context, memories),
+    # so when the history window must drop old exchanges it drops them in the prefill, in quiet
+    # time, and not in the next viewer's turn.
+    prefill_reserve_tokens: int = 250
 
 
 @dataclass
@@ -123,7 +127,7 @@ class TurnLoop:
             self.history,
             chat="<chat>\n</chat>",
             memories=[],
-            budget_tokens=self.options.prompt_budget_tokens,
+            budget_tokens=self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens,
         )
         try:
             prompt = await self.llm.render(messages)
