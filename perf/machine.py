@@ -101,21 +101,14 @@ def describe_machine() -> MachineInfo:
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """Short commit hash; "+dirty" when tracked files differ from it (read-only git calls)."""
+
+    def git(*args: str, timeout: float) -> str:
+        command = ["git", "-C", str(repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short=10", "HEAD", timeout=10)
+        dirty = git("status", "--porcelain", "--untracked-files=no", timeout=30)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}+dirty" if dirty else head

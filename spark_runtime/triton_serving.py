@@ -5,10 +5,11 @@ model instance serves several streams concurrently. For every request the runner
   - parses inputs with the model's handler (a RequestError becomes an error response),
   - sends one response per yielded output dict, checking `is_cancelled()` before every step,
   - always ends the stream with TRITONSERVER_RESPONSE_COMPLETE_FINAL.
-With a `merge` function (the LLM's text deltas), the handler runs on its own thread and never
-waits for the server: whatever it produced while the previous response was being sent goes out
-as one merged response. A send through the stub costs from well under a millisecond to tens of
-milliseconds on a busy 2-core machine; per token, that would cap decoding at the IPC's pace.
+With a `merge` function (the LLM's text deltas), the handler runs on the runner's generation
+thread and never waits for the server: whatever it produced while the previous response was
+being sent goes out as one merged response. A send through the stub costs from well under a
+millisecond to tens of milliseconds on a busy 2-core machine; per token, that would cap decoding
+at the IPC's pace.
 The Triton utilities module is passed in, so this runs under a stub in unit tests.
 """
 

@@ -51,7 +51,6 @@ class LlamaCppEngine:
         n_ctx: int = 4096,
         slots: int = 2,
         threads: int = 0,
-        decode_threads: int = 0,
     ) -> None:
         if not model_path.is_file():
             raise EngineMissingError(f"GGUF model {model_path} is missing: run `make engines`")
@@ -60,18 +59,12 @@ class LlamaCppEngine:
         self._lib = llama_cpp
         self._model_path = model_path
         self._adapters_dir = adapters_dir
-        threads = threads or max(1, os.cpu_count() or 1)  # prompt prefill (batches)
-        decode_threads = decode_threads or threads  # one token at a time
+        threads = threads or max(1, os.cpu_count() or 1)
         self._slots = [
             _Slot(
                 i,
                 llama_cpp.Llama(
-                    str(model_path),
-                    n_ctx=n_ctx,
-                    n_threads=decode_threads,
-                    n_threads_batch=threads,
-                    n_batch=512,
-                    verbose=False,
+                    str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False
                 ),
             )
             for i in range(max(1, slots))
@@ -89,7 +82,6 @@ class LlamaCppEngine:
             n_ctx=int(options.get("n_ctx") or manifest.get("n_ctx", 4096)),
             slots=int(options.get("slots") or manifest.get("slots", 2)),
             threads=int(options.get("threads") or 0),
-            decode_threads=int(options.get("decode_threads") or 0),
         )
 
     # --- model facts -------------------------------------------------------------------------

@@ -133,6 +133,15 @@ def test_history_window_drops_in_blocks_so_the_cached_prefix_survives_many_turns
     assert "Answer number 38" in prompts[-1][-2]["content"]  # the newest exchange is always there
 
 
+def test_history_window_survives_old_exchanges_leaving_the_bounded_history():
+    history = ConversationHistory(max_exchanges=6, refill_fraction=0.5)
+    for i in range(30):
+        history.add(Exchange(chat=f"<chat>\nv: q{i}\n</chat>", spoken="x" * 200, persona="Spark"))
+        shown = history.within(200)
+        assert shown and shown[-1].chat.endswith(f"q{i}\n</chat>")  # the newest is always there
+        assert len(shown) <= 6 and shown == history.window()
+
+
 def test_memories_already_in_the_history_are_not_repeated_and_long_ones_are_clipped():
     history = ConversationHistory()
     history.add(Exchange(chat="<chat>\nmika: cats?\n</chat>", spoken="I love cats.", persona="Spark"))

@@ -121,21 +121,21 @@ class TurnLoop:
         the server's KV cache while chat is quiet, so a new message is the only text the LLM has to
         read when it arrives. It matters most when the history window has just dropped its oldest
         exchanges: then the whole history is new to the server (seconds of prefill on a CPU)."""
-        persona = self.director.main
-        messages = build_messages(
-            persona,
-            self.history,
-            chat="<chat>\n</chat>",
-            memories=[],
-            budget_tokens=self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens,
-        )
+        budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
         try:
-            prompt = await self.llm.render(messages)
-            sampling = replace(persona.sampling, max_tokens=1)
-            async for _ in self.llm.stream(prompt, sampling, lora_name=persona.lora_name):
-                pass
+            await self._prefill_prefix(self.director.main, budget)
         except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
             log.debug("prefix prefill skipped: %s", exc)
+
+    async def _prefill_prefix(self, persona: Persona, budget_tokens: int) -> None:
+        """Has the server read `persona`'s prompt up to the next chat message (history within
+        `budget_tokens`) and generate one token, which leaves that prefix in its KV cache."""
+        chat = "<chat>\n</chat>"  # an empty message: the prefix ends where the next one starts
+        messages = build_messages(persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens)
+        prompt = await self.llm.render(messages)
+        sampling = replace(persona.sampling, max_tokens=1)
+        async for _ in self.llm.stream(prompt, sampling, lora_name=persona.lora_name):
+            pass
 
     async def _wait_for_prefill(self, persona: Persona) -> None:
         # The prefill holds the KV cache this turn's prompt starts with; waiting for it is never
@@ -147,12 +147,7 @@ class TurnLoop:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
         the first viewer does not pay for cold starts."""
         for persona in self.director.personas:
-            messages = build_messages(persona, self.history, chat="<chat>\n</chat>", memories=[], budget_tokens=0)
-            prompt = await self.llm.render(messages)
-            async for _ in self.llm.stream(
-                prompt, replace(persona.sampling, max_tokens=1), lora_name=persona.lora_name
-            ):
-                pass
+            await self._prefill_prefix(persona, budget_tokens=0)
             async for _ in self.tts.stream("Hi.", voice=persona.voice, speed=persona.speed):
                 pass
 

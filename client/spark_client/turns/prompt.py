@@ -58,38 +58,41 @@ class ConversationHistory:
     def __init__(self, max_exchanges: int = 64, *, refill_fraction: float = 0.5) -> None:
         if not 0.0 < refill_fraction <= 1.0:
             raise ValueError("refill_fraction must be in (0, 1]")
-        self._items: deque[tuple[int, Exchange]] = deque(maxlen=max_exchanges)
-        self._added = 0
-        self._window_start = 0  # sequence number of the oldest exchange still rendered
+        self._items: deque[Exchange] = deque(maxlen=max_exchanges)
+        self._added = 0  # exchanges ever added: the newest has number _added - 1
+        self._window_start = 0  # number of the oldest exchange still rendered
         self._refill = refill_fraction
 
     def add(self, exchange: Exchange) -> None:
         if exchange.spoken.strip():
-            self._items.append((self._added, exchange))
+            self._items.append(exchange)
             self._added += 1
 
     def __len__(self) -> int:
         return len(self._items)
 
     def latest(self) -> Exchange | None:
-        return self._items[-1][1] if self._items else None
+        return self._items[-1] if self._items else None
 
     def window(self) -> list[Exchange]:
         """The exchanges the next prompt will show (before any trim its budget may force)."""
-        return [e for n, e in self._items if n >= self._window_start]
+        oldest_kept = self._added - len(self._items)
+        return list(self._items)[max(0, self._window_start - oldest_kept) :]
 
     def within(self, budget_tokens: int) -> list[Exchange]:
         if budget_tokens <= 0:
             return []
-        window = [(n, e) for n, e in self._items if n >= self._window_start]
-        costs = [_cost(e) for _, e in window]
-        if sum(costs) > budget_tokens:
+        window = self.window()
+        used = sum(_cost(e) for e in window)
+        if used > budget_tokens:
             target = budget_tokens * self._refill
-            while window and sum(costs) > target:
-                window.pop(0)
-                costs.pop(0)
-            self._window_start = window[0][0] if window else self._added
-        return [e for _, e in window]
+            dropped = 0
+            while dropped < len(window) and used > target:
+                used -= _cost(window[dropped])
+                dropped += 1
+            self._window_start = self._added - len(window) + dropped  # the window ends at the newest
+            window = window[dropped:]
+        return window
 
 
 def _cost(exchange: Exchange) -> int:
