@@ -60,5 +60,15 @@ class ModerationEvent:
     message_id: str = ""
     received_at: float = field(default_factory=time.monotonic)
 
+    def removes(self, message: ChatMessage) -> bool:
+        """Whether this event takes `message` off the stream (queue, history and memory alike)."""
+        if self.kind is ModerationKind.CLEAR_ALL:
+            return True
+        if self.kind is ModerationKind.DELETE_MESSAGE:
+            return bool(self.message_id) and message.message_id == self.message_id
+        return (bool(self.user_id) and message.user_id == self.user_id) or (
+            bool(self.user) and message.user.casefold() == self.user.casefold()
+        )
+
 
 ChatEvent = ChatMessage | ModerationEvent

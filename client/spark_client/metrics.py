@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -49,10 +50,17 @@ class TurnTimings:
         return data
 
 
+MAX_KEPT_TURNS = 20_000  # for the summary; a long stream's older turns live on in the JSONL file
+
+
 class TurnMetrics:
+    """Turn records in memory (bounded), in a JSONL file and as Prometheus histograms. A file
+    that cannot be written (full disk, removed folder) is reported and retried, never raised."""
+
     def __init__(self, *, jsonl: Path | None = None, prometheus_port: int = 0) -> None:
-        self.turns: list[dict[str, Any]] = []
+        self.turns: deque[dict[str, Any]] = deque(maxlen=MAX_KEPT_TURNS)
         self._file: IO[str] | None = None
+        self.write_failures = 0
         if jsonl is not None:
             jsonl.parent.mkdir(parents=True, exist_ok=True)
             self._file = jsonl.open("a", encoding="utf-8")
@@ -77,8 +85,7 @@ class TurnMetrics:
         record = timings.record()
         self.turns.append(record)
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            self._write(record)
         for stage, histogram in self._histograms.items():
             if record.get(stage) is not None:
                 histogram.observe(record[stage])
@@ -86,6 +93,16 @@ class TurnMetrics:
             outcome = "failed" if timings.failed else "interrupted" if timings.interrupted else "spoken"
             self._counter.labels(outcome).inc()
         return record
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
+            self.write_failures += 1
+            if self.write_failures == 1 or self.write_failures % 100 == 0:
+                log.warning("turn metrics not written (%s); %d record(s) lost so far", exc, self.write_failures)
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -109,8 +126,11 @@ class TurnMetrics:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:  # the last flush can meet the same full disk
+                log.warning("turn metrics file not closed cleanly: %s", exc)
 
 
 def timings_line(record: dict[str, Any]) -> str:

@@ -54,10 +54,23 @@ Printer = Callable[[str], None]
 
 
 class LiveSession:
-    def __init__(self, settings: LiveSettings, *, printer: Printer = print) -> None:
+    """One stream. The Triton clients are made from `settings` unless given (tests give fakes
+    that speak the same interfaces); whatever the session makes, it closes."""
+
+    def __init__(
+        self,
+        settings: LiveSettings,
+        *,
+        printer: Printer = print,
+        models: Any = None,
+        llm: Any = None,
+        tts: Any = None,
+        memory: Memory | None = None,
+    ) -> None:
         self.settings = settings
         self.print = printer
-        self.models = TritonModels(settings.triton_url, settings.model_urls, timeouts=settings.timeouts)
+        self.models = models or TritonModels(settings.triton_url, settings.model_urls, timeouts=settings.timeouts)
+        self._llm, self._tts, self._memory = llm, tts, memory
         self.queue = ChatQueue()
         self.metrics = TurnMetrics(jsonl=settings.metrics_jsonl, prometheus_port=settings.prometheus_port)
         self.vts: Any = None
@@ -74,9 +87,12 @@ class LiveSession:
         return problems
 
     async def _said(self, persona: Persona, message: ChatMessage, spoken: str, record: dict[str, Any]) -> None:
-        status = (
-            " (interrupted)" if record["interrupted"] else f" (failed: {record['failed']})" if record["failed"] else ""
-        )
+        if record["failed"] == "moderated":
+            status = " (cut: a moderator removed the message)"
+        elif record["interrupted"]:
+            status = " (interrupted)"
+        else:
+            status = f" (failed: {record['failed']})" if record["failed"] else ""
         self.print(f"{persona.name}: {spoken or '…'}{status}")
         self.print(timings_line(record))
         for replier in self.repliers:
@@ -100,7 +116,11 @@ class LiveSession:
                     device = SoundDevice(22050)
                 except Exception as exc:
                     self.print(f"sound device unusable ({exc}); writing the WAV only")
-        wav = SessionWav(self.settings.wav_path)
+        try:
+            wav: SessionWav | None = SessionWav(self.settings.wav_path)
+        except OSError as exc:
+            self.print(f"warning: no session recording ({exc}); the stream goes on without it")
+            wav = None
         avatar_backend = None
         if self.settings.vts_url:
             from spark_client.avatar.vts import VTubeStudioClient
@@ -111,15 +131,19 @@ class LiveSession:
             await self.vts.start()
             avatar_backend = self.vts
         avatar = AvatarDriver(avatar_backend)
-        player = Player(wav, device, on_block=avatar.on_block)
-        memory = None
-        if self.settings.use_memory:
-            memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
+        reopen = (lambda: SoundDevice(22050)) if device is not None else None
+        player = Player(wav, device, on_block=avatar.on_block, reopen=reopen)
+        memory = self._memory
+        if memory is None and self.settings.use_memory:
+            try:
+                memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
+            except Exception as exc:  # a broken memory folder costs the memory, not the stream
+                self.print(f"warning: memory unavailable ({exc}); answering without it")
         self.loop = TurnLoop(
             queue=self.queue,
             director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
-            llm=LLMClient(self.models),
-            tts=TTSClient(self.models),
+            llm=self._llm or LLMClient(self.models),
+            tts=self._tts or TTSClient(self.models),
             player=player,
             avatar=avatar,
             metrics=self.metrics,
@@ -160,16 +184,25 @@ class LiveSession:
         self.queue.close()
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]], player: Player, avatar: AvatarDriver) -> None:
+        """Stops everything the session started; each step runs even when one before it failed."""
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
-        await avatar.aclose()
+        steps: list[tuple[str, Callable[[], Any]]] = [("avatar", avatar.aclose)]
         if self.vts is not None:
-            await self.vts.aclose()
-        player.close()
-        await self.models.close()
-        self.metrics.close()
+            steps.append(("VTube Studio", self.vts.aclose))
+        steps += [("player", player.close), ("Triton", self.models.close), ("metrics", self.metrics.close)]
+        for name, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await asyncio.wait_for(result, timeout=5.0)
+            except Exception as exc:
+                log.warning("shutdown: %s did not close cleanly: %s", name, exc)
         with contextlib.suppress(Exception):
-            self.print(f"session audio: {self.settings.wav_path}")
+            parts = player.recorded_paths()
+            if parts:
+                more = f" (+{len(parts) - 1} more part(s): {parts[-1].name})" if len(parts) > 1 else ""
+                self.print(f"session audio: {parts[0]}{more}")
             self.print(self.metrics.summary_text())

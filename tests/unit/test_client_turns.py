@@ -51,16 +51,46 @@ def test_moderation_removes_messages_before_they_are_answered():
     queue.offer(msg("nice", user="friend", user_id="7", message_id="m2"))
     queue.offer(msg("more bad", user="troll", user_id="13", message_id="m3"))
     queue.offer(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13"))
-    assert queue.pending == 1 and queue.moderation[0].user_id == "13"
+    assert queue.pending == 1
+    assert asyncio.run(asyncio.wait_for(queue.next_moderation(), 1)).user_id == "13"  # handed on for memory
     queue.offer(ModerationEvent(ModerationKind.DELETE_MESSAGE, message_id="m2"))
     assert queue.pending == 0
 
 
-def test_bare_interrupt_is_not_answered_but_wakes_the_loop():
-    queue = ChatQueue()
-    queue.offer(msg("", user="streamer", priority=Priority.INTERRUPT))
-    assert queue.pending == 0 and queue.counts["interrupts"] == 1
-    asyncio.run(asyncio.wait_for(queue.wait_interrupt(), 1))
+def test_bare_interrupt_is_not_answered_and_cuts_only_a_turn_running_when_it_arrives():
+    async def scenario():
+        queue = ChatQueue()
+        before = queue.interrupt_mark()
+        queue.offer(msg("", user="streamer", priority=Priority.INTERRUPT))
+        assert queue.pending == 0 and queue.counts["interrupts"] == 1
+        await asyncio.wait_for(queue.wait_interrupt(before), 1)  # a turn running at that moment is cut
+        later = queue.interrupt_mark()  # a turn starting after it is not
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queue.wait_interrupt(later), 0.05)
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_keeps_the_newest_messages_and_answers_the_newest_first():
+    queue = ChatQueue(max_pending=5)
+    now = time.monotonic()
+    for i in range(20):  # one message a second, the last one just now
+        queue.offer(msg(f"line {i}", user=f"v{i}", received_at=now - (19 - i)))
+    assert queue.counts["dropped_full"] == 15
+    assert sorted(m.text for m in queue._pending) == [f"line {i}" for i in range(15, 20)]
+    answered = [asyncio.run(queue.next_turn()).answer.text for _ in range(5)]
+    assert answered == [f"line {i}" for i in (19, 18, 17, 16, 15)]
+
+
+def test_a_flood_does_not_drown_a_more_interesting_older_message():
+    queue = ChatQueue(max_pending=5)
+    now = time.monotonic()
+    queue.offer(msg("@Spark what's your favourite game?", user="fan", mentions_bot=True, received_at=now - 30))
+    for i in range(20):
+        queue.offer(msg(f"spam {i}", received_at=now - (19 - i) * 0.1))
+    texts = {m.text for m in queue._pending}
+    assert "@Spark what's your favourite game?" in texts and "spam 19" in texts and "spam 0" not in texts
+    assert asyncio.run(queue.next_turn()).answer.user == "fan"
 
 
 def test_closed_empty_queue_ends_the_loop():

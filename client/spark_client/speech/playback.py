@@ -4,6 +4,11 @@ The player paces itself by the clock in blocks of `block_ms` (or by the sound de
 blocks while its buffer is full). For every block played it writes the session WAV and hands the
 same samples to the avatar's lip sync, so the mouth follows the audio actually being played.
 `interrupt()` drops everything queued and stops within one block.
+
+Each output fails on its own and never stalls a turn: a device that fails (unplugged) is dropped
+and playback goes on paced by the clock (and the device is reopened every `reopen_every_s` when
+a `reopen` factory is given); a recording that fails (full disk) stops with one warning; a block
+that cannot be played at all is counted as skipped, so `drain` returns and the turn moves on.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +41,11 @@ class PlaybackItem:
 class PieceProgress:
     queued: int = 0  # samples handed to the player
     played: int = 0  # samples actually played
+    skipped: int = 0  # samples given up on (a playback error): never heard, never waited for
+
+    @property
+    def done(self) -> bool:
+        return self.played + self.skipped >= self.queued
 
 
 # Called as each block starts playing: (turn, samples, sample rate). Lip sync hangs here.
@@ -47,6 +58,8 @@ class Player:
     device: SoundDevice | None = None
     block_ms: float = 20.0
     on_block: BlockListener | None = None  # lip sync: (samples, rate), called as each block plays
+    reopen: Callable[[], SoundDevice] | None = None  # opens the device again after it failed
+    reopen_every_s: float = 10.0
     _queue: asyncio.Queue[PlaybackItem] = field(default_factory=asyncio.Queue, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _played_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -55,9 +68,13 @@ class Player:
     first_audio_at: dict[int, float] = field(default_factory=dict, init=False)  # turn -> monotonic clock
     seconds_played: float = field(default=0.0, init=False)
     _rate_hint: int = field(default=22050, init=False)  # sample rate of the latest item
+    _reopen_at: float = field(default=0.0, init=False)
+    _reopening: asyncio.Task[SoundDevice] | None = field(default=None, init=False)
+    _recorded: SessionWav | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self._recorded = self.wav  # kept after a failure stops the recording, for its file names
 
     def enqueue(self, item: PlaybackItem) -> None:
         if item.turn in self._dropping:
@@ -88,7 +105,8 @@ class Player:
         self.first_audio_at.pop(turn, None)
 
     def unplayed_seconds(self, turn: int) -> float:
-        return sum((p.queued - p.played) for k, p in self.progress.items() if k[0] == turn) / self._rate_hint
+        unplayed = sum(p.queued - p.played - p.skipped for k, p in self.progress.items() if k[0] == turn)
+        return unplayed / self._rate_hint
 
     async def wait_ahead_below(self, turn: int, seconds: float) -> None:
         """Backpressure for synthesis: waits while `turn` has more than `seconds` of audio unplayed."""
@@ -98,9 +116,7 @@ class Player:
 
     async def drain(self, turn: int) -> None:
         """Waits until nothing of `turn` is queued or playing."""
-        while (
-            any(k[0] == turn and p.played < p.queued for k, p in self.progress.items()) and turn not in self._dropping
-        ):
+        while any(k[0] == turn and not p.done for k, p in self.progress.items()) and turn not in self._dropping:
             self._idle.clear()
             await self._idle.wait()
 
@@ -113,19 +129,23 @@ class Player:
             item = await self._queue.get()
             if item.turn in self._dropping:
                 continue
+            progress = self.progress.setdefault((item.turn, item.piece), PieceProgress(queued=item.pcm.size))
+            done_before = progress.played + progress.skipped
             try:
-                next_at = await self._play_item(item, block_s, max(next_at, time.monotonic()))
+                next_at = await self._play_item(item, progress, block_s, max(next_at, time.monotonic()))
             except Exception:  # one bad chunk must not silence the rest of the stream
                 log.exception("playback failed for turn %d piece %d", item.turn, item.piece)
+                progress.skipped += max(0, done_before + item.pcm.size - progress.played - progress.skipped)
+                self._played_block.set()
             self._idle.set()
 
-    async def _play_item(self, item: PlaybackItem, block_s: float, next_at: float) -> float:
-        progress = self.progress.setdefault((item.turn, item.piece), PieceProgress(queued=item.pcm.size))
+    async def _play_item(self, item: PlaybackItem, progress: PieceProgress, block_s: float, next_at: float) -> float:
         if item.on_start is not None and progress.played == 0:
             item.on_start()
         step = max(1, int(item.sample_rate * block_s))
         for start in range(0, item.pcm.size, step):
             if item.turn in self._dropping:
+                progress.skipped += item.pcm.size - start  # cut: never heard, not waited for
                 break
             block = item.pcm[start : start + step]
             await self._play_block(item.turn, block, item.sample_rate, next_at)
@@ -138,23 +158,67 @@ class Player:
         return next_at
 
     async def _play_block(self, turn: int, block: np.ndarray, rate: int, due: float) -> None:
-        if self.device is not None:
-            await asyncio.to_thread(self.device.write, resample(block, rate, self.device.sample_rate))
-        else:
+        self._maybe_reopen()
+        device = self.device
+        played = False
+        if device is not None:
+            try:
+                played = await asyncio.wrap_future(device.write(resample(block, rate, device.sample_rate)))
+            except Exception as exc:
+                self._device_failed(device, exc)
+        if not played:  # no device, a failed one, or a block dropped by an abort: keep time by the clock
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         if self.wav is not None:
-            self.wav.write(block, rate)
+            try:
+                self.wav.write(block, rate)
+            except Exception as exc:  # full disk, removed folder: the voice goes on unrecorded
+                log.warning("session recording stopped: %s", exc)
+                with contextlib.suppress(Exception):
+                    self.wav.close()
+                self.wav = None
         if self.on_block is not None:
             try:
                 await self.on_block(turn, block, rate)
             except Exception:  # the avatar must never stop the voice
                 log.exception("lip sync failed for a block")
 
+    def _device_failed(self, device: SoundDevice, exc: Exception) -> None:
+        retry = f"; retrying every {self.reopen_every_s:.0f} s" if self.reopen is not None else ""
+        log.warning("sound device failed (%s: %s); playing on without it%s", type(exc).__name__, exc, retry)
+        if self.device is device:
+            self.device = None
+        self._reopen_at = time.monotonic() + self.reopen_every_s
+        with contextlib.suppress(Exception):
+            device.close(timeout_s=0)
+
+    def _maybe_reopen(self) -> None:
+        """Reopens a failed device in the background; never waits for it."""
+        if self.device is not None or self.reopen is None:
+            return
+        task = self._reopening
+        if task is not None and task.done():
+            self._reopening = None
+            if task.exception() is None:
+                self.device = task.result()
+                log.info("sound device is back")
+            else:
+                self._reopen_at = time.monotonic() + self.reopen_every_s
+        elif task is None and self._reopen_at and time.monotonic() >= self._reopen_at:
+            self._reopening = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self.reopen), name="reopen-device"
+            )
+
+    def recorded_paths(self) -> list[Path]:
+        return list(self._recorded.paths) if self._recorded is not None else []
+
     def close(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()
         if self.wav is not None:
-            self.wav.close()
+            with contextlib.suppress(Exception):
+                self.wav.close()
         if self.device is not None:
             with contextlib.suppress(Exception):
                 self.device.close()

@@ -4,20 +4,23 @@ A turn: pick the message -> persona -> recall memories -> build the prompt -> st
 -> cut speakable pieces -> stream each through TTS while the LLM keeps going -> play in order
 (lip sync follows the audio) -> remember what was actually said. An INTERRUPT event cancels the
 running turn: its LLM and TTS requests are cancelled on the server, playback stops within a
-block, and history keeps only what was heard.
+block, and history keeps only what was heard. Moderation is applied the moment it arrives, to
+history and memory, and cuts the answer to a message it removes.
+
+A failure degrades the stream and never ends it: a failed or timed-out turn backs off, and
+memory, metrics and the `on_said` listener (console, Twitch replies) are each guarded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from spark_client.avatar.driver import AvatarDriver
-from spark_client.events import ChatMessage, Priority
+from spark_client.events import ChatMessage, ModerationEvent
 from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
 from spark_client.speech.llm import LLMClient
@@ -44,6 +47,7 @@ class LoopOptions:
     # so when the history window must drop old exchanges it drops them in the prefill, in quiet
     # time, and not in the next viewer's turn.
     prefill_reserve_tokens: int = 250
+    memory_timeout_s: float = 3.0  # a recall slower than this is skipped: the viewer is waiting
 
 
 @dataclass
@@ -51,9 +55,21 @@ class _TurnState:
     number: int
     persona: Persona
     timings: TurnTimings
+    request: TurnRequest
+    reacting: bool = False
     pieces: list[SpeakablePiece] = field(default_factory=list)
     sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
     generated: str = ""  # the LLM's text exactly as generated (emotion tags included)
+    cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when moderation removes the answer
+    moderated: bool = False  # the answered message was removed: the turn leaves no trace
+    moderation: list[ModerationEvent] = field(default_factory=list)  # arrived while this turn ran
+    stopping: bool = False  # the loop itself is being cancelled
+    failure: ModelCallError | None = None  # what the loop backs off for after the turn
+
+    @property
+    def shown(self) -> tuple[ChatMessage, ...]:
+        """The chat messages this turn's prompt showed (none for a co-host's reaction)."""
+        return () if self.reacting else (self.request.answer, *self.request.context)
 
 
 class TurnLoop:
@@ -80,22 +96,23 @@ class TurnLoop:
         self._turns = 0
         self.failures = 0
         self.busy = False
+        self.backoffs: list[float] = []  # the latest back-off delays, newest last
         self._prefill: asyncio.Task[None] | None = None
+        self._current: _TurnState | None = None  # the turn being played
 
     async def run(self) -> None:
         """Answers chat until the queue is closed and drained (or until cancelled)."""
+        moderation = asyncio.create_task(self._apply_moderation(), name="moderation")
         try:
             await self._run()
         finally:
-            if self._prefill is not None:
-                self._prefill.cancel()
-                await asyncio.wait({self._prefill}, timeout=self.options.cancel_wait_s)
+            owned = [t for t in (self._prefill, moderation) if t is not None]
+            for task in owned:
+                task.cancel()
+            await asyncio.wait(owned, timeout=self.options.cancel_wait_s)
 
     async def _run(self) -> None:
         while True:
-            for event in self._take_moderation():
-                if self.memory is not None:
-                    await self.memory.forget(event)
             request = await self.queue.next_turn()
             if request is None:
                 return
@@ -103,14 +120,46 @@ class TurnLoop:
             try:
                 persona = self.director.choose(request.answer)
                 state = await self._play_turn(request, persona, chat_block(request.answer, request.context))
-                cohost = self.director.cohost_reacts(persona) if not state.timings.interrupted else None
+                cohost = self.director.cohost_reacts(persona) if state.failure is None and self._heard(state) else None
                 if cohost is not None and self.queue.pending == 0:
                     reaction = f"<chat>\n(no new chat) React briefly to what {persona.name} just said.\n</chat>"
-                    await self._play_turn(request, cohost, reaction, reacting=True)
-                if not state.timings.interrupted and self.queue.pending == 0:
+                    state = await self._play_turn(request, cohost, reaction, reacting=True)
+                if state.failure is not None:
+                    await self._failed(state.failure)
+                elif self._heard(state) and self.queue.pending == 0:
                     self._start_prefill()
             finally:
                 self.busy = False
+
+    @staticmethod
+    def _heard(state: _TurnState) -> bool:
+        return not state.timings.interrupted and not state.moderated
+
+    # --- moderation --------------------------------------------------------------------------
+    async def _apply_moderation(self) -> None:
+        while True:
+            await self._moderate(await self.queue.next_moderation())
+
+    async def _moderate(self, event: ModerationEvent) -> None:
+        """History and memory forget what `event` removes, now; the answer to a removed message
+        stops (its streams are cancelled on the server) and leaves no trace."""
+        removed = self.history.forget(event)
+        current = self._current
+        if current is not None:
+            current.moderation.append(event)  # re-applied when its exchange is recorded
+            if not current.reacting and event.removes(current.request.answer):
+                current.moderated = True
+                current.cut.set()
+        if removed:
+            log.info("moderation: %d exchange(s) dropped from the conversation history", removed)
+        await self._forget(event)
+
+    async def _forget(self, event: ModerationEvent) -> None:
+        if self.memory is not None:
+            try:
+                await self.memory.forget(event)
+            except Exception as exc:  # memory is an extra: the stream goes on without it
+                log.warning("memory: a moderated message could not be forgotten: %s", exc)
 
     def _start_prefill(self) -> None:
         if self._prefill is None or self._prefill.done():
@@ -157,52 +206,69 @@ class TurnLoop:
         while self.busy or self.queue.pending:  # noqa: ASYNC110
             await asyncio.sleep(poll_s)
 
-    def _take_moderation(self) -> list:
-        events, self.queue.moderation = self.queue.moderation, []
-        return events
-
     async def _play_turn(
         self, request: TurnRequest, persona: Persona, chat: str, *, reacting: bool = False
     ) -> _TurnState:
         self._turns += 1
         received = time.monotonic() if reacting else request.answer.received_at
-        state = _TurnState(self._turns, persona, TurnTimings(self._turns, request.answer.user, persona.name, received))
-        state.timings.mark("queue_wait_ms")
-        if not reacting and request.answer.priority >= Priority.INTERRUPT:
-            self.queue.clear_interrupt()  # this turn answers the interruption itself
+        timings = TurnTimings(self._turns, request.answer.user, persona.name, received)
+        state = _TurnState(self._turns, persona, timings, request, reacting)
+        timings.mark("queue_wait_ms")
+        # Only an interrupt offered from now on cuts this turn (one answering an `!ask` was
+        # offered before it, and a bare `!stop` while nothing played has nothing to cut).
+        mark = self.queue.interrupt_mark()
+        self._current = state
         turn = asyncio.create_task(self._speak(state, request.answer, chat, reacting), name=f"turn-{state.number}")
-        interrupt = asyncio.create_task(self.queue.wait_interrupt(), name="interrupt-watch")
+        interrupt = asyncio.create_task(self.queue.wait_interrupt(mark), name=f"turn-{state.number}-interrupt")
+        moderated = asyncio.create_task(state.cut.wait(), name=f"turn-{state.number}-moderated")
         try:
             done, _ = await asyncio.wait(
-                {turn, interrupt}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {turn, interrupt, moderated}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if turn not in done:
-                state.timings.interrupted = interrupt in done
-                state.timings.failed = "" if interrupt in done else f"turn exceeded {self.options.turn_timeout_s:.0f} s"
+                timings.interrupted = bool(done)
+                if not done:
+                    timings.failed = f"turn exceeded {self.options.turn_timeout_s:.0f} s"
+                    state.failure = ModelCallError("turn", timings.failed, retryable=True)
                 await self._stop(turn, state)
             elif (error := turn.exception()) is not None:
                 raise error
             else:
                 self.failures = 0
         except ModelCallError as exc:
-            state.timings.failed = str(exc)
-            await self._failed(exc)
+            timings.failed = str(exc)
+            state.failure = exc
+        except asyncio.CancelledError:  # the loop is stopping: this turn must not outlive it
+            state.stopping = True
+            timings.interrupted = True
+            await self._stop(turn, state)
+            raise
         except Exception as exc:  # a bug in one turn must not end the stream
             log.exception("turn %d failed", state.number)
-            state.timings.failed = repr(exc)
-            await self._failed(ModelCallError("turn", repr(exc), retryable=True))
+            timings.failed = repr(exc)
+            state.failure = ModelCallError("turn", repr(exc), retryable=True)
         finally:
-            interrupt.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await interrupt
-            await self._finish(state, request.answer, chat)
+            for watcher in (interrupt, moderated):
+                watcher.cancel()
+            await asyncio.wait({interrupt, moderated}, timeout=self.options.cancel_wait_s)
+            try:
+                await self._finish(state, request.answer, chat)
+            finally:
+                self._current = None  # moderation arriving while the turn is recorded still finds it
         return state
 
     async def _stop(self, turn: asyncio.Task[None], state: _TurnState) -> None:
+        """Cuts `state`'s turn: playback within a block, its server streams, the mouth."""
         self.player.interrupt(state.number)
-        turn.cancel()
-        await asyncio.wait({turn}, timeout=self.options.cancel_wait_s)
-        await self.avatar.silence()
+        if not turn.done():
+            turn.cancel()
+            await asyncio.wait({turn}, timeout=self.options.cancel_wait_s)
+            if not turn.done():
+                log.warning("turn %d still winding down after %.0f s", state.number, self.options.cancel_wait_s)
+        try:
+            await asyncio.wait_for(self.avatar.silence(), timeout=self.options.cancel_wait_s)
+        except Exception:  # the avatar must never hold up the voice
+            log.exception("could not close the avatar's mouth")
 
     async def _failed(self, exc: ModelCallError) -> None:
         self.failures += 1
@@ -211,14 +277,16 @@ class TurnLoop:
             "turn skipped (%s); %d failure(s) in a row%s",
             exc,
             self.failures,
-            f", retrying in {delay:.0f} s" if delay else "",
+            f", retrying in {delay:.1f} s" if delay else "",
         )
+        self.backoffs.append(delay)
+        del self.backoffs[:-100]
         if delay:
             await asyncio.sleep(delay)
 
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
         timings = state.timings
-        memories = [] if reacting or self.memory is None else await self.memory.recall(message)
+        memories = [] if reacting else await self._recall(message)
         memories = fresh_memories(memories, self.history)  # recent exchanges are in the history already
         messages = build_messages(
             state.persona, self.history, chat=chat, memories=memories, budget_tokens=self.options.prompt_budget_tokens
@@ -265,6 +333,15 @@ class TurnLoop:
         except* ModelCallError as errors:
             raise errors.exceptions[0] from None
 
+    async def _recall(self, message: ChatMessage) -> list[str]:
+        if self.memory is None:
+            return []
+        try:
+            return await asyncio.wait_for(self.memory.recall(message), timeout=self.options.memory_timeout_s)
+        except Exception as exc:  # TimeoutError included: the turn goes on without memories
+            log.warning("memory recall skipped for this turn: %s", exc or type(exc).__name__)
+            return []
+
     def _expressions(self, emotions: list[str]) -> Callable[[], None] | None:
         if not emotions:
             return None
@@ -295,18 +372,49 @@ class TurnLoop:
         return " ".join(words)
 
     async def _finish(self, state: _TurnState, message: ChatMessage, chat: str) -> None:
+        """Records the turn: timings, history, memory, then tells `on_said`. Each step is
+        guarded on its own, so a full disk or a memory failure costs only that step."""
         timings = state.timings
-        first_audio = self.player.first_audio_at.get(state.number)
-        if first_audio is not None:
-            timings.mark("first_audio_out_ms", first_audio)
-        first_mouth = self.avatar.first_mouth_at.get(state.number)
-        if first_mouth is not None:
-            timings.mark("first_mouth_ms", first_mouth)
-        timings.mark("total_ms")
-        timings.spoken = self.spoken_text(state)
+        try:
+            first_audio = self.player.first_audio_at.get(state.number)
+            if first_audio is not None:
+                timings.mark("first_audio_out_ms", first_audio)
+            first_mouth = self.avatar.first_mouth_at.get(state.number)
+            if first_mouth is not None:
+                timings.mark("first_mouth_ms", first_mouth)
+            timings.mark("total_ms")
+            timings.spoken = self.spoken_text(state)
+        finally:
+            self.player.forget(state.number)
+            self.avatar.forget(state.number)
+        if state.moderated:
+            timings.failed = timings.failed or "moderated"
+        else:
+            self._record_history(state, chat)
+        if self.memory is not None and timings.spoken and not (state.reacting or state.moderated or state.stopping):
+            try:
+                await self.memory.remember(message, timings.spoken, state.persona.name)
+            except Exception as exc:  # memory is an extra: the stream goes on without it
+                log.warning("memory: turn %d not stored: %s", state.number, exc)
+            for event in state.moderation:  # removed while it was being stored
+                if event.removes(message):
+                    await self._forget(event)
+        try:
+            record = self.metrics.add(timings)
+        except Exception:
+            log.exception("could not record the metrics of turn %d", state.number)
+            record = timings.record()
+        if self.on_said is not None and not state.stopping:
+            try:
+                await self.on_said(state.persona, message, "" if state.moderated else timings.spoken, record)
+            except Exception:
+                log.exception("the listener of turn %d failed", state.number)
+
+    def _record_history(self, state: _TurnState, chat: str) -> None:
         # A turn heard in full keeps the LLM's own text (tags included): the server's KV cache
         # already holds exactly those tokens, so the next prompt reuses them instead of reading a
         # re-worded copy. A cut turn keeps only what was heard.
+        timings = state.timings
         complete = not timings.interrupted and not timings.failed and state.generated.strip()
         self.history.add(
             Exchange(
@@ -314,15 +422,8 @@ class TurnLoop:
                 spoken=timings.spoken,
                 persona=state.persona.name,
                 generated=state.generated if complete else "",
+                messages=state.shown,
             )
         )
-        if self.memory is not None and timings.spoken and "(no new chat)" not in chat:
-            try:
-                await self.memory.remember(message, timings.spoken, state.persona.name)
-            except Exception:
-                log.exception("could not store the memory of turn %d", state.number)
-        record = self.metrics.add(timings)
-        self.player.forget(state.number)
-        self.avatar.forget(state.number)
-        if self.on_said is not None:
-            await self.on_said(state.persona, message, timings.spoken, record)
+        for event in state.moderation:  # a context line removed while this turn ran
+            self.history.forget(event)

@@ -12,7 +12,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from spark_client.events import ChatMessage
+from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
 from spark_client.turns.persona import Persona
 
 # Chat text must not be able to forge template markup (<|im_end|>, [INST], </chat>...).
@@ -43,6 +43,7 @@ class Exchange:
     spoken: str  # what the persona actually said out loud (cut short if interrupted)
     persona: str
     generated: str = ""  # the persona's text exactly as the LLM produced it, when heard in full
+    messages: tuple[ChatMessage, ...] = ()  # the chat lines `chat` showed, so moderation can find them
 
 
 class ConversationHistory:
@@ -70,6 +71,27 @@ class ConversationHistory:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def forget(self, event: ModerationEvent) -> int:
+        """Drops every exchange that showed a message `event` removes; returns how many.
+
+        Clearing the whole chat on screen leaves what was said before (as memory does)."""
+        if event.kind is ModerationKind.CLEAR_ALL:
+            return 0
+        oldest_kept = self._added - len(self._items)
+        kept: list[Exchange] = []
+        removed = before_window = 0
+        for number, exchange in enumerate(self._items, oldest_kept):
+            if any(event.removes(m) for m in exchange.messages):
+                removed += 1
+                before_window += number < self._window_start
+            else:
+                kept.append(exchange)
+        if removed:
+            self._items = deque(kept, maxlen=self._items.maxlen)
+            self._added -= removed  # later exchanges move down one number per removed one
+            self._window_start -= before_window
+        return removed
 
     def latest(self) -> Exchange | None:
         return self._items[-1] if self._items else None

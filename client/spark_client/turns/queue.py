@@ -1,22 +1,33 @@
 """The bounded chat queue between sources and the turn loop, with explicit backpressure.
 
-Sources `offer` events and never block. When the queue is full the least interesting, oldest
-message is dropped and counted, so a flood costs bounded memory. Moderation events remove the
-messages they name. An INTERRUPT event wakes the loop so it can cut the running turn short.
+Sources `offer` events and never block. When the queue is full the least interesting message is
+dropped (the oldest among equals) and counted, so a flood costs bounded memory and the persona
+keeps up with the chat as it is now. The next message answered is the most interesting one, its
+interest fading with the time it has waited, so among equals the newest wins.
+
+Moderation events remove the messages they name at once and are handed on (`next_moderation`)
+so the loop applies them to history and memory as they arrive. An INTERRUPT event cuts the turn
+running at that moment: `interrupted_since(mark)` tells a turn whether one arrived after it
+started. An interrupt with no turn to cut does not linger to cut the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, ModerationKind, Priority
+from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, Priority
+
+# Interest a waiting message loses per second: a plain line 20 s newer outranks one worth one
+# point more (a subscriber's), and the 90 s age limit drops what is left.
+INTEREST_FADE_PER_S = 0.05
+MAX_MODERATION_BACKLOG = 1000
 
 
 def interest(message: ChatMessage) -> float:
-    """What makes a message worth answering first."""
+    """What makes a message worth answering first (before its age is counted)."""
     score = float(message.priority) * 10
     score += 4 if message.mentions_bot else 0
     score += min(message.bits, 1000) / 100 + (2 if message.bits else 0)
@@ -40,8 +51,12 @@ class ChatQueue:
     _pending: list[ChatMessage] = field(default_factory=list)
     _recent: list[ChatMessage] = field(default_factory=list)  # not yet in any prompt, for context
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _interrupt: asyncio.Event = field(default_factory=asyncio.Event)
-    moderation: list[ModerationEvent] = field(default_factory=list)  # for memory to act on
+    # Interrupts are numbered; a turn remembers the number when it starts and is cut only by a
+    # later one, so an interrupt that found nothing to cut is gone with the moment.
+    _interrupts: int = 0
+    _interrupt_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _moderation: deque[ModerationEvent] = field(default_factory=deque)  # for history and memory
+    _moderation_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
 
     def offer(self, event: ChatEvent) -> bool:
@@ -50,35 +65,43 @@ class ChatQueue:
             return True
         self.counts["received"] += 1
         if event.priority >= Priority.INTERRUPT:
-            self._interrupt.set()
+            self._interrupts += 1
+            self._interrupt_wakeup.set()
             if not event.text.strip():  # a bare "stop talking": nothing to answer
                 self.counts["interrupts"] += 1
                 return True
         self._recent = [*self._recent[-(self.context_size * 4) :], event]
         self._pending.append(event)
         if len(self._pending) > self.max_pending:
-            victim = min(self._pending, key=lambda m: (interest(m), -m.received_at))
+            now = time.monotonic()
+            victim = min(self._pending, key=lambda m: (self._rank(m, now), m.received_at))
             self._pending.remove(victim)
             self.counts["dropped_full"] += 1
         self._wakeup.set()
         return True
 
-    def _moderate(self, event: ModerationEvent) -> None:
-        def removed(m: ChatMessage) -> bool:
-            if event.kind is ModerationKind.CLEAR_ALL:
-                return True
-            if event.kind is ModerationKind.DELETE_MESSAGE:
-                return bool(event.message_id) and m.message_id == event.message_id
-            return (bool(event.user_id) and m.user_id == event.user_id) or (
-                bool(event.user) and m.user.casefold() == event.user.casefold()
-            )
+    @staticmethod
+    def _rank(message: ChatMessage, now: float) -> tuple[int, float]:
+        return message.priority, interest(message) - INTEREST_FADE_PER_S * max(0.0, now - message.received_at)
 
+    def _moderate(self, event: ModerationEvent) -> None:
         before = len(self._pending)
-        self._pending = [m for m in self._pending if not removed(m)]
-        self._recent = [m for m in self._recent if not removed(m)]
+        self._pending = [m for m in self._pending if not event.removes(m)]
+        self._recent = [m for m in self._recent if not event.removes(m)]
         self.counts["moderated"] += before - len(self._pending)
-        self.moderation.append(event)
+        if len(self._moderation) >= MAX_MODERATION_BACKLOG:  # nobody is applying them: keep the newest
+            self._moderation.popleft()
+            self.counts["moderation_dropped"] += 1
+        self._moderation.append(event)
+        self._moderation_wakeup.set()
         self._wakeup.set()
+
+    async def next_moderation(self) -> ModerationEvent:
+        """The next moderation event, as soon as it arrives (for history and memory)."""
+        while not self._moderation:
+            self._moderation_wakeup.clear()
+            await self._moderation_wakeup.wait()
+        return self._moderation.popleft()
 
     def close(self) -> None:
         """No more events will come (all sources finished)."""
@@ -96,7 +119,7 @@ class ChatQueue:
         self._pending = fresh
         if not fresh:
             return None
-        best = max(fresh, key=lambda m: (m.priority, interest(m), -m.received_at))
+        best = max(fresh, key=lambda m: (self._rank(m, now), m.received_at))
         self._pending.remove(best)
         context = tuple(m for m in self._recent if m is not best and now - m.received_at <= self.max_age_s)[
             -self.context_size :
@@ -120,9 +143,12 @@ class ChatQueue:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def wait_interrupt(self) -> None:
-        await self._interrupt.wait()
-        self._interrupt.clear()
+    def interrupt_mark(self) -> int:
+        """A mark to pass to `wait_interrupt`: interrupts offered before it do not count."""
+        return self._interrupts
 
-    def clear_interrupt(self) -> None:
-        self._interrupt.clear()
+    async def wait_interrupt(self, mark: int) -> None:
+        """Returns once an interrupt newer than `mark` has been offered."""
+        while self._interrupts <= mark:
+            self._interrupt_wakeup.clear()
+            await self._interrupt_wakeup.wait()

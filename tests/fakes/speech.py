@@ -1,0 +1,154 @@
+"""Fakes for the served models the turn loop talks to: a scripted LLM, a TTS with a set time to
+first chunk (or one that hangs or fails), Triton readiness, and an embedder. They implement the
+client's own interfaces (`LLMClient`, `TTSClient`, `TritonModels.ready`), so the loop under test
+is the real one; the real models are exercised by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from spark_client.speech.llm import RenderedPrompt, SamplingOptions
+from spark_client.speech.triton import ModelCallError
+from spark_client.speech.tts import AudioChunk
+
+
+@dataclass
+class ScriptedLLM:
+    """Answers with the next line of `answers` (the last one repeats), one word per delta."""
+
+    answers: list[str] = field(default_factory=lambda: ["Hello chat, nice to see you."])
+    token_delay_s: float = 0.002
+    prompts: list[list[dict[str, str]]] = field(default_factory=list)  # every rendered conversation
+    started: int = 0
+    completed: int = 0
+    cancelled: int = 0  # streams closed before their end (cancelled on the server)
+    fail_with: ModelCallError | None = None
+    _next: int = 0
+
+    async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+        self.prompts.append(messages)
+        return RenderedPrompt(json.dumps(messages), ())
+
+    async def stream(
+        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+    ) -> AsyncIterator[str]:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if options.max_tokens <= 1:  # a prefix prefill: one token, never spoken
+            yield "."
+            return
+        answer = self.answers[min(self._next, len(self.answers) - 1)]
+        self._next += 1
+        self.started += 1
+        finished = False
+        try:
+            for i, word in enumerate(answer.split()):
+                await asyncio.sleep(self.token_delay_s)
+                yield word if i == 0 else " " + word
+            finished = True
+            self.completed += 1
+        finally:
+            if not finished:
+                self.cancelled += 1
+
+
+@dataclass
+class FakeTTS:
+    """`seconds_per_word` of silence per word at `rate`, in one chunk per piece. `hang_on` holds
+    a piece containing that text forever (until cancelled); `fail_on` raises for it."""
+
+    rate: int = 8000
+    seconds_per_word: float = 0.03
+    first_chunk_s: float = 0.0
+    hang_on: str | None = None
+    fail_on: str | None = None
+    spoken: list[str] = field(default_factory=list)
+    cancelled: int = 0
+
+    async def stream(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[AudioChunk]:
+        try:
+            if self.hang_on is not None and self.hang_on in text:
+                await asyncio.Event().wait()
+            if self.fail_on is not None and self.fail_on in text:
+                raise ModelCallError("tts", f"cannot say {text!r}", retryable=True)
+            await asyncio.sleep(self.first_chunk_s)
+            self.spoken.append(text)
+            samples = max(1, int(len(text.split()) * self.seconds_per_word * self.rate))
+            yield AudioChunk(np.zeros(samples, np.float32), self.rate)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+@dataclass
+class FakeModels:
+    """`TritonModels` as far as a session uses it: readiness and close."""
+
+    ready_models: tuple[str, ...] = ("llm", "llm_template", "tts")
+    closed: bool = False
+
+    async def ready(self, model: str) -> tuple[bool, str]:
+        ok = model in self.ready_models
+        return ok, f"{model}: {'ready' if ok else 'not ready'}"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def hashed_embedding(text: str, dim: int = 64) -> np.ndarray:
+    """A deterministic bag-of-words vector: texts sharing words point the same way."""
+    vector = np.zeros(dim, np.float32)
+    for word in re.findall(r"\w+", text.casefold()):
+        vector[int.from_bytes(hashlib.sha1(word.encode()).digest()[:4], "little") % dim] += 1.0
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
+
+
+@dataclass
+class HashEmbedder:
+    """Stands in for the served `embed` model; `fail` makes it raise as a stopped server would."""
+
+    fail: bool = False
+    calls: int = 0
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.fail:
+            raise ModelCallError("embed", "unavailable", retryable=True)
+        return np.stack([hashed_embedding(t) for t in texts])
+
+
+@dataclass
+class RecordingMemory:
+    """A `Memory` stand-in that records calls and can raise like a broken Chroma store."""
+
+    fail: bool = False
+    recall_delay_s: float = 0.0
+    remembered: list[tuple[str, str]] = field(default_factory=list)
+    forgotten: list[object] = field(default_factory=list)
+    on_call: Callable[[str], None] | None = None
+
+    def _maybe_fail(self, what: str) -> None:
+        if self.on_call is not None:
+            self.on_call(what)
+        if self.fail:
+            raise RuntimeError(f"chroma: {what} failed (database is locked)")
+
+    async def recall(self, message: object) -> list[str]:
+        await asyncio.sleep(self.recall_delay_s)
+        self._maybe_fail("recall")
+        return []
+
+    async def remember(self, message: object, spoken: str, persona: str) -> None:
+        self._maybe_fail("remember")
+        self.remembered.append((getattr(message, "text", ""), spoken))
+
+    async def forget(self, event: object) -> None:
+        self._maybe_fail("forget")
+        self.forgotten.append(event)

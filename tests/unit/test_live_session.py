@@ -1,0 +1,127 @@
+"""`LiveSession` wired to fakes of the served models (tests/fakes/speech.py): the real queue,
+loop, player and shutdown. A broken memory, a full disk and a failed chat source degrade the
+stream; a cancelled session shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, ModerationKind
+from spark_client.session import LiveSession, LiveSettings
+from spark_client.sources.base import ChatSink
+from spark_client.turns.loop import LoopOptions
+
+from tests.fakes.speech import FakeModels, FakeTTS, RecordingMemory, ScriptedLLM
+from tests.timing import seconds
+
+
+class ListSource:
+    """Offers its events one by one, each once the stream is idle, then ends (or fails)."""
+
+    def __init__(self, name: str, events: list[ChatEvent], *, session: LiveSession, fail: str = "") -> None:
+        self.name, self.events, self.session, self.fail = name, events, session, fail
+
+    async def run(self, sink: ChatSink) -> None:
+        for event in self.events:
+            await self.session.loop.idle()  # type: ignore[union-attr]
+            sink.offer(event)
+            await asyncio.sleep(0.05)
+        await self.session.loop.idle()  # type: ignore[union-attr]
+        if self.fail:
+            raise ConnectionError(self.fail)
+
+
+def message(text: str, user: str = "viewer", **kw) -> ChatMessage:
+    return ChatMessage(source="list", user=user, text=text, message_id=kw.pop("message_id", text), **kw)
+
+
+def settings(tmp_path: Path, **kw) -> LiveSettings:
+    base = dict(
+        triton_url="127.0.0.1:1",
+        wav_path=tmp_path / "out" / "session.wav",
+        playback=False,
+        vts_url=None,
+        triton_metrics_url=None,
+        loop=LoopOptions(turn_timeout_s=seconds(10), max_backoff_s=0.05),
+    )
+    base.update(kw)
+    return LiveSettings(**base)  # type: ignore[arg-type]
+
+
+def test_a_broken_memory_and_a_full_disk_degrade_the_stream_but_every_message_is_answered(tmp_path: Path):
+    printed: list[str] = []
+    memory = RecordingMemory(fail=True)
+    session = LiveSession(
+        settings(tmp_path, metrics_jsonl=Path("/dev/full")),
+        printer=printed.append,
+        models=FakeModels(),
+        llm=ScriptedLLM(),
+        tts=FakeTTS(),
+        memory=memory,  # type: ignore[arg-type]
+    )
+    events: list[ChatEvent] = [
+        message("hello", user_id="1"),
+        ModerationEvent(ModerationKind.CLEAR_USER, user_id="66"),  # memory.forget raises
+        message("how are you?", user="other", user_id="2"),
+    ]
+    code = asyncio.run(session.run([ListSource("list", events, session=session)]))
+    assert code == 0
+    answers = [line for line in printed if line.startswith("Spark: ")]
+    assert answers == ["Spark: Hello chat, nice to see you."] * 2
+    assert any("session audio:" in line for line in printed) and (tmp_path / "out" / "session.wav").is_file()
+    assert session.models.closed
+
+
+def test_a_failed_chat_source_gives_exit_1_after_the_others_are_answered(tmp_path: Path):
+    printed: list[str] = []
+    session = LiveSession(
+        settings(tmp_path, use_memory=False),
+        printer=printed.append,
+        models=FakeModels(),
+        llm=ScriptedLLM(),
+        tts=FakeTTS(),
+    )
+    good = ListSource("console", [message("hi"), message("still here?")], session=session)
+    bad = ListSource("twitch", [], session=session, fail="irc.chat.twitch.tv: connection refused")
+    code = asyncio.run(session.run([good, bad]))
+    assert code == 1
+    assert len([line for line in printed if line.startswith("Spark: ")]) == 2
+    assert any("source-twitch stopped" in line and "connection refused" in line for line in printed)
+
+
+def test_missing_models_are_named_and_nothing_starts(tmp_path: Path):
+    printed: list[str] = []
+    session = LiveSession(
+        settings(tmp_path, use_memory=False), printer=printed.append, models=FakeModels(ready_models=("llm",))
+    )
+    assert asyncio.run(session.run([])) == 2
+    assert any("tts: not ready" in line for line in printed) and not (tmp_path / "out").exists()
+
+
+def test_a_cancelled_session_stops_its_turn_and_shuts_down(tmp_path: Path):
+    printed: list[str] = []
+    llm = ScriptedLLM(answers=[" ".join(f"word{i}." for i in range(300))], token_delay_s=0.01)
+    session = LiveSession(
+        settings(tmp_path, use_memory=False),
+        printer=printed.append,
+        models=FakeModels(),
+        llm=llm,
+        tts=FakeTTS(seconds_per_word=0.05),
+    )
+
+    async def scenario():
+        run = asyncio.create_task(session.run([ListSource("list", [message("tell me everything")], session=session)]))
+        for _ in range(int(seconds(10) / 0.01)):  # until the answer is being spoken
+            if llm.started:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        run.cancel()  # what Ctrl-C does
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(run, seconds(10))
+
+    asyncio.run(scenario())
+    assert llm.cancelled == 1 and session.models.closed
+    assert any("stage (ms from chat message)" in line or "no turns" in line for line in printed)

@@ -1,0 +1,69 @@
+"""Long-term memory on a real ChromaDB store (in a temp folder), embedded by a deterministic
+stand-in for the served `embed` model: what is remembered is recalled for the right viewer,
+survives a restart, and moderation forgets it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
+from spark_client.turns.memory import Memory
+
+from tests.fakes.speech import HashEmbedder
+
+pytest.importorskip("chromadb")
+
+
+def said(user: str, text: str, user_id: str, message_id: str) -> ChatMessage:
+    return ChatMessage(source="twitch", user=user, text=text, user_id=user_id, message_id=message_id)
+
+
+def test_remembered_exchanges_are_recalled_and_survive_a_restart(tmp_path: Path):
+    async def scenario():
+        memory = Memory(tmp_path, HashEmbedder())
+        await memory.remember(said("pixelhound", "I play bass in Low Tide", "1", "m1"), "A bassist!", "Spark")
+        await memory.remember(said("rin_7", "my favourite food is ramen", "2", "m2"), "Ramen rules.", "Spark")
+        again = Memory(tmp_path, HashEmbedder())  # a new session on the same folder
+        recalled = await again.recall(said("pixelhound", "what band do I play bass in?", "1", "m3"))
+        return await again.count(), recalled
+
+    count, recalled = asyncio.run(scenario())
+    assert count == 2
+    assert recalled and "Low Tide" in recalled[0]
+
+
+def test_moderation_forgets_one_message_or_one_user_but_not_the_whole_past(tmp_path: Path):
+    async def scenario():
+        memory = Memory(tmp_path, HashEmbedder())
+        await memory.remember(said("troll", "spam spam", "13", "t1"), "Okay.", "Spark")
+        await memory.remember(said("troll", "more spam", "13", "t2"), "Hm.", "Spark")
+        await memory.remember(said("friend", "hello there", "7", "f1"), "Hi!", "Spark")
+        await memory.remember(said("friend", "bye now", "7", "f2"), "Bye!", "Spark")
+        counts = [await memory.count()]
+        await memory.forget(ModerationEvent(ModerationKind.DELETE_MESSAGE, message_id="f2"))
+        counts.append(await memory.count())
+        await memory.forget(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13"))
+        counts.append(await memory.count())
+        await memory.forget(ModerationEvent(ModerationKind.CLEAR_ALL))
+        counts.append(await memory.count())
+        left = await memory.recall(said("friend", "hello there", "7", "f3"))
+        return counts, left
+
+    counts, left = asyncio.run(scenario())
+    assert counts == [4, 3, 1, 1]
+    assert left == ["friend said: hello there / Spark answered: Hi!"]
+
+
+def test_an_unavailable_embedding_model_costs_the_memory_not_the_turn(tmp_path: Path):
+    async def scenario():
+        embed = HashEmbedder()
+        memory = Memory(tmp_path, embed)
+        await memory.remember(said("a", "hello", "1", "m1"), "Hi!", "Spark")
+        embed.fail = True
+        recalled = await memory.recall(said("a", "hello", "1", "m2"))
+        await memory.remember(said("a", "again", "1", "m3"), "Hi again!", "Spark")  # dropped, no error
+        return recalled, await memory.count()
+
+    assert asyncio.run(scenario()) == ([], 1)

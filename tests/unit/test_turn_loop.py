@@ -1,0 +1,306 @@
+"""The turn loop against fakes of the served models (tests/fakes/speech.py) and the real queue,
+player, history and metrics: interrupts, stalls, time-outs, back-off, moderation, cancellation,
+and failures of memory, metrics and listeners, none of which may end the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from spark_client.avatar.driver import AvatarDriver
+from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Priority
+from spark_client.metrics import TurnMetrics
+from spark_client.speech.audio import SessionWav, SoundDevice
+from spark_client.speech.playback import Player
+from spark_client.turns.loop import LoopOptions, TurnLoop
+from spark_client.turns.persona import DEFAULT_PERSONAS, PersonaDirector
+from spark_client.turns.queue import ChatQueue
+
+from tests.fakes.speech import FakeTTS, RecordingMemory, ScriptedLLM
+from tests.timing import seconds
+
+FAST = LoopOptions(turn_timeout_s=seconds(10), max_backoff_s=0.05, cancel_wait_s=seconds(2))
+
+
+def chat(text: str, user: str = "viewer", **kw) -> ChatMessage:
+    return ChatMessage(source="test", user=user, text=text, message_id=kw.pop("message_id", f"{user}:{text}"), **kw)
+
+
+class Stream:
+    """A loop with its player running; `said` collects what `on_said` was told."""
+
+    def __init__(
+        self,
+        *,
+        llm: ScriptedLLM | None = None,
+        tts: FakeTTS | None = None,
+        memory: object = None,
+        options: LoopOptions = FAST,
+        metrics: TurnMetrics | None = None,
+        player: Player | None = None,
+        listener_fails: bool = False,
+    ) -> None:
+        self.queue = ChatQueue()
+        self.llm = llm or ScriptedLLM()
+        self.tts = tts or FakeTTS()
+        self.player = player or Player(None, None, block_ms=10)
+        self.said: list[tuple[str, str, str, dict]] = []
+        self.listener_fails = listener_fails
+        self.loop = TurnLoop(
+            queue=self.queue,
+            director=PersonaDirector(DEFAULT_PERSONAS, cohost_every=0),
+            llm=self.llm,  # type: ignore[arg-type]
+            tts=self.tts,  # type: ignore[arg-type]
+            player=self.player,
+            avatar=AvatarDriver(None),
+            metrics=metrics or TurnMetrics(),
+            memory=memory,  # type: ignore[arg-type]
+            options=options,
+            on_said=self._on_said,
+        )
+        self._tasks: list[asyncio.Task] = []
+
+    async def _on_said(self, persona, message, spoken, record) -> None:
+        self.said.append((persona.name, message.text, spoken, record))
+        if self.listener_fails:
+            raise ConnectionResetError("twitch: connection reset while replying")
+
+    async def __aenter__(self) -> Stream:
+        self._tasks = [asyncio.create_task(self.player.run()), asyncio.create_task(self.loop.run())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=seconds(5))
+        self.player.close()
+
+    @property
+    def loop_task(self) -> asyncio.Task:
+        return self._tasks[1]
+
+    async def finish(self) -> None:
+        """Closes the queue and waits until the loop has answered everything."""
+        self.queue.close()
+        await asyncio.wait_for(asyncio.shield(self.loop_task), seconds(20))
+
+    async def until(self, condition, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds(timeout)
+        while not condition():
+            assert time.monotonic() < deadline, "condition not reached"
+            await asyncio.sleep(0.01)
+
+
+def test_a_bare_stop_while_silent_does_not_cut_the_next_answer():
+    async def scenario():
+        async with Stream() as s:
+            s.queue.offer(chat("", user="streamer", priority=Priority.INTERRUPT))  # nothing is playing
+            await asyncio.sleep(0.05)
+            s.queue.offer(chat("hi Spark!"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert len(s.said) == 1
+    _, text, spoken, record = s.said[0]
+    assert text == "hi Spark!" and spoken == "Hello chat, nice to see you." and not record["interrupted"]
+
+
+def test_an_interrupt_cuts_the_running_turn_and_an_ask_is_answered_in_full():
+    async def scenario():
+        llm = ScriptedLLM(answers=[" ".join(f"word{i}." for i in range(60)), "Sure, here is my answer."])
+        async with Stream(llm=llm, tts=FakeTTS(seconds_per_word=0.05)) as s:
+            s.queue.offer(chat("tell me a long story"))
+            await s.until(lambda: s.player.first_audio_at)
+            await asyncio.sleep(0.1)
+            s.queue.offer(chat("what's next?", user="streamer", priority=Priority.INTERRUPT))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    (_, _, cut, first), (_, asked, answer, second) = s.said
+    assert first["interrupted"] and 0 < len(cut.split()) < 60  # only what was heard
+    assert asked == "what's next?" and answer == "Sure, here is my answer." and not second["interrupted"]
+    assert s.llm.cancelled == 1
+    history = s.loop.history.window()
+    assert [e.spoken for e in history] == [cut, answer]
+
+
+def test_memory_that_fails_everywhere_costs_only_the_memory():
+    async def scenario():
+        memory = RecordingMemory(fail=True)
+        async with Stream(memory=memory) as s:
+            s.queue.offer(chat("first", user="a", user_id="1"))
+            s.queue.offer(ModerationEvent(ModerationKind.CLEAR_USER, user_id="99"))  # forget() raises
+            await s.until(lambda: len(s.said) == 1)
+            s.queue.offer(chat("second", user="b", user_id="2"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert [(text, spoken) for _, text, spoken, _ in s.said] == [
+        ("first", "Hello chat, nice to see you."),
+        ("second", "Hello chat, nice to see you."),
+    ]
+    assert all(not record["failed"] for *_, record in s.said) and s.loop.failures == 0
+
+
+def test_a_recall_slower_than_its_limit_is_skipped():
+    async def scenario():
+        memory = RecordingMemory(recall_delay_s=seconds(30))
+        options = LoopOptions(turn_timeout_s=seconds(10), memory_timeout_s=0.1)
+        async with Stream(memory=memory, options=options) as s:
+            s.queue.offer(chat("hello"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert s.said[0][2] == "Hello chat, nice to see you." and not s.said[0][3]["failed"]
+    assert s.loop.memory.remembered == [("hello", "Hello chat, nice to see you.")]
+
+
+def test_a_full_disk_for_metrics_and_a_failing_listener_do_not_end_the_stream():
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full to stand for a full disk")
+
+    async def scenario():
+        metrics = TurnMetrics(jsonl=Path("/dev/full"))  # every write fails with ENOSPC
+        async with Stream(metrics=metrics, listener_fails=True) as s:
+            for i in range(3):
+                s.queue.offer(chat(f"message {i}", user=f"v{i}"))
+                await s.until(lambda i=i: len(s.said) == i + 1)
+            await s.finish()
+            return s, metrics
+
+    s, metrics = asyncio.run(scenario())
+    assert len(s.said) == 3 and metrics.write_failures == 3 and len(metrics.turns) == 3
+    assert len(s.loop.history) == 3
+
+
+def test_a_turn_that_times_out_backs_off_and_the_stream_goes_on():
+    async def scenario():
+        llm = ScriptedLLM(answers=["This piece is stuck forever.", "This one plays."])
+        options = LoopOptions(turn_timeout_s=0.3, max_backoff_s=0.2, cancel_wait_s=seconds(2))
+        async with Stream(llm=llm, tts=FakeTTS(hang_on="stuck"), options=options) as s:
+            s.queue.offer(chat("one", user="a"))
+            s.queue.offer(chat("two", user="b"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    (_, _, _, timed_out), (_, _, spoken, ok) = s.said
+    assert "exceeded" in timed_out["failed"] and not timed_out["interrupted"]
+    assert s.loop.backoffs == [0.2]  # min(max_backoff_s, 1 s) after the first failure
+    assert spoken == "This one plays." and not ok["failed"] and s.loop.failures == 0
+    assert s.tts.cancelled >= 1 and s.llm.cancelled == 0  # the stuck piece's synthesis was cancelled
+
+
+def test_a_cancelled_loop_stops_its_turn_and_writes_nothing_more():
+    async def scenario():
+        llm = ScriptedLLM(answers=[" ".join(f"word{i}." for i in range(200))], token_delay_s=0.02)
+        memory = RecordingMemory()
+        s = Stream(llm=llm, tts=FakeTTS(seconds_per_word=0.05), memory=memory)
+        async with s:
+            s.queue.offer(chat("tell me everything"))
+            await s.until(lambda: s.player.first_audio_at)
+            s.loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(s.loop_task, seconds(5))
+            spoken_before = list(s.tts.spoken)
+            await asyncio.sleep(0.3)  # a turn left running would go on synthesising
+            assert s.tts.spoken == spoken_before
+            return s, memory
+
+    s, memory = asyncio.run(scenario())
+    assert s.llm.cancelled == 1 and s.llm.completed == 0
+    assert s.said == [] and memory.remembered == []  # no listener call, no memory during teardown
+    assert s.loop.metrics.turns[-1]["interrupted"]
+
+
+def test_moderation_reaches_history_and_memory_as_soon_as_it_arrives():
+    async def scenario():
+        memory = RecordingMemory()
+        async with Stream(memory=memory) as s:
+            s.queue.offer(chat("my secret is 1234", user="troll", user_id="13", message_id="m1"))
+            await s.until(lambda: len(s.said) == 1)
+            s.queue.offer(chat("hello!", user="friend", user_id="7", message_id="m2"))
+            await s.until(lambda: len(s.said) == 2)
+            await s.until(lambda: not s.loop.busy)
+            assert len(s.loop.history) == 2
+            s.queue.offer(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13", user="troll"))
+            # no new chat arrives: the event must be applied without waiting for another turn
+            await s.until(lambda: memory.forgotten and len(s.loop.history) == 1)
+            assert "1234" not in str(s.loop.history.window())
+            s.queue.offer(chat("what did troll say?", user="friend", user_id="7", message_id="m3"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    last_prompt = s.llm.prompts[-1]
+    assert "1234" not in str(last_prompt) and "hello!" in str(last_prompt)
+
+
+def test_deleting_the_message_being_answered_cuts_the_answer_and_leaves_no_trace():
+    async def scenario():
+        llm = ScriptedLLM(answers=[" ".join(f"spam{i}." for i in range(60)), "Welcome!"])
+        memory = RecordingMemory()
+        async with Stream(llm=llm, tts=FakeTTS(seconds_per_word=0.05), memory=memory) as s:
+            s.queue.offer(chat("buy followers at example dot com", user="bot", message_id="spam-1"))
+            await s.until(lambda: s.player.first_audio_at)
+            s.queue.offer(ModerationEvent(ModerationKind.DELETE_MESSAGE, message_id="spam-1"))
+            await s.until(lambda: len(s.said) == 1)
+            s.queue.offer(chat("hi, first time here", user="newbie", message_id="n-1"))
+            await s.finish()
+            return s, memory
+
+    s, memory = asyncio.run(scenario())
+    (_, _, cut_spoken, cut), (_, _, welcome, _) = s.said
+    assert cut["interrupted"] and cut["failed"] == "moderated" and cut_spoken == ""  # nothing posted back
+    assert s.llm.cancelled == 1  # generation stopped on the server
+    assert welcome == "Welcome!"
+    assert [e.spoken for e in s.loop.history.window()] == ["Welcome!"]
+    assert memory.remembered == [("hi, first time here", "Welcome!")]
+    assert "example dot com" not in str(s.llm.prompts[-1])
+
+
+class _FailingStream:
+    """A PortAudio stream whose device disappears after `works_for` writes."""
+
+    def __init__(self, works_for: int) -> None:
+        self.left = works_for
+
+    def start(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, pcm: np.ndarray) -> None:
+        if self.left <= 0:
+            raise OSError("PortAudio: device unavailable [PaErrorCode -9985]")
+        self.left -= 1
+        time.sleep(pcm.size / 8000)
+
+
+def test_a_failing_audio_output_does_not_stall_later_turns(tmp_path: Path):
+    async def scenario():
+        device = SoundDevice(8000, stream_factory=lambda rate: _FailingStream(works_for=3))
+        wav = SessionWav(tmp_path / "s.wav", 8000, disk_check_s=0.05)
+        player = Player(wav, device, block_ms=10)
+        async with Stream(player=player) as s:
+            s.queue.offer(chat("one", user="a"))
+            await s.until(lambda: s.player.first_audio_at)
+            wav.min_free_bytes = 1 << 62  # the disk is now "full": the recording must stop, not the voice
+            await s.until(lambda: len(s.said) == 1)
+            s.queue.offer(chat("two", user="b"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert [spoken for _, _, spoken, _ in s.said] == ["Hello chat, nice to see you."] * 2
+    assert all(not r["failed"] and r["total_ms"] < seconds(10) * 1000 for *_, r in s.said)
+    assert s.player.device is None and s.player.wav is None  # both outputs dropped, the stream went on
