@@ -12,6 +12,13 @@ ENGINES := engines/cpu/manifest.json
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PYTEST_ARGS ?=
 LIVE_ARGS ?=
+# Bring your own model: `make engines LLM_GGUF=/path/model.gguf` (then `make live`) serves any local
+# GGUF with its own chat template instead of the packaged SmolLM2-135M.
+LLM_GGUF ?=
+ENGINE_ARGS := $(if $(LLM_GGUF),--llm-gguf $(LLM_GGUF))
+# With LLM_GGUF set, the engines are rebuilt (cheap: files are hard links) before serving.
+SERVED := $(if $(LLM_GGUF),engines,$(ENGINES))
+PERF_ARGS ?=
 
 .PHONY: setup engines serve live test test-unit lint system-deps perf clean help
 
@@ -21,8 +28,8 @@ help:
 	@echo "make test    the whole test suite (unit + real tritonserver + end to end)"
 	@echo "make lint    ruff check + format check"
 	@echo "make setup   create .venv and install everything (idempotent)"
-	@echo "make engines python -m build_engines cpu -> engines/cpu/"
-	@echo "make perf    latency report under perf/reports/"
+	@echo "make engines python -m build_engines cpu -> engines/cpu/ (LLM_GGUF=model.gguf: your own LLM)"
+	@echo "make perf    latency report under perf/reports/ (starts tritonserver if none is ready; PERF_ARGS=...)"
 
 setup: $(STAMP)
 
@@ -35,16 +42,22 @@ $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt c
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e client -e .
 	@touch $@
 
-engines: $(ENGINES)
+engines: $(STAMP)
+	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
 $(ENGINES): $(STAMP)
-	$(PY) -m build_engines cpu
+	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
-serve: $(ENGINES)
+serve: $(SERVED)
 	$(PY) -m spark_runtime.serve
 
-live: $(ENGINES)
+live: $(SERVED)
 	$(PY) -m spark_runtime.serve --then $(BIN)/spark-client live $(LIVE_ARGS)
+
+# Measures the server at $SPARK_TRITON_URL (default 127.0.0.1:8100) when one is ready there; otherwise
+# python -m perf starts its own on free ports and stops it when done (also on Ctrl-C or SIGTERM).
+perf: $(ENGINES)
+	$(PY) -m perf $(PERF_ARGS)
 
 # Debian packages some tests use as real peers (an IRC server, ...). Installed when missing and
 # when we can (root with apt); otherwise those tests skip and say why.

@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu = sub.add_parser("cpu", help="embedded CPU default from models inside PyPI packages")
     cpu.add_argument("--out", type=Path, default=REPO / "engines" / "cpu")
     cpu.add_argument("--only", nargs="*", choices=sorted(BUILDERS), help="build only these engines")
+    cpu.add_argument(
+        "--llm-gguf",
+        type=Path,
+        help="serve this local GGUF model (with its own chat template) instead of the packaged SmolLM2-135M",
+    )
 
     from build_engines import gb10, model_configs, plan
 
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cpu":
         print(f"building CPU engines into {args.out}")
         try:
-            build_cpu(args.out, args.only)
+            build_cpu(args.out, args.only, llm_gguf=args.llm_gguf)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -90,13 +90,24 @@ def extract_chat_template(gguf_path: Path, target: Path) -> None:
     )
 
 
-def build_llm(out: Path) -> dict[str, Any]:
-    src = SMOLLM2.path()
+def build_llm(out: Path, gguf: Path | None = None) -> dict[str, Any]:
+    """The `llm` engine from the packaged SmolLM2, or from `gguf` (any local GGUF model that
+    carries its own chat template: bring a bigger model to a bigger machine)."""
+    if gguf is None:
+        src, description, source = SMOLLM2.path(), SMOLLM2.model, _source(SMOLLM2)
+    else:
+        src = gguf.expanduser().resolve()
+        _check_gguf(src)
+        description = src.stem
+        source = {"package": "local file", "version": "", "file": str(src), "licence": "see the model's own terms"}
     target = out / "llm"
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.gguf"):  # one model per engine folder; adapters live in adapters/
+        if old.name != src.name:
+            old.unlink()
     _place(src, target / src.name)
     (target / "adapters").mkdir(exist_ok=True)
-    if not (target / "chat_template.jinja").exists():
-        extract_chat_template(target / src.name, target)
+    extract_chat_template(target / src.name, target)  # always: the model may have changed
     engine = {
         "kind": "llm",
         "runtime": "llama.cpp",
@@ -106,12 +117,20 @@ def build_llm(out: Path) -> dict[str, Any]:
         "special_tokens": "special_tokens.json",
         "n_ctx": 4096,
         "slots": 2,  # concurrent streams; each keeps its own KV cache for prefix reuse
-        "description": SMOLLM2.model,
-        "source": _source(SMOLLM2),
+        "description": description,
+        "source": source,
         "sha256": _sha256(target / src.name),
     }
     _write_json(target / "engine.json", engine)
     return engine
+
+
+def _check_gguf(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"--llm-gguf {path}: no such file")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise FileNotFoundError(f"--llm-gguf {path}: not a GGUF model file (llama.cpp's format)")
 
 
 def build_tts(out: Path) -> dict[str, Any]:
@@ -167,7 +186,7 @@ def build_embed(out: Path) -> dict[str, Any]:
 BUILDERS = {"llm": build_llm, "tts": build_tts, "stt": build_stt, "embed": build_embed}
 
 
-def build_cpu(out: Path, only: list[str] | None = None) -> dict[str, Any]:
+def build_cpu(out: Path, only: list[str] | None = None, *, llm_gguf: Path | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     manifest: dict[str, Any] = (
@@ -176,7 +195,7 @@ def build_cpu(out: Path, only: list[str] | None = None) -> dict[str, Any]:
     manifest["target"] = "cpu"
     for name in only or list(BUILDERS):
         started = time.monotonic()
-        engine = BUILDERS[name](out)
+        engine = build_llm(out, llm_gguf) if name == "llm" else BUILDERS[name](out)
         engine["size_bytes"] = _size(out / name)
         manifest["engines"][name] = {**engine, "built_in_s": round(time.monotonic() - started, 3)}
         size_mb, package = engine["size_bytes"] / 1e6, engine["source"]["package"]

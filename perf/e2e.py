@@ -30,9 +30,10 @@ class E2EPlan:
 class E2EResult:
     log: TurnLog | None
     command: str
-    skipped: str | None = None
+    skipped: str | None = None  # not run, for a reason that is not the client's fault
     exit_code: int | None = None
     stderr_tail: str = ""
+    failed: str | None = None  # the client ran and crashed, hung or answered nothing
 
 
 def client_executable() -> Path | None:
@@ -42,6 +43,8 @@ def client_executable() -> Path | None:
 
 
 def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
+    """Runs the client on a scripted chat. Not installed: skipped. A non-zero exit, a timeout or no
+    answered turn: failed (with whatever turns it logged before)."""
     executable = client_executable()
     script = write_chat_script(out / "e2e_script.jsonl", chat_script(plan.turns, plan.delay_s))
     metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
@@ -76,15 +79,16 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
             [str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        return E2EResult(_read(metrics), command, skipped=f"the client did not finish in {plan.timeout_s:.0f} s")
+        return E2EResult(_read(metrics), command, failed=f"the client did not finish in {plan.timeout_s:.0f} s")
     (out / "e2e_client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     tail = "\n".join(done.stderr.strip().splitlines()[-5:])
     log = _read(metrics)
-    if done.returncode != 0 and (log is None or not log.turns):
-        return E2EResult(
-            log, command, skipped=f"spark-client exited {done.returncode}", exit_code=done.returncode, stderr_tail=tail
-        )
-    return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail)
+    failed = None
+    if done.returncode != 0:
+        failed = f"{CLIENT_EXECUTABLE} exited with code {done.returncode}"
+    elif log is None or not log.answered():
+        failed = f"{CLIENT_EXECUTABLE} answered none of the {plan.turns} scripted turns"
+    return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail, failed=failed)
 
 
 def _read(path: Path) -> TurnLog | None:

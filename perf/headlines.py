@@ -14,7 +14,7 @@ from perf.sections import (
 
 def headlines(m: Measurements) -> list[Headline]:
     out: list[Headline] = []
-    log = m.e2e.log if m.e2e and not m.e2e.skipped else None
+    log = m.e2e.log if m.e2e and not m.e2e.skipped and not m.e2e.failed else None
     audio = log.distribution("first_audio_out_ms") if log else None
     if audio is not None:
         out.append(
@@ -30,7 +30,7 @@ def headlines(m: Measurements) -> list[Headline]:
                 "chat -> first audio p50",
                 stream.p50 if stream else None,
                 "ms",
-                "perf streaming pipeline (spark-client not run)",
+                f"perf streaming pipeline (spark-client {'failed' if m.e2e and m.e2e.failed else 'not run'})",
                 "<",
                 CHAT_TO_AUDIO_P50_MS,
             )

@@ -104,10 +104,17 @@ class LlamaCppServer:
     def start(self, ready_timeout_s: float = 120.0) -> None:
         out = self._log.open("ab") if self._log else subprocess.DEVNULL
         self._proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_ready(self._proc, ready_timeout_s)
+        except BaseException:  # not ready, or the harness is stopped meanwhile: no server left behind
+            self.stop()
+            raise
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], ready_timeout_s: float) -> None:
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with code {self._proc.returncode} (log: {self._log})")
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode} (log: {self._log})")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models", timeout=2):
                     return

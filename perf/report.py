@@ -37,7 +37,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)  # PNG names inside the report folder
     commands: list[str] = field(default_factory=list)
-    skipped: str | None = None  # why nothing was measured
+    skipped: str | None = None  # why it was not measured (not selected, a tool not installed)
+    failed: str | None = None  # what went wrong while measuring (a crash, a timeout): the run failed
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def render_markdown(report: Report) -> str:
     ]
     for section in report.sections:
         out += [f"## {section.title}", ""]
+        if section.failed:
+            out += [f"**Failed:** {section.failed}", ""]
         if section.skipped:
             out += [f"**Skipped:** {section.skipped}", ""]
         for table in section.tables:
@@ -169,6 +172,11 @@ def summary_text(report: Report) -> str:
     return "\n".join(lines)
 
 
+def failures(report: Report) -> list[str]:
+    """The measurements that failed: the report is complete, but the run did not succeed."""
+    return [f"{s.key}: {s.failed}" for s in report.sections if s.failed]
+
+
 def write_report(report: Report, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
@@ -196,7 +204,7 @@ def missing_parts(folder: Path) -> list[str]:
         if label not in text:
             problems.append(f"machine fact {label.strip('| ')!r} missing")
     for section in results.get("sections", []):
-        if not section.get("skipped") and not section.get("commands"):
+        if not section.get("skipped") and not section.get("failed") and not section.get("commands"):
             problems.append(f"section {section.get('key')!r} names no command")
         for plot in section.get("plots", []):
             if not (folder / plot).is_file():

@@ -27,6 +27,7 @@ from perf.llamacpp_bench import compare_with_llama_cpp
 from perf.llm_bench import LLMLoadPlan, measure_llm_load
 from perf.machine import RunInfo, describe_machine, engine_info, git_commit, report_dir_name, utc_now
 from perf.pipelines import compare_pipelines
+from perf.quality import measure_quality
 from perf.report import Report, write_report
 from perf.sections import Measurements, build_sections
 from perf.speech_bench import measure_speech
@@ -35,7 +36,7 @@ from perf.workload import QUESTIONS, chat_messages
 from spark_runtime.serve import TritonServer
 
 T = TypeVar("T")
-MEASUREMENTS = ("llm", "speech", "pipelines", "overhead", "llama_cpp", "e2e")
+MEASUREMENTS = ("llm", "speech", "pipelines", "overhead", "llama_cpp", "e2e", "quality")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def harness_server(engine_dir: Path, log_file: Path) -> TritonServer:
+    """A tritonserver of the harness's own, on free ports (the caller starts and stops it)."""
+    return TritonServer(
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        engine_dir=engine_dir,
+        exit_timeout_s=5,
+        log_file=log_file,
+    )
+
+
 def server_ready(url: str) -> bool:
     try:
         client = grpcclient.InferenceServerClient(url)
@@ -103,13 +116,29 @@ def server_ready(url: str) -> bool:
         return False
 
 
+def running_server(url: str | None, ready: Callable[[str], bool] = server_ready) -> str | None:
+    """`url` when a Triton server is ready there; None when the harness has to start its own:
+    no address given (--start-server), nothing answers, or a server still loading its models."""
+    if url is None:
+        return None
+    return url if ready(url) else None
+
+
+def server_plan(url: str | None, ready: Callable[[str], bool] = server_ready) -> str:
+    """What `run` will measure, in one line (`python -m perf --dry-run` prints it)."""
+    if running_server(url, ready) is not None:
+        return f"measures the Triton server ready at {url}"
+    why = "--start-server" if url is None else f"no Triton server ready at {url}"
+    return f"starts tritonserver on free ports ({why}) and stops it when done"
+
+
 def _attempt(m: Measurements, key: str, log: Callable[[str], None], fn: Callable[[], T]) -> T | None:
     log(f"measuring {key} ...")
     started = time.monotonic()
     try:
         return fn()
     except Exception as exc:  # recorded in the report; the other measurements go on
-        m.skipped[key] = f"failed: {type(exc).__name__}: {exc}"
+        m.failed[key] = f"{type(exc).__name__}: {exc}"
         log(f"  {key} failed: {exc}\n{traceback.format_exc(limit=4)}")
         return None
     finally:
@@ -183,6 +212,10 @@ def measure_all(
         m.llama_cpp = _attempt(m, "llama_cpp", log, llama)  # type: ignore[assignment]
     if "e2e" in only:
         m.e2e = _attempt(m, "e2e", log, lambda: run_e2e(url, folder, plan.e2e))
+    if "quality" in only:
+        command = "python -m perf quality" + (" --short" if plan.smoke else "")
+        m.commands["quality"] = [f"{command} --url {url}"]
+        m.quality = _attempt(m, "quality", log, lambda: measure_quality(url, folder, short=plan.smoke, command=command))
     return m
 
 
@@ -204,30 +237,26 @@ def run(
     if install:
         ok, tail = tools.install(with_genai_perf=not plan.smoke)
         log(f"perf tools: {'ready' if ok else 'install failed (falling back)'}" + ("" if ok else f"\n{tail}"))
+    measured = running_server(url)
     server = None
-    if url is None or not server_ready(url):
+    if measured is None:
         if url is not None:
             log(f"no Triton server ready at {url}: starting one")
-        server = TritonServer(
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            engine_dir=engine_root,
-            exit_timeout_s=5,
-            log_file=folder / "tritonserver.log",
-        )
-        server.start()
-        try:
-            took = server.wait_ready(300)
-        except Exception:
-            server.stop()
-            raise
-        url = server.grpc_url
-        log(f"tritonserver ready in {took:.1f} s at {url}")
+        server = harness_server(engine_root, folder / "tritonserver.log")
+    # One try for the server's whole life: a failed start, a failed measurement, Ctrl-C or SIGTERM
+    # (perf/__main__.py turns it into SystemExit) all stop it and its model stubs.
     try:
-        m = measure_all(url, engine_root, folder, plan, only, log)
+        if server is not None:
+            log(f"starting tritonserver (log: {server.log_file}) ...")
+            server.start()
+            took = server.wait_ready(300)
+            measured = server.grpc_url
+            log(f"tritonserver ready in {took:.1f} s at {measured}")
+        assert measured is not None
+        m = measure_all(measured, engine_root, folder, plan, only, log)
     finally:
         if server is not None:
+            log("stopping tritonserver ...")
             server.stop()
     command = shlex.join(["python", "-m", "perf", *argv])
     run_info = RunInfo(

@@ -12,6 +12,8 @@ from perf.llamacpp_bench import LlamaCppComparison
 from perf.llm_bench import LLMLoadResult
 from perf.parsers import TURN_FIELDS
 from perf.pipelines import PipelineResult
+from perf.quality import QualityRun
+from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO
 from perf.report import Section, Table
 from perf.speech_bench import SpeechResult
 from perf.stats import Distribution, fmt
@@ -30,9 +32,22 @@ class Measurements:
     overhead: OverheadResult | None = None
     llama_cpp: LlamaCppComparison | None = None
     e2e: E2EResult | None = None
-    skipped: dict[str, str] = field(default_factory=dict)  # measurement -> why it has no figures
+    quality: QualityRun | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # measurement -> why it was not run
+    failed: dict[str, str] = field(default_factory=dict)  # measurement -> the error that stopped it
     commands: dict[str, list[str]] = field(default_factory=dict)  # section key -> commands run
     durations_s: dict[str, float] = field(default_factory=dict)  # measurement -> wall time it took
+
+
+def _no_figures(section: Section, m: Measurements, key: str) -> Section:
+    """A section without figures says why: the measurement failed, or it was not run."""
+    section.failed = m.failed.get(key)
+    section.skipped = None if section.failed else m.skipped.get(key, "not measured")
+    return section
+
+
+def _not_measured(m: Measurements, key: str) -> str:
+    return f"failed: {m.failed[key]}" if key in m.failed else m.skipped.get(key, "skipped")
 
 
 def _ms(d: Distribution | None) -> tuple[str, str, str]:
@@ -46,8 +61,7 @@ def llm_section(m: Measurements, folder: Path) -> Section:
         commands=m.commands.get("llm", []),
     )
     if m.llm is None or not m.llm.loads:
-        section.skipped = m.skipped.get("llm", "not measured")
-        return section
+        return _no_figures(section, m, "llm")
     rows = []
     for load in m.llm.loads:
         rows.append(
@@ -92,8 +106,7 @@ def llm_section(m: Measurements, folder: Path) -> Section:
 def tts_section(m: Measurements, folder: Path) -> Section:
     section = Section("tts", "TTS: time to first chunk and real-time factor", commands=m.commands.get("speech", []))
     if m.speech is None or not m.speech.tts:
-        section.skipped = m.skipped.get("speech", "not measured")
-        return section
+        return _no_figures(section, m, "speech")
     rows = [
         (
             c.name,
@@ -146,8 +159,7 @@ def stt_section(m: Measurements, folder: Path) -> Section:
         "stt", "STT: real-time factor and latency after end of speech", commands=m.commands.get("speech", [])
     )
     if m.speech is None or not m.speech.stt:
-        section.skipped = m.skipped.get("speech", "not measured")
-        return section
+        return _no_figures(section, m, "speech")
     rows = [
         (f"{c.seconds:g} s", *_ms(c.latency_ms), fmt(c.rtf.p50 if c.rtf else None, 3), c.transcript[:80])
         for c in m.speech.stt
@@ -184,10 +196,13 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
         commands=[e2e.command] if e2e else [],
     )
     log = e2e.log if e2e else None
-    if e2e is None or e2e.skipped or log is None or not log.answered():
-        section.skipped = e2e.skipped if e2e and e2e.skipped else m.skipped.get("e2e", "no answered turns")
-        if e2e and e2e.stderr_tail:
-            section.notes.append(f"client stderr: {e2e.stderr_tail}")
+    if e2e is None:
+        return _no_figures(section, m, "e2e")
+    section.failed = e2e.failed
+    section.skipped = None if e2e.failed else e2e.skipped
+    if (e2e.failed or e2e.skipped) and e2e.stderr_tail:
+        section.notes.append(f"client stderr: {e2e.stderr_tail}")
+    if e2e.skipped or log is None or not log.answered():
         return section
     rows = [
         (name, *(_ms(d) if (d := log.distribution(name)) else ("n/a",) * 3), str(d.n if d else 0))
@@ -257,7 +272,7 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
             )
         )
     else:
-        section.notes.append(f"Streaming vs sequential not measured: {m.skipped.get('pipelines', 'skipped')}")
+        section.notes.append(f"Streaming vs sequential not measured: {_not_measured(m, 'pipelines')}")
     o = m.overhead
     if o is not None:
         section.tables.append(
@@ -268,7 +283,7 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
             )
         )
     else:
-        section.notes.append(f"Serving overhead not measured: {m.skipped.get('overhead', 'skipped')}")
+        section.notes.append(f"Serving overhead not measured: {_not_measured(m, 'overhead')}")
     c = m.llama_cpp
     if c is not None and not c.skipped:
         rows = []
@@ -312,9 +327,36 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         )
         section.commands.append(f"python {c.command}")
     else:
-        section.notes.append(
-            f"llama.cpp comparison not measured: {c.skipped if c else m.skipped.get('llama_cpp', 'skipped')}"
+        section.notes.append(f"llama.cpp comparison not measured: {c.skipped if c else _not_measured(m, 'llama_cpp')}")
+    failures = [f"{key}: {m.failed[key]}" for key in ("pipelines", "overhead", "llama_cpp") if key in m.failed]
+    section.failed = "; ".join(failures) or None
+    return section
+
+
+def quality_section(m: Measurements, folder: Path) -> Section:
+    section = Section(
+        "quality",
+        "Answer quality: what the persona says, by deterministic checks (perf/quality/corpus.jsonl)",
+        commands=m.commands.get("quality", []),
+    )
+    run = m.quality
+    if run is None:
+        return _no_figures(section, m, "quality")
+    shares, met = run.shares(), run.meets_targets()
+    rows = tuple(
+        (
+            check,
+            f"{shares[check]:.1%}",
+            "0" if check in TARGET_ZERO else f"< {TARGET_SHARE:.0%}",
+            "yes" if met[check] else "no",
         )
+        for check in CHECKS
+    )
+    section.tables.append(Table(("check", "share failing", "target", "met"), rows))
+    section.notes.append(
+        f"{len(run.answers)} situations, prompt style `{run.style}`, guards on; every answer and the "
+        "examples of each failed check are in quality.md / quality.json."
+    )
     return section
 
 
@@ -325,4 +367,5 @@ def build_sections(m: Measurements, folder: Path) -> list[Section]:
         stt_section(m, folder),
         e2e_section(m, folder),
         ratios_section(m, folder),
+        quality_section(m, folder),
     ]

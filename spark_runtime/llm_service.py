@@ -11,8 +11,8 @@ import numpy as np
 from spark_runtime.engines import load_engine
 from spark_runtime.engines.base import GenerationStats
 from spark_runtime.requests import parse_generation
-from spark_runtime.triton_model import counter, model_parameters, resolve_engine_dir
-from spark_runtime.triton_serving import DecoupledRunner
+from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
+from spark_runtime.triton_serving import DEFAULT_MAX_QUEUED, DecoupledRunner
 
 METRIC_INTERVAL_S = 0.2
 
@@ -31,8 +31,8 @@ class LLMService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
         engine_dir = resolve_engine_dir(args, params)
-        # Every non-empty config parameter reaches the engine (cache sizes on GB10, slots on CPU).
-        options = {k: v for k, v in params.items() if k != "engine" and v.strip()}
+        # Every non-empty engine parameter reaches the engine (cache sizes on GB10, slots on CPU).
+        options = {k: v for k, v in params.items() if k not in ("engine", "max_queued") and v.strip()}
         self.engine = load_engine(engine_dir, **options)
         labels = {"model": args["model_name"]}
         self.tokens = counter(pb_utils, "spark_llm_generated_tokens_total", "Tokens generated", labels)
@@ -41,14 +41,21 @@ class LLMService:
             pb_utils, "spark_llm_reused_prompt_tokens_total", "Prompt tokens served from the KV cache", labels
         )
         self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
-        slots = len(getattr(self.engine, "_slots", [])) or 2
+        self.rejected = counter(pb_utils, *REJECTED_METRIC, labels)
+        # The engine says how many streams it advances at once; each gets a generation thread.
+        # Every admitted stream has a worker that sends and sees a cancel, also while it waits.
+        streams = max(1, int(self.engine.concurrent_streams))
+        queued = int_param(params, "max_queued", DEFAULT_MAX_QUEUED)
         self.runner = DecoupledRunner(
             pb_utils,
             self.handle,
-            max_workers=slots + 2,
+            max_workers=streams + queued,
+            max_queued=0,
             on_cancel=lambda: self.cancelled.increment(1),
+            on_reject=lambda: self.rejected.increment(1),
             name="llm",
             merge=join_text_outputs,
+            generation_threads=streams,
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:

@@ -91,6 +91,9 @@ def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
         lora_name=lora_name or None,
         end_id=None if end_id is None else int(end_id),  # type: ignore[call-overload]
         seed=0 if seed is None else int(seed) & 0x7FFF_FFFF,  # type: ignore[call-overload]
+        repetition_penalty=_number(inputs, "repetition_penalty", 1.0, lo=0.01, hi=10.0),
+        presence_penalty=_number(inputs, "presence_penalty", 0.0, lo=-2.0, hi=2.0),
+        frequency_penalty=_number(inputs, "frequency_penalty", 0.0, lo=-2.0, hi=2.0),
     )
     return request, _flag(inputs, "stream", False), _flag(inputs, "exclude_input_in_output", True)
 

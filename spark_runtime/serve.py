@@ -2,6 +2,12 @@
 
     python -m spark_runtime.serve                      # foreground, Ctrl-C stops it
     python -m spark_runtime.serve --then CMD ARGS...   # start, wait until ready, run CMD, stop
+    python -m spark_runtime.serve --listen 0.0.0.0     # reachable from other machines (no auth!)
+
+The server listens on loopback unless --listen names another interface: Triton has no
+authentication, so whoever reaches a port can run every model. With --then, Ctrl-C or SIGTERM
+reaches CMD once and CMD gets --shutdown-grace seconds to exit (a client cancels its streams
+and flushes its memory) before it is killed; then tritonserver and its model stubs are stopped.
 
 The wheel's Python backend needs the stub for the running Python copied beside it, and the
 stub must load this interpreter's libpython (LD_LIBRARY_PATH), with the venv and the repo on
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import ipaddress
 import os
 import shutil
 import signal
@@ -23,7 +31,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +40,22 @@ from spark_runtime.paths import ENGINE_DIR_ENV, REPO_ROOT
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8100
 DEFAULT_METRICS_PORT = 8002
+DEFAULT_ADDRESS = "127.0.0.1"  # loopback: the server has no authentication
+SHUTDOWN_GRACE_S = 10.0  # what --then's command gets to exit after Ctrl-C / SIGTERM
+_WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class ServerError(RuntimeError):
     pass
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def pytriton_root() -> Path:
@@ -70,6 +90,7 @@ class TritonServer:
     http_port: int = DEFAULT_HTTP_PORT
     grpc_port: int = DEFAULT_GRPC_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
+    address: str = DEFAULT_ADDRESS  # the interface HTTP, gRPC and metrics listen on
     engine_dir: Path | None = None  # None: SPARK_ENGINE_DIR or engines/cpu
     model_config_name: str | None = None  # e.g. "gb10" picks <model>/configs/gb10.pbtxt
     exit_timeout_s: int = 10
@@ -86,8 +107,11 @@ class TritonServer:
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={self.backend_dir}",
+            f"--http-address={self.address}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -119,21 +143,31 @@ class TritonServer:
         return env
 
     @property
+    def _host(self) -> str:
+        """Where this machine reaches the server: loopback when it listens on every interface."""
+        if self.address in _WILDCARDS:
+            return "127.0.0.1"
+        return f"[{self.address}]" if ":" in self.address else self.address
+
+    @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self._host}:{self.metrics_port}/metrics"
 
     def check_ports(self) -> None:
         """A second server on busy ports would fail while the first one answered our probes."""
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         for port in (self.http_port, self.grpc_port, self.metrics_port):
-            with socket.socket() as probe:
+            with socket.socket(family) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    probe.bind(("0.0.0.0", port))
-                except OSError:
+                    probe.bind((self.address, port))
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise ServerError(f"cannot listen on {self.address} port {port}: {exc.strerror}") from None
                     raise ServerError(
                         f"port {port} is already in use (another tritonserver?); stop it or choose other ports"
                     ) from None
@@ -156,7 +190,7 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self._host}:{self.http_port}/v2/health/ready", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -204,7 +238,71 @@ class TritonServer:
         self.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _terminal_signals_the_group() -> bool:
+    """Ctrl-C on a terminal signals its whole foreground process group: the child got it too."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (AttributeError, OSError, ValueError):  # no stdin, or not a terminal
+        return False
+
+
+def supervise(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    grace_s: float = SHUTDOWN_GRACE_S,
+    child_got_sigint: Callable[[], bool] = _terminal_signals_the_group,
+) -> int:
+    """Runs `cmd` to its end and returns its exit status (128 + N when signal N ended it).
+
+    SIGINT and SIGTERM to this process reach the child once: forwarded, except a Ctrl-C that the
+    terminal already sent to the child with us (a second SIGINT makes asyncio.run abort its own
+    shutdown). From the first signal on, the child has `grace_s` to exit; then it is killed.
+    """
+    signals: list[int] = []
+    unsent: list[int] = []  # arrived while the child was starting
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals.append(signum)
+        if child is None:
+            unsent.append(signum)
+        elif not (signum == signal.SIGINT and child_got_sigint()):
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child = subprocess.Popen(list(cmd), env=env)
+        for signum in unsent:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+        deadline: float | None = None
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = child.wait(timeout=0.1)
+                break
+            if signals and deadline is None:
+                deadline = time.monotonic() + grace_s
+            if deadline is not None and time.monotonic() >= deadline:
+                print(f"{cmd[0]} still running {grace_s:g} s after the signal: killing it", file=sys.stderr, flush=True)
+                child.kill()
+                code = child.wait()
+                break
+        return 128 - code if code < 0 else code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child is not None and child.poll() is None:  # an error here: never leave it behind
+            child.kill()
+            child.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m spark_runtime.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -213,22 +311,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine-dir", type=Path, help=f"engine target folder (default: ${ENGINE_DIR_ENV} or engines/cpu)"
     )
     parser.add_argument("--model-config-name", help="per-target configs, e.g. gb10 -> <model>/configs/gb10.pbtxt")
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        default=DEFAULT_ADDRESS,
+        help=f"interface to serve on (default {DEFAULT_ADDRESS}, this machine only); 0.0.0.0 opens every "
+        "interface, e.g. for the split LLM/speech setup. The server has no authentication.",
+    )
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
     parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
     parser.add_argument("--log-file", type=Path, help="server log (with --then: default .cache/tritonserver.log)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=SHUTDOWN_GRACE_S,
+        metavar="SECONDS",
+        help=f"with --then: how long CMD may take to exit after Ctrl-C or SIGTERM (default {SHUTDOWN_GRACE_S:g})",
+    )
     parser.add_argument("--then", nargs=argparse.REMAINDER, help="command to run once the server is ready")
-    args = parser.parse_args(argv)
-    server = TritonServer(
+    return parser.parse_args(argv)
+
+
+def server_for(args: argparse.Namespace) -> TritonServer:
+    return TritonServer(
         model_repository=args.model_repository,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        address=args.listen,
         engine_dir=args.engine_dir,
         model_config_name=args.model_config_name,
         log_file=args.log_file or (REPO_ROOT / ".cache" / "tritonserver.log" if args.then else None),
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = server_for(args)
+    if not is_loopback(server.address):
+        print(
+            f"warning: tritonserver listens on {server.address} with no authentication: "
+            "anyone who reaches these ports can run every model",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         server.check_ports()
     except ServerError as exc:
@@ -239,20 +367,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = server.command()
         os.execve(cmd[0], cmd, server.environment())  # replaces this process: Ctrl-C reaches the server
     print(f"starting tritonserver (log: {server.log_file}) ...", flush=True)
-    server.start()
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything, as Ctrl-C does
     try:
+        server.start()
         took = server.wait_ready(args.ready_timeout)
         print(f"tritonserver ready in {took:.1f} s: grpc {server.grpc_url}, http :{server.http_port}", flush=True)
         env = dict(os.environ, SPARK_TRITON_URL=server.grpc_url)
-        return subprocess.call(args.then, env=env)
+        return supervise(args.then, env=env, grace_s=args.shutdown_grace)
     except KeyboardInterrupt:
         return 130
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        # tritonserver runs in its own session: an impatient second Ctrl-C must not leave it behind.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping tritonserver ...", flush=True)
         server.stop()
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 if __name__ == "__main__":

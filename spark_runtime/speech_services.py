@@ -9,8 +9,12 @@ import numpy as np
 
 from spark_runtime.engines import load_engine
 from spark_runtime.requests import parse_speech, parse_transcriptions
-from spark_runtime.triton_model import counter, int_param, model_parameters, resolve_engine_dir
+from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import DecoupledRunner
+
+# Admitted requests that may wait beyond those running (the `max_queued` config parameter).
+TTS_MAX_QUEUED = 4
+STT_MAX_QUEUED = 2  # each waiting request holds its audio, up to 600 s of it
 
 
 class TTSService:
@@ -19,14 +23,16 @@ class TTSService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
         self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
-        cancelled = counter(
-            pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", {"model": args["model_name"]}
-        )
+        labels = {"model": args["model_name"]}
+        cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
+        rejected = counter(pb_utils, *REJECTED_METRIC, labels)
         self.runner = DecoupledRunner(
             pb_utils,
             self.handle,
             max_workers=int_param(params, "workers", 2),
+            max_queued=int_param(params, "max_queued", TTS_MAX_QUEUED),
             on_cancel=lambda: cancelled.increment(1),
+            on_reject=lambda: rejected.increment(1),
             name="tts",
         )
 
@@ -47,7 +53,15 @@ class STTService:
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
         self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
-        self.runner = DecoupledRunner(pb_utils, self.handle, max_workers=int_param(params, "workers", 1), name="stt")
+        rejected = counter(pb_utils, *REJECTED_METRIC, {"model": args["model_name"]})
+        self.runner = DecoupledRunner(
+            pb_utils,
+            self.handle,
+            max_workers=int_param(params, "workers", 1),
+            max_queued=int_param(params, "max_queued", STT_MAX_QUEUED),
+            on_reject=lambda: rejected.increment(1),
+            name="stt",
+        )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         texts = []

@@ -37,6 +37,10 @@ def int_param(params: dict[str, str], name: str, default: int) -> int:
     return int(value) if value else default
 
 
+# Every decoupled model counts the requests its runner refused as busy (see DecoupledRunner).
+REJECTED_METRIC = ("spark_requests_rejected_total", "Requests refused because the model was busy")
+
+
 def counter(pb_utils: Any, name: str, description: str, labels: dict[str, str]) -> Any:
     """A Prometheus counter on Triton's metrics endpoint, or a no-op where the build lacks them."""
     try:

@@ -10,6 +10,9 @@ thread and never waits for the server: whatever it produced while the previous r
 being sent goes out as one merged response. A send through the stub costs from well under a
 millisecond to tens of milliseconds on a busy 2-core machine; per token, that would cap decoding
 at the IPC's pace.
+Admission is bounded per model: `max_workers` requests run, up to `max_queued` more wait for a
+worker, and one past that gets a "busy" error at once, so a burst cannot pile up requests that
+each hold their inputs (up to 600 s of audio) and a worker.
 The Triton utilities module is passed in, so this runs under a stub in unit tests.
 """
 
@@ -42,6 +45,7 @@ Handler = Callable[[Mapping[str, np.ndarray]], Iterator[Outputs | None]]
 # Several outputs produced while a send was in flight -> one output with the same meaning.
 Merge = Callable[[list[Outputs]], Outputs]
 
+DEFAULT_MAX_QUEUED = 4  # admitted requests that may wait for a worker, beyond those running
 CANCEL_POLL_S = 0.05  # with a merge: how often cancellation is checked while nothing is produced
 PRODUCER_JOIN_S = 30.0  # a cancelled handler stops at its next step; a prefill step can be long
 
@@ -109,7 +113,11 @@ def coalesced(
     finally:
         stop.set()
         try:
-            producer.result(PRODUCER_JOIN_S)
+            if producer.cancel():  # still waiting for a generation thread: nothing to stop
+                if hasattr(source, "close"):
+                    source.close()
+            else:
+                producer.result(PRODUCER_JOIN_S)
         except FutureTimeout:
             log.warning("%s: a cancelled request is still in its engine step after %.0f s", name, PRODUCER_JOIN_S)
 
@@ -117,6 +125,7 @@ def coalesced(
 @dataclass
 class RunnerCounters:
     requests: int = 0
+    rejected: int = 0  # refused as busy, never admitted
     cancelled: int = 0
     failed: int = 0
     in_flight: int = 0
@@ -127,43 +136,84 @@ class RunnerCounters:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
 
+    def admit(self, bound: int) -> bool:
+        """Counts a request in, unless `bound` requests are in flight already."""
+        with self.lock:
+            self.requests += 1
+            if self.in_flight >= bound:
+                self.rejected += 1
+                return False
+            self.in_flight += 1
+            return True
+
 
 class DecoupledRunner:
+    """Streams each submitted request's outputs back on a worker thread.
+
+    max_workers: requests that run at once, each on its own thread.
+    max_queued: admitted requests that may wait for a worker beyond those; one more is answered
+        at once with a "busy" error (and the final flag) and its inputs are never copied.
+    merge: with one, the handler's engine steps run on `generation_threads` long-lived threads
+        (how many streams the engine advances at once: see LLMEngine.concurrent_streams) and the
+        worker thread only sends; a stream waiting for a generation thread still sees a cancel.
+    """
+
     def __init__(
         self,
         pb_utils: Any,
         handler: Handler,
         *,
         max_workers: int,
+        max_queued: int = DEFAULT_MAX_QUEUED,
         on_cancel: Callable[[], None] | None = None,
+        on_reject: Callable[[], None] | None = None,
         name: str = "model",
         merge: Merge | None = None,
         generation_threads: int = 1,
     ) -> None:
+        if max_workers < 1 or max_queued < 0 or generation_threads < 1:
+            raise ValueError(f"{name}: max_workers and generation_threads >= 1, max_queued >= 0")
         self._pb = pb_utils
         self._handler = handler
         self._merge = merge
         self._name = name
+        self.max_in_flight = max_workers + max_queued
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-req")
-        # With a merge, the handlers' engine steps run on `generation_threads` long-lived threads.
-        # One by default: llama.cpp's OpenMP thread team belongs to the thread that calls it, and
-        # once several request threads had each made one, decoding on 2 cores fell from ~80 to
-        # ~30 tokens/s for the rest of the server's life. Concurrent streams then take turns per
-        # request; on a 2-core CPU two parallel streams were not faster in total anyway.
+        # Generation threads live as long as the model. An engine that needs its calls on one
+        # thread declares one stream: llama.cpp's OpenMP thread team belongs to the thread that
+        # calls it, and once several request threads had each made one, decoding on 2 cores fell
+        # from ~80 to ~30 tokens/s for the rest of the server's life.
         self._producers = (
             ThreadPoolExecutor(max_workers=generation_threads, thread_name_prefix=f"{name}-gen")
             if merge is not None
             else None
         )
         self._on_cancel = on_cancel
+        self._on_reject = on_reject
         self.counters = RunnerCounters()
 
     def submit(self, request: Any) -> None:
         sender = request.get_response_sender()
-        # Input tensors live in the request's shared memory, released once execute returns.
-        inputs = {tensor.name(): np.array(tensor.as_numpy(), copy=True) for tensor in request.inputs()}
-        self.counters.add(requests=1, in_flight=1)
-        self._pool.submit(self._run, sender, inputs)
+        if not self.counters.admit(self.max_in_flight):
+            self._reject(sender)
+            return
+        try:
+            # Input tensors live in the request's shared memory, released once execute returns.
+            inputs = {tensor.name(): np.array(tensor.as_numpy(), copy=True) for tensor in request.inputs()}
+            self._pool.submit(self._run, sender, inputs)
+        except BaseException:
+            self.counters.add(in_flight=-1)
+            raise
+
+    def _reject(self, sender: Any) -> None:
+        pb = self._pb
+        message = f"{self._name} is busy: it admits {self.max_in_flight} running or queued requests; try again later"
+        code = getattr(pb.TritonError, "UNAVAILABLE", None)  # the stub's code, where the backend has codes
+        error = pb.TritonError(message) if code is None else pb.TritonError(message, code)
+        with IPC_LOCK:
+            sender.send(pb.InferenceResponse(error=error), flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if self._on_reject is not None:
+            self._on_reject()
 
     def _run(self, sender: Any, inputs: Mapping[str, np.ndarray]) -> None:
         pb = self._pb
@@ -175,6 +225,12 @@ class DecoupledRunner:
                 sender.send(response, flags=flags)
 
         try:
+            with IPC_LOCK:
+                cancelled = sender.is_cancelled()
+            if cancelled:  # cancelled while it waited for a worker
+                self._cancelled()
+                send(flags=final)
+                return
             stream = self._handler(inputs)
             if self._merge is not None and self._producers is not None:
                 stream = coalesced(stream, self._merge, name=self._name, pool=self._producers)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +54,56 @@ def main(
     )
     for noisy in ("websockets", "chromadb", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# After a first Ctrl-C or SIGTERM the clean shutdown gets this long before the process exits anyway.
+SHUTDOWN_LIMIT_S = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _force_exit(code: int, why: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"{why}: exiting now\n".encode())  # not print: stderr's lock may be held
+    os._exit(code)
+
+
+async def _until_signalled(main: Coroutine[Any, Any, int], received: list[int]) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            _force_exit(128 + received[0], f"second {name}")
+        received.append(signum)
+        typer.echo(f"{name}: shutting down (once more to exit at once)", err=True)
+        watchdog = threading.Timer(
+            SHUTDOWN_LIMIT_S, _force_exit, (128 + signum, f"shutdown took over {SHUTDOWN_LIMIT_S:.0f} s")
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        task.cancel()
+
+    # Left installed on purpose: asyncio.run's own cleanup (cancelling leftover tasks, joining the
+    # executor) runs after `main`, and a signal then still means the same; closing the loop removes them.
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    return await main
+
+
+def run_until_signalled(main: Coroutine[Any, Any, int]) -> int:
+    """Runs `main` and returns its exit code. SIGINT (Ctrl-C) and SIGTERM cancel it, so its own
+    `finally` shuts down cleanly, and the code is 128 + the signal: 130 or 143. A second signal, or
+    a shutdown longer than SHUTDOWN_LIMIT_S, exits at once with that code."""
+    received: list[int] = []
+    code = 1
+    try:
+        code = asyncio.run(_until_signalled(main, received))
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    return 128 + received[0] if received else code
 
 
 def _model_urls(llm_url: str | None, speech_url: str | None) -> dict[str, str]:
@@ -99,6 +153,13 @@ def live(
         Path | None, typer.Option(help="JSON list of personas (name, description, voice, lora_name...).")
     ] = None,
     cohost_every: Annotated[int, typer.Option(help="The co-host reacts after every N answers (0: never).")] = 3,
+    moderation_delay: Annotated[
+        float,
+        typer.Option(help="Seconds Twitch chat waits before it can be answered, so moderators can act (0: off)."),
+    ] = 1.5,
+    prompt_style: Annotated[
+        str, typer.Option(help="How chat is framed for the LLM: says-examples, says, tagged-examples, tagged.")
+    ] = "says-examples",
     metrics_jsonl: Annotated[Path | None, typer.Option(help="Append one JSON line of timings per turn.")] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
     triton_metrics_url: Annotated[
@@ -110,8 +171,16 @@ def live(
     from spark_client.session import LiveSession, LiveSettings
     from spark_client.sources.console import ConsoleSource
     from spark_client.sources.script import ScriptError, ScriptSource, load_script
+    from spark_client.turns.loop import LoopOptions
     from spark_client.turns.persona import DEFAULT_PERSONAS, load_personas
+    from spark_client.turns.prompt import PROMPT_STYLES
 
+    if prompt_style not in PROMPT_STYLES:
+        typer.echo(f"error: --prompt-style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}", err=True)
+        raise typer.Exit(2)
+    if moderation_delay < 0:
+        typer.echo("error: --moderation-delay must be 0 or more seconds", err=True)
+        raise typer.Exit(2)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         chosen = load_personas(personas) if personas else DEFAULT_PERSONAS
@@ -131,6 +200,8 @@ def live(
         prometheus_port=metrics_port,
         personas=chosen,
         cohost_every=cohost_every,
+        moderation_delay_s=moderation_delay,
+        loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
@@ -165,11 +236,7 @@ def live(
     if console or (console is None and not sources):
         typer.echo("Type a chat message as a viewer and press Enter ('!stop' interrupts, Ctrl-D ends).")
         sources.append(ConsoleSource())
-    try:
-        code = asyncio.run(session.run(sources))
-    except KeyboardInterrupt:
-        code = 130
-    raise typer.Exit(code)
+    raise typer.Exit(run_until_signalled(session.run(sources)))
 
 
 @app.command()
@@ -187,7 +254,7 @@ def say(
     """Speak a line through TTS and the avatar, without the LLM."""
     from spark_client.say import say_once
 
-    code = asyncio.run(
+    code = run_until_signalled(
         say_once(
             text,
             triton_url=triton_url,
@@ -214,8 +281,8 @@ def doctor(
     """Check Triton and each model, VTube Studio, the audio device, disk and memory headroom."""
     from spark_client.doctor import run_doctor
 
-    ok = asyncio.run(
-        run_doctor(
+    async def checked() -> int:
+        ok = await run_doctor(
             triton_url=triton_url,
             model_urls=_model_urls(llm_url, speech_url),
             vts_url=vts_url,
@@ -223,5 +290,6 @@ def doctor(
             data_dir=DATA_DIR,
             printer=typer.echo,
         )
-    )
-    raise typer.Exit(0 if ok else 1)
+        return 0 if ok else 1
+
+    raise typer.Exit(run_until_signalled(checked()))

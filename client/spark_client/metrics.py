@@ -37,6 +37,7 @@ class TurnTimings:
     interrupted: bool = False
     failed: str = ""
     spoken: str = ""
+    guards: list[str] = field(default_factory=list)  # output guards that changed the answer
 
     def mark(self, stage: str, at: float | None = None) -> None:
         """Records the first time a stage is reached, in ms since the message arrived."""
@@ -47,6 +48,7 @@ class TurnTimings:
         data = {"event": "turn", "turn": self.turn, "user": self.user, "persona": self.persona}
         data.update({stage: round(self.marks[stage], 1) if stage in self.marks else None for stage in STAGES})
         data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
+        data["guards"] = list(self.guards)
         return data
 
 

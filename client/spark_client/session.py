@@ -45,6 +45,7 @@ class LiveSettings:
     prometheus_port: int = 0
     personas: tuple[Persona, ...] = DEFAULT_PERSONAS
     cohost_every: int = 3
+    moderation_delay_s: float = 1.5  # Twitch chat waits this long so a moderator can remove it first
     triton_metrics_url: str | None = None  # e.g. http://127.0.0.1:8002/metrics, for the memory watch
     timeouts: CallTimeouts = CallTimeouts()
     loop: LoopOptions = LoopOptions()
@@ -71,7 +72,7 @@ class LiveSession:
         self.print = printer
         self.models = models or TritonModels(settings.triton_url, settings.model_urls, timeouts=settings.timeouts)
         self._llm, self._tts, self._memory = llm, tts, memory
-        self.queue = ChatQueue()
+        self.queue = ChatQueue(moderation_delay_s=settings.moderation_delay_s)
         self.metrics = TurnMetrics(jsonl=settings.metrics_jsonl, prometheus_port=settings.prometheus_port)
         self.vts: Any = None
         self.repliers: list[Any] = []
@@ -100,59 +101,62 @@ class LiveSession:
                 await replier.reply(spoken, parent_message_id=message.message_id)
 
     async def run(self, sources: list[ChatSource]) -> int:
-        problems = await self.check_models()
-        if problems:
-            for problem in problems:
-                self.print(f"error: {problem}")
-            self.print("is tritonserver running? `make serve` starts it (or `make live` does everything)")
-            await self.models.close()
-            return 2
-        device = None
-        if self.settings.playback:
-            available, detail = SoundDevice.describe()
-            self.print(detail)
-            if available:
-                try:
-                    device = SoundDevice(22050)
-                except Exception as exc:
-                    self.print(f"sound device unusable ({exc}); writing the WAV only")
-        try:
-            wav: SessionWav | None = SessionWav(self.settings.wav_path)
-        except OSError as exc:
-            self.print(f"warning: no session recording ({exc}); the stream goes on without it")
-            wav = None
-        avatar_backend = None
-        if self.settings.vts_url:
-            from spark_client.avatar.vts import VTubeStudioClient
-
-            self.vts = VTubeStudioClient(
-                self.settings.vts_url, token_path=self.settings.vts_token_path, face_found=True
-            )
-            await self.vts.start()
-            avatar_backend = self.vts
-        avatar = AvatarDriver(avatar_backend)
-        reopen = (lambda: SoundDevice(22050)) if device is not None else None
-        player = Player(wav, device, on_block=avatar.on_block, reopen=reopen)
-        memory = self._memory
-        if memory is None and self.settings.use_memory:
-            try:
-                memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
-            except Exception as exc:  # a broken memory folder costs the memory, not the stream
-                self.print(f"warning: memory unavailable ({exc}); answering without it")
-        self.loop = TurnLoop(
-            queue=self.queue,
-            director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
-            llm=self._llm or LLMClient(self.models),
-            tts=self._tts or TTSClient(self.models),
-            player=player,
-            avatar=avatar,
-            metrics=self.metrics,
-            memory=memory,
-            options=self.settings.loop,
-            on_said=self._said,
-        )
+        """The stream, until the sources end (0; 1 when one failed) or the task is cancelled
+        (Ctrl-C): whatever was started by then is stopped, in every case."""
         tasks: list[asyncio.Task[Any]] = []
+        player: Player | None = None
+        avatar: AvatarDriver | None = None
         try:
+            problems = await self.check_models()
+            if problems:
+                for problem in problems:
+                    self.print(f"error: {problem}")
+                self.print("is tritonserver running? `make serve` starts it (or `make live` does everything)")
+                return 2
+            device = None
+            if self.settings.playback:
+                available, detail = SoundDevice.describe()
+                self.print(detail)
+                if available:
+                    try:
+                        device = SoundDevice(22050)
+                    except Exception as exc:
+                        self.print(f"sound device unusable ({exc}); writing the WAV only")
+            try:
+                wav: SessionWav | None = SessionWav(self.settings.wav_path)
+            except OSError as exc:
+                self.print(f"warning: no session recording ({exc}); the stream goes on without it")
+                wav = None
+            reopen = (lambda: SoundDevice(22050)) if device is not None else None
+            avatar = AvatarDriver(None)
+            player = Player(wav, device, on_block=avatar.on_block, reopen=reopen)
+            if self.settings.vts_url:
+                from spark_client.avatar.vts import VTubeStudioClient
+
+                self.vts = VTubeStudioClient(
+                    self.settings.vts_url, token_path=self.settings.vts_token_path, face_found=True
+                )
+                await self.vts.start()
+                avatar = AvatarDriver(self.vts)
+                player.on_block = avatar.on_block
+            memory = self._memory
+            if memory is None and self.settings.use_memory:
+                try:
+                    memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
+                except Exception as exc:  # a broken memory folder costs the memory, not the stream
+                    self.print(f"warning: memory unavailable ({exc}); answering without it")
+            self.loop = TurnLoop(
+                queue=self.queue,
+                director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
+                llm=self._llm or LLMClient(self.models),
+                tts=self._tts or TTSClient(self.models),
+                player=player,
+                avatar=avatar,
+                metrics=self.metrics,
+                memory=memory,
+                options=self.settings.loop,
+                on_said=self._said,
+            )
             started = asyncio.get_running_loop().time()
             try:
                 await self.loop.warm_up()
@@ -183,16 +187,20 @@ class LiveSession:
                 self.print(f"error: chat source {task.get_name()} stopped: {result}")
         self.queue.close()
 
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]], player: Player, avatar: AvatarDriver) -> None:
+    async def _shutdown(
+        self, tasks: list[asyncio.Task[Any]], player: Player | None, avatar: AvatarDriver | None
+    ) -> None:
         """Stops everything the session started; each step runs even when one before it failed."""
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
-        steps: list[tuple[str, Callable[[], Any]]] = [("avatar", avatar.aclose)]
+        steps: list[tuple[str, Callable[[], Any]]] = [("avatar", avatar.aclose)] if avatar is not None else []
         if self.vts is not None:
             steps.append(("VTube Studio", self.vts.aclose))
-        steps += [("player", player.close), ("Triton", self.models.close), ("metrics", self.metrics.close)]
+        if player is not None:
+            steps.append(("player", player.close))
+        steps += [("Triton", self.models.close), ("metrics", self.metrics.close)]
         for name, step in steps:
             try:
                 result = step()
@@ -200,6 +208,8 @@ class LiveSession:
                     await asyncio.wait_for(result, timeout=5.0)
             except Exception as exc:
                 log.warning("shutdown: %s did not close cleanly: %s", name, exc)
+        if player is None:  # stopped before the stream began: nothing was played
+            return
         with contextlib.suppress(Exception):
             parts = player.recorded_paths()
             if parts:

@@ -25,6 +25,12 @@ class GenerationRequest:
     lora_name: str | None = None
     end_id: int | None = None  # overrides the model's end-of-generation token(s); -1 never ends
     seed: int = 0
+    # Penalties with the TensorRT-LLM ensemble's names: repetition divides (multiplies when
+    # negative) the logit of every token already in the prompt or the output; presence subtracts a
+    # constant from tokens already generated, frequency a multiple of how often each was.
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(slots=True)
@@ -36,6 +42,11 @@ class GenerationStats:
 
 
 class LLMEngine(Protocol):
+    # How many streams the engine advances at once. The server runs that many generate() calls
+    # concurrently, each on its own long-lived thread, and queues the rest. An engine whose calls
+    # must stay on one thread (llama.cpp: its OpenMP team belongs to the calling thread) says 1.
+    concurrent_streams: int
+
     def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
         """Yield text deltas (possibly empty while text is held back), one per decoding step."""
         ...

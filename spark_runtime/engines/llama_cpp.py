@@ -1,9 +1,11 @@
 """llama.cpp (llama-cpp-python) LLM engine with per-request LoRA and prompt-prefix reuse.
 
-A pool of slots serves concurrent streams. Each slot is one llama.cpp context (the weights are
-memory-mapped once and shared by the page cache) with its own KV cache. A request takes the free
-slot whose cached tokens share the longest prefix with its prompt, so a persona's fixed system
-prompt is not recomputed turn after turn.
+A pool of slots keeps several prompts' KV caches. Each slot is one llama.cpp context (the weights
+are memory-mapped once and shared by the page cache) with its own KV cache. A request takes the
+free slot whose cached tokens share the longest prefix with its prompt, so a persona's fixed
+system prompt is not recomputed turn after turn. The server advances one stream at a time
+(`concurrent_streams`): llama.cpp's OpenMP thread team belongs to the thread that calls it, and
+on a 2-core CPU two interleaved streams were not faster in total anyway.
 
 LoRA adapters are per request: the slot's adapter set is replaced at the start of every request
 (cleared when none is named), so no request inherits another's adapter. A KV cache computed under
@@ -43,6 +45,8 @@ class _Slot:
 
 
 class LlamaCppEngine:
+    concurrent_streams = 1
+
     def __init__(
         self,
         model_path: Path,
@@ -51,6 +55,7 @@ class LlamaCppEngine:
         n_ctx: int = 4096,
         slots: int = 2,
         threads: int = 0,
+        slot_timeout_s: float = 30.0,
     ) -> None:
         if not model_path.is_file():
             raise EngineMissingError(f"GGUF model {model_path} is missing: run `make engines`")
@@ -70,6 +75,7 @@ class LlamaCppEngine:
             for i in range(max(1, slots))
         ]
         self._n_ctx = n_ctx
+        self._slot_timeout_s = slot_timeout_s  # a request waiting longer for a free slot is refused
         self._cond = threading.Condition()
         self._adapter_lock = threading.Lock()
 
@@ -82,6 +88,7 @@ class LlamaCppEngine:
             n_ctx=int(options.get("n_ctx") or manifest.get("n_ctx", 4096)),
             slots=int(options.get("slots") or manifest.get("slots", 2)),
             threads=int(options.get("threads") or 0),
+            slot_timeout_s=float(options.get("slot_timeout_s") or manifest.get("slot_timeout_s", 30.0)),
         )
 
     # --- model facts -------------------------------------------------------------------------
@@ -123,17 +130,18 @@ class LlamaCppEngine:
             return n
 
         with self._cond:
-            while True:
-                free = [s for s in self._slots if not s.busy]
-                if free:
-                    slot = max(free, key=score)
-                    # A short shared prefix (e.g. only "You are") is not worth evicting another
-                    # prompt's cache for: take the least recently used slot instead.
-                    if score(slot) < len(tokens) // 2:
-                        slot = min(free, key=lambda s: s.last_used)
-                    slot.busy = True
-                    return slot
-                self._cond.wait()
+            if not self._cond.wait_for(lambda: any(not s.busy for s in self._slots), self._slot_timeout_s):
+                raise RequestError(
+                    f"llm busy: all {len(self._slots)} llama.cpp slots in use for {self._slot_timeout_s:.0f} s"
+                )
+            free = [s for s in self._slots if not s.busy]
+            slot = max(free, key=score)
+            # A short shared prefix (e.g. only "You are") is not worth evicting another prompt's
+            # cache for: take the least recently used slot instead.
+            if score(slot) < len(tokens) // 2:
+                slot = min(free, key=lambda s: s.last_used)
+            slot.busy = True
+            return slot
 
     def _release(self, slot: _Slot) -> None:
         with self._cond:
@@ -207,7 +215,9 @@ class LlamaCppEngine:
             top_p=request.top_p,
             min_p=0.0,
             temp=request.temperature,
-            repeat_penalty=1.0,
+            repeat_penalty=request.repetition_penalty,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
             reset=True,
         )
         try:

@@ -5,14 +5,17 @@ trying persona adapters. Decoding is a manual loop over the model's KV cache (on
 step), so a closed generator stops at the next token and stats are exact. Per-request LoRA uses
 PEFT when it is installed; a request naming an adapter without PEFT gets a clear error.
 
-Requests run one at a time (a lock around the model): the model object is not safe for
-concurrent forward passes, and this engine is not the serving path on any target.
+Streams interleave token by token: one forward pass at a time runs on the model (it is not safe
+for concurrent passes), and waiting steps take their turn in arrival order, so `slots` streams
+advance together, each with its own KV cache. This engine is not the serving path on any target;
+it stands in for a batching engine in tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,41 @@ from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import StopWordFilter
 
 _DTYPES = ("float32", "float16", "bfloat16")
+
+
+class _TurnLock:
+    """A lock handed over in arrival order: a stream that just took a step queues behind the others."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        try:
+            turn.acquire()  # released by the holder's __exit__, which hands the lock over
+        except BaseException:
+            with self._mutex:
+                handed = turn not in self._waiters
+                if not handed:
+                    self._waiters.remove(turn)
+            if handed:
+                self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
 
 
 class TransformersEngine:
@@ -34,6 +72,7 @@ class TransformersEngine:
         dtype: str = "auto",
         max_seq_len: int = 4096,
         threads: int = 0,
+        slots: int = 2,
     ) -> None:
         if not (model_dir / "config.json").is_file():
             raise EngineMissingError(f"no Hugging Face checkpoint (config.json) in {model_dir}")
@@ -57,8 +96,8 @@ class TransformersEngine:
         self._peft: Any = None  # PeftModel wrapping _base, created on the first adapter request
         self._adapters_dir = adapters_dir
         self._max_seq_len = max_seq_len
-        self._lock = threading.Lock()
-        self._slots = (0,)  # LLMService sizes its worker pool from this; requests run one at a time
+        self._step_lock = _TurnLock()  # one forward pass (and adapter switch) at a time
+        self.concurrent_streams = max(1, slots)
         self._end_ids = self._eos_ids()
 
     @classmethod
@@ -71,6 +110,7 @@ class TransformersEngine:
             dtype=str(options.get("dtype") or manifest.get("dtype", "auto")),
             max_seq_len=int(manifest.get("max_seq_len", 4096)),
             threads=int(options.get("threads") or 0),
+            slots=int(options.get("slots") or manifest.get("slots", 2)),
         )
 
     def _eos_ids(self) -> set[int]:
@@ -129,6 +169,21 @@ class TransformersEngine:
             raise RequestError(f"prompt is {ids.shape[1]} tokens; the context holds {self._max_seq_len}")
         return ids.to(self._device)
 
+    def _penalise(self, logits: Any, request: GenerationRequest, seen: Any, generated: list[int]) -> Any:
+        """The ensemble's penalties: repetition over `seen` (prompt and output, as TensorRT-LLM and
+        transformers apply it), presence and frequency over the `generated` tokens."""
+        torch = self._torch
+        logits = logits.float()
+        if request.repetition_penalty != 1.0 and seen.numel():
+            picked = logits[seen]
+            logits[seen] = torch.where(
+                picked > 0, picked / request.repetition_penalty, picked * request.repetition_penalty
+            )
+        if generated and (request.presence_penalty or request.frequency_penalty):
+            ids, counts = torch.unique(torch.tensor(generated, device=logits.device), return_counts=True)
+            logits[ids] -= request.presence_penalty + request.frequency_penalty * counts.float()
+        return logits
+
     def _pick(self, logits: Any, request: GenerationRequest, generator: Any) -> int:
         torch = self._torch
         if request.temperature <= 0:
@@ -153,14 +208,16 @@ class TransformersEngine:
         stats = stats if stats is not None else GenerationStats()
         ids = self._encode(request.prompt)
         budget = min(request.max_tokens, self._max_seq_len - ids.shape[1])
-        with self._lock:
-            model, adapter_scope = self._model_for(request.lora_name)
-            with adapter_scope:
-                yield from self._decode(model, ids, budget, request, stats)
+        yield from self._decode(ids, budget, request, stats)
 
-    def _decode(
-        self, model: Any, ids: Any, budget: int, request: GenerationRequest, stats: GenerationStats
-    ) -> Iterator[str]:
+    def _forward(self, lora_name: str | None, **inputs: Any) -> Any:
+        """One forward pass under the request's adapter; other streams' steps wait their turn."""
+        with self._step_lock, self._torch.inference_mode():
+            model, adapter_scope = self._model_for(lora_name)
+            with adapter_scope:
+                return model(**inputs, use_cache=True)
+
+    def _decode(self, ids: Any, budget: int, request: GenerationRequest, stats: GenerationStats) -> Iterator[str]:
         torch = self._torch
         generator = torch.Generator(device=self._device).manual_seed(request.seed)
         stops = StopWordFilter(request.stop_words)
@@ -169,28 +226,30 @@ class TransformersEngine:
         emitted = ""
         stats.prompt_tokens, stats.finish_reason = int(ids.shape[1]), "length"
         try:
-            with torch.inference_mode():
-                out = model(input_ids=ids, use_cache=True)
-                while len(generated) < budget:
-                    token = self._pick(out.logits[0, -1], request, generator)
-                    if self._ended(token, request):
+            out = self._forward(request.lora_name, input_ids=ids)
+            while len(generated) < budget:
+                with torch.inference_mode():
+                    seen = torch.unique(torch.cat([ids[0], ids.new_tensor(generated)]))
+                    logits = self._penalise(out.logits[0, -1], request, seen, generated)
+                    token = self._pick(logits, request, generator)
+                if self._ended(token, request):
+                    stats.finish_reason = "stop"
+                    break
+                generated.append(token)
+                stats.generated_tokens = len(generated)
+                text = self.tokenizer.decode(generated, skip_special_tokens=not keep_special)
+                if not text.endswith("\ufffd"):  # hold a character split across tokens
+                    delta, emitted = text[len(emitted) :], text
+                    piece, stopped = stops.push(delta)
+                    if stopped:
                         stats.finish_reason = "stop"
-                        break
-                    generated.append(token)
-                    stats.generated_tokens = len(generated)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=not keep_special)
-                    if not text.endswith("\ufffd"):  # hold a character split across tokens
-                        delta, emitted = text[len(emitted) :], text
-                        piece, stopped = stops.push(delta)
-                        if stopped:
-                            stats.finish_reason = "stop"
-                            if piece:
-                                yield piece
-                            return
-                        yield piece
-                    if len(generated) < budget:
-                        step = torch.tensor([[token]], device=self._device)
-                        out = model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+                        if piece:
+                            yield piece
+                        return
+                    yield piece
+                if len(generated) < budget:
+                    step = torch.tensor([[token]], device=self._device)
+                    out = self._forward(request.lora_name, input_ids=step, past_key_values=out.past_key_values)
             text = self.tokenizer.decode(generated, skip_special_tokens=not keep_special)
             tail, _ = stops.push(text[len(emitted) :])
             tail += stops.flush()
@@ -211,7 +270,7 @@ class TransformersEngine:
             if request.end_id == -1
             else ([request.end_id] if request.end_id is not None else sorted(self._end_ids) or None)
         )
-        with self._lock, self._torch.inference_mode():
+        with self._step_lock, self._torch.inference_mode():
             model, adapter_scope = self._model_for(request.lora_name)
             with adapter_scope:
                 # An explicit mask: with pad == bos, generate() would otherwise mask the BOS token.

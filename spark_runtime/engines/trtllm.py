@@ -99,7 +99,9 @@ class TensorRTLLMEngine:
         self._tokenizer_dir = tokenizer_dir
         self._adapters_dir = adapters_dir
         self._hf_tokenizer: Any = None
-        self._slots = tuple(range(max(1, settings.slots)))  # LLMService sizes its worker pool from this
+        self._slots = tuple(range(max(1, settings.slots)))
+        # generate_async batches the requests in flight: every slot is a stream advanced at once.
+        self.concurrent_streams = len(self._slots)
         self._lora_ids = {name: i for i, name in enumerate(self.adapter_names(), 1)}
         if has_draft:
             log.warning("engine built for draft tokens: the LLM API's TensorRT backend serves the target alone")
@@ -192,6 +194,10 @@ class TensorRTLLMEngine:
             kwargs.update(temperature=request.temperature, top_p=request.top_p)
             if request.top_k > 0:
                 kwargs["top_k"] = request.top_k
+        for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
+            value = getattr(request, name)
+            if value != (1.0 if name == "repetition_penalty" else 0.0):
+                kwargs[name] = value
         if request.end_id == -1:
             kwargs["ignore_eos"] = True
         elif request.end_id is not None:

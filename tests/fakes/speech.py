@@ -17,12 +17,20 @@ from spark_client.speech.llm import RenderedPrompt, SamplingOptions
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import AudioChunk
 
+ANSWERS = (
+    "Hello chat, nice to see you.",
+    "Good to have you here, friend.",
+    "Oh, that is a great question!",
+    "Let me think about that one for a second.",
+    "Ha, you always make me laugh.",
+)
+
 
 @dataclass
 class ScriptedLLM:
     """Answers with the next line of `answers` (the last one repeats), one word per delta."""
 
-    answers: list[str] = field(default_factory=lambda: ["Hello chat, nice to see you."])
+    answers: list[str] = field(default_factory=lambda: list(ANSWERS))
     token_delay_s: float = 0.002
     prompts: list[list[dict[str, str]]] = field(default_factory=list)  # every rendered conversation
     started: int = 0

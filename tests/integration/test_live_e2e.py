@@ -18,6 +18,7 @@ import pytest
 
 from tests.fakes.vts_thread import VTSThread
 from tests.integration.test_serving_speech import to_16k, transcribe
+from tests.integration.test_shutdown import memories
 from tests.timing import seconds
 from tests.triton_helpers import metric
 
@@ -33,6 +34,7 @@ PERSONAS = [
         "description": "A cheerful AI streamer.",
         "resting_emotion": "happy",
         "sampling": {"max_tokens": 2000, "temperature": 0.0},
+        "max_sentences": 1000,  # only the interruption may end her first answer
     },
     {
         "name": "Ember",
@@ -59,6 +61,7 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
     script.write_text("\n".join(json.dumps(line) for line in SCRIPT) + "\n")
     personas.write_text(json.dumps(PERSONAS))
     wav, turns_file, token = tmp_path / "session.wav", tmp_path / "turns.jsonl", tmp_path / "vts" / "token"
+    memory = tmp_path / "memory"
     cancelled_before = metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm")
 
     with VTSThread() as vts:
@@ -82,7 +85,8 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
             vts.server.url,
             "--vts-token-path",
             str(token),
-            "--no-memory",
+            "--memory-dir",
+            str(memory),
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -117,6 +121,7 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
     assert not second["interrupted"] and not second["failed"] and second["spoken"]
     for record in turns:
         assert record["first_audio_out_ms"] is not None and record["first_mouth_ms"] is not None
+    assert memories(memory) >= 1, output  # the viewers' turns were stored in ChromaDB on disk
 
     # the session audio says what the log says was spoken
     from spark_client.speech.audio import read_wav

@@ -13,6 +13,7 @@ import pytest
 
 from perf.report import REQUIRED_SECTIONS, missing_parts
 from spark_runtime.paths import REPO_ROOT
+from tests.integration.test_shutdown import memories
 from tests.timing import seconds
 
 pytestmark = pytest.mark.server
@@ -65,13 +66,28 @@ def test_the_report_is_complete(smoke_report: tuple[subprocess.CompletedProcess[
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     sections = {s["key"]: s for s in results["sections"]}
     assert set(REQUIRED_SECTIONS) <= set(sections)
-    # Everything but the client's end-to-end part must have been measured against the server.
-    for key in ("llm", "tts", "stt", "ratios"):
+    # Everything was measured against the server, the client's end-to-end part included.
+    for key in ("llm", "tts", "stt", "e2e", "ratios", "quality"):
+        assert not sections[key]["failed"], f"{key}: {sections[key]['failed']}"
         assert not sections[key]["skipped"], f"{key}: {sections[key]['skipped']}"
         assert sections[key]["tables"], key
     assert results["machine"]["logical_cores"] >= 1 and results["machine"]["cpu_model"]
     assert results["run"]["engine"]["target"] == "cpu"
     assert results["run"]["commit"]
+
+
+def test_the_short_quality_benchmark_ran_and_nothing_internal_reached_the_voice(
+    smoke_report: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, folder = smoke_report
+    quality = json.loads((folder / "quality.json").read_text(encoding="utf-8"))
+    answers = quality["answers"]
+    assert len(answers) >= 30 and len({a["category"] for a in answers}) >= 10  # a few dozen, every kind
+    assert quality["shares"]["markup"] == 0 and quality["shares"]["instruction"] == 0, [
+        (a["id"], a["said"]) for a in answers if {"markup", "instruction"} & set(a["failed"])
+    ]
+    assert all(a["first_audio_ms"] is not None for a in answers if a["said"])
+    assert "| markup |" in (folder / "quality.md").read_text(encoding="utf-8")
 
 
 def test_the_report_names_machine_commands_and_shows_plots(
@@ -99,12 +115,13 @@ def test_the_report_names_machine_commands_and_shows_plots(
         assert f"]({plot.name})" in text
 
 
-def test_the_end_to_end_part_ran_or_says_why_not(smoke_report: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+def test_the_client_ran_end_to_end_with_its_memory(smoke_report: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """A crashed client fails the run (exit code 1, section `failed`), it is never a skip."""
     _, folder = smoke_report
     e2e = next(
         s for s in json.loads((folder / "results.json").read_text(encoding="utf-8"))["sections"] if s["key"] == "e2e"
     )
-    if e2e["skipped"]:
-        assert "spark-client" in e2e["skipped"] or "turn" in e2e["skipped"]
-    else:
-        assert (folder / "e2e_metrics.jsonl").is_file() and e2e["tables"] and "e2e.png" in e2e["plots"]
+    assert e2e["failed"] is None and e2e["skipped"] is None, e2e
+    assert (folder / "e2e_metrics.jsonl").is_file() and e2e["tables"] and "e2e.png" in e2e["plots"]
+    client_log = (folder / "e2e_client.log").read_text(encoding="utf-8")
+    assert memories(folder / "e2e_memory") >= 1, client_log[-3000:]  # the turn, remembered in ChromaDB on disk

@@ -13,7 +13,7 @@ from spark_client.session import LiveSession, LiveSettings
 from spark_client.sources.base import ChatSink
 from spark_client.turns.loop import LoopOptions
 
-from tests.fakes.speech import FakeModels, FakeTTS, RecordingMemory, ScriptedLLM
+from tests.fakes.speech import ANSWERS, FakeModels, FakeTTS, RecordingMemory, ScriptedLLM
 from tests.timing import seconds
 
 
@@ -69,7 +69,7 @@ def test_a_broken_memory_and_a_full_disk_degrade_the_stream_but_every_message_is
     code = asyncio.run(session.run([ListSource("list", events, session=session)]))
     assert code == 0
     answers = [line for line in printed if line.startswith("Spark: ")]
-    assert answers == ["Spark: Hello chat, nice to see you."] * 2
+    assert answers == [f"Spark: {a}" for a in ANSWERS[:2]]
     assert any("session audio:" in line for line in printed) and (tmp_path / "out" / "session.wav").is_file()
     assert session.models.closed
 

@@ -68,3 +68,10 @@ def test_adapter_changes_output_and_does_not_stick(engine):
 def test_template_and_special_tokens_come_from_the_weights(engine):
     assert "<|im_start|>" in engine.chat_template()
     assert engine.special_tokens()["eos_token"] == "<|im_end|>"
+
+
+def test_a_repetition_penalty_reaches_llama_cpp(engine):
+    prompt = "<|im_start|>user\nSay no again and again.<|im_end|>\n<|im_start|>assistant\nno no no no no no"
+    plain = "".join(engine.generate(GenerationRequest(prompt=prompt, max_tokens=16)))
+    penalised = "".join(engine.generate(GenerationRequest(prompt=prompt, max_tokens=16, repetition_penalty=1.8)))
+    assert plain.split().count("no") > penalised.split().count("no")

@@ -28,6 +28,23 @@ def test_generation_request_with_the_tensorrt_llm_names():
     assert request.temperature == pytest.approx(0.7)
 
 
+def test_sampling_penalties_use_the_ensemble_names_and_have_bounds():
+    request, _, _ = parse_generation(
+        {
+            "text_input": b("x"),
+            "repetition_penalty": np.array([[1.3]], np.float32),
+            "presence_penalty": np.array([[0.5]], np.float32),
+            "frequency_penalty": np.array([[-0.25]], np.float32),
+        }
+    )
+    assert request.repetition_penalty == pytest.approx(1.3) and request.presence_penalty == pytest.approx(0.5)
+    assert request.frequency_penalty == pytest.approx(-0.25)
+    with pytest.raises(RequestError, match="presence_penalty"):
+        parse_generation({"text_input": b("x"), "presence_penalty": np.array([[3.0]], np.float32)})
+    defaults, _, _ = parse_generation({"text_input": b("x")})
+    assert (defaults.repetition_penalty, defaults.presence_penalty, defaults.frequency_penalty) == (1.0, 0.0, 0.0)
+
+
 def test_generation_defaults_are_greedy_and_non_streaming():
     request, stream, _ = parse_generation({"text_input": b("x"), "max_tokens": np.array([[1]], np.int32)})
     assert request.temperature == 0 and request.lora_name is None and not stream

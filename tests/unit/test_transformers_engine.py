@@ -143,3 +143,12 @@ def test_an_adapter_request_without_peft_says_what_to_install(engine):
 def test_prompt_longer_than_the_context_is_refused(engine):
     with pytest.raises(RequestError, match="the context holds 128"):
         next(engine.generate(GenerationRequest(prompt=PROMPT + " hello" * 200)))
+
+
+def test_repetition_presence_and_frequency_penalties_change_what_repeats(engine):
+    plain, _ = stream(engine, max_tokens=24, end_id=-1)
+    tokens = engine.tokenizer("".join(plain), add_special_tokens=False)["input_ids"]
+    penalised, _ = stream(engine, max_tokens=24, end_id=-1, repetition_penalty=5.0, frequency_penalty=2.0)
+    tokens_p = engine.tokenizer("".join(penalised), add_special_tokens=False)["input_ids"]
+    assert penalised != plain
+    assert max(tokens_p.count(t) for t in set(tokens_p)) <= max(tokens.count(t) for t in set(tokens))

@@ -20,7 +20,7 @@ from spark_client.turns.loop import LoopOptions, TurnLoop
 from spark_client.turns.persona import DEFAULT_PERSONAS, PersonaDirector
 from spark_client.turns.queue import ChatQueue
 
-from tests.fakes.speech import FakeTTS, RecordingMemory, ScriptedLLM
+from tests.fakes.speech import ANSWERS, FakeTTS, RecordingMemory, ScriptedLLM
 from tests.timing import seconds
 
 FAST = LoopOptions(turn_timeout_s=seconds(10), max_backoff_s=0.05, cancel_wait_s=seconds(2))
@@ -142,10 +142,7 @@ def test_memory_that_fails_everywhere_costs_only_the_memory():
             return s
 
     s = asyncio.run(scenario())
-    assert [(text, spoken) for _, text, spoken, _ in s.said] == [
-        ("first", "Hello chat, nice to see you."),
-        ("second", "Hello chat, nice to see you."),
-    ]
+    assert [(text, spoken) for _, text, spoken, _ in s.said] == [("first", ANSWERS[0]), ("second", ANSWERS[1])]
     assert all(not record["failed"] for *_, record in s.said) and s.loop.failures == 0
 
 
@@ -301,6 +298,46 @@ def test_a_failing_audio_output_does_not_stall_later_turns(tmp_path: Path):
             return s
 
     s = asyncio.run(scenario())
-    assert [spoken for _, _, spoken, _ in s.said] == ["Hello chat, nice to see you."] * 2
+    assert [spoken for _, _, spoken, _ in s.said] == list(ANSWERS[:2])
     assert all(not r["failed"] and r["total_ms"] < seconds(10) * 1000 for *_, r in s.said)
     assert s.player.device is None and s.player.wav is None  # both outputs dropped, the stream went on
+
+
+def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generation():
+    async def scenario():
+        llm = ScriptedLLM(
+            answers=[
+                "mika: Hi mika, welcome in!</chat> <chat> mika: thanks",
+                "no, no, no, no, no, no, no, no, no, no, no, no",
+                "(no new chat) React briefly to what Spark just said. Anyway, hello!",
+            ]
+        )
+        async with Stream(llm=llm) as s:
+            for text in ("hi spark", "say no a lot", "what's up"):
+                s.queue.offer(chat(text, user="mika"))
+                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    spoken = [said for _, _, said, _ in s.said]
+    assert spoken == ["Hi mika, welcome in!", "no, no, no,", "Anyway, hello!"]  # a loop ends where it shows
+    assert [r["guards"] for *_, r in s.said] == [["label", "markup"], ["loop"], ["instruction"]]
+    assert s.llm.cancelled == 2  # the markup and the loop stopped generation on the server
+    assert [e.generated for e in s.loop.history.window()] == ["", "", ""]  # guarded text is not reused
+
+
+def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_seed():
+    async def scenario():
+        welcome = "Welcome to the stream, friend!"
+        llm = ScriptedLLM(answers=[welcome, welcome, "Good to see you."])
+        async with Stream(llm=llm) as s:
+            for text in ("hi!", "hello!"):
+                s.queue.offer(chat(text, user="mika"))
+                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert [said for _, _, said, _ in s.said] == ["Welcome to the stream, friend!", "Good to see you."]
+    assert s.said[1][3]["guards"] == ["repeat"] and s.llm.started == 3

@@ -24,6 +24,11 @@ class SamplingOptions:
     top_p: float = 0.9
     top_k: int = 40
     seed: int = 0
+    # The TensorRT-LLM ensemble's penalties (sent only when set): repetition > 1 discourages any
+    # token already in the prompt or answer, presence/frequency > 0 tokens already generated.
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 class LLMClient:
@@ -54,6 +59,10 @@ class LLMClient:
             infer_input("top_k", np.array([[options.top_k]], dtype=np.int32)),
             infer_input("random_seed", np.array([[options.seed]], dtype=np.uint64)),
         ]
+        for name, neutral in (("repetition_penalty", 1.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0)):
+            value = getattr(options, name)
+            if value != neutral:
+                inputs.append(infer_input(name, np.array([[value]], dtype=np.float32)))
         if prompt.stop_words:
             inputs.append(infer_input("stop_words", np.array([list(prompt.stop_words)], dtype=object)))
         if lora_name:

@@ -69,8 +69,14 @@ def _map_error(model: str, exc: BaseException) -> ModelCallError:
         }
         return ModelCallError(model, f"{code.name}: {exc.details()}", retryable=retryable)
     message = str(exc)
-    retryable = "unavailable" in message.lower() or "not ready" in message.lower()
-    return ModelCallError(model, message, retryable=retryable)
+    return ModelCallError(model, message, retryable=_transient(message))
+
+
+def _transient(message: str) -> bool:
+    """Errors that trying again later can cure: a server still loading, or one at its admission
+    bound ("... is busy ..."; see spark_runtime/triton_serving.py)."""
+    lowered = message.lower()
+    return any(word in lowered for word in ("unavailable", "not ready", "is busy"))
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,8 @@ class TritonModels:
                 except (grpc.aio.AioRpcError, InferenceServerException) as exc:
                     raise _map_error(model, exc) from None
                 if error is not None:
-                    raise ModelCallError(model, str(error.message() or error), retryable=False)
+                    message = str(error.message() or error)
+                    raise ModelCallError(model, message, retryable=_transient(message))
                 timeout = self.timeouts.stall_s
                 yield result
         finally:

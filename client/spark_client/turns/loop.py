@@ -22,17 +22,29 @@ from dataclasses import dataclass, field, replace
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage, ModerationEvent
 from spark_client.metrics import TurnMetrics, TurnTimings
-from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
+from spark_client.speech.answer import AnswerAttempts
+from spark_client.speech.chunker import SpeakablePiece
+from spark_client.speech.guards import RecentAnswers, SpeechGuard, stop_sequences
 from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
 from spark_client.turns.memory import Memory
 from spark_client.turns.persona import Persona, PersonaDirector
-from spark_client.turns.prompt import ConversationHistory, Exchange, build_messages, chat_block, fresh_memories
+from spark_client.turns.prompt import (
+    DEFAULT_PROMPT_STYLE,
+    ConversationHistory,
+    Exchange,
+    PromptStyle,
+    build_messages,
+    fresh_memories,
+    guard_context,
+)
 from spark_client.turns.queue import ChatQueue, TurnRequest
 
 log = logging.getLogger(__name__)
+
+RETRY_SEED_STEP = 7919  # a retried answer samples with seed + this (a prime: no overlap with turn seeds)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class LoopOptions:
     # time, and not in the next viewer's turn.
     prefill_reserve_tokens: int = 250
     memory_timeout_s: float = 3.0  # a recall slower than this is skipped: the viewer is waiting
+    prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE  # how chat is framed (see perf quality)
 
 
 @dataclass
@@ -59,12 +72,17 @@ class _TurnState:
     reacting: bool = False
     pieces: list[SpeakablePiece] = field(default_factory=list)
     sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
-    generated: str = ""  # the LLM's text exactly as generated (emotion tags included)
     cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when moderation removes the answer
     moderated: bool = False  # the answered message was removed: the turn leaves no trace
     moderation: list[ModerationEvent] = field(default_factory=list)  # arrived while this turn ran
     stopping: bool = False  # the loop itself is being cancelled
     failure: ModelCallError | None = None  # what the loop backs off for after the turn
+    answer: AnswerAttempts | None = None  # the LLM's attempts and the guards that judged them
+
+    @property
+    def generated(self) -> str:
+        """The LLM's text exactly as generated (emotion tags included) for the attempt said."""
+        return self.answer.generated if self.answer is not None else ""
 
     @property
     def shown(self) -> tuple[ChatMessage, ...]:
@@ -99,6 +117,7 @@ class TurnLoop:
         self.backoffs: list[float] = []  # the latest back-off delays, newest last
         self._prefill: asyncio.Task[None] | None = None
         self._current: _TurnState | None = None  # the turn being played
+        self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
 
     async def run(self) -> None:
         """Answers chat until the queue is closed and drained (or until cancelled)."""
@@ -119,11 +138,11 @@ class TurnLoop:
             self.busy = True
             try:
                 persona = self.director.choose(request.answer)
-                state = await self._play_turn(request, persona, chat_block(request.answer, request.context))
+                style = self.options.prompt_style
+                state = await self._play_turn(request, persona, style.chat(request.answer, request.context))
                 cohost = self.director.cohost_reacts(persona) if state.failure is None and self._heard(state) else None
                 if cohost is not None and self.queue.pending == 0:
-                    reaction = f"<chat>\n(no new chat) React briefly to what {persona.name} just said.\n</chat>"
-                    state = await self._play_turn(request, cohost, reaction, reacting=True)
+                    state = await self._play_turn(request, cohost, style.cue(persona.name), reacting=True)
                 if state.failure is not None:
                     await self._failed(state.failure)
                 elif self._heard(state) and self.queue.pending == 0:
@@ -179,8 +198,11 @@ class TurnLoop:
     async def _prefill_prefix(self, persona: Persona, budget_tokens: int) -> None:
         """Has the server read `persona`'s prompt up to the next chat message (history within
         `budget_tokens`) and generate one token, which leaves that prefix in its KV cache."""
-        chat = "<chat>\n</chat>"  # an empty message: the prefix ends where the next one starts
-        messages = build_messages(persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens)
+        style = self.options.prompt_style
+        chat = style.empty_chat  # the prefix ends where the next message starts
+        messages = build_messages(
+            persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens, style=style
+        )
         prompt = await self.llm.render(messages)
         sampling = replace(persona.sampling, max_tokens=1)
         async for _ in self.llm.stream(prompt, sampling, lora_name=persona.lora_name):
@@ -289,7 +311,12 @@ class TurnLoop:
         memories = [] if reacting else await self._recall(message)
         memories = fresh_memories(memories, self.history)  # recent exchanges are in the history already
         messages = build_messages(
-            state.persona, self.history, chat=chat, memories=memories, budget_tokens=self.options.prompt_budget_tokens
+            state.persona,
+            self.history,
+            chat=chat,
+            memories=memories,
+            budget_tokens=self.options.prompt_budget_tokens,
+            style=self.options.prompt_style,
         )
         state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
@@ -297,16 +324,25 @@ class TurnLoop:
         timings.mark("prompt_build_ms")
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
 
+        sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
+        guard_context = self._guard(state).context
+        prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(guard_context)))
+        answer = AnswerAttempts(
+            lambda attempt: self.llm.stream(
+                prompt,
+                replace(sampling, seed=sampling.seed + RETRY_SEED_STEP * attempt),
+                lora_name=state.persona.lora_name,
+            ),
+            lambda: self._guard(state),
+        )
+        state.answer = answer
+
+        def seen(delta: str) -> None:
+            timings.mark("llm_first_token_ms")
+
         async def generate() -> None:
-            chunker = SpeechChunker()
             try:
-                async for delta in self.llm.stream(prompt, state.persona.sampling, lora_name=state.persona.lora_name):
-                    timings.mark("llm_first_token_ms")
-                    state.generated += delta
-                    for piece in chunker.feed(delta):
-                        timings.mark("first_piece_ms")
-                        pieces.put_nowait(piece)
-                for piece in chunker.flush():
+                async for piece in answer.pieces(on_delta=seen):
                     timings.mark("first_piece_ms")
                     pieces.put_nowait(piece)
             finally:
@@ -314,7 +350,7 @@ class TurnLoop:
 
         async def speak() -> None:
             while (piece := await pieces.get()) is not None:
-                if piece.index == 0 and not piece.emotions and state.persona.resting_emotion:
+                if not state.pieces and not piece.emotions and state.persona.resting_emotion:
                     piece.emotions.append(state.persona.resting_emotion)
                 await self.player.wait_ahead_below(state.number, self.options.synth_ahead_s)
                 state.pieces.append(piece)
@@ -332,6 +368,17 @@ class TurnLoop:
                 group.create_task(speak(), name=f"turn-{state.number}-tts")
         except* ModelCallError as errors:
             raise errors.exceptions[0] from None
+
+    def _guard(self, state: _TurnState) -> SpeechGuard:
+        request = state.request
+        context = guard_context(
+            state.persona,
+            self.director.personas,
+            state.shown,
+            speakers=tuple(m.user for m in (request.answer, *request.context)),
+            style=self.options.prompt_style,
+        )
+        return SpeechGuard(context, recent=self._recent_answers)
 
     async def _recall(self, message: ChatMessage) -> list[str]:
         if self.memory is None:
@@ -387,10 +434,14 @@ class TurnLoop:
         finally:
             self.player.forget(state.number)
             self.avatar.forget(state.number)
+        if state.answer is not None:
+            timings.guards = state.answer.reasons
         if state.moderated:
             timings.failed = timings.failed or "moderated"
         else:
             self._record_history(state, chat)
+            if timings.spoken:
+                self._recent_answers.add(timings.spoken)
         if self.memory is not None and timings.spoken and not (state.reacting or state.moderated or state.stopping):
             try:
                 await self.memory.remember(message, timings.spoken, state.persona.name)
@@ -415,7 +466,8 @@ class TurnLoop:
         # already holds exactly those tokens, so the next prompt reuses them instead of reading a
         # re-worded copy. A cut turn keeps only what was heard.
         timings = state.timings
-        complete = not timings.interrupted and not timings.failed and state.generated.strip()
+        untouched = state.answer is None or not state.answer.reasons  # the guards cut or dropped nothing
+        complete = not timings.interrupted and not timings.failed and untouched and state.generated.strip()
         self.history.add(
             Exchange(
                 chat=state.sent_chat or chat,

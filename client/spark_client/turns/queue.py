@@ -14,6 +14,7 @@ started. An interrupt with no turn to cut does not linger to cut the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, Priorit
 # Interest a waiting message loses per second: a plain line 20 s newer outranks one worth one
 # point more (a subscriber's), and the 90 s age limit drops what is left.
 INTEREST_FADE_PER_S = 0.05
+PRIVILEGED_BADGES = frozenset({"broadcaster", "moderator", "vip"})
 MAX_MODERATION_BACKLOG = 1000
 
 
@@ -47,6 +49,11 @@ class ChatQueue:
     max_pending: int = 64
     max_age_s: float = 90.0  # older unanswered messages are stale on a live stream
     context_size: int = 4
+    # A message from a source with moderators waits this long before it can be answered or
+    # shown, so a deletion or timeout can reach it first; the streamer, moderators, VIPs and
+    # interrupts skip the wait.
+    moderation_delay_s: float = 1.5
+    moderated_sources: frozenset[str] = frozenset({"twitch"})
     counts: Counter[str] = field(default_factory=Counter)
     _pending: list[ChatMessage] = field(default_factory=list)
     _recent: list[ChatMessage] = field(default_factory=list)  # not yet in any prompt, for context
@@ -112,18 +119,30 @@ class ChatQueue:
     def pending(self) -> int:
         return len(self._pending)
 
+    def answerable_at(self, message: ChatMessage) -> float:
+        """When `message` has waited out the moderation delay (monotonic clock)."""
+        exempt = (
+            message.source not in self.moderated_sources
+            or message.priority >= Priority.INTERRUPT
+            or bool(message.badges & PRIVILEGED_BADGES)
+        )
+        return message.received_at + (0.0 if exempt else self.moderation_delay_s)
+
     def _take(self) -> TurnRequest | None:
         now = time.monotonic()
         fresh = [m for m in self._pending if now - m.received_at <= self.max_age_s]
         self.counts["dropped_stale"] += len(self._pending) - len(fresh)
         self._pending = fresh
-        if not fresh:
+        ready = [m for m in fresh if self.answerable_at(m) <= now]
+        if not ready:
             return None
-        best = max(fresh, key=lambda m: (self._rank(m, now), m.received_at))
+        best = max(ready, key=lambda m: (self._rank(m, now), m.received_at))
         self._pending.remove(best)
-        context = tuple(m for m in self._recent if m is not best and now - m.received_at <= self.max_age_s)[
-            -self.context_size :
-        ]
+        context = tuple(
+            m
+            for m in self._recent
+            if m is not best and now - m.received_at <= self.max_age_s and self.answerable_at(m) <= now
+        )[-self.context_size :]
         # A message goes into one prompt only: the history already holds the earlier turns, and
         # chat repeated in every prompt would both grow the text the LLM must read each turn and
         # pull the persona back to questions it has answered.
@@ -138,10 +157,15 @@ class ChatQueue:
             request = self._take()
             if request is not None:
                 return request
-            if self.closed:
+            if self.closed and not self._pending:
                 return None
             self._wakeup.clear()
-            await self._wakeup.wait()
+            waiting = [self.answerable_at(m) for m in self._pending]
+            if waiting:  # held for moderation: wake when the first one may be answered
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), max(0.0, min(waiting) - time.monotonic()) + 0.001)
+            else:
+                await self._wakeup.wait()
 
     def interrupt_mark(self) -> int:
         """A mark to pass to `wait_interrupt`: interrupts offered before it do not count."""

@@ -1,0 +1,100 @@
+"""One answer on its way to the voice: LLM deltas -> speakable pieces -> the output guards.
+
+The same path serves the turn loop and the answer-quality benchmark (`python -m perf quality`),
+so what the benchmark scores is what a viewer would hear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
+from spark_client.speech.guards import SpeechGuard
+
+
+async def guarded_pieces(
+    deltas: AsyncIterator[str],
+    guard: SpeechGuard,
+    *,
+    chunker: SpeechChunker | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> AsyncIterator[SpeakablePiece]:
+    """The pieces of `deltas` that `guard` lets through, in order. When the guard stops the
+    answer, `deltas` is closed at once (for a served LLM: its request is cancelled on the
+    server). Emotion tags of a dropped piece move to the next piece that is said."""
+    chunker = chunker or SpeechChunker()
+    carried: list[str] = []
+    generated = ""
+
+    def admit(piece: SpeakablePiece) -> tuple[SpeakablePiece | None, bool]:
+        verdict = guard.check(piece.text)
+        if not verdict.text:
+            carried.extend(piece.emotions)
+            return None, verdict.stop
+        piece.text = verdict.text
+        piece.emotions[:0] = carried
+        carried.clear()
+        return piece, verdict.stop
+
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async for delta in deltas:
+            if on_delta is not None:
+                on_delta(delta)
+            generated += delta
+            for piece in chunker.feed(delta):
+                said, stop = admit(piece)
+                if said is not None:
+                    yield said
+                if stop:
+                    return
+            if guard.runaway(generated):
+                break  # closes the stream; what was generated is cut into pieces and judged below
+    for piece in chunker.flush():
+        said, stop = admit(piece)
+        if said is not None:
+            yield said
+        if stop:
+            return
+
+
+class AnswerAttempts:
+    """An answer with one more try: when the guards let nothing of the first attempt through
+    (it only repeated a recent answer, or copied chat), the LLM is asked again with another seed,
+    so the viewer hears an answer rather than silence. `guards` holds every attempt's guard."""
+
+    def __init__(
+        self,
+        open_stream: Callable[[int], AsyncIterator[str]],
+        make_guard: Callable[[], SpeechGuard],
+        *,
+        attempts: int = 2,
+    ) -> None:
+        self._open = open_stream  # attempt number -> a new LLM stream
+        self._make_guard = make_guard
+        self._attempts = max(1, attempts)
+        self.guards: list[SpeechGuard] = []
+        self.generated = ""  # the raw text of the attempt that was said (or of the last one)
+        self._on_delta: Callable[[str], None] | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return list(dict.fromkeys(r for guard in self.guards for r in guard.reasons))
+
+    def _seen(self, delta: str) -> None:
+        self.generated += delta
+        if self._on_delta is not None:
+            self._on_delta(delta)
+
+    async def pieces(self, *, on_delta: Callable[[str], None] | None = None) -> AsyncIterator[SpeakablePiece]:
+        self._on_delta = on_delta
+        for attempt in range(self._attempts):
+            guard = self._make_guard()
+            self.guards.append(guard)
+            self.generated = ""
+            said = False
+            async for piece in guarded_pieces(self._open(attempt), guard, on_delta=self._seen):
+                said = True
+                yield piece
+            if said or not guard.reasons:  # heard something, or the model itself said nothing
+                return

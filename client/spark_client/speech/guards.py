@@ -1,0 +1,325 @@
+"""What may be said: the output guards between the LLM and the voice (and Twitch chat).
+
+Any model, the 135M CPU default or a 70B on the GB10, sometimes echoes a chat label, copies a
+viewer's line, leaks template markup or its own instructions, loops on a word or talks on past
+its sentence limit. The guard sees each speakable piece before TTS does and decides what of it
+may be said and whether generation must stop there (the caller then cancels the stream on the
+server). It is plain code with no I/O, so every rule is unit-tested.
+
+Rules, in the order they apply to a piece:
+  markup        chat delimiters, chat-template tokens, HTML-like tags: cut there and stop (the
+                model has started writing the next turn of the template)
+  label         a leading `Name:` / `Name says:` echo (a chat user, a persona, "viewer"...) is
+                stripped; the same label later in the answer is a new chat line: cut and stop
+  instruction   5+ consecutive words of an internal instruction (the rules, the co-host's cue),
+                or an instruction marker: the piece is dropped
+  copy          5+ consecutive words copied from untrusted chat: the piece is dropped
+  repeat        a sentence said in one of the last answers, word for word: dropped
+  loop          one word 4+ times in a row or a phrase 3+ times in a row: cut after its first
+                occurrence, stop
+  sentences     past the persona's sentence limit: cut at the limit, stop
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+COPY_WORDS = 5  # this many consecutive words from chat or an instruction count as a copy
+WORD_LOOP = 4  # one word this many times in a row
+PHRASE_LOOP = 3  # a phrase of 2-6 words this many times in a row
+REMEMBERED_ANSWERS = 100  # a sentence from one of the last answers is not said again
+MIN_REPEAT_WORDS = 3  # ... when it has at least this many words ("Welcome in!" may be said twice)
+
+RUNAWAY_WINDOW_CHARS = 300  # holds a phrase loop (3 x 6 words) and a label line with room to spare
+
+GENERIC_SPEAKERS = frozenset({"viewer", "user", "chat", "assistant", "streamer", "system", "human", "bot", "you", "me"})
+INSTRUCTION_MARKERS = ("(no new chat)", "untrusted data", "system prompt:", "as an ai language model")
+
+_MARKUP = re.compile(
+    r"</?\s*chat\s*>|<\|[^|>]{0,40}\|?>?|\[/?INST\]|<</?SYS>>|</?s>|</?[a-zA-Z][a-zA-Z0-9_-]{0,20}[^<>]{0,40}>"
+    r"|<\|?$|\|>",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(
+    r"(?P<name>[A-Za-z0-9_][\w.-]{0,30})(?:\s*\((?:co-host|viewer|streamer|mod|moderator)\))?"
+    r"\s*(?:says|said|asks|asked|wrote)?\s*:(?=\s|$)",
+)
+# The `name says: "..."` chat framing echoed back, whatever the name (the model often mangles
+# it: "Smolstreamer-1 (co-host) says:"), or a bare `says:`.
+_SAYS_LABEL = re.compile(
+    r"(?:[\w.-]{1,30}\s*)?(?:\((?:co-host|viewer|streamer|mod|moderator)\)\s*)?says\s*:", re.IGNORECASE
+)
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
+_ENDS_SENTENCE = re.compile(r"[.!?…]+[\"')\]]*\s*$")
+_STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]")  # *waves*, [sparkle], a stray bracket
+_SYMBOLS = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d]")  # emoji are not speakable
+_WORD = re.compile(r"[\w']+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation: what copy and loop checks compare."""
+    return [w.strip("'") for w in _WORD.findall(text.casefold()) if w.strip("'")]
+
+
+def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def _all_ngrams(texts: tuple[str, ...]) -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+    for text in texts:
+        found |= _ngrams(words(text), COPY_WORDS)
+    return found
+
+
+@dataclass(frozen=True)
+class GuardContext:
+    """What one answer is checked against."""
+
+    chat: tuple[str, ...] = ()  # untrusted chat texts shown in the prompt
+    speakers: tuple[str, ...] = ()  # names that may show up as labels: chat users and personas
+    internal: tuple[str, ...] = ()  # instructions that must never be said (rules, cues)
+    max_sentences: int = 3
+
+
+@dataclass
+class Verdict:
+    text: str  # what of the piece may be said ("" when nothing)
+    stop: bool = False  # stop generating: nothing after this piece may be said
+    reasons: list[str] = field(default_factory=list)
+
+
+class RecentAnswers:
+    """The sentences of the last answers, shared by the guards of successive turns."""
+
+    def __init__(self, size: int = REMEMBERED_ANSWERS) -> None:
+        self._answers: deque[frozenset[tuple[str, ...]]] = deque(maxlen=size)
+
+    def add(self, answer: str) -> None:
+        sentences = {tuple(words(s)) for s in split_sentences(answer)}
+        self._answers.append(frozenset(s for s in sentences if len(s) >= MIN_REPEAT_WORDS))
+
+    def __contains__(self, sentence: object) -> bool:
+        return any(sentence in answer for answer in self._answers)
+
+    def begins(self, start: tuple[str, ...]) -> bool:
+        """Whether a remembered sentence begins with these words."""
+        n = len(start)
+        return any(len(s) > n and s[:n] == start for answer in self._answers for s in answer)
+
+
+def split_sentences(text: str) -> list[str]:
+    out, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        out.append(text[start : match.end()].strip())
+        start = match.end()
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
+class SpeechGuard:
+    """Checks one answer piece by piece (`check`), keeping what was said so far."""
+
+    def __init__(self, context: GuardContext, *, recent: RecentAnswers | None = None) -> None:
+        self.context = context
+        self._speakers = {s.casefold() for s in context.speakers if s} | GENERIC_SPEAKERS
+        self._chat_ngrams = (
+            set().union(*(_ngrams(words(t), COPY_WORDS) for t in context.chat)) if context.chat else set()
+        )
+        self._internal_ngrams = (
+            set().union(*(_ngrams(words(t), COPY_WORDS) for t in context.internal)) if context.internal else set()
+        )
+        self._recent = recent
+        self.said: list[str] = []  # the pieces let through
+        self.reasons: list[str] = []  # every rule that fired in this answer
+        self._sentences = 0
+        self._stopped = False
+        self._raw_tail: list[str] = []  # the last words the model wrote, said or dropped
+        self._sentence: tuple[str, ...] = ()  # words of the sentence in progress
+        self._held: list[str] = []  # its beginning, not said yet: it may become a repeat
+        self._begun = False  # part of the sentence in progress was said already
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.said)
+
+    def check(self, piece: str) -> Verdict:
+        if self._stopped:
+            return Verdict("", True, ["stopped"])
+        verdict = self._check(piece)
+        verdict.text = " ".join(verdict.text.split())
+        if not any(ch.isalnum() for ch in verdict.text):
+            verdict.text = ""
+        if verdict.text:
+            self.said.append(verdict.text)
+            self._sentences += len(_SENTENCE_END.findall(verdict.text))  # sentences completed so far
+        self._stopped = verdict.stop
+        self.reasons.extend(r for r in verdict.reasons if r not in self.reasons)
+        return verdict
+
+    def runaway(self, generated: str) -> bool:
+        """Whether the raw text generated so far must stop now, before it is even cut into
+        pieces: template markup, a new chat line, or a loop. The pieces already cut are judged
+        by `check` as usual; this only ends generation early (a loop with no sentence mark in it
+        would otherwise run to the token limit before its piece reaches the guard). Called after
+        every delta, it looks at the tail only: what came before was looked at already."""
+        generated = generated[-RUNAWAY_WINDOW_CHARS:]
+        if _MARKUP.search(generated):
+            return True
+        for says in _SAYS_LABEL.finditer(generated):
+            if generated[: says.start()].rstrip(" \"'")[-1:] in (".", "!", "?", "…", "\n"):
+                return True
+        for match in _LABEL.finditer(generated):
+            name = match.group("name").casefold()
+            before = generated[: match.start()].rstrip(" \"'")
+            if before and name in self._speakers - GENERIC_SPEAKERS and before[-1] in ".!?…\n":
+                return True
+        return _loop_start(words(generated)) is not None
+
+    def _check(self, piece: str) -> Verdict:
+        reasons: list[str] = []
+        stop = False
+        text = piece
+        markup = _MARKUP.search(text)
+        if markup is not None:
+            text, stop = text[: markup.start()], True
+            reasons.append("markup")
+        text = _SYMBOLS.sub("", _STAGE_DIRECTION.sub(" ", text))
+
+        text, label_stop = self._labels(text, first=not self.said, reasons=reasons)
+        stop = stop or label_stop
+
+        text, dropped = self._drop_copies(text)
+        reasons.extend(dropped)
+        if not text.strip():
+            return Verdict("", stop, reasons)
+
+        text, repeat = self._drop_repeats(text)
+        if repeat:
+            reasons.append("repeat")
+            if not text:
+                return Verdict("", stop, reasons)
+
+        text, looped = self._cut_loop(text)
+        if looped:
+            reasons.append("loop")
+            stop = True
+
+        text, limited = self._limit_sentences(text)
+        if limited:
+            reasons.append("sentences")
+            stop = True
+        return Verdict(text, stop, reasons)
+
+    def _labels(self, text: str, *, first: bool, reasons: list[str]) -> tuple[str, bool]:
+        for says in _SAYS_LABEL.finditer(text):
+            before = text[: says.start()].strip(" \"'-")
+            if first and not before:
+                reasons.append("label")
+                return self._labels(text[says.end() :], first=True, reasons=reasons)
+            if before[-1:] in (".", "!", "?", "…"):  # a new chat line in the framing: the answer ends
+                reasons.append("label")
+                return text[: says.start()], True
+        for match in _LABEL.finditer(text):
+            name = match.group("name").casefold()
+            before = text[: match.start()].strip(" \"'-")
+            if first and not before and name in self._speakers:
+                reasons.append("label")  # an echoed label: drop it, keep the answer
+                return self._labels(text[match.end() :], first=True, reasons=reasons)  # "Spark: viewer: ..."
+            # Later, a speaker's label after a sentence end is the model writing the next chat
+            # line ("... fun! mika: me too"); a generic word ("I asked chat: ...") is just speech.
+            if name in self._speakers - GENERIC_SPEAKERS and (not before or before[-1] in ".!?…"):
+                reasons.append("label")
+                return text[: match.start()], True
+        return text, False
+
+    def _drop_copies(self, text: str) -> tuple[str, list[str]]:
+        """Drops the sentences that say an instruction or copy chat; the window reaches back into
+        the text before them (said or not), so a copy split across pieces is caught too."""
+        kept: list[str] = []
+        reasons: list[str] = []
+        for sentence in split_sentences(text):
+            window = self._raw_tail + words(sentence)
+            self._raw_tail = window[-(COPY_WORDS - 1) :]
+            marked = any(m in sentence.casefold() for m in INSTRUCTION_MARKERS)
+            if marked or self._internal_ngrams & _ngrams(window, COPY_WORDS):
+                reasons.append("instruction")
+            elif self._chat_ngrams & _ngrams(window, COPY_WORDS):
+                reasons.append("copy")
+            else:
+                kept.append(sentence)
+        return " ".join(kept), list(dict.fromkeys(reasons))
+
+    def _drop_repeats(self, text: str) -> tuple[str, bool]:
+        """Drops a sentence said in a recent answer. Pieces end mid-sentence, so the beginning of
+        a sentence that could become a repeat is held back (not said yet) until the sentence
+        ends: a repeat then goes unsaid as a whole, anything else is said with its beginning."""
+        if self._recent is None:
+            return text, False
+        kept: list[str] = []
+        dropped = False
+        for fragment in split_sentences(text):
+            key = (*self._sentence, *words(fragment))
+            if _ENDS_SENTENCE.search(fragment):
+                held, self._held, self._sentence, begun = self._held, [], (), self._begun
+                self._begun = False
+                if not begun and len(key) >= MIN_REPEAT_WORDS and key in self._recent:
+                    dropped = True
+                    continue
+                kept += [*held, fragment]
+            elif not self._begun and self._recent.begins(key):
+                self._held.append(fragment)  # wait for the sentence's end
+                self._sentence = key
+            else:
+                kept += [*self._held, fragment]
+                self._held, self._sentence, self._begun = [], key, True
+        return " ".join(kept), dropped
+
+    def _cut_loop(self, text: str) -> tuple[str, bool]:
+        """Cuts `text` after the first occurrence of a loop that runs into it."""
+        before = sum(len(words(s)) for s in self.said)
+        spans = [(m.start(), w) for m in _WORD.finditer(text) if (w := m.group(0).casefold().strip("'"))]
+        tokens = [*(w for s in self.said for w in words(s)), *(w for _, w in spans)]
+        cut = _loop_start(tokens)
+        if cut is None or cut < before:
+            if cut is not None:  # the loop began in an earlier piece: nothing of this one is new
+                return "", True
+            return text, False
+        index = cut - before
+        return (text[: spans[index][0]].rstrip(" ,;:-") if index < len(spans) else text), True
+
+    def _limit_sentences(self, text: str) -> tuple[str, bool]:
+        room = self.context.max_sentences - self._sentences
+        if room <= 0:
+            return "", True
+        ends = list(_SENTENCE_END.finditer(text))
+        if len(ends) > room or (len(ends) == room and text[ends[-1].end() :].strip()):
+            return text[: ends[room - 1].end()], True
+        return text, False
+
+
+def _loop_start(tokens: list[str]) -> int | None:
+    """The index of the first token after a loop's first occurrence, or None."""
+    for i in range(len(tokens)):
+        run = 1
+        while i + run < len(tokens) and tokens[i + run] == tokens[i]:
+            run += 1
+        if run >= WORD_LOOP:
+            return i + 1
+        for n in range(2, 7):
+            if i + n * PHRASE_LOOP > len(tokens):
+                break
+            phrase = tokens[i : i + n]
+            if all(tokens[i + k * n : i + (k + 1) * n] == phrase for k in range(1, PHRASE_LOOP)):
+                return i + n
+    return None
+
+
+def stop_sequences(context: GuardContext, *, limit: int = 16) -> tuple[str, ...]:
+    """Stop words for the server, so it stops where the guard would: a chat delimiter or a new
+    chat line from one of the speakers (at most `limit`, since each costs the server a check)."""
+    labels = [f"\n{name}:" for name in dict.fromkeys(context.speakers) if name]
+    return ("</chat>", "<chat>", "<|", *labels)[:limit]

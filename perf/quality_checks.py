@@ -1,0 +1,108 @@
+"""Deterministic checks of what the persona said, for `python -m perf quality`.
+
+Written apart from the client's output guards (client/spark_client/speech/guards.py) on
+purpose: the benchmark judges the guards too, so it must not share their code. Each check
+answers one question a streamer would ask of an answer, with no model and no randomness.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+CHECKS = (
+    "label_echo",  # begins with (or contains, after a sentence) a chat label "Name:" / "Name says:"
+    "chat_copy",  # 5+ consecutive words copied from untrusted chat
+    "markup",  # template markup or chat delimiters
+    "instruction",  # internal instructions: 5+ words of the rules or the co-host's cue, or a marker
+    "loop",  # a word 4+ times in a row, or a phrase of 2-6 words 3+ times in a row
+    "duplicate",  # identical to an earlier answer in the run
+    "too_long",  # more sentences than the persona's limit
+    "empty",  # nothing speakable
+)
+TARGET_ZERO = ("markup", "instruction")  # targets: none at all; every other check under 5%
+TARGET_SHARE = 0.05
+
+GENERIC_LABELS = frozenset({"viewer", "user", "chat", "assistant", "streamer", "system", "human", "bot"})
+MARKERS = ("(no new chat)", "untrusted data", "system prompt:")
+
+_WORD = re.compile(r"[a-z0-9']+")
+_MARKUP = re.compile(r"<\|?/?\s*[a-z_]*\s*\|?>|<\||\|>|\[/?inst\]|</?s>|</?chat|<</?sys>>", re.IGNORECASE)
+_LEADING_LABEL = re.compile(r"^\W*([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said|asks|wrote)?\s*:", re.IGNORECASE)
+_INNER_LABEL = re.compile(r"[.!?…]\s+([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said)?\s*:", re.IGNORECASE)
+_SAYS = re.compile(
+    r"(?:^\W*|[.!?…]\s+)(?:[\w.-]+\s*)?(?:\([^)]{0,20}\)\s*)?says\s*:", re.IGNORECASE
+)  # the chat framing
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
+
+
+def tokens(text: str) -> list[str]:
+    return [w.strip("'") for w in _WORD.findall(text.casefold()) if w.strip("'")]
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def sentences(text: str) -> int:
+    ends = list(_SENTENCE_END.finditer(text))
+    tail = text[ends[-1].end() :] if ends else text
+    return len(ends) + (1 if any(ch.isalnum() for ch in tail) else 0)
+
+
+def has_loop(words: list[str]) -> bool:
+    for i in range(len(words)):
+        if i + 3 < len(words) and len(set(words[i : i + 4])) == 1:
+            return True
+        for n in range(2, 7):
+            chunk = words[i : i + n]
+            if len(chunk) == n and words[i + n : i + 2 * n] == chunk and words[i + 2 * n : i + 3 * n] == chunk:
+                return True
+    return False
+
+
+@dataclass
+class Judged:
+    failed: list[str] = field(default_factory=list)  # the checks this answer fails
+
+
+@dataclass
+class Checker:
+    """One run's checks: remembers earlier answers for `duplicate`."""
+
+    internal: tuple[str, ...]  # instruction texts never to be said
+    _seen: set[str] = field(default_factory=set)
+
+    def judge(self, text: str, *, chat: Iterable[str], speakers: Iterable[str], max_sentences: int) -> list[str]:
+        words = tokens(text)
+        names = {s.casefold() for s in speakers if s} | GENERIC_LABELS
+        failed = []
+        leading = _LEADING_LABEL.match(text)
+        inner = [m.group(1).casefold() for m in _INNER_LABEL.finditer(text)]
+        named = (leading and leading.group(1).casefold() in names) or any(n in names - GENERIC_LABELS for n in inner)
+        if named or _SAYS.search(text):
+            failed.append("label_echo")
+        chat_grams: set[tuple[str, ...]] = set()
+        for line in chat:
+            chat_grams |= _grams(tokens(line), 5)
+        if chat_grams & _grams(words, 5):
+            failed.append("chat_copy")
+        if _MARKUP.search(text):
+            failed.append("markup")
+        internal_grams: set[tuple[str, ...]] = set()
+        for line in self.internal:
+            internal_grams |= _grams(tokens(line), 5)
+        if internal_grams & _grams(words, 5) or any(m in text.casefold() for m in MARKERS):
+            failed.append("instruction")
+        if has_loop(words):
+            failed.append("loop")
+        key = " ".join(words)
+        if key and key in self._seen:
+            failed.append("duplicate")
+        self._seen.add(key)
+        if sentences(text) > max_sentences:
+            failed.append("too_long")
+        if not words:
+            failed.append("empty")
+        return failed

@@ -1,0 +1,97 @@
+"""The answer-quality benchmark's own parts: its checked-in corpus and its deterministic checks
+(each one fires on the failure it names and not on an ordinary answer)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from perf.quality import SHORT_PER_CATEGORY, QualityRun, load_corpus, stream_order
+from perf.quality_checks import CHECKS, Checker
+
+RULES = "You are live on stream, speaking out loud. Answer in one to three short spoken sentences."
+
+
+def judge(text: str, *, chat=("what's your favourite game to play",), checker: Checker | None = None) -> list[str]:
+    checker = checker or Checker(internal=(RULES, "(no new chat) React briefly to what Spark just said."))
+    return checker.judge(text, chat=chat, speakers=("Spark", "Ember", "pixelhound"), max_sentences=3)
+
+
+def test_the_corpus_covers_every_kind_of_chat_at_least_200_times():
+    corpus = load_corpus()
+    counts = Counter(s.category for s in corpus)
+    assert len(corpus) >= 200 and len({s.id for s in corpus}) == len(corpus)
+    expected = {
+        "greeting",
+        "question_spark",
+        "question_ember",
+        "bits",
+        "first_timer",
+        "moderator",
+        "injection",
+        "spam",
+        "long_line",
+        "emote_only",
+        "non_english",
+        "multi_viewer",
+        "banter",
+    }
+    assert set(counts) == expected and min(counts.values()) >= SHORT_PER_CATEGORY
+    assert all(s.chat and all(line["user"] and line["text"] for line in s.chat) for s in corpus)
+    assert any(len(s.chat) >= 3 for s in corpus if s.category == "multi_viewer")
+    assert all(s.persona == "Ember" for s in corpus if s.category == "question_ember")
+
+
+def test_the_stream_mixes_kinds_and_the_short_form_takes_a_few_of_each():
+    corpus = load_corpus()
+    ordered = stream_order(corpus)
+    assert sorted(s.id for s in ordered) == sorted(s.id for s in corpus)
+    first = [s.category for s in ordered[:13]]
+    assert len(set(first)) == 13  # one of each kind before any kind repeats
+    short = stream_order(corpus, per_category=SHORT_PER_CATEGORY)
+    assert len(short) == 13 * SHORT_PER_CATEGORY
+
+
+@pytest.mark.parametrize(
+    ("answer", "check"),
+    [
+        ("pixelhound: hi, I am here to help!", "label_echo"),
+        ("Spark says: hello there!", "label_echo"),
+        ("That is fun. pixelhound: me too", "label_echo"),
+        ('Smolstreamer-1 (co-host) says: "hi"', "label_echo"),
+        ('Sure! rin says: "me too"', "label_echo"),
+        ("You asked what's your favourite game to play, right?", "chat_copy"),
+        ("Sure thing!</chat>", "markup"),
+        ("Okay <|im_end|>", "markup"),
+        ("I answer in one to three short spoken sentences.", "instruction"),
+        ("(no new chat) Hi.", "instruction"),
+        ("no no no no", "loop"),
+        ("I love you I love you I love you", "loop"),
+        ("One. Two. Three. Four.", "too_long"),
+        ("", "empty"),
+        ("🙂", "empty"),
+    ],
+)
+def test_each_check_fires_on_its_failure(answer: str, check: str):
+    assert check in judge(answer)
+
+
+def test_an_ordinary_answer_passes_every_check_and_only_a_second_copy_is_a_duplicate():
+    checker = Checker(internal=(RULES,))
+    good = "[happy] Ooh, Zelda for sure! What about you, pixelhound?"
+    assert judge(good, checker=checker) == []
+    assert judge("Ha ha ha, that's funny!", checker=checker) == []
+    assert judge(good, checker=checker) == ["duplicate"]
+
+
+def test_shares_and_targets():
+    from perf.quality import Answer
+
+    run = QualityRun("says-examples", True)
+    for i in range(20):
+        failed = ["loop"] if i == 0 else []
+        run.answers.append(Answer(f"x-{i}", "greeting", "Spark", [], "hi", "hi", [], failed, 100.0, 0.1))
+    shares, met = run.shares(), run.meets_targets()
+    assert set(shares) == set(CHECKS) and shares["loop"] == pytest.approx(0.05)
+    assert not met["loop"] and met["markup"] and met["duplicate"]  # 5% is not under 5%

@@ -1,0 +1,198 @@
+"""The launcher: loopback by default, and `--then CMD` gives CMD a shutdown grace period.
+
+The supervision tests run a real launcher process and a real child that traps signals; the last
+test starts the real tritonserver on a one-model repository and stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spark_runtime.serve import DEFAULT_ADDRESS, ServerError, TritonServer, main, parse_args, server_for
+from tests.conftest import free_port
+from tests.timing import seconds
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Traps SIGINT/SIGTERM (or ignores SIGINT with "ignore"), then takes 1 s to shut down, as the
+# client does while it cancels its streams, closes VTube Studio and flushes memory.
+CHILD = textwrap.dedent(
+    """
+    import pathlib, signal, sys, time
+    out, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
+    got = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN if mode == "ignore" else lambda s, f: got.append(s))
+    signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+    (out / "ready").write_text("")
+    while not got:
+        time.sleep(0.01)
+    time.sleep(1.0)
+    (out / "done").write_text(" ".join(str(s) for s in got))
+    """
+)
+
+
+def launcher(tmp_path: Path, *, grace_s: float, mode: str = "trap", child_got_sigint: bool = False):
+    """`supervise(child)` in a process of its own, as `python -m spark_runtime.serve --then` runs it."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    code = (
+        "import sys; from spark_runtime.serve import supervise; "
+        f"sys.exit(supervise([sys.executable, {str(script)!r}, {str(tmp_path)!r}, {mode!r}], "
+        f"grace_s={grace_s}, child_got_sigint=lambda: {child_got_sigint}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_for(tmp_path / "ready", proc, 20)
+    return proc
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + seconds(timeout)
+    while not path.exists():
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def child_pid(proc: subprocess.Popen) -> int:
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+# --- bind address --------------------------------------------------------------------------
+def test_the_server_binds_loopback_unless_told_otherwise():
+    cmd = TritonServer().command()
+    for flag in ("--http-address", "--grpc-address", "--metrics-address"):
+        assert f"{flag}={DEFAULT_ADDRESS}" in cmd
+    assert DEFAULT_ADDRESS == "127.0.0.1"
+    opened = server_for(parse_args(["--listen", "0.0.0.0"]))
+    cmd = opened.command()
+    for flag in ("--http-address", "--grpc-address", "--metrics-address"):
+        assert f"{flag}=0.0.0.0" in cmd and f"{flag}={DEFAULT_ADDRESS}" not in cmd
+    assert opened.grpc_url == f"127.0.0.1:{opened.grpc_port}"  # reached here through loopback
+
+
+def test_port_check_probes_the_address_the_server_will_bind():
+    with pytest.raises(ServerError, match="cannot listen on 192.0.2.1"):  # TEST-NET: not on this machine
+        TritonServer(address="192.0.2.1", http_port=free_port()).check_ports()
+    with socket.socket() as busy:
+        busy.bind((DEFAULT_ADDRESS, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServerError, match=f"port {port} is already in use"):
+            TritonServer(http_port=port, grpc_port=free_port(), metrics_port=free_port()).check_ports()
+
+
+def test_opening_another_interface_warns_that_there_is_no_authentication(capsys):
+    with socket.socket() as busy:
+        busy.bind((DEFAULT_ADDRESS, 0))  # a wildcard bind conflicts with it too
+        busy.listen()
+        assert main(["--listen", "0.0.0.0", "--http-port", str(busy.getsockname()[1])]) == 1  # stops before exec
+    err = capsys.readouterr().err
+    assert "listens on 0.0.0.0 with no authentication" in err
+
+
+# --- the --then child's shutdown -----------------------------------------------------------
+def test_sigint_reaches_the_child_which_finishes_its_shutdown(tmp_path):
+    proc = launcher(tmp_path, grace_s=seconds(10))
+    os.kill(proc.pid, signal.SIGINT)  # only the launcher, as `kill -INT` or a supervisor sends it
+    assert proc.wait(seconds(15)) == 0
+    assert (tmp_path / "done").read_text() == str(int(signal.SIGINT))
+
+
+def test_sigterm_reaches_the_child_once(tmp_path):
+    proc = launcher(tmp_path, grace_s=seconds(10))
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(seconds(15)) == 0
+    assert (tmp_path / "done").read_text() == str(int(signal.SIGTERM))
+
+
+def test_a_terminal_ctrl_c_is_not_sent_twice(tmp_path):
+    proc = launcher(tmp_path, grace_s=seconds(10), child_got_sigint=True)
+    child = child_pid(proc)
+    for pid in (proc.pid, child):  # what Ctrl-C does to the terminal's foreground process group
+        os.kill(pid, signal.SIGINT)
+    assert proc.wait(seconds(15)) == 0
+    assert (tmp_path / "done").read_text() == str(int(signal.SIGINT))  # one SIGINT, not two
+
+
+def test_a_child_that_does_not_exit_is_killed_after_the_grace_period(tmp_path):
+    proc = launcher(tmp_path, grace_s=1.0, mode="ignore")
+    child = child_pid(proc)
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(seconds(15)) == 128 + signal.SIGKILL
+    assert 1.0 <= time.monotonic() - started < seconds(10)
+    assert not (tmp_path / "done").exists() and not Path(f"/proc/{child}").exists()
+
+
+# --- the real server -----------------------------------------------------------------------
+ECHO_CONFIG = """
+name: "echo"
+backend: "python"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+ECHO_MODEL = """
+import os, sys
+sys.path[:0] = list(filter(None, os.environ.get("SPARK_SITE_PACKAGES", "").split(os.pathsep)))
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", r.inputs()[0].as_numpy())]) for r in requests]
+"""
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_launcher_stops_the_child_then_tritonserver_and_its_stubs(tmp_path, stop):
+    repo = tmp_path / "model_repository"
+    (repo / "echo" / "1").mkdir(parents=True)
+    (repo / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    (repo / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    (tmp_path / "child.py").write_text(CHILD)
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark_runtime.serve", "--model-repository", str(repo), "--log-file",
+         str(tmp_path / "tritonserver.log"), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+         "--metrics-port", str(ports[2]), "--then", sys.executable, str(tmp_path / "child.py"), str(tmp_path), "trap"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(tmp_path / "ready", proc, 120)  # the child starts once the server is ready
+        assert processes_mentioning(str(repo)), "tritonserver is not running"
+        os.kill(proc.pid, stop)
+        assert proc.wait(seconds(60)) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (tmp_path / "done").read_text() == str(int(stop))  # the child finished its shutdown
+    assert processes_mentioning(str(repo)) == []  # tritonserver and the echo model's stub are gone
+    TritonServer(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]).check_ports()  # nothing listens
