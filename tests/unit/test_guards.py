@@ -36,6 +36,7 @@ def test_a_leading_echoed_label_is_stripped_and_the_answer_kept():
     assert say(guard(), 'Smolstreamer-1 (co-host) says: "Do you like games?"')[0] == '"Do you like games?"'
     assert say(guard(), 'says: "sounds like my show". How about you?')[0] == '"sounds like my show". How about you?'
     assert say(guard(), 'Fun! rin_7 says: "me too"') == ("Fun!", True)
+    assert say(guard(), "What a beautiful choice.", "Mossy_toad says:") == ("What a beautiful choice.", True)
 
 
 def test_a_label_later_in_the_answer_is_a_new_chat_line_and_ends_it():

@@ -220,7 +220,7 @@ class SpeechGuard:
             if first and not before:
                 reasons.append("label")
                 return self._labels(text[says.end() :], first=True, reasons=reasons)
-            if before[-1:] in (".", "!", "?", "…"):  # a new chat line in the framing: the answer ends
+            if not before or before[-1] in ".!?…":  # a new chat line in the framing: the answer ends
                 reasons.append("label")
                 return text[: says.start()], True
         for match in _LABEL.finditer(text):
