@@ -113,7 +113,7 @@ async def answer_all(
     from spark_client.speech.llm import LLMClient
     from spark_client.speech.triton import TritonModels
     from spark_client.speech.tts import TTSClient
-    from spark_client.turns.loop import RETRY_SEED_STEP
+    from spark_client.turns.loop import retry_sampling
     from spark_client.turns.persona import COHOST_CUE, DEFAULT_PERSONAS
     from spark_client.turns.prompt import PROMPT_STYLES, ConversationHistory, Exchange, build_messages, guard_context
 
@@ -160,8 +160,7 @@ async def answer_all(
             tts_task: asyncio.Task[float | None] | None = None
 
             def attempt(number: int, prompt: Any = prompt, sampling: Any = sampling, persona: Any = persona) -> Any:
-                seed = sampling.seed + RETRY_SEED_STEP * number
-                return llm.stream(prompt, replace(sampling, seed=seed), lora_name=persona.lora_name)
+                return llm.stream(prompt, retry_sampling(sampling, number), lora_name=persona.lora_name)
 
             def make_guard(context: GuardContext = context) -> SpeechGuard:
                 return SpeechGuard(context, recent=recent) if guards else _passthrough_guard()

@@ -341,3 +341,13 @@ def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_s
     s = asyncio.run(scenario())
     assert [said for _, _, said, _ in s.said] == ["Welcome to the stream, friend!", "Good to see you."]
     assert s.said[1][3]["guards"] == ["repeat"] and s.llm.started == 3
+
+
+def test_a_retry_samples_differently_even_for_a_greedy_persona():
+    from spark_client.speech.llm import SamplingOptions
+    from spark_client.turns.loop import retry_sampling
+
+    greedy = SamplingOptions(temperature=0.0, seed=5)
+    assert retry_sampling(greedy, 0) == greedy
+    again = retry_sampling(greedy, 1)
+    assert again.seed != greedy.seed and again.temperature >= 0.7

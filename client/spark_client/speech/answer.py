@@ -22,19 +22,15 @@ async def guarded_pieces(
 ) -> AsyncIterator[SpeakablePiece]:
     """The pieces of `deltas` that `guard` lets through, in order. When the guard stops the
     answer, `deltas` is closed at once (for a served LLM: its request is cancelled on the
-    server). Emotion tags of a dropped piece move to the next piece that is said."""
+    server). A dropped piece's emotion tags go with it: what was not said shows nothing either."""
     chunker = chunker or SpeechChunker()
-    carried: list[str] = []
     generated = ""
 
     def admit(piece: SpeakablePiece) -> tuple[SpeakablePiece | None, bool]:
         verdict = guard.check(piece.text)
         if not verdict.text:
-            carried.extend(piece.emotions)
             return None, verdict.stop
         piece.text = verdict.text
-        piece.emotions[:0] = carried
-        carried.clear()
         return piece, verdict.stop
 
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
@@ -60,8 +56,9 @@ async def guarded_pieces(
 
 class AnswerAttempts:
     """An answer with one more try: when the guards let nothing of the first attempt through
-    (it only repeated a recent answer, or copied chat), the LLM is asked again with another seed,
-    so the viewer hears an answer rather than silence. `guards` holds every attempt's guard."""
+    (it only repeated a recent answer, or copied chat), the LLM is asked again (`open_stream`
+    gets the attempt number and samples differently), so the viewer hears an answer rather than
+    silence. `guards` holds every attempt's guard."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.speech.answer import AnswerAttempts
 from spark_client.speech.chunker import SpeakablePiece
 from spark_client.speech.guards import RecentAnswers, SpeechGuard, stop_sequences
-from spark_client.speech.llm import LLMClient
+from spark_client.speech.llm import LLMClient, SamplingOptions
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
@@ -45,6 +45,15 @@ from spark_client.turns.queue import ChatQueue, TurnRequest
 log = logging.getLogger(__name__)
 
 RETRY_SEED_STEP = 7919  # a retried answer samples with seed + this (a prime: no overlap with turn seeds)
+RETRY_MIN_TEMPERATURE = 0.7  # and at least this hot: a greedy persona would say the same again
+
+
+def retry_sampling(sampling: SamplingOptions, attempt: int) -> SamplingOptions:
+    """The sampling of answer attempt `attempt` (0: the persona's own)."""
+    if attempt == 0:
+        return sampling
+    temperature = max(sampling.temperature, RETRY_MIN_TEMPERATURE)
+    return replace(sampling, seed=sampling.seed + RETRY_SEED_STEP * attempt, temperature=temperature)
 
 
 @dataclass(frozen=True)
@@ -330,7 +339,7 @@ class TurnLoop:
         answer = AnswerAttempts(
             lambda attempt: self.llm.stream(
                 prompt,
-                replace(sampling, seed=sampling.seed + RETRY_SEED_STEP * attempt),
+                retry_sampling(sampling, attempt),
                 lora_name=state.persona.lora_name,
             ),
             lambda: self._guard(state),
