@@ -126,12 +126,9 @@ class SpeechGuard:
     def __init__(self, context: GuardContext, *, recent: RecentAnswers | None = None) -> None:
         self.context = context
         self._speakers = {s.casefold() for s in context.speakers if s} | GENERIC_SPEAKERS
-        self._chat_ngrams = (
-            set().union(*(_ngrams(words(t), COPY_WORDS) for t in context.chat)) if context.chat else set()
-        )
-        self._internal_ngrams = (
-            set().union(*(_ngrams(words(t), COPY_WORDS) for t in context.internal)) if context.internal else set()
-        )
+        self._named = self._speakers - GENERIC_SPEAKERS  # whose label begins a new chat line
+        self._chat_ngrams = _all_ngrams(context.chat)
+        self._internal_ngrams = _all_ngrams(context.internal)
         self._recent = recent
         self.said: list[str] = []  # the pieces let through
         self.reasons: list[str] = []  # every rule that fired in this answer
@@ -167,16 +164,8 @@ class SpeechGuard:
         would otherwise run to the token limit before its piece reaches the guard). Called after
         every delta, it looks at the tail only: what came before was looked at already."""
         generated = generated[-RUNAWAY_WINDOW_CHARS:]
-        if _MARKUP.search(generated):
+        if _MARKUP.search(generated) or self._new_chat_line(generated, at_start=False) is not None:
             return True
-        for says in _SAYS_LABEL.finditer(generated):
-            if generated[: says.start()].rstrip(" \"'")[-1:] in (".", "!", "?", "…", "\n"):
-                return True
-        for match in _LABEL.finditer(generated):
-            name = match.group("name").casefold()
-            before = generated[: match.start()].rstrip(" \"'")
-            if before and name in self._speakers - GENERIC_SPEAKERS and before[-1] in ".!?…\n":
-                return True
         return _loop_start(words(generated)) is not None
 
     def _check(self, piece: str) -> Verdict:
@@ -215,26 +204,37 @@ class SpeechGuard:
         return Verdict(text, stop, reasons)
 
     def _labels(self, text: str, *, first: bool, reasons: list[str]) -> tuple[str, bool]:
-        for says in _SAYS_LABEL.finditer(text):
-            before = text[: says.start()].strip(" \"'-")
-            if first and not before:
-                reasons.append("label")
-                return self._labels(text[says.end() :], first=True, reasons=reasons)
-            if not before or before[-1] in ".!?…":  # a new chat line in the framing: the answer ends
-                reasons.append("label")
-                return text[: says.start()], True
+        if first and (echo := self._leading_label(text)) is not None:
+            reasons.append("label")  # an echoed label: drop it, keep the answer
+            return self._labels(text[echo:], first=True, reasons=reasons)  # "Spark: viewer: ..." too
+        cut = self._new_chat_line(text, at_start=not first)
+        if cut is None:
+            return text, False
+        reasons.append("label")
+        return text[:cut], True
+
+    def _leading_label(self, text: str) -> int | None:
+        """Where the answer begins after a label echoed at its start (`name says:`, whatever the
+        name, or a speaker's `Name:`), or None."""
+        for match in _SAYS_LABEL.finditer(text):
+            if not text[: match.start()].strip(" \"'-"):
+                return match.end()
         for match in _LABEL.finditer(text):
-            name = match.group("name").casefold()
-            before = text[: match.start()].strip(" \"'-")
-            if first and not before and name in self._speakers:
-                reasons.append("label")  # an echoed label: drop it, keep the answer
-                return self._labels(text[match.end() :], first=True, reasons=reasons)  # "Spark: viewer: ..."
-            # Later, a speaker's label after a sentence end is the model writing the next chat
-            # line ("... fun! mika: me too"); a generic word ("I asked chat: ...") is just speech.
-            if name in self._speakers - GENERIC_SPEAKERS and (not before or before[-1] in ".!?…"):
-                reasons.append("label")
-                return text[: match.start()], True
-        return text, False
+            if not text[: match.start()].strip(" \"'-") and match.group("name").casefold() in self._speakers:
+                return match.end()
+        return None
+
+    def _new_chat_line(self, text: str, *, at_start: bool) -> int | None:
+        """Where the model starts writing the next chat line in `text`: a `name says:` label or a
+        chat speaker's `Name:` after a sentence end (a generic word, "I asked chat: ...", is just
+        speech), or at the very start of `text` when `at_start`. None when it does not."""
+        starts = [m.start() for m in _SAYS_LABEL.finditer(text)]
+        starts += [m.start() for m in _LABEL.finditer(text) if m.group("name").casefold() in self._named]
+        for start in starts:
+            before = text[:start].strip(" \"'-")
+            if (before and before[-1] in ".!?…\n") or (at_start and not before):
+                return start
+        return None
 
     def _drop_copies(self, text: str) -> tuple[str, list[str]]:
         """Drops the sentences that say an instruction or copy chat; the window reaches back into

@@ -7,8 +7,8 @@ interest fading with the time it has waited, so among equals the newest wins.
 
 Moderation events remove the messages they name at once and are handed on (`next_moderation`)
 so the loop applies them to history and memory as they arrive. An INTERRUPT event cuts the turn
-running at that moment: `interrupted_since(mark)` tells a turn whether one arrived after it
-started. An interrupt with no turn to cut does not linger to cut the next one.
+running at that moment: a turn takes `interrupt_mark()` when it starts and `wait_interrupt(mark)`
+returns once a later one arrives. An interrupt with no turn to cut does not linger to cut the next one.
 """
 
 from __future__ import annotations
