@@ -108,12 +108,11 @@ async def answer_all(
     url: str, situations: list[Situation], *, style_name: str, guards: bool, session: int, penalties: bool = True
 ) -> QualityRun:
     from spark_client.events import ChatMessage
-    from spark_client.speech.answer import AnswerAttempts
-    from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, stop_sequences
+    from spark_client.speech.answer import AnswerAttempts, guarded_answer
+    from spark_client.speech.guards import RecentAnswers
     from spark_client.speech.llm import LLMClient
     from spark_client.speech.triton import TritonModels
     from spark_client.speech.tts import TTSClient
-    from spark_client.turns.loop import retry_sampling
     from spark_client.turns.persona import COHOST_CUE, DEFAULT_PERSONAS
     from spark_client.turns.prompt import PROMPT_STYLES, ConversationHistory, Exchange, build_messages, guard_context
 
@@ -143,35 +142,33 @@ async def answer_all(
                 )
                 for i, c in enumerate(situation.chat)
             ]
-            answer_msg, context = lines[-1], tuple(lines[:-1])
+            answer_msg, shown = lines[-1], (lines[-1], *lines[:-1])
             started = time.monotonic()
-            chat = style.chat(answer_msg, context)
+            chat = style.chat(answer_msg, shown[1:])
             messages = build_messages(persona, history, chat=chat, memories=[], budget_tokens=1500, style=style)
             prompt = await llm.render(messages)
-            shown = (answer_msg, *context)
-            context = guard_context(persona, DEFAULT_PERSONAS, shown, style=style)
             sampling = persona.sampling
-            if guards:
-                prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
-                sampling = replace(sampling, seed=sampling.seed + index)  # as the loop: a seed per turn
             if not penalties:
                 sampling = replace(sampling, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+            if guards:  # as a turn: a seed per turn, the guards and their stop sequences
+                context = guard_context(persona, DEFAULT_PERSONAS, shown, style=style)
+                sampling = replace(sampling, seed=sampling.seed + index)
+                answer = guarded_answer(llm, prompt, sampling, context, recent=recent, lora_name=persona.lora_name)
+            else:  # as before the guards: everything passes, one seed for every turn, no retry
+                answer = AnswerAttempts(
+                    lambda _, prompt=prompt, sampling=sampling, lora=persona.lora_name: llm.stream(
+                        prompt, sampling, lora_name=lora
+                    ),
+                    _passthrough_guard,
+                    attempts=1,
+                )
             said: list[str] = []
             tts_task: asyncio.Task[float | None] | None = None
-
-            def attempt(number: int, prompt: Any = prompt, sampling: Any = sampling, persona: Any = persona) -> Any:
-                return llm.stream(prompt, retry_sampling(sampling, number), lora_name=persona.lora_name)
-
-            def make_guard(context: GuardContext = context) -> SpeechGuard:
-                return SpeechGuard(context, recent=recent) if guards else _passthrough_guard()
-
-            answer = AnswerAttempts(attempt, make_guard, attempts=2 if guards else 1)
             async for piece in answer.pieces():
                 said.append(piece.text)
                 if tts_task is None:  # synthesised while the LLM goes on, as in a turn
                     tts_task = asyncio.create_task(_first_chunk_ms(tts, piece.text, persona, started))
             first_audio = await tts_task if tts_task is not None else None
-            raw = [answer.generated]
             text = " ".join(said)
             failed = checker.judge(
                 text,
@@ -186,8 +183,8 @@ async def answer_all(
                     persona.name,
                     [f"{m.user}: {m.text}" for m in lines],
                     text,
-                    "".join(raw),
-                    answer.reasons if guards else [],
+                    answer.generated,
+                    answer.reasons,
                     failed,
                     first_audio,
                     time.monotonic() - started,
@@ -201,7 +198,7 @@ async def answer_all(
                         chat=messages[-1]["content"],
                         spoken=text,
                         persona=persona.name,
-                        generated="".join(raw) if untouched else "",
+                        generated=answer.generated if untouched else "",
                         messages=shown,
                     )
                 )
@@ -326,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from spark_client.turns.prompt import DEFAULT_PROMPT_STYLE, PROMPT_STYLES
 
-    from perf.run import harness_server, running_server
-    from spark_runtime.serve import DEFAULT_GRPC_PORT
+    from perf.run import running_server
+    from spark_runtime.serve import DEFAULT_GRPC_PORT, TritonServer
 
     parser = argparse.ArgumentParser(
         prog="python -m perf quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -352,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = None
     try:
         if url is None:
-            server = harness_server(engines, args.out / "quality-tritonserver.log")
+            server = TritonServer.on_free_ports(engines, args.out / "quality-tritonserver.log")
             print(f"starting tritonserver (log: {server.log_file}) ...", file=sys.stderr, flush=True)
             server.start()
             server.wait_ready(300)

@@ -344,8 +344,8 @@ def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_s
 
 
 def test_a_retry_samples_differently_even_for_a_greedy_persona():
+    from spark_client.speech.answer import retry_sampling
     from spark_client.speech.llm import SamplingOptions
-    from spark_client.turns.loop import retry_sampling
 
     greedy = SamplingOptions(temperature=0.0, seed=5)
     assert retry_sampling(greedy, 0) == greedy

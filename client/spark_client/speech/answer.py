@@ -8,9 +8,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Protocol
 
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
-from spark_client.speech.guards import SpeechGuard
+from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, stop_sequences
+from spark_client.speech.llm import RenderedPrompt, SamplingOptions
+
+RETRY_SEED_STEP = 7919  # a retried answer samples with seed + this (a prime: no overlap with turn seeds)
+RETRY_MIN_TEMPERATURE = 0.7  # and at least this hot: a greedy persona would say the same again
+
+
+def retry_sampling(sampling: SamplingOptions, attempt: int) -> SamplingOptions:
+    """The sampling of answer attempt `attempt` (0: the persona's own)."""
+    if attempt == 0:
+        return sampling
+    temperature = max(sampling.temperature, RETRY_MIN_TEMPERATURE)
+    return replace(sampling, seed=sampling.seed + RETRY_SEED_STEP * attempt, temperature=temperature)
+
+
+class StreamingLLM(Protocol):
+    def stream(
+        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+    ) -> AsyncIterator[str]: ...
 
 
 async def guarded_pieces(
@@ -95,3 +115,22 @@ class AnswerAttempts:
                 yield piece
             if said or not guard.reasons:  # heard something, or the model itself said nothing
                 return
+
+
+def guarded_answer(
+    llm: StreamingLLM,
+    prompt: RenderedPrompt,
+    sampling: SamplingOptions,
+    context: GuardContext,
+    *,
+    recent: RecentAnswers,
+    lora_name: str | None = None,
+) -> AnswerAttempts:
+    """The answer to `prompt` as the guards let it be said: the server stops where the guards
+    would (their stop sequences join the prompt's), and a retry samples differently."""
+    prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
+
+    def open_stream(attempt: int) -> AsyncIterator[str]:
+        return llm.stream(prompt, retry_sampling(sampling, attempt), lora_name=lora_name)
+
+    return AnswerAttempts(open_stream, lambda: SpeechGuard(context, recent=recent))

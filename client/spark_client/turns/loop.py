@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage, ModerationEvent
 from spark_client.metrics import TurnMetrics, TurnTimings
-from spark_client.speech.answer import AnswerAttempts
+from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece
-from spark_client.speech.guards import RecentAnswers, SpeechGuard, stop_sequences
-from spark_client.speech.llm import LLMClient, SamplingOptions
+from spark_client.speech.guards import GuardContext, RecentAnswers
+from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
@@ -43,17 +43,6 @@ from spark_client.turns.prompt import (
 from spark_client.turns.queue import ChatQueue, TurnRequest
 
 log = logging.getLogger(__name__)
-
-RETRY_SEED_STEP = 7919  # a retried answer samples with seed + this (a prime: no overlap with turn seeds)
-RETRY_MIN_TEMPERATURE = 0.7  # and at least this hot: a greedy persona would say the same again
-
-
-def retry_sampling(sampling: SamplingOptions, attempt: int) -> SamplingOptions:
-    """The sampling of answer attempt `attempt` (0: the persona's own)."""
-    if attempt == 0:
-        return sampling
-    temperature = max(sampling.temperature, RETRY_MIN_TEMPERATURE)
-    return replace(sampling, seed=sampling.seed + RETRY_SEED_STEP * attempt, temperature=temperature)
 
 
 @dataclass(frozen=True)
@@ -334,15 +323,13 @@ class TurnLoop:
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
 
         sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
-        guard_context = self._guard(state).context
-        prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(guard_context)))
-        answer = AnswerAttempts(
-            lambda attempt: self.llm.stream(
-                prompt,
-                retry_sampling(sampling, attempt),
-                lora_name=state.persona.lora_name,
-            ),
-            lambda: self._guard(state),
+        answer = guarded_answer(
+            self.llm,
+            prompt,
+            sampling,
+            self._guard_context(state),
+            recent=self._recent_answers,
+            lora_name=state.persona.lora_name,
         )
         state.answer = answer
 
@@ -378,16 +365,15 @@ class TurnLoop:
         except* ModelCallError as errors:
             raise errors.exceptions[0] from None
 
-    def _guard(self, state: _TurnState) -> SpeechGuard:
+    def _guard_context(self, state: _TurnState) -> GuardContext:
         request = state.request
-        context = guard_context(
+        return guard_context(
             state.persona,
             self.director.personas,
             state.shown,
-            speakers=tuple(m.user for m in (request.answer, *request.context)),
+            speakers=tuple(m.user for m in (request.answer, *request.context)),  # a reaction shows none
             style=self.options.prompt_style,
         )
-        return SpeechGuard(context, recent=self._recent_answers)
 
     async def _recall(self, message: ChatMessage) -> list[str]:
         if self.memory is None:
