@@ -113,6 +113,13 @@ class LiveSession:
                     self.print(f"error: {problem}")
                 self.print("is tritonserver running? `make serve` starts it (or `make live` does everything)")
                 return 2
+            if self.settings.vts_url:
+                from spark_client.avatar.vts import VTubeStudioClient
+
+                self.vts = VTubeStudioClient(
+                    self.settings.vts_url, token_path=self.settings.vts_token_path, face_found=True
+                )
+                await self.vts.start()
             device = None
             if self.settings.playback:
                 available, detail = SoundDevice.describe()
@@ -128,17 +135,8 @@ class LiveSession:
                 self.print(f"warning: no session recording ({exc}); the stream goes on without it")
                 wav = None
             reopen = (lambda: SoundDevice(22050)) if device is not None else None
-            avatar = AvatarDriver(None)
+            avatar = AvatarDriver(self.vts)
             player = Player(wav, device, on_block=avatar.on_block, reopen=reopen)
-            if self.settings.vts_url:
-                from spark_client.avatar.vts import VTubeStudioClient
-
-                self.vts = VTubeStudioClient(
-                    self.settings.vts_url, token_path=self.settings.vts_token_path, face_found=True
-                )
-                await self.vts.start()
-                avatar = AvatarDriver(self.vts)
-                player.on_block = avatar.on_block
             memory = self._memory
             if memory is None and self.settings.use_memory:
                 try:
