@@ -7,7 +7,6 @@ Measurements run one after another, never two at once, so they do not share the 
 from __future__ import annotations
 
 import shlex
-import socket
 import sys
 import time
 import traceback
@@ -33,7 +32,7 @@ from perf.sections import Measurements, build_sections
 from perf.speech_bench import measure_speech
 from perf.tokenizer import hf_tokenizer_dir, token_counter
 from perf.workload import QUESTIONS, chat_messages
-from spark_runtime.serve import TritonServer
+from spark_runtime.serve import TritonServer, free_port
 
 T = TypeVar("T")
 MEASUREMENTS = ("llm", "speech", "pipelines", "overhead", "llama_cpp", "e2e", "quality")
@@ -85,24 +84,6 @@ class RunPlan:
             llama_max_tokens=16,
             e2e=E2EPlan(turns=turns, delay_s=0.2, timeout_s=300),
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def harness_server(engine_dir: Path, log_file: Path) -> TritonServer:
-    """A tritonserver of the harness's own, on free ports (the caller starts and stops it)."""
-    return TritonServer(
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        engine_dir=engine_dir,
-        exit_timeout_s=5,
-        log_file=log_file,
-    )
 
 
 def server_ready(url: str) -> bool:
@@ -242,7 +223,7 @@ def run(
     if measured is None:
         if url is not None:
             log(f"no Triton server ready at {url}: starting one")
-        server = harness_server(engine_root, folder / "tritonserver.log")
+        server = TritonServer.on_free_ports(engine_root, folder / "tritonserver.log")
     # One try for the server's whole life: a failed start, a failed measurement, Ctrl-C or SIGTERM
     # (perf/__main__.py turns it into SystemExit) all stop it and its model stubs.
     try:

@@ -84,6 +84,13 @@ def prepare_backends(dest: Path) -> Path:
     return dest
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class TritonServer:
     model_repository: Path = REPO_ROOT / "model_repository"
@@ -229,6 +236,18 @@ class TritonServer:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
         return None if proc is None else proc.returncode
+
+    @classmethod
+    def on_free_ports(cls, engine_dir: Path, log_file: Path, *, exit_timeout_s: int = 5) -> TritonServer:
+        """A server of one's own (a benchmark's, a test session's) on three free ports."""
+        return cls(
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            engine_dir=engine_dir,
+            exit_timeout_s=exit_timeout_s,
+            log_file=log_file,
+        )
 
     def __enter__(self) -> TritonServer:
         self.start()

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from spark_runtime.serve import free_port  # noqa: F401  (imported from here by several tests)
 from tests.timing import seconds
 
 TEST_ADAPTER = "test_persona"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +31,7 @@ def triton(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from spark_runtime.serve import TritonServer
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer(
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        engine_dir=engine_dir,
-        exit_timeout_s=5,
-        log_file=log,
-    )
+    server = TritonServer.on_free_ports(engine_dir, log)
     server.start()
     try:
         server.wait_ready(seconds(240))
