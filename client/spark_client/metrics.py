@@ -38,6 +38,7 @@ class TurnTimings:
     failed: str = ""
     spoken: str = ""
     guards: list[str] = field(default_factory=list)  # output guards that changed the answer
+    emotions: list[str] = field(default_factory=list)  # expressions shown, as their audio started
 
     def mark(self, stage: str, at: float | None = None) -> None:
         """Records the first time a stage is reached, in ms since the message arrived."""
@@ -49,6 +50,7 @@ class TurnTimings:
         data.update({stage: round(self.marks[stage], 1) if stage in self.marks else None for stage in STAGES})
         data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
         data["guards"] = list(self.guards)
+        data["emotions"] = list(self.emotions)
         return data
 
 

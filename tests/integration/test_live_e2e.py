@@ -1,7 +1,7 @@
 """spark-client live --script end to end: real tritonserver, the client as a user runs it, and
 the test VTube Studio server. The persona is heard (the WAV transcribes back), the avatar is
-driven the whole time, an interruption stops generation on the server, and a VTube Studio crash
-mid-run is survived."""
+driven the whole time and shows each persona's expressions, an interruption stops generation on
+the server, and a VTube Studio crash while Spark talks is survived."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spark_client.avatar.expressions import DEFAULT_EMOTIONS
 
+from tests.fakes.vts_server import FakeHotkey
 from tests.fakes.vts_thread import VTSThread
 from tests.integration.test_serving_speech import to_16k, transcribe
 from tests.integration.test_shutdown import memories
@@ -50,10 +52,19 @@ SCRIPT = [
 ]
 
 
+# The avatar has an expression for every emotion tag the persona may use, so whatever the model
+# tags (or each persona's resting emotion when it tags nothing) has a hotkey to trigger.
+HOTKEYS = tuple(FakeHotkey(f"hk-{name}", name.title(), file=f"{name}.exp3.json") for name in sorted(DEFAULT_EMOTIONS))
+
+
 def read_turns(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def talking(injections: list) -> bool:
+    return any(i.values.get("MouthOpen", 0.0) > 0.2 for i in list(injections))
 
 
 def test_live_script_end_to_end(triton, tmp_path: Path):
@@ -64,7 +75,7 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
     memory = tmp_path / "memory"
     cancelled_before = metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm")
 
-    with VTSThread() as vts:
+    with VTSThread(hotkeys=HOTKEYS) as vts:
         command = [
             str(SPARK_CLIENT),
             "live",
@@ -91,11 +102,12 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
-            # once the interrupted first turn is logged, crash VTube Studio during the second
+            # once Spark's mouth moves, crash VTube Studio for 1.5 s: she talks until the interrupt
+            # and Ember answers after it, so the client must come back while the stream goes on
             deadline = time.monotonic() + seconds(180)
-            while not read_turns(turns_file) and time.monotonic() < deadline and client.poll() is None:
-                time.sleep(0.1)
-            assert read_turns(turns_file), "the first turn never finished"
+            while not talking(vts.server.injections) and time.monotonic() < deadline and client.poll() is None:
+                time.sleep(0.05)
+            assert talking(vts.server.injections), "Spark's mouth never moved"
             vts.call(vts.server.stop(abrupt=True))
             down_from = time.monotonic()
             time.sleep(1.5)
@@ -137,7 +149,12 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
     # VTube Studio: authenticated, expressions triggered, mouth driven at least every second,
     # and the client came back after the crash
     assert True in auth and stat.S_IMODE(token.stat().st_mode) == 0o600
-    assert "hk-happy-0001" in triggered and "hk-sad-0002" in triggered
+    # each turn showed an expression (a tagged one, or the persona's resting one), the avatar got
+    # it across the crash, and the face left on screen is the last one Ember showed
+    for record in turns:
+        assert record["emotions"], record
+        assert all(f"hk-{name}" in triggered for name in record["emotions"]), (record, triggered)
+    assert triggered[-1] == f"hk-{second['emotions'][-1]}", triggered
     times = [i.at for i in injections if "MouthOpen" in i.values]
     assert sessions >= 2 and any(t > down_until for t in times)
     pairs = zip(times, times[1:], strict=False)

@@ -186,6 +186,25 @@ def test_reconnects_after_server_restart(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_an_expression_wanted_while_the_missed_one_is_applied_is_not_lost(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeVTubeStudio() as vts:
+            await vts.stop()
+            async with make_client(vts.url, tmp_path) as client:
+                assert await client.trigger_expression("happy") is False  # wanted while VTube Studio is down
+                await vts.start()
+                # the moment the session is authenticated, the missed expression is on its way
+                # (the hotkey list is fetched first) and the persona shows the next one
+                async with asyncio.timeout(seconds(5)):
+                    while client.status().state is not VTSState.AUTHENTICATED:  # noqa: ASYNC110 - catch the moment
+                        await asyncio.sleep(0)
+                await client.trigger_expression("sad")
+                assert await vts.wait_until(lambda: len(vts.triggered) >= 2, seconds(3)), vts.triggered
+                assert vts.triggered == ["hk-happy-0001", "hk-sad-0002"]  # in the order wanted
+
+    run(scenario)
+
+
 def test_no_server_calls_neither_raise_nor_hang(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="spark_client.avatar.vts")
     url = f"ws://127.0.0.1:{free_port()}"

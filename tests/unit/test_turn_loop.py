@@ -351,3 +351,19 @@ def test_a_retry_samples_differently_even_for_a_greedy_persona():
     assert retry_sampling(greedy, 0) == greedy
     again = retry_sampling(greedy, 1)
     assert again.seed != greedy.seed and again.temperature >= 0.7
+
+
+def test_each_turn_records_the_expressions_it_showed_and_rests_when_nothing_was_tagged():
+    async def scenario():
+        llm = ScriptedLLM(answers=["[surprised] Oh wow, a raid! [excited] Welcome in!", "Good to see you."])
+        async with Stream(llm=llm) as s:
+            for text in ("raid incoming", "hello!"):
+                s.queue.offer(chat(text, user="mika"))
+                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert [said for _, _, said, _ in s.said] == ["Oh wow, a raid! Welcome in!", "Good to see you."]
+    # tags in the order their pieces played; an untagged answer shows Spark's resting face
+    assert [r["emotions"] for *_, r in s.said] == [["surprised", "excited"], ["happy"]]

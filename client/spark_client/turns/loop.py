@@ -353,7 +353,7 @@ class TurnLoop:
                 first = True
                 async for chunk in self.tts.stream(piece.text, voice=state.persona.voice, speed=state.persona.speed):
                     timings.mark("tts_first_chunk_ms")
-                    on_start = self._expressions(piece.emotions) if first else None
+                    on_start = self._expressions(piece.emotions, timings) if first else None
                     self.player.enqueue(PlaybackItem(state.number, piece.index, chunk.pcm, chunk.sample_rate, on_start))
                     first = False
             await self.player.drain(state.number)
@@ -384,12 +384,13 @@ class TurnLoop:
             log.warning("memory recall skipped for this turn: %s", exc or type(exc).__name__)
             return []
 
-    def _expressions(self, emotions: list[str]) -> Callable[[], None] | None:
+    def _expressions(self, emotions: list[str], timings: TurnTimings) -> Callable[[], None] | None:
         if not emotions:
             return None
 
         def show() -> None:
             for name in emotions:
+                timings.emotions.append(name)
                 self.avatar.expression(name)
 
         return show

@@ -102,7 +102,11 @@ class VTubeStudioClient:
         self._mouth_at = -math.inf
         self._hotkeys: list[p.Hotkey] | None = None
         self._hotkeys_at = -math.inf
-        self._missed_expression: str | None = None  # wanted while disconnected: applied on reconnect
+        # Expressions are numbered as they are wanted and triggered in that order; the newest one
+        # wanted while disconnected (or lost with the socket) is applied on the next session.
+        self._expression_lock = asyncio.Lock()
+        self._expressions_wanted = 0
+        self._missed_expression: tuple[int, str] | None = None
         self._logged_errors: set[tuple[str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -165,13 +169,30 @@ class VTubeStudioClient:
         triggered as soon as the next session is authenticated, so the avatar's face matches the
         persona that is speaking after an app restart or a dropped socket.
         """
+        self._expressions_wanted += 1
+        wanted = (self._expressions_wanted, name)
         if not self._authed.is_set():
-            self._missed_expression = name
+            self._miss_expression(wanted)
             return False
-        return await self._send_expression(name)
+        return await self._send_expression(wanted)
 
-    async def _send_expression(self, name: str) -> bool:
-        self._missed_expression = None
+    def _miss_expression(self, wanted: tuple[int, str]) -> None:
+        if self._missed_expression is None or self._missed_expression[0] < wanted[0]:
+            self._missed_expression = wanted
+
+    async def _send_expression(self, wanted: tuple[int, str]) -> bool:
+        async with self._expression_lock:
+            sent = await self._send_expression_now(wanted[1])
+        if sent is None:  # the connection went while sending: retry on the next one
+            self._miss_expression(wanted)
+            return False
+        if self._missed_expression is not None and self._missed_expression[0] <= wanted[0]:
+            self._missed_expression = None  # an older miss is superseded
+        return sent
+
+    async def _send_expression_now(self, name: str) -> bool | None:
+        """True if triggered, False if VTube Studio refused or has no such hotkey, None if the
+        connection went."""
         target = self._expr_map.get(name.casefold())
         try:
             if target is None:
@@ -194,8 +215,7 @@ class VTubeStudioClient:
             self._log_once("hotkey", exc.error_id, "hotkey for %r failed: %s", name, exc.message)
             return False
         except (bk.RequestTimeout, bk.ConnectionLost):
-            self._missed_expression = name  # the connection went while sending: retry on the next one
-            return False
+            return None
         except p.ProtocolError:
             return False
 
@@ -268,8 +288,12 @@ class VTubeStudioClient:
                 self._backoff.reset()
                 self._logged_errors.clear()
                 self._set_state(VTSState.AUTHENTICATED, "authenticated")
-                if self._missed_expression is not None:
-                    await self._send_expression(self._missed_expression)
+                # The missed expression is applied before the session counts as ready; one wanted
+                # meanwhile is missed too, and applied next (nothing can slip in once the loop ends).
+                while (missed := self._missed_expression) is not None:
+                    await self._send_expression(missed)
+                    if self._missed_expression is missed:
+                        break  # the connection went while sending: the next session retries it
                 self._authed.set()
                 waiter = asyncio.create_task(self._reauth.wait())
                 try:
