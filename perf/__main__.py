@@ -7,6 +7,7 @@ python -m perf --smoke                 # 2-4 requests per measurement, 1 e2e tur
 python -m perf --only llm,speech       # a subset: llm, speech, pipelines, overhead, llama_cpp, e2e, quality
 python -m perf --dry-run               # which server it would measure (or start), and nothing else
 python -m perf quality [--short]       # the answer-quality benchmark alone (see perf/quality.py)
+python -m perf memory [--sizes 1000]   # recall time as the memory store grows (see perf/memory_bench.py)
 
 Exit code: 0 when every selected measurement ran, 1 when one failed or the report is incomplete,
 2 without engines, 130 / 143 when stopped by Ctrl-C / SIGTERM (a server it started is stopped).
@@ -58,6 +59,10 @@ def stop_on_signals() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["memory"]:
+        from perf import memory_bench
+
+        return memory_bench.main(argv[1:])
     if argv[:1] == ["quality"]:
         from perf import quality
 

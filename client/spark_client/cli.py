@@ -16,12 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from spark_client import __version__
+from spark_client.memory.cli import memory_app
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Spark VTuber: chat in, persona voice and avatar out, through Triton.",
 )
+app.add_typer(memory_app, name="memory")
 
 DEFAULT_URL = os.environ.get("SPARK_TRITON_URL", "127.0.0.1:8100")
 DATA_DIR = Path(os.environ.get("SPARK_DATA_DIR", Path.home() / ".local" / "share" / "spark-vtuber"))
@@ -149,6 +151,9 @@ def live(
     memory_dir: Annotated[
         Path | None, typer.Option(help=f"Persistent memory folder (default {DATA_DIR}/memory).")
     ] = None,
+    memory_url: Annotated[
+        str | None, typer.Option(help="Use a Chroma server (http://host:port, `chroma run`) instead of the folder.")
+    ] = None,
     personas: Annotated[
         Path | None, typer.Option(help="JSON list of personas (name, description, voice, lora_name...).")
     ] = None,
@@ -196,6 +201,7 @@ def live(
         vts_token_path=vts_token_path,
         use_memory=memory,
         memory_dir=memory_dir or (DATA_DIR / "memory"),
+        memory_url=memory_url,
         metrics_jsonl=metrics_jsonl,
         prometheus_port=metrics_port,
         personas=chosen,

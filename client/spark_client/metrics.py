@@ -39,6 +39,9 @@ class TurnTimings:
     spoken: str = ""
     guards: list[str] = field(default_factory=list)  # output guards that changed the answer
     emotions: list[str] = field(default_factory=list)  # expressions shown, as their audio started
+    memories: list[str] = field(default_factory=list)  # the memory block's lines, as the LLM was sent them
+    memory_tokens: int = 0  # the memory block's share of the prompt
+    recall_ms: float | None = None  # how long recall took (None: no memory asked)
 
     def mark(self, stage: str, at: float | None = None) -> None:
         """Records the first time a stage is reached, in ms since the message arrived."""
@@ -51,6 +54,9 @@ class TurnTimings:
         data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
         data["guards"] = list(self.guards)
         data["emotions"] = list(self.emotions)
+        data["memories"] = list(self.memories)
+        data["memory_tokens"] = self.memory_tokens
+        data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
         return data
 
 

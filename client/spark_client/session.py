@@ -14,6 +14,8 @@ from typing import Any
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage
 from spark_client.health import MemoryWatch
+from spark_client.memory import Embedder, Memory
+from spark_client.memory.errors import MemoryStoreError
 from spark_client.metrics import TurnMetrics, timings_line
 from spark_client.sources.base import ChatSource
 from spark_client.speech.audio import SessionWav, SoundDevice
@@ -22,7 +24,6 @@ from spark_client.speech.playback import Player
 from spark_client.speech.triton import CallTimeouts, ModelCallError, TritonModels
 from spark_client.speech.tts import TTSClient
 from spark_client.turns.loop import LoopOptions, TurnLoop
-from spark_client.turns.memory import Embedder, Memory
 from spark_client.turns.persona import DEFAULT_PERSONAS, Persona, PersonaDirector
 from spark_client.turns.queue import ChatQueue
 
@@ -40,6 +41,7 @@ class LiveSettings:
     vts_url: str | None = "ws://localhost:8001"
     vts_token_path: Path | None = None
     memory_dir: Path | None = None  # None: memory only for this session
+    memory_url: str | None = None  # a Chroma server (http://host:port) instead of the folder
     use_memory: bool = True
     metrics_jsonl: Path | None = None
     prometheus_port: int = 0
@@ -72,6 +74,7 @@ class LiveSession:
         self.print = printer
         self.models = models or TritonModels(settings.triton_url, settings.model_urls, timeouts=settings.timeouts)
         self._llm, self._tts, self._memory = llm, tts, memory
+        self._opened_memory: Memory | None = None  # made (and locked) by this session: closed by it
         self.queue = ChatQueue(moderation_delay_s=settings.moderation_delay_s)
         self.metrics = TurnMetrics(jsonl=settings.metrics_jsonl, prometheus_port=settings.prometheus_port)
         self.vts: Any = None
@@ -140,8 +143,13 @@ class LiveSession:
             memory = self._memory
             if memory is None and self.settings.use_memory:
                 try:
-                    memory = await asyncio.to_thread(Memory, self.settings.memory_dir, Embedder(self.models))
-                except Exception as exc:  # a broken memory folder costs the memory, not the stream
+                    memory = self._opened_memory = await asyncio.to_thread(
+                        Memory.open, Embedder(self.models), path=self.settings.memory_dir, url=self.settings.memory_url
+                    )
+                except MemoryStoreError as exc:  # in use by another client, or unreadable: the streamer must know
+                    self.print(f"error: {exc}")
+                    return 1
+                except Exception as exc:  # e.g. a Chroma server that is down: the stream goes on without memory
                     self.print(f"warning: memory unavailable ({exc}); answering without it")
             self.loop = TurnLoop(
                 queue=self.queue,
@@ -162,6 +170,8 @@ class LiveSession:
             except ModelCallError as exc:
                 self.print(f"warning: warm-up failed ({exc}); the first answers may be slow")
             tasks.append(asyncio.create_task(player.run(), name="player"))
+            if self._opened_memory is not None:  # bounded growth: a prune pass now and every hour
+                tasks.append(asyncio.create_task(self._opened_memory.maintain(), name="memory-prune"))
             watch = MemoryWatch(
                 metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}")
             )
@@ -198,6 +208,8 @@ class LiveSession:
             steps.append(("VTube Studio", self.vts.aclose))
         if player is not None:
             steps.append(("player", player.close))
+        if self._opened_memory is not None:
+            steps.append(("memory", self._opened_memory.close))
         steps += [("Triton", self.models.close), ("metrics", self.metrics.close)]
         for name, step in steps:
             try:

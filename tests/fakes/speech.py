@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from spark_client.memory import Recalled
 from spark_client.speech.llm import RenderedPrompt, SamplingOptions
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import AudioChunk
@@ -148,10 +149,10 @@ class RecordingMemory:
         if self.fail:
             raise RuntimeError(f"chroma: {what} failed (database is locked)")
 
-    async def recall(self, message: object) -> list[str]:
+    async def recall(self, message: object, *, exclude: Callable[[str], bool] = lambda line: False) -> Recalled:
         await asyncio.sleep(self.recall_delay_s)
         self._maybe_fail("recall")
-        return []
+        return Recalled()
 
     async def remember(self, message: object, spoken: str, persona: str) -> None:
         self._maybe_fail("remember")

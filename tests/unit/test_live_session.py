@@ -125,3 +125,24 @@ def test_a_cancelled_session_stops_its_turn_and_shuts_down(tmp_path: Path):
     asyncio.run(scenario())
     assert llm.cancelled == 1 and session.models.closed
     assert any("stage (ms from chat message)" in line or "no turns" in line for line in printed)
+
+
+def test_a_memory_store_in_use_by_another_client_stops_the_stream_at_start_and_says_who(tmp_path: Path):
+    from spark_client.memory.lock import StoreLock
+
+    printed: list[str] = []
+    store = tmp_path / "memory"
+    store.mkdir()
+    with StoreLock(store):  # another spark-client live holds it
+        session = LiveSession(
+            settings(tmp_path, memory_dir=store),
+            printer=printed.append,
+            models=FakeModels(),
+            llm=ScriptedLLM(),
+            tts=FakeTTS(),
+        )
+        code = asyncio.run(session.run([ListSource("list", [message("hi")], session=session)]))
+    assert code == 1
+    error = next(line for line in printed if line.startswith("error: "))
+    assert str(store) in error and "in use" in error and "pid" in error
+    assert not any(line.startswith("Spark: ") for line in printed)  # nothing was answered

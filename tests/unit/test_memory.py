@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
-from spark_client.turns.memory import Memory
+from spark_client.memory import Memory
 
 from tests.fakes.speech import HashEmbedder
 
@@ -22,21 +22,25 @@ def said(user: str, text: str, user_id: str, message_id: str) -> ChatMessage:
 
 def test_remembered_exchanges_are_recalled_and_survive_a_restart(tmp_path: Path):
     async def scenario():
-        memory = Memory(tmp_path, HashEmbedder())
+        memory = Memory.open(HashEmbedder(), path=tmp_path)
         await memory.remember(said("pixelhound", "I play bass in Low Tide", "1", "m1"), "A bassist!", "Spark")
         await memory.remember(said("rin_7", "my favourite food is ramen", "2", "m2"), "Ramen rules.", "Spark")
-        again = Memory(tmp_path, HashEmbedder())  # a new session on the same folder
+        memory.close()
+        again = Memory.open(HashEmbedder(), path=tmp_path)  # a new session on the same folder
         recalled = await again.recall(said("pixelhound", "what band do I play bass in?", "1", "m3"))
-        return await again.count(), recalled
+        count = await again.count()
+        again.close()
+        return count, recalled
 
     count, recalled = asyncio.run(scenario())
     assert count == 2
-    assert recalled and "Low Tide" in recalled[0]
+    assert recalled.lines and "Low Tide" in recalled.lines[0]
+    assert 0 < recalled.tokens <= 60 and recalled.ms > 0
 
 
 def test_moderation_forgets_one_message_or_one_user_but_not_the_whole_past(tmp_path: Path):
     async def scenario():
-        memory = Memory(tmp_path, HashEmbedder())
+        memory = Memory.open(HashEmbedder(), path=tmp_path)
         await memory.remember(said("troll", "spam spam", "13", "t1"), "Okay.", "Spark")
         await memory.remember(said("troll", "more spam", "13", "t2"), "Hm.", "Spark")
         await memory.remember(said("friend", "hello there", "7", "f1"), "Hi!", "Spark")
@@ -53,17 +57,40 @@ def test_moderation_forgets_one_message_or_one_user_but_not_the_whole_past(tmp_p
 
     counts, left = asyncio.run(scenario())
     assert counts == [4, 3, 1, 1]
-    assert left == ["friend said: hello there / Spark answered: Hi!"]
+    assert left.lines == ("friend said: hello there / Spark answered: Hi!",)
 
 
 def test_an_unavailable_embedding_model_costs_the_memory_not_the_turn(tmp_path: Path):
     async def scenario():
         embed = HashEmbedder()
-        memory = Memory(tmp_path, embed)
+        memory = Memory.open(embed, path=tmp_path)
         await memory.remember(said("a", "hello", "1", "m1"), "Hi!", "Spark")
         embed.fail = True
         recalled = await memory.recall(said("a", "hello", "1", "m2"))
         await memory.remember(said("a", "again", "1", "m3"), "Hi again!", "Spark")  # dropped, no error
-        return recalled, await memory.count()
+        return recalled.lines, await memory.count()
 
-    assert asyncio.run(scenario()) == ([], 1)
+    assert asyncio.run(scenario()) == ((), 1)
+
+
+def test_the_prune_pass_runs_at_start_and_keeps_what_still_matters(tmp_path: Path):
+    from spark_client.memory.recall import DAY_S
+
+    async def scenario():
+        now = [1_800_000_000.0 - 400 * DAY_S]
+        memory = Memory.open(HashEmbedder(), path=tmp_path, clock=lambda: now[0])
+        await memory.remember(said("old_friend", "hello", "9", "o1"), "Hi!", "Spark")  # a year ago
+        now[0] += 400 * DAY_S
+        await memory.remember(said("pixelhound", "I play bass in Low Tide", "1", "p1"), "Cool!", "Spark")
+        maintain = asyncio.create_task(memory.maintain(every_s=3600))
+        for _ in range(100):
+            if await memory.count() == 1:
+                break
+            await asyncio.sleep(0.02)
+        maintain.cancel()
+        left = await asyncio.to_thread(memory.store.get)
+        memory.close()
+        return left
+
+    left = asyncio.run(scenario())
+    assert [r.user for r in left] == ["pixelhound"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage, ModerationEvent
+from spark_client.memory import Memory, Recalled
 from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece
@@ -29,7 +30,6 @@ from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
-from spark_client.turns.memory import Memory
 from spark_client.turns.persona import Persona, PersonaDirector
 from spark_client.turns.prompt import (
     DEFAULT_PROMPT_STYLE,
@@ -37,8 +37,8 @@ from spark_client.turns.prompt import (
     Exchange,
     PromptStyle,
     build_messages,
-    fresh_memories,
     guard_context,
+    shown_in_history,
 )
 from spark_client.turns.queue import ChatQueue, TurnRequest
 
@@ -306,8 +306,9 @@ class TurnLoop:
 
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
         timings = state.timings
-        memories = [] if reacting else await self._recall(message)
-        memories = fresh_memories(memories, self.history)  # recent exchanges are in the history already
+        recalled = Recalled() if reacting else await self._recall(message)
+        timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
+        memories = timings.memories = list(recalled.lines)
         messages = build_messages(
             state.persona,
             self.history,
@@ -375,14 +376,17 @@ class TurnLoop:
             style=self.options.prompt_style,
         )
 
-    async def _recall(self, message: ChatMessage) -> list[str]:
+    async def _recall(self, message: ChatMessage) -> Recalled:
         if self.memory is None:
-            return []
+            return Recalled()
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.memory.recall(message), timeout=self.options.memory_timeout_s)
+            # recent exchanges are in the history already: the budget goes to older memories
+            recall = self.memory.recall(message, exclude=shown_in_history(self.history))
+            return await asyncio.wait_for(recall, timeout=self.options.memory_timeout_s)
         except Exception as exc:  # TimeoutError included: the turn goes on without memories
             log.warning("memory recall skipped for this turn: %s", exc or type(exc).__name__)
-            return []
+            return Recalled(ms=(time.perf_counter() - started) * 1000)
 
     def _expressions(self, emotions: list[str], timings: TurnTimings) -> Callable[[], None] | None:
         if not emotions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
@@ -215,10 +216,16 @@ def _cost(exchange: Exchange) -> int:
 MEMORY_MAX_WORDS = 32  # each memory line; every prompt token costs ~4 ms of prefill on 2 CPU cores
 
 
+def shown_in_history(history: ConversationHistory) -> Callable[[str], bool]:
+    """Whether a memory line quotes an answer the prompt's history shows already."""
+    shown = [e.spoken for e in history.window() if e.spoken]
+    return lambda memory: any(spoken in memory for spoken in shown)
+
+
 def fresh_memories(memories: list[str], history: ConversationHistory) -> list[str]:
     """Memories that the prompt's history does not already show word for word."""
-    shown = [e.spoken for e in history.window() if e.spoken]
-    return [m for m in memories if not any(spoken in m for spoken in shown)]
+    shown = shown_in_history(history)
+    return [m for m in memories if not shown(m)]
 
 
 def _clip_words(text: str, limit: int) -> str:

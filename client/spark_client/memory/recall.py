@@ -1,0 +1,168 @@
+"""Which memories go into a turn's prompt: scored, cut to a token budget, ordered stably.
+
+Every prompt token costs about 4 ms of prefill on the 2-core CPU default, so the memory block has
+a hard budget (about 60 tokens). Its lines are ordered by when they were made, the speaking
+viewer's own memories first, so the same viewer's block reads the same from turn to turn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from spark_client.memory.records import MemoryKind, MemoryRecord
+from spark_client.turns.prompt import estimate_tokens
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecallOptions:
+    candidates: int = 12  # nearest memories looked at, per query (the viewer's own, and everyone's)
+    max_distance: float = 0.75  # cosine distance past which a memory is not about this message
+    similarity_weight: float = 1.0
+    recency_weight: float = 0.3
+    recency_half_life_days: float = 7.0
+    importance_weight: float = 0.3
+    fact_bonus: float = 0.2  # recall prefers facts to transcripts
+    budget_tokens: int = 60  # the whole memory block
+    max_line_words: int = 32
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or self.budget_tokens < 0 or self.recency_half_life_days <= 0:
+            raise ValueError(f"invalid recall options {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What one recall put into the prompt, and what it cost."""
+
+    lines: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()
+    tokens: int = 0
+    ms: float = 0.0
+
+
+def score(record: MemoryRecord, distance: float, now: float, options: RecallOptions) -> float:
+    """Similarity + recency decay + importance (+ a bonus for facts): higher is more worth saying."""
+    seen = max(record.created_at, record.last_recalled_at)
+    age_days = max(0.0, now - seen) / DAY_S
+    recency = 0.5 ** (age_days / options.recency_half_life_days)
+    value = (
+        options.similarity_weight * (1.0 - distance)
+        + options.recency_weight * recency
+        + options.importance_weight * record.importance
+    )
+    return value + (options.fact_bonus if record.kind is MemoryKind.FACT else 0.0)
+
+
+ANSWER_WORDS = 8  # of an exchange's answer: what the viewer said is what is worth remembering
+
+
+def _clip(text: str, max_words: int) -> str:
+    words = text.split()
+    return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
+
+
+def memory_line(record: MemoryRecord, max_words: int) -> str:
+    """The line the prompt shows: at most `max_words` words; an exchange keeps what the viewer
+    said and only the start of the answer."""
+    said, sep, answer = record.text.partition(" answered: ")
+    if record.kind is not MemoryKind.EXCHANGE or not sep:
+        return _clip(record.text, max_words)
+    answer_words = min(ANSWER_WORDS, max(0, max_words - len(said.split()) - 1))
+    if answer_words == 0:
+        return _clip(said.rsplit(" / ", 1)[0], max_words)
+    return _clip(said, max_words - answer_words - 1) + sep + _clip(answer, answer_words)
+
+
+def line_tokens(line: str) -> int:
+    """Tokens one `- line` of the memory block costs (see prompt.build_messages)."""
+    return estimate_tokens("- " + line) - 3  # estimate_tokens adds 4 per message; a line adds ~1
+
+
+def select(
+    found: Iterable[tuple[MemoryRecord, float]],
+    *,
+    user: str,
+    now: float,
+    options: RecallOptions,
+    exclude: Callable[[str], bool] = lambda line: False,
+) -> Recalled:
+    """The best memories that fit the budget, the speaking viewer's own first, in a stable order:
+    the viewer's own first, each group by creation time. `exclude` drops memories (by their whole
+    text) that the prompt shows already (recent history)."""
+    best: dict[str, tuple[MemoryRecord, float]] = {}
+    for record, distance in found:
+        if distance >= options.max_distance:
+            continue
+        kept = best.get(record.id)
+        if kept is None or distance < kept[1]:
+            best[record.id] = (record, distance)
+    viewer = user.casefold()
+    # the speaking viewer's own memories take the budget first, then everyone's, best first
+    ranked = sorted(
+        best.values(),
+        key=lambda rd: (rd[0].user != viewer, -score(rd[0], rd[1], now, options), rd[0].created_at, rd[0].id),
+    )
+    chosen: list[tuple[MemoryRecord, str]] = []
+    used = 0
+    seen_lines: set[str] = set()
+    for record, _ in ranked:
+        line = memory_line(record, options.max_line_words)
+        if line in seen_lines or exclude(record.text):
+            continue
+        cost = line_tokens(line)
+        if used + cost > options.budget_tokens:
+            continue  # a shorter, lower-ranked memory may still fit
+        chosen.append((record, line))
+        seen_lines.add(line)
+        used += cost
+    chosen.sort(key=lambda rl: (rl[0].user != viewer, rl[0].created_at, rl[0].id))
+    return Recalled(tuple(line for _, line in chosen), tuple(r.id for r, _ in chosen), used)
+
+
+class EmbeddingCache:
+    """An LRU cache in front of the served `embed` model: a viewer who repeats a line (or a
+    greeting every viewer sends) costs no second round trip."""
+
+    def __init__(self, embed: Callable[[list[str]], Awaitable[np.ndarray]], *, size: int = 512) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._embed = embed
+        self._size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        self.hits += len(texts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            vectors = await self._embed(missing)
+            for text, vector in zip(missing, vectors, strict=True):
+                self._cache[text] = np.asarray(vector, dtype=np.float32)
+        out = []
+        for text in texts:
+            self._cache.move_to_end(text)
+            out.append(self._cache[text])
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def self_disclosure(text: str) -> bool:
+    """Whether a viewer says something about themselves ("I play bass", "my cat ..."): such an
+    exchange is worth more to remember than a greeting."""
+    words = {w.strip(".,!?;:'\"").casefold() for w in text.split()}
+    return bool(words & {"i", "i'm", "im", "my", "mine", "i've", "ive", "me"})
+
+
+def importance_of(text: str) -> float:
+    base = 0.6 if self_disclosure(text) else 0.3
+    return min(1.0, base + 0.1 * math.tanh(len(text.split()) / 20))

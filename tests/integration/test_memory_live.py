@@ -1,0 +1,119 @@
+"""Long-term memory through `spark-client live` and the real tritonserver: three viewers tell the
+persona something about themselves, twenty other viewers talk long enough for the conversation
+history to drop those exchanges, then the three ask about it. What the LLM was sent for each
+question must hold the viewer's fact (the turn's `memories`); what the small model chooses to say
+is not judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.timing import seconds
+
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
+
+SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
+
+# Short answers keep the run short; the viewers' long lines fill the history window.
+PERSONAS = [
+    {
+        "name": "Spark",
+        "description": "A cheerful AI streamer.",
+        "max_sentences": 1,
+        "sampling": {"max_tokens": 16, "temperature": 0.0},
+    }
+]
+FACTS = {
+    "pixelhound": ("I play bass in a band called Low Tide.", "Do you remember what band I play bass in?", "Low Tide"),
+    "rin_7": ("My favourite food is ramen, I eat it every day.", "What is my favourite food again?", "ramen"),
+    "mossy_oak": ("My cat is named Miso and she is very fluffy.", "Can you remember my cat's name?", "Miso"),
+}
+# Twenty viewers on twenty topics, each line long enough that the history window fills and drops
+# the first exchanges (a varied chat also keeps the answers from repeating each other).
+TOPICS = (
+    "the speedrun I watched last night where the runner skipped the whole water temple with one jump",
+    "my grandmother's garden, which has tomatoes, beans, sunflowers and a very angry goose",
+    "the thunderstorm outside right now, the lights flickered twice and the dog is hiding",
+    "a board game night with friends where nobody understood the rules of the trading phase",
+    "learning to juggle three balls, I can do about twenty catches before everything falls",
+    "the new bakery on my street that sells cinnamon rolls as big as a dinner plate",
+    "a train trip along the coast where the sea was bright green and the seats were awful",
+    "building a tiny robot that follows a black line on the floor and sometimes eats socks",
+    "the mystery novel I am reading where the detective is secretly a retired circus clown",
+    "my attempt at making sourdough bread which came out flat, sour and strangely purple",
+    "the marathon in our city where a runner in a banana costume finished before the pros",
+    "an old arcade machine in the mall that still has a high score from nineteen ninety two",
+    "painting my room dark blue and discovering that one wall needs four more coats",
+    "the snowboard lesson where I spent more time sitting in the snow than standing up",
+    "a documentary about octopuses that open jars, escape tanks and recognise faces",
+    "my neighbour's parrot who learned to copy the microwave beep and the doorbell",
+    "the camping weekend where it rained every hour and the tent turned into a pool",
+    "a chess tournament at school where the final lasted three hours and ended in a draw",
+    "fixing an old bicycle with new brakes, a new chain and a bell that sounds like a duck",
+    "the concert in the park where the singer forgot the words and the crowd sang instead",
+)
+
+
+def script_lines() -> list[dict]:
+    lines = [
+        {"user": user, "text": said, "delay_s": 0.1, "wait_for_idle": True} for user, (said, _, _) in FACTS.items()
+    ]
+    lines += [
+        {
+            "user": f"viewer{n:02d}",
+            "text": f"Let me tell you all about {topic}, it was quite something and I keep "
+            "thinking about it, what do you think about that?",
+            "delay_s": 0.1,
+            "wait_for_idle": True,
+        }
+        for n, topic in enumerate(TOPICS)
+    ]
+    lines += [{"user": user, "text": ask, "delay_s": 0.1, "wait_for_idle": True} for user, (_, ask, _) in FACTS.items()]
+    return lines
+
+
+def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(triton, tmp_path: Path):
+    script, personas = tmp_path / "chat.jsonl", tmp_path / "personas.json"
+    script.write_text("\n".join(json.dumps(line) for line in script_lines()) + "\n")
+    personas.write_text(json.dumps(PERSONAS))
+    turns_file = tmp_path / "turns.jsonl"
+    command = [
+        str(SPARK_CLIENT),
+        "live",
+        "--script",
+        str(script),
+        "--personas",
+        str(personas),
+        "--cohost-every",
+        "0",
+        "--triton-url",
+        triton.grpc_url,
+        "--no-playback",
+        "--no-vts",
+        "--wav",
+        str(tmp_path / "session.wav"),
+        "--metrics-jsonl",
+        str(turns_file),
+        "--memory-dir",
+        str(tmp_path / "memory"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds(600))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    turns = [json.loads(line) for line in turns_file.read_text().splitlines() if line.strip()]
+    assert len(turns) == len(script_lines()), output
+
+    for record in turns:
+        assert record["memory_tokens"] <= 60 and record["recall_ms"] is not None, record
+    asked = {t["user"]: t for t in turns[-len(FACTS) :]}
+    for user, (_, _, keyword) in FACTS.items():
+        memories = asked[user]["memories"]
+        # the viewer's own line comes back (first: the viewer's memories lead the block) ...
+        assert memories and keyword in memories[0] and memories[0].startswith(f"{user} said:"), (user, memories)
+        # ... and it came from memory, not from the history window: a memory the window still
+        # shows is left out of the block, so this exchange had been dropped from the history

@@ -1,0 +1,123 @@
+"""Recall scoring and the memory block: facts first, the budget held, a stable order, and an
+embedding cache in front of the served model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from spark_client.memory.recall import (
+    DAY_S,
+    EmbeddingCache,
+    RecallOptions,
+    importance_of,
+    line_tokens,
+    score,
+    select,
+)
+from spark_client.memory.records import MemoryKind, MemoryRecord
+
+NOW = 1_800_000_000.0
+
+
+def fact(text: str, user: str = "pixelhound", **kw) -> MemoryRecord:
+    return MemoryRecord(text=text, kind=MemoryKind.FACT, user=user, created_at=kw.pop("created_at", NOW - 60), **kw)
+
+
+def exchange(text: str, user: str = "pixelhound", **kw) -> MemoryRecord:
+    return MemoryRecord(text=text, kind=MemoryKind.EXCHANGE, user=user, created_at=kw.pop("created_at", NOW - 60), **kw)
+
+
+def test_score_prefers_near_recent_important_facts():
+    o = RecallOptions()
+    near, far = fact("a"), fact("a")
+    assert score(near, 0.2, NOW, o) > score(far, 0.5, NOW, o)
+    old = fact("a", created_at=NOW - 30 * DAY_S)
+    assert score(fact("a"), 0.3, NOW, o) > score(old, 0.3, NOW, o)
+    recalled_lately = fact("a", created_at=NOW - 30 * DAY_S, last_recalled_at=NOW - 60)
+    assert score(recalled_lately, 0.3, NOW, o) > score(old, 0.3, NOW, o)
+    assert score(fact("a", importance=0.9), 0.3, NOW, o) > score(fact("a", importance=0.1), 0.3, NOW, o)
+    assert score(fact("a"), 0.3, NOW, o) > score(exchange("a"), 0.3, NOW, o)
+
+
+def test_the_block_keeps_its_budget_and_prefers_facts_to_transcripts():
+    long_exchange = exchange("pixelhound said: " + "so I was thinking about the band " * 6 + "/ Spark answered: cool")
+    found = [
+        (long_exchange, 0.10),
+        (fact("pixelhound plays bass in a band called Low Tide"), 0.30),
+        (fact("pixelhound's cat is named Miso"), 0.40),
+        (fact("rin_7's favourite food is ramen", user="rin_7"), 0.35),
+        (fact("unrelated", user="x"), 0.90),  # too far to be about this message
+    ]
+    options = RecallOptions(budget_tokens=40)
+    block = select(found, user="PixelHound", now=NOW, options=options)
+    assert block.tokens <= 40 and block.tokens == sum(line_tokens(line) for line in block.lines)
+    assert "pixelhound plays bass in a band called Low Tide" in block.lines
+    assert "unrelated" not in block.lines
+    assert long_exchange.text not in block.lines  # the nearest, but a transcript that eats the budget
+    # the viewer's own memories first, each group in the order they were made
+    owners = ["pixelhound" if "pixelhound" in line else "other" for line in block.lines]
+    assert owners == sorted(owners, key=lambda o: o != "pixelhound")
+
+
+def test_the_same_memories_give_the_same_block_whatever_order_they_come_in():
+    records = [(fact(f"pixelhound fact number {i}", created_at=NOW - 100 + i), 0.2 + i / 100) for i in range(6)]
+    options = RecallOptions(budget_tokens=30)
+    a = select(records, user="pixelhound", now=NOW, options=options)
+    b = select(list(reversed(records)) + records[:2], user="pixelhound", now=NOW, options=options)  # duplicates too
+    assert a == b and len(set(a.lines)) == len(a.lines)
+    created = [float(line.rsplit(" ", 1)[1]) for line in a.lines]
+    assert created == sorted(created)
+
+
+def test_lines_the_history_shows_already_are_left_out():
+    found = [
+        (exchange("pixelhound said: hi / Spark answered: Hello there!"), 0.1),
+        (fact("pixelhound likes jazz"), 0.3),
+    ]
+    block = select(found, user="pixelhound", now=NOW, options=RecallOptions(), exclude=lambda m: "Hello there!" in m)
+    assert block.lines == ("pixelhound likes jazz",)
+
+
+def test_an_empty_budget_gives_an_empty_block():
+    block = select([(fact("x"), 0.1)], user="a", now=NOW, options=RecallOptions(budget_tokens=0))
+    assert block.lines == () and block.tokens == 0
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError):
+        RecallOptions(candidates=0)
+
+
+def test_the_embedding_cache_asks_the_model_once_per_text_and_forgets_the_least_recent():
+    asked: list[list[str]] = []
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        asked.append(list(texts))
+        return np.stack([np.full(3, len(t), dtype=np.float32) for t in texts])
+
+    async def scenario():
+        cache = EmbeddingCache(embed, size=2)
+        first = await cache(["hi", "hello"])
+        again = await cache(["hello", "hi", "hi"])
+        await cache(["hey"])  # "hello" is now the least recently used, and leaves
+        await cache(["hello"])
+        return cache, first, again
+
+    cache, first, again = asyncio.run(scenario())
+    assert asked == [["hi", "hello"], ["hey"], ["hello"]]
+    assert np.array_equal(first[0], again[1]) and again.shape == (3, 3)
+    assert cache.hits == 3 and cache.misses == 4
+
+
+def test_a_viewer_talking_about_themselves_matters_more_than_a_greeting():
+    assert importance_of("I play bass in a band called Low Tide") > importance_of("hello chat")
+    assert 0.0 <= importance_of("") <= 1.0 and importance_of("my " * 500) <= 1.0
+
+
+def test_the_speaking_viewers_own_memories_take_the_budget_first():
+    chatty = exchange("viewer09 said: " + "a long and very friendly hello to everybody in chat " * 3, user="viewer09")
+    own = exchange("pixelhound said: I play bass in a band called Low Tide / Spark answered: Cool!")
+    block = select([(chatty, 0.05), (own, 0.6)], user="pixelhound", now=NOW, options=RecallOptions(budget_tokens=60))
+    assert block.lines[0].startswith("pixelhound said: I play bass")
