@@ -116,7 +116,9 @@ def build_llm(out: Path, gguf: Path | None = None) -> dict[str, Any]:
         "chat_template": "chat_template.jinja",
         "special_tokens": "special_tokens.json",
         "n_ctx": 4096,
-        "slots": 2,  # concurrent streams; each keeps its own KV cache for prefix reuse
+        # each slot keeps its own KV cache for prefix reuse: the main persona, the co-host, and the
+        # memory notes written in quiet time (one stream runs at a time: see engines/llama_cpp.py)
+        "slots": 3,
         "description": description,
         "source": source,
         "sha256": _sha256(target / src.name),

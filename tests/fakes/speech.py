@@ -141,6 +141,8 @@ class RecordingMemory:
     recall_delay_s: float = 0.0
     remembered: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[object] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
     on_call: Callable[[str], None] | None = None
 
     def _maybe_fail(self, what: str) -> None:
@@ -161,3 +163,15 @@ class RecordingMemory:
     async def forget(self, event: object) -> None:
         self._maybe_fail("forget")
         self.forgotten.append(event)
+
+    async def remember_fact(self, message: object, fact: str, persona: str) -> None:
+        self._maybe_fail("remember_fact")
+        self.facts.append(fact)
+
+    async def remember_summary(self, text: str, users: list[str]) -> None:
+        self._maybe_fail("remember_summary")
+        self.summaries.append(text)
+
+    async def recap(self) -> str:
+        self._maybe_fail("recap")
+        return ""

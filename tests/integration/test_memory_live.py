@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_shutdown import memories as stored
 from tests.timing import seconds
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
@@ -108,6 +109,9 @@ def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(trito
     turns = [json.loads(line) for line in turns_file.read_text().splitlines() if line.strip()]
     assert len(turns) == len(script_lines()), output
 
+    # every 8 heard exchanges were summed up in quiet time, and the end of the stream too
+    heard = sum(1 for t in turns if t["spoken"] and not t["interrupted"])
+    assert stored(tmp_path / "memory", "summary") == heard // 8 + (heard % 8 > 0), output
     for record in turns:
         assert record["memory_tokens"] <= 60 and record["recall_ms"] is not None, record
     asked = {t["user"]: t for t in turns[-len(FACTS) :]}

@@ -136,12 +136,12 @@ def stop_client(client: subprocess.Popen, out: Lines, signum: int) -> str:
     return output
 
 
-def memories(folder: Path) -> int:
-    import chromadb
-    from chromadb.config import Settings
+def memories(folder: Path, kind: str | None = None) -> int:
+    """How many memories (of `kind`: exchange, fact, summary) the client left in its store."""
+    from spark_client.memory.store import MemoryStore
 
-    store = chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
-    return store.get_collection("viewer_memories").count()
+    with MemoryStore(path=folder) as store:
+        return store.count(where={"kind": kind} if kind else None)
 
 
 @pytest.mark.e2e
@@ -160,7 +160,8 @@ def test_ctrl_c_at_the_console_prompt_shuts_down_cleanly(triton, tmp_path: Path)
 
     audio, rate = read_wav(tmp_path / "session.wav")
     assert audio.size / rate > 0.5
-    assert memories(tmp_path / "memory") == 1
+    assert memories(tmp_path / "memory", "exchange") == 1
+    assert memories(tmp_path / "memory", "summary") == 1  # the stream's end is summed up, Ctrl-C or not
 
 
 @pytest.mark.e2e

@@ -94,3 +94,28 @@ def test_the_prune_pass_runs_at_start_and_keeps_what_still_matters(tmp_path: Pat
 
     left = asyncio.run(scenario())
     assert [r.user for r in left] == ["pixelhound"]
+
+
+def test_a_viewers_memories_stay_in_step_with_writes_and_moderation_between_recalls(tmp_path: Path):
+    async def scenario():
+        memory = Memory.open(HashEmbedder(), path=tmp_path)
+        await memory.remember(said("pixelhound", "I play bass in Low Tide", "1", "p1"), "Cool!", "Spark")
+        seen = []
+        ask = said("pixelhound", "what do I play in Low Tide?", "1", "p9")
+        seen.append((await memory.recall(ask)).lines)  # loads pixelhound's memories
+        await memory.remember(said("pixelhound", "Low Tide plays Friday at the Anchor", "1", "p2"), "Yay!", "Spark")
+        await memory.remember_fact(said("pixelhound", "my dog in Low Tide", "1", "p3"), "pixelhound has a dog", "Spark")
+        seen.append((await memory.recall(ask)).lines)
+        await memory.forget(ModerationEvent(ModerationKind.DELETE_MESSAGE, message_id="p2"))
+        seen.append((await memory.recall(ask)).lines)
+        await memory.forget(ModerationEvent(ModerationKind.CLEAR_USER, user_id="1"))
+        seen.append((await memory.recall(ask)).lines)
+        memory.close()
+        return seen
+
+    first, after_writes, after_delete, after_ban = asyncio.run(scenario())
+    assert any("I play bass" in line for line in first)
+    assert any("Friday at the Anchor" in line for line in after_writes)
+    assert "pixelhound has a dog" in after_writes
+    assert not any("Friday" in line for line in after_delete) and any("I play bass" in line for line in after_delete)
+    assert after_ban == ()

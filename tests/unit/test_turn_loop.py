@@ -367,3 +367,42 @@ def test_each_turn_records_the_expressions_it_showed_and_rests_when_nothing_was_
     assert [said for _, _, said, _ in s.said] == ["Oh wow, a raid! Welcome in!", "Good to see you."]
     # tags in the order their pieces played; an untagged answer shows Spark's resting face
     assert [r["emotions"] for *_, r in s.said] == [["surprised", "excited"], ["happy"]]
+
+
+def test_facts_are_written_after_the_turn_and_the_stream_end_is_summed_up():
+    async def scenario():
+        memory = RecordingMemory()
+        llm = ScriptedLLM(answers=["A bass player, nice!", "mika plays bass in a band called Low Tide"])
+        async with Stream(llm=llm, memory=memory) as s:
+            s.queue.offer(chat("I play bass in a band called Low Tide", user="mika"))
+            await s.until(lambda: memory.facts)
+            await s.finish()
+            return s, memory
+
+    s, memory = asyncio.run(scenario())
+    assert [said for _, _, said, _ in s.said] == ["A bass player, nice!"]
+    assert memory.facts == ["mika plays bass in a band called Low Tide"]
+    fact_prompt = s.llm.prompts[-2]  # written after the answer, with a prompt of its own
+    assert "lasting facts" in fact_prompt[0]["content"] and "Low Tide" in fact_prompt[-1]["content"]
+    assert len(memory.summaries) == 1 and "mika" in memory.summaries[0]  # the end of the stream
+
+
+def test_the_recap_of_earlier_streams_joins_the_system_prompt():
+    class Remembering(RecordingMemory):
+        async def recap(self) -> str:
+            return "mika played bass and rin_7 talked about ramen."
+
+    async def scenario():
+        async with Stream(memory=Remembering()) as s:
+            await s.loop.warm_up()
+            s.queue.offer(chat("hi!"))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    persona_prompts = [p for p in s.llm.prompts if p[0]["content"].startswith("You are ")]  # not memory's own
+    assert len(persona_prompts) >= 3  # warm-up prefill of each persona, and the answer
+    assert all(
+        p[0]["content"].endswith("Last time on stream: mika played bass and rin_7 talked about ramen.")
+        for p in persona_prompts
+    )

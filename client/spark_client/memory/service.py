@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ class Embedder:
         return np.asarray(result.as_numpy("embedding"), dtype=np.float32)
 
 
+Owned = list[tuple[MemoryRecord, np.ndarray]]  # a viewer's own memories with their embeddings
+
+
+def nearest(vector: np.ndarray, owned: Owned, n: int) -> list[tuple[MemoryRecord, float]]:
+    """The `n` of `owned` nearest to `vector`, with cosine distances (as Chroma gives them)."""
+    if not owned:
+        return []
+    matrix = np.stack([v for _, v in owned])
+    norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+    distances = 1.0 - (matrix @ vector) / np.maximum(norms, 1e-12)
+    order = np.argsort(distances, kind="stable")[:n]
+    return [(owned[i][0], float(distances[i])) for i in order]
+
+
 def exchange_text(message: ChatMessage, spoken: str, persona: str) -> str:
     return f"{message.user} said: {message.text} / {persona} answered: {spoken}"
 
@@ -57,6 +72,11 @@ class Memory:
         self.session = session or time.strftime("%Y%m%d-%H%M%S")
         self._clock = clock
         self._recalled: set[str] = set()  # marked as recalled off the hot path, with the next write
+        # Each viewer's own memories, loaded on their first recall of the stream and kept in step
+        # with every write: Chroma's per-viewer filtered query grows with the whole store (~100 ms
+        # at 100k memories on 2 cores), scoring a few hundred vectors here takes microseconds.
+        self._owned: OrderedDict[str, Owned] = OrderedDict()
+        self._owned_max = 256
         self._warned = False
 
     @classmethod
@@ -81,17 +101,7 @@ class Memory:
         except ModelCallError as exc:
             self._warn(exc)
             return
-        record = MemoryRecord(
-            text=document,
-            kind=MemoryKind.EXCHANGE,
-            persona=persona,
-            user=message.user.casefold(),
-            user_id=message.user_id or "",
-            message_id=message.message_id or "",
-            session=self.session,
-            importance=importance_of(message.text),
-            created_at=self._clock(),
-        )
+        record = self._about(message, document, MemoryKind.EXCHANGE, persona, importance_of(message.text))
         recalled, self._recalled = self._recalled, set()
 
         def write() -> None:
@@ -100,43 +110,113 @@ class Memory:
                 self.store.mark_recalled(sorted(recalled), self._clock())
 
         await asyncio.to_thread(write)
+        if record.user in self._owned:
+            self._owned[record.user].append((record, np.asarray(vector, dtype=np.float32)))
+        if recalled:
+            now = self._clock()
+            for owned in self._owned.values():
+                owned[:] = [(r.recalled(now) if r.id in recalled else r, v) for r, v in owned]
+
+    async def remember_fact(self, message: ChatMessage, fact: str, persona: str) -> None:
+        """A fact about the viewer of `message`; a near-duplicate fact of theirs is updated instead."""
+        vector = (await self._embed([fact]))[0]
+        record = self._about(message, fact, MemoryKind.FACT, persona, 0.8)
+
+        def write() -> None:
+            self.store.remember_fact(record, vector.tolist())
+            if record.user in self._owned:  # a fact may have replaced an older one: read theirs again
+                self._owned[record.user] = self.store.get_with_embeddings(where={"user": record.user})
+
+        await asyncio.to_thread(write)
+
+    def _about(
+        self, message: ChatMessage, text: str, kind: MemoryKind, persona: str, importance: float
+    ) -> MemoryRecord:
+        """A memory of what the viewer of `message` said, made now in this stream."""
+        return MemoryRecord(
+            text=text,
+            kind=kind,
+            persona=persona,
+            user=message.user.casefold(),
+            user_id=message.user_id or "",
+            message_id=message.message_id or "",
+            session=self.session,
+            importance=importance,
+            created_at=self._clock(),
+        )
+
+    async def remember_summary(self, text: str, users: list[str]) -> None:
+        if not text.strip():
+            return
+        vector = (await self._embed([text]))[0]
+        record = MemoryRecord(
+            text=text, kind=MemoryKind.SUMMARY, session=self.session, importance=0.7, created_at=self._clock()
+        )
+        await asyncio.to_thread(self.store.add, record, vector.tolist())
+
+    async def recap(self, *, most: int = 2, max_words: int = 60) -> str:
+        """ "Last time on stream": the newest summaries of earlier streams, oldest first."""
+
+        def newest() -> list[MemoryRecord]:
+            summaries = self.store.get(where={"kind": str(MemoryKind.SUMMARY)})
+            return [r for r in summaries if r.session != self.session][-most:]
+
+        words = " ".join(r.text for r in await asyncio.to_thread(newest)).split()
+        return " ".join(words[-max_words:])
 
     async def recall(self, message: ChatMessage, *, exclude: Callable[[str], bool] = lambda line: False) -> Recalled:
         """The memory block for `message`: the viewer's own memories and everyone's nearest, scored
         and cut to the budget. An unavailable `embed` model gives an empty block."""
         started = time.perf_counter()
-        if await asyncio.to_thread(self.store.count) == 0:
-            return Recalled(ms=(time.perf_counter() - started) * 1000)
+        user = message.user.casefold()
+        # a viewer's first recall reads their memories while the chat line is being embedded
+        loading = None if user in self._owned else asyncio.ensure_future(self._load_owned(user))
         try:
-            vector = (await self._embed([f"{message.user} said: {message.text}"]))[0].tolist()
+            vector = (await self._embed([f"{message.user} said: {message.text}"]))[0]
         except ModelCallError as exc:
             self._warn(exc)
             return Recalled(ms=(time.perf_counter() - started) * 1000)
+        finally:
+            owned = await loading if loading is not None else self._owned.get(user, [])
         n = self.options.candidates
-
-        def query() -> list[tuple[MemoryRecord, float]]:
-            own = self.store.query(vector, n=n, where={"user": message.user.casefold()})
-            return own + self.store.query(vector, n=n)
-
-        found = await asyncio.to_thread(query)
+        found = nearest(vector, owned, n) + await asyncio.to_thread(self.store.query, vector.tolist(), n=n)
         recalled = select(found, user=message.user, now=self._clock(), options=self.options, exclude=exclude)
         self._recalled.update(recalled.ids)
         ms = (time.perf_counter() - started) * 1000
         return Recalled(recalled.lines, recalled.ids, recalled.tokens, ms)
 
+    async def _load_owned(self, user: str) -> Owned:
+        owned = await asyncio.to_thread(self.store.get_with_embeddings, where={"user": user})
+        self._owned[user] = owned
+        self._owned.move_to_end(user)
+        while len(self._owned) > self._owned_max:
+            self._owned.popitem(last=False)
+        return owned
+
     async def forget(self, event: ModerationEvent) -> None:
         """Moderation: a deleted message or a timed-out/banned viewer leaves memory at once;
         clearing the whole chat on screen does not erase what viewers said before."""
         if event.kind is ModerationKind.DELETE_MESSAGE and event.message_id:
+            for owned in self._owned.values():
+                owned[:] = [(r, v) for r, v in owned if r.message_id != event.message_id]
             await asyncio.to_thread(self.store.delete, where={"message_id": event.message_id})
         elif event.kind is ModerationKind.CLEAR_USER and (event.user_id or event.user):
+            for key in [
+                k
+                for k, owned in self._owned.items()
+                if k == event.user.casefold() or any(event.user_id and r.user_id == event.user_id for r, _ in owned)
+            ]:
+                del self._owned[key]
             await asyncio.to_thread(
                 self.store.forget_user, user=event.user.casefold() or None, user_id=event.user_id or None
             )
 
     async def prune(self, policy: PrunePolicy | None = None) -> PruneReport:
         """Drops decayed memories and what is over the per-viewer and total caps (in a thread)."""
-        return await asyncio.to_thread(self.store.prune, policy or PrunePolicy(), self._clock())
+        report = await asyncio.to_thread(self.store.prune, policy or PrunePolicy(), self._clock())
+        if report.removed:
+            self._owned.clear()  # read again from the store on each viewer's next recall
+        return report
 
     async def maintain(self, every_s: float = 3600.0, policy: PrunePolicy | None = None) -> None:
         """Prunes now and then every `every_s` seconds, until cancelled; a failed pass is logged

@@ -237,6 +237,17 @@ class MemoryStore:
         )
         return [(MemoryRecord.from_chroma(id_, text, meta), float(distance)) for id_, text, meta, distance in rows]
 
+    def get_with_embeddings(self, *, where: Where) -> list[tuple[MemoryRecord, np.ndarray]]:
+        """The memories matching `where` with their stored embeddings (for a viewer's own memories,
+        which recall scores in the client: Chroma's filtered vector query grows with the store)."""
+        with self._mutex:
+            out: list[tuple[MemoryRecord, np.ndarray]] = []
+            for page in self._pages(where=where, ids=None, include=["documents", "metadatas", "embeddings"]):
+                vectors = page["embeddings"]
+                for row, vector in zip(_rows(page), vectors if vectors is not None else [], strict=True):
+                    out.append((MemoryRecord.from_chroma(*row), np.asarray(vector, dtype=np.float32)))
+            return out
+
     def get(
         self, *, where: Where | None = None, ids: Sequence[str] | None = None, limit: int | None = None
     ) -> list[MemoryRecord]:

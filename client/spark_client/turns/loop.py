@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage, ModerationEvent
 from spark_client.memory import Memory, Recalled
+from spark_client.memory.writer import MemoryWriter
 from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece
@@ -58,6 +59,8 @@ class LoopOptions:
     # time, and not in the next viewer's turn.
     prefill_reserve_tokens: int = 250
     memory_timeout_s: float = 3.0  # a recall slower than this is skipped: the viewer is waiting
+    summary_every: int = 8  # exchanges heard per summary written in quiet time
+    final_summary_s: float = 3.0  # the end-of-stream summary's wait for the LLM (then extractive)
     prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE  # how chat is framed (see perf quality)
 
 
@@ -116,17 +119,40 @@ class TurnLoop:
         self._prefill: asyncio.Task[None] | None = None
         self._current: _TurnState | None = None  # the turn being played
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
+        self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
+        # facts and summaries are written by the LLM in quiet time, never while a viewer waits
+        self.writer = (
+            MemoryWriter(memory, llm, quiet=self._quiet, summary_every=options.summary_every)
+            if memory is not None
+            else None
+        )
 
     async def run(self) -> None:
         """Answers chat until the queue is closed and drained (or until cancelled)."""
         moderation = asyncio.create_task(self._apply_moderation(), name="moderation")
+        writer = asyncio.create_task(self.writer.run(), name="memory-writer") if self.writer is not None else None
         try:
             await self._run()
         finally:
-            owned = [t for t in (self._prefill, moderation) if t is not None]
+            owned = [t for t in (self._prefill, moderation, writer) if t is not None]
             for task in owned:
                 task.cancel()
             await asyncio.wait(owned, timeout=self.options.cancel_wait_s)
+            await self._finish_memory()
+
+    async def _finish_memory(self) -> None:
+        """The stream's last exchanges go into a summary (also on Ctrl-C: bounded by
+        `final_summary_s`, then written without the LLM)."""
+        if self.writer is None:
+            return
+        try:
+            await self.writer.finish(self.options.final_summary_s)
+        except Exception as exc:  # memory is an extra: ending the stream must not fail on it
+            log.warning("memory: the end-of-stream summary was not stored: %s", exc)
+
+    def _quiet(self) -> bool:
+        """No turn running, no chat waiting and no prefill: the LLM is free for memory work."""
+        return not self.busy and not self.queue.pending and (self._prefill is None or self._prefill.done())
 
     async def _run(self) -> None:
         while True:
@@ -169,6 +195,8 @@ class TurnLoop:
                 current.cut.set()
         if removed:
             log.info("moderation: %d exchange(s) dropped from the conversation history", removed)
+        if self.writer is not None:
+            self.writer.forget(event)
         await self._forget(event)
 
     async def _forget(self, event: ModerationEvent) -> None:
@@ -199,7 +227,7 @@ class TurnLoop:
         style = self.options.prompt_style
         chat = style.empty_chat  # the prefix ends where the next message starts
         messages = build_messages(
-            persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens, style=style
+            persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens, style=style, recap=self.recap
         )
         prompt = await self.llm.render(messages)
         sampling = replace(persona.sampling, max_tokens=1)
@@ -214,7 +242,13 @@ class TurnLoop:
 
     async def warm_up(self) -> None:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
-        the first viewer does not pay for cold starts."""
+        the first viewer does not pay for cold starts. Earlier streams' summaries become the
+        "last time on stream" part of the prompt first, so the cached prefix includes it."""
+        if self.memory is not None:
+            try:
+                self.recap = await asyncio.wait_for(self.memory.recap(), timeout=self.options.memory_timeout_s)
+            except Exception as exc:  # memory is an extra: the stream starts without the recap
+                log.warning("memory: no 'last time on stream' recap: %s", exc or type(exc).__name__)
         for persona in self.director.personas:
             await self._prefill_prefix(persona, budget_tokens=0)
             async for _ in self.tts.stream("Hi.", voice=persona.voice, speed=persona.speed):
@@ -316,6 +350,7 @@ class TurnLoop:
             memories=memories,
             budget_tokens=self.options.prompt_budget_tokens,
             style=self.options.prompt_style,
+            recap=self.recap,
         )
         state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
@@ -447,6 +482,8 @@ class TurnLoop:
                 await self.memory.remember(message, timings.spoken, state.persona.name)
             except Exception as exc:  # memory is an extra: the stream goes on without it
                 log.warning("memory: turn %d not stored: %s", state.number, exc)
+            if self.writer is not None and not timings.interrupted:
+                self.writer.heard(message, state.persona.name)
             for event in state.moderation:  # removed while it was being stored
                 if event.removes(message):
                     await self._forget(event)

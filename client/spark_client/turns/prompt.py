@@ -241,9 +241,13 @@ def build_messages(
     memories: list[str],
     budget_tokens: int = 1500,
     style: PromptStyle = DEFAULT_PROMPT_STYLE,
+    recap: str = "",
 ) -> list[dict[str, str]]:
-    """`chat` is the (already framed) user turn; the history fills what the budget leaves."""
+    """`chat` is the (already framed) user turn; the history fills what the budget leaves.
+    `recap` ("last time on stream", from memory) joins the fixed system prompt."""
     system = system_prompt(persona, style)
+    if recap:
+        system += f"\n\nLast time on stream: {neutralise(recap)}"
     opening: list[dict[str, str]] = []
     if style.examples:
         for user, text, answer in persona.examples:

@@ -1,0 +1,221 @@
+"""Memory written in quiet time: facts from what viewers say about themselves, and a summary of
+every few exchanges, by the served LLM, never while a viewer waits.
+
+A job starts only while the stream is quiet (no turn running, no chat waiting, no prefill) and is
+cancelled, with its LLM stream on the server, the moment that changes; it goes back to the front
+of the line and runs again at the next quiet moment. The line is bounded: past `max_jobs` the
+oldest job is dropped (and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from spark_client.events import ChatMessage, ModerationEvent
+from spark_client.memory.extract import (
+    FACT_SAMPLING,
+    SUMMARY_SAMPLING,
+    ExchangeLine,
+    checked_summary,
+    extractive_summary,
+    fact_messages,
+    grounded_facts,
+    summary_messages,
+)
+from spark_client.memory.recall import self_disclosure
+from spark_client.speech.llm import RenderedPrompt, SamplingOptions
+from spark_client.speech.triton import ModelCallError
+
+log = logging.getLogger(__name__)
+
+
+class LLM(Protocol):
+    async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt: ...
+
+    def stream(self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None): ...  # noqa: ANN201
+
+
+class FactSink(Protocol):
+    async def remember_fact(self, message: ChatMessage, fact: str, persona: str) -> None: ...
+
+    async def remember_summary(self, text: str, users: list[str]) -> None: ...
+
+
+@dataclass
+class FactJob:
+    message: ChatMessage
+    persona: str
+    tries: int = 0
+
+
+@dataclass
+class SummaryJob:
+    lines: tuple[ExchangeLine, ...]
+    tries: int = 0
+
+
+@dataclass
+class WriterStats:
+    facts: int = 0  # facts stored (new or updated)
+    summaries: int = 0
+    cancelled: int = 0  # jobs cut short by chat, to run again later
+    failed: int = 0  # jobs given up after `max_tries`
+    dropped: int = 0  # jobs dropped because the line was full
+    runs: list[str] = field(default_factory=list)  # "fact" / "summary", in the order they finished
+
+
+class MemoryWriter:
+    def __init__(
+        self,
+        memory: FactSink,
+        llm: LLM,
+        *,
+        quiet: Callable[[], bool],
+        summary_every: int = 8,
+        max_jobs: int = 200,
+        max_tries: int = 3,
+        poll_s: float = 0.05,
+    ) -> None:
+        if summary_every < 1 or max_jobs < 1:
+            raise ValueError("summary_every and max_jobs must be at least 1")
+        self.memory, self.llm, self.quiet = memory, llm, quiet
+        self.summary_every, self.max_tries, self.poll_s = summary_every, max_tries, poll_s
+        self.jobs: deque[FactJob | SummaryJob] = deque()
+        self._max_jobs = max_jobs
+        self._lines: list[ExchangeLine] = []  # heard since the last summary
+        self._wake = asyncio.Event()
+        self.stats = WriterStats()
+
+    # --- what the turn loop tells it ----------------------------------------------------------
+    def heard(self, message: ChatMessage, persona: str) -> None:
+        """An exchange was heard in full: its facts are worth looking for when the viewer talked
+        about themselves, and every `summary_every` exchanges make a summary."""
+        if self_disclosure(message.text):
+            self._add(FactJob(message, persona))
+        self._lines.append(ExchangeLine(message.user, message.text, message.user_id, message.message_id))
+        if len(self._lines) >= self.summary_every:
+            self._add(SummaryJob(tuple(self._lines)))
+            self._lines = []
+
+    def forget(self, event: ModerationEvent) -> None:
+        """Moderation: nothing is written from a removed message (the store forgets what was)."""
+        kept: deque[FactJob | SummaryJob] = deque()
+        for job in self.jobs:
+            if isinstance(job, FactJob):
+                if not event.removes(job.message):
+                    kept.append(job)
+            else:
+                lines = tuple(line for line in job.lines if not _removes(event, line))
+                if lines:
+                    kept.append(SummaryJob(lines, job.tries))
+        self.jobs = kept
+        self._lines = [line for line in self._lines if not _removes(event, line)]
+
+    def _add(self, job: FactJob | SummaryJob) -> None:
+        self.jobs.append(job)
+        while len(self.jobs) > self._max_jobs:
+            self.jobs.popleft()
+            self.stats.dropped += 1
+        self._wake.set()
+
+    # --- running ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Runs jobs in quiet time until cancelled."""
+        while True:
+            while not self.jobs:
+                self._wake.clear()
+                await self._wake.wait()
+            while not self.quiet():  # noqa: ASYNC110 - two owners' state: the loop and the queue
+                await asyncio.sleep(self.poll_s)
+            job = self.jobs.popleft()
+            task = asyncio.create_task(self._do(job), name="memory-write")
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=self.poll_s)
+                    if not task.done() and not self.quiet():
+                        task.cancel()  # the LLM stream is closed: cancelled on the server
+                        await asyncio.wait({task})
+                        self.jobs.appendleft(job)
+                        self.stats.cancelled += 1
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
+                raise
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                job.tries += 1
+                if job.tries < self.max_tries:
+                    self.jobs.append(job)  # retried later, after what is waiting
+                else:
+                    self.stats.failed += 1
+                log.warning("memory: writing a %s failed (%s)", _kind(job), exc)
+
+    async def finish(self, timeout: float) -> None:
+        """End of the stream: the summaries still to write, and one of what was heard since the
+        last, by the LLM within `timeout` seconds in all, the rest extractive. Fact jobs still
+        waiting are dropped (counted): the exchanges they came from are stored."""
+        pending = [job.lines for job in self.jobs if isinstance(job, SummaryJob)]
+        self.stats.dropped += sum(isinstance(job, FactJob) for job in self.jobs)
+        self.jobs.clear()
+        if self._lines:
+            pending.append(tuple(self._lines))
+            self._lines = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        for lines in pending:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(self._summarise(lines), left)
+            except (TimeoutError, ModelCallError) as exc:
+                log.info("memory: end-of-stream summary written without the LLM (%s)", exc or "timed out")
+                await self.memory.remember_summary(extractive_summary(lines), _users(lines))
+                self.stats.summaries += 1
+
+    async def _do(self, job: FactJob | SummaryJob) -> None:
+        if isinstance(job, FactJob):
+            message = job.message
+            output = await self._generate(fact_messages(message.user, message.text), FACT_SAMPLING)
+            for fact in grounded_facts(output, message.user, message.text):
+                await self.memory.remember_fact(message, fact, job.persona)
+                self.stats.facts += 1
+        else:
+            await self._summarise(job.lines)
+        self.stats.runs.append(_kind(job))
+
+    async def _summarise(self, lines: tuple[ExchangeLine, ...]) -> None:
+        output = await self._generate(summary_messages([f"{x.user}: {x.said}" for x in lines]), SUMMARY_SAMPLING)
+        await self.memory.remember_summary(checked_summary(output, lines), _users(lines))
+        self.stats.summaries += 1
+
+    async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> str:
+        prompt = await self.llm.render(messages)
+        parts: list[str] = []
+        stream = self.llm.stream(prompt, sampling)
+        try:
+            async for delta in stream:
+                parts.append(delta)
+        finally:
+            await stream.aclose()
+        return "".join(parts)
+
+
+def _removes(event: ModerationEvent, line: ExchangeLine) -> bool:
+    return event.removes(
+        ChatMessage(source="", user=line.user, text=line.said, user_id=line.user_id, message_id=line.message_id)
+    )
+
+
+def _users(lines: tuple[ExchangeLine, ...]) -> list[str]:
+    return sorted({line.user.casefold() for line in lines})
+
+
+def _kind(job: FactJob | SummaryJob) -> str:
+    return "fact" if isinstance(job, FactJob) else "summary"

@@ -1,0 +1,138 @@
+"""Facts and summaries written in quiet time: the checks a small model's notes must pass, the
+writer waiting for quiet, giving way to chat (its LLM stream cancelled) and trying again, and
+moderation reaching what is still to be written."""
+
+from __future__ import annotations
+
+import asyncio
+
+from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
+from spark_client.memory.extract import ExchangeLine, checked_summary, extractive_summary, grounded_facts
+from spark_client.memory.writer import MemoryWriter
+
+from tests.fakes.speech import RecordingMemory, ScriptedLLM
+from tests.timing import seconds
+
+
+def said(user: str, text: str, **kw) -> ChatMessage:
+    return ChatMessage(source="test", user=user, text=text, message_id=kw.pop("message_id", f"{user}:{text}"), **kw)
+
+
+def test_a_fact_must_name_the_viewer_and_be_made_of_their_own_words():
+    text = "I play bass in a band called Low Tide and my cat is named Miso"
+    output = "\n".join(
+        [
+            "pixelhound plays bass in a band called Low Tide",  # kept
+            "- pixelhound's cat is named Miso.",  # kept (list marks, possessive, full stop)
+            "pixelhound plays drums in a band",  # drums: never said
+            "The viewer plays bass",  # does not name the viewer
+            "pixelhound plays <b>bass</b>",  # markup
+            "NONE",
+            "pixelhound plays bass in a band called Low Tide",  # a repeat
+        ]
+    )
+    assert grounded_facts(output, "PixelHound", text) == [
+        "pixelhound plays bass in a band called Low Tide",
+        "pixelhound's cat is named Miso",
+    ]
+    assert grounded_facts("NONE", "rin_7", "hi hi") == []
+
+
+def test_a_summary_that_fails_the_checks_is_replaced_by_the_viewers_own_lines():
+    lines = [
+        ExchangeLine("pixelhound", "I play bass in a band called Low Tide"),
+        ExchangeLine("rin_7", "ramen forever"),
+    ]
+    good = "pixelhound talked about playing bass in a band called Low Tide and rin_7 said ramen forever."
+    assert checked_summary(good, lines) == good
+    fallback = extractive_summary(lines)
+    assert checked_summary("<chat> ok", lines) == fallback  # markup
+    copied = "pixelhound: ramen forever. rin_7: I play bass in a band called Low Tide."
+    assert checked_summary(copied, lines) == fallback  # a transcript, misattributed (a 135M model did this)
+    invented = "pixelhound talked about his band Low Tide touring Japan with rin_7."
+    assert checked_summary(invented, lines) == fallback  # nobody said Japan
+    assert fallback.startswith("On stream: pixelhound said") and "rin_7" in fallback
+
+
+class Quiet:
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+def test_writing_waits_for_quiet_gives_way_to_chat_and_tries_again():
+    async def scenario():
+        memory = RecordingMemory()
+        long_fact = "pixelhound plays bass in a band called Low Tide " + "and " * 40
+        llm = ScriptedLLM(answers=[long_fact, "pixelhound plays bass in a band called Low Tide"], token_delay_s=0.02)
+        quiet = Quiet()
+        writer = MemoryWriter(memory, llm, quiet=quiet, poll_s=0.01)
+        task = asyncio.create_task(writer.run())
+        writer.heard(said("pixelhound", "I play bass in a band called Low Tide"), "Spark")
+        writer.heard(said("rin_7", "hello everyone"), "Spark")  # nothing about themselves: no job
+        await asyncio.sleep(0.2)
+        started_while_busy = llm.started
+        quiet.value = True  # the turn ended and no chat waits
+        while llm.started == 0:  # noqa: ASYNC110 - the fake LLM has no event to wait on
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        quiet.value = False  # chat arrived mid-job
+        await asyncio.sleep(0.2)
+        cancelled, facts_while_busy = llm.cancelled, list(memory.facts)
+        quiet.value = True
+        for _ in range(int(seconds(5) / 0.01)):
+            if memory.facts:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.wait({task})
+        return started_while_busy, cancelled, facts_while_busy, memory, writer
+
+    started_while_busy, cancelled, facts_while_busy, memory, writer = asyncio.run(scenario())
+    assert started_while_busy == 0  # nothing ran while a viewer could be waiting
+    assert cancelled == 1 and facts_while_busy == []  # the stream was cut on the server, nothing half-written
+    assert memory.facts == ["pixelhound plays bass in a band called Low Tide"]  # the retry, when quiet again
+    assert writer.stats.cancelled == 1 and writer.stats.facts == 1
+
+
+def test_every_few_exchanges_make_a_summary_and_the_end_of_stream_sums_up_the_rest():
+    async def scenario():
+        memory = RecordingMemory()
+        llm = ScriptedLLM(answers=["viewer0 and viewer1 said hello and talked about games."])
+        writer = MemoryWriter(memory, llm, quiet=lambda: True, summary_every=2, poll_s=0.01)
+        task = asyncio.create_task(writer.run())
+        for n in range(3):
+            writer.heard(said(f"viewer{n}", "hello there, games are fun"), "Spark")
+        for _ in range(200):
+            if memory.summaries:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.wait({task})
+        slow = ScriptedLLM(answers=["never mind"], token_delay_s=1.0)
+        writer.llm = slow
+        await writer.finish(timeout=0.1)  # the LLM is too slow now: the viewers' own lines are kept
+        return memory
+
+    memory = asyncio.run(scenario())
+    assert memory.summaries[0] == "viewer0 and viewer1 said hello and talked about games."
+    assert memory.summaries[1] == 'On stream: viewer2 said "hello there, games are fun".'
+
+
+def test_moderation_removes_what_is_still_to_be_written():
+    async def scenario():
+        memory = RecordingMemory()
+        writer = MemoryWriter(memory, ScriptedLLM(), quiet=lambda: False, summary_every=3)
+        writer.heard(said("troll", "my address is somewhere", user_id="13", message_id="t1"), "Spark")
+        writer.heard(said("friend", "my dog is called Rex", user_id="7", message_id="f1"), "Spark")
+        writer.forget(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13"))
+        writer.heard(said("friend", "I like rain", user_id="7", message_id="f2"), "Spark")
+        return writer
+
+    writer = asyncio.run(scenario())
+    facts = [job.message.message_id for job in writer.jobs if hasattr(job, "message")]
+    summaries = [job for job in writer.jobs if not hasattr(job, "message")]
+    assert facts == ["f1", "f2"]
+    assert summaries == [] and [line.message_id for line in writer._lines] == ["f1", "f2"]
