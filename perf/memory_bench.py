@@ -77,7 +77,7 @@ def measure_recalls(store: Any, queries: int, rng: np.random.Generator) -> tuple
     """Recall as `Memory.recall` does it, embedding aside: (first recall of a viewer in the stream,
     which reads their memories from the store; later recalls, which score them in the client)."""
     from spark_client.memory.recall import RecallOptions, select
-    from spark_client.memory.service import nearest
+    from spark_client.memory.service import candidates
 
     options = RecallOptions()
     cold: list[float] = []
@@ -89,8 +89,7 @@ def measure_recalls(store: Any, queries: int, rng: np.random.Generator) -> tuple
         first = user not in owned
         if first:
             owned[user] = store.get_with_embeddings(where={"user": user})
-        found = nearest(vector, owned[user], options.candidates)
-        found += store.query(vector.tolist(), n=options.candidates)
+        found = candidates(store, vector, owned[user], options.candidates)
         select(found, user=user, now=NOW, options=options)
         (cold if first else warm).append((time.perf_counter() - started) * 1000)
     return cold, warm

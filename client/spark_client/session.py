@@ -149,7 +149,7 @@ class LiveSession:
                 except MemoryStoreError as exc:  # in use by another client, or unreadable: the streamer must know
                     self.print(f"error: {exc}")
                     return 1
-                except Exception as exc:  # e.g. a Chroma server that is down: the stream goes on without memory
+                except Exception as exc:  # anything else (chromadb itself failing): the stream goes on without memory
                     self.print(f"warning: memory unavailable ({exc}); answering without it")
             self.loop = TurnLoop(
                 queue=self.queue,

@@ -15,7 +15,7 @@ from spark_client.turns.prompt import (
     build_messages,
     chat_block,
     estimate_tokens,
-    fresh_memories,
+    shown_in_history,
     system_prompt,
 )
 from spark_client.turns.queue import ChatQueue
@@ -178,7 +178,8 @@ def test_memories_already_in_the_history_are_not_repeated_and_long_ones_are_clip
     history = ConversationHistory()
     history.add(Exchange(chat="<chat>\nmika: cats?\n</chat>", spoken="I love cats.", persona="Spark"))
     recalled = ["mika said: cats? / Spark answered: I love cats.", "mika said: dogs? / Spark answered: Dogs rule."]
-    assert fresh_memories(recalled, history) == recalled[1:]
+    shown = shown_in_history(history)
+    assert [m for m in recalled if not shown(m)] == recalled[1:]
     long_memory = "old said: " + "word " * 200
     messages = build_messages(DEFAULT_PERSONAS[0], history, chat="<chat>\nb: yo\n</chat>", memories=[long_memory])
     last = messages[-1]["content"]

@@ -13,6 +13,7 @@ from spark_client.memory.recall import (
     RecallOptions,
     importance_of,
     line_tokens,
+    memory_line,
     score,
     select,
 )
@@ -121,3 +122,18 @@ def test_the_speaking_viewers_own_memories_take_the_budget_first():
     own = exchange("pixelhound said: I play bass in a band called Low Tide / Spark answered: Cool!")
     block = select([(chatty, 0.05), (own, 0.6)], user="pixelhound", now=NOW, options=RecallOptions(budget_tokens=60))
     assert block.lines[0].startswith("pixelhound said: I play bass")
+
+
+def test_a_line_is_never_longer_than_the_prompt_sends_it():
+    from spark_client.turns.persona import DEFAULT_PERSONAS
+    from spark_client.turns.prompt import ConversationHistory, build_messages
+
+    said_long = "pixelhound said: " + "so I was thinking about the band " * 6 + "/ Spark answered: " + "cool " * 20
+    said_short = "rin_7 said: ramen forever / Spark answered: " + "yes " * 30
+    records = [exchange(said_long), exchange(said_short, user="rin_7"), fact("pixelhound fact " + "x " * 50)]
+    lines = [memory_line(r, 32) for r in records]
+    assert all(len(line.split()) <= 32 for line in lines)
+    assert lines[1].startswith("rin_7 said: ramen forever / Spark answered: yes") and lines[1].endswith(" ...")
+    assert lines[0].startswith("pixelhound said: so I was") and "answered" not in lines[0]
+    prompt = build_messages(DEFAULT_PERSONAS[0], ConversationHistory(), chat="hi", memories=lines)[-1]["content"]
+    assert all(f"- {line}" in prompt for line in lines)  # sent as recalled: the budget counted these

@@ -135,9 +135,8 @@ def search(
 
 async def _embed_one(text: str, triton_url: str) -> list[float]:
     """One embedding from the served `embed` model; RuntimeError with a one-line reason otherwise."""
-    import numpy as np
-
-    from spark_client.speech.triton import ModelCallError, TritonModels, infer_input
+    from spark_client.memory.service import Embedder
+    from spark_client.speech.triton import ModelCallError, TritonModels
 
     models = TritonModels(triton_url)
     try:
@@ -145,14 +144,14 @@ async def _embed_one(text: str, triton_url: str) -> list[float]:
             ok, why = await models.ready("embed")
             if not ok:
                 raise RuntimeError(f"cannot search: the embed model is not available ({why})")
-            result = await models.infer("embed", [infer_input("text", np.array([text], dtype=object))])
+            vector = (await Embedder(models)([text]))[0]
     except TimeoutError:
         raise RuntimeError(f"cannot search: no answer from {triton_url} in {SEARCH_TIMEOUT_S:.0f} s") from None
     except ModelCallError as exc:
         raise RuntimeError(f"cannot search: {exc}") from None
     finally:
         await models.close()
-    return [float(x) for x in np.asarray(result.as_numpy("embedding"), dtype=np.float32)[0]]
+    return [float(x) for x in vector]
 
 
 @memory_app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spark_client.memory.records import MemoryKind, MemoryRecord
-from spark_client.turns.prompt import estimate_tokens
+from spark_client.turns.prompt import MEMORY_MAX_WORDS, clip_words, estimate_tokens
 
 DAY_S = 86_400.0
 
@@ -30,7 +30,7 @@ class RecallOptions:
     importance_weight: float = 0.3
     fact_bonus: float = 0.2  # recall prefers facts to transcripts
     budget_tokens: int = 60  # the whole memory block
-    max_line_words: int = 32
+    max_line_words: int = MEMORY_MAX_WORDS  # the prompt clips longer lines: none reach it
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.budget_tokens < 0 or self.recency_half_life_days <= 0:
@@ -63,21 +63,22 @@ def score(record: MemoryRecord, distance: float, now: float, options: RecallOpti
 ANSWER_WORDS = 8  # of an exchange's answer: what the viewer said is what is worth remembering
 
 
-def _clip(text: str, max_words: int) -> str:
-    words = text.split()
-    return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
+def _fit(text: str, max_words: int) -> str:
+    """`text` in at most `max_words` words, the " ..." of a cut included."""
+    return text if len(text.split()) <= max_words else clip_words(text, max_words - 1)
 
 
 def memory_line(record: MemoryRecord, max_words: int) -> str:
-    """The line the prompt shows: at most `max_words` words; an exchange keeps what the viewer
-    said and only the start of the answer."""
+    """The line the prompt shows, in at most `max_words` words (so the prompt, which clips longer
+    lines, sends it as it is and the budget counts what is sent); an exchange keeps what the
+    viewer said and at most the start of the answer."""
     said, sep, answer = record.text.partition(" answered: ")
     if record.kind is not MemoryKind.EXCHANGE or not sep:
-        return _clip(record.text, max_words)
-    answer_words = min(ANSWER_WORDS, max(0, max_words - len(said.split()) - 1))
-    if answer_words == 0:
-        return _clip(said.rsplit(" / ", 1)[0], max_words)
-    return _clip(said, max_words - answer_words - 1) + sep + _clip(answer, answer_words)
+        return _fit(record.text, max_words)
+    answer_words = min(ANSWER_WORDS, max_words - len(said.split()) - 1)  # "answered:" is a word
+    if answer_words < 2:  # no room for an answer: what the viewer said
+        return _fit(said.rsplit(" / ", 1)[0], max_words)
+    return said + sep + _fit(answer, answer_words)
 
 
 def line_tokens(line: str) -> int:

@@ -50,6 +50,12 @@ def nearest(vector: np.ndarray, owned: Owned, n: int) -> list[tuple[MemoryRecord
     return [(owned[i][0], float(distances[i])) for i in order]
 
 
+def candidates(store: MemoryStore, vector: np.ndarray, owned: Owned, n: int) -> list[tuple[MemoryRecord, float]]:
+    """What a recall scores: the viewer's `n` nearest own memories (scored here) and everyone's
+    `n` nearest (Chroma's index). Blocking: run it in a thread."""
+    return nearest(vector, owned, n) + store.query(vector.tolist(), n=n)
+
+
 def exchange_text(message: ChatMessage, spoken: str, persona: str) -> str:
     return f"{message.user} said: {message.text} / {persona} answered: {spoken}"
 
@@ -178,8 +184,7 @@ class Memory:
             return Recalled(ms=(time.perf_counter() - started) * 1000)
         finally:
             owned = await loading if loading is not None else self._owned.get(user, [])
-        n = self.options.candidates
-        found = nearest(vector, owned, n) + await asyncio.to_thread(self.store.query, vector.tolist(), n=n)
+        found = await asyncio.to_thread(candidates, self.store, vector, owned, self.options.candidates)
         recalled = select(found, user=message.user, now=self._clock(), options=self.options, exclude=exclude)
         self._recalled.update(recalled.ids)
         ms = (time.perf_counter() - started) * 1000

@@ -222,13 +222,8 @@ def shown_in_history(history: ConversationHistory) -> Callable[[str], bool]:
     return lambda memory: any(spoken in memory for spoken in shown)
 
 
-def fresh_memories(memories: list[str], history: ConversationHistory) -> list[str]:
-    """Memories that the prompt's history does not already show word for word."""
-    shown = shown_in_history(history)
-    return [m for m in memories if not shown(m)]
-
-
-def _clip_words(text: str, limit: int) -> str:
+def clip_words(text: str, limit: int) -> str:
+    """`text` cut after `limit` words, with " ..." for what was cut."""
     words = text.split()
     return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
 
@@ -257,7 +252,7 @@ def build_messages(
     if memories:
         last = (
             "Things you remember about this chat:\n"
-            + "\n".join(f"- {neutralise(_clip_words(m, MEMORY_MAX_WORDS))}" for m in memories)
+            + "\n".join(f"- {neutralise(clip_words(m, MEMORY_MAX_WORDS))}" for m in memories)
             + "\n\n"
             + chat
         )
