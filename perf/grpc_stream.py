@@ -48,8 +48,16 @@ def llm_inputs(
     return inputs
 
 
-def tts_inputs(text: str) -> list[grpcclient.InferInput]:
-    return [tensor("target_text", [[text.encode()]], "BYTES")]
+def tts_inputs(text: str, voice: str | None = None) -> list[grpcclient.InferInput]:
+    inputs = [tensor("target_text", [[text.encode()]], "BYTES")]
+    if voice:
+        inputs.append(tensor("voice", [[voice.encode()]], "BYTES"))
+    return inputs
+
+
+def voices_inputs() -> list[grpcclient.InferInput]:
+    """The `tts` model answers `list_voices` with one JSON `voices` output."""
+    return [tensor("list_voices", [[True]], "BOOL")]
 
 
 def stt_inputs(wav_16k: np.ndarray) -> list[grpcclient.InferInput]:

@@ -1,6 +1,9 @@
 """TTS (time to first chunk, real-time factor) and STT (real-time factor, latency after end of
 speech), through Triton with our own streaming client.
 
+Every voice the server lists (`list_voices`) is measured on the short text too, so a slower
+engine's voice (Kokoro beside Piper) shows its own time to first chunk.
+
 STT utterances are made by the served TTS model itself (Piper at 22.05 kHz, resampled to 16 kHz),
 cut to 2, 5 and 15 s. The stt model transcribes a whole utterance per request, so the latency
 after end of speech is the time from sending the utterance (the moment speech ended) to its
@@ -9,11 +12,12 @@ transcript.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from perf.grpc_stream import StreamingClient, StreamResult, stt_inputs, tts_inputs
+from perf.grpc_stream import StreamError, StreamingClient, StreamResult, stt_inputs, tts_inputs, voices_inputs
 from perf.stats import Distribution
 from perf.workload import STT_SECONDS, STT_SOURCE_TEXT, TTS_TEXTS
 
@@ -31,6 +35,14 @@ class TTSCase:
 
 
 @dataclass(frozen=True)
+class VoiceCase:
+    voice: str
+    engine: str
+    sample_rate: int
+    tts: TTSCase  # the short text in this voice
+
+
+@dataclass(frozen=True)
 class STTCase:
     seconds: float
     latency_ms: Distribution | None  # end of speech -> transcript
@@ -41,6 +53,7 @@ class STTCase:
 @dataclass
 class SpeechResult:
     tts: list[TTSCase] = field(default_factory=list)
+    voices: list[VoiceCase] = field(default_factory=list)
     stt: list[STTCase] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -52,13 +65,15 @@ def _audio(done: StreamResult) -> tuple[np.ndarray, int]:
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
 
 
-def measure_tts(client: StreamingClient, repeats: int, texts: dict[str, str] = TTS_TEXTS) -> list[TTSCase]:
+def measure_tts(
+    client: StreamingClient, repeats: int, texts: dict[str, str] = TTS_TEXTS, *, voice: str | None = None
+) -> list[TTSCase]:
     cases = []
-    client.call("tts", tts_inputs("Warm up."))  # first call pays for onnxruntime's lazy setup
+    client.call("tts", tts_inputs("Warm up.", voice))  # first call pays for onnxruntime's lazy setup
     for name, text in texts.items():
         first, total, rtf, audio_s = [], [], [], 0.0
         for _ in range(repeats):
-            done = client.call("tts", tts_inputs(text))
+            done = client.call("tts", tts_inputs(text, voice))
             audio, rate = _audio(done)
             audio_s = audio.size / rate if rate else 0.0
             if done.first_ms() is not None:
@@ -76,6 +91,25 @@ def measure_tts(client: StreamingClient, repeats: int, texts: dict[str, str] = T
                 rtf=Distribution.of(rtf),
             )
         )
+    return cases
+
+
+def list_voices(client: StreamingClient) -> list[tuple[str, str, int]]:
+    """The served voices as (name, engine, sample_rate); [] from a tts model without `list_voices`."""
+    try:
+        texts = client.call("tts", voices_inputs()).texts("voices")
+    except StreamError:
+        return []
+    voices = json.loads(texts[0])["voices"] if texts else []
+    return [(str(v["name"]), str(v["engine"]), int(v["sample_rate"])) for v in voices]
+
+
+def measure_voices(client: StreamingClient, repeats: int, text: str = TTS_TEXTS["short"]) -> list[VoiceCase]:
+    """The short text's time to first chunk and real-time factor in every voice the server lists."""
+    cases = []
+    for name, engine, rate in list_voices(client):
+        (case,) = measure_tts(client, repeats, {name: text}, voice=name)
+        cases.append(VoiceCase(name, engine, rate, case))
     return cases
 
 
@@ -126,5 +160,8 @@ def measure_speech(url: str, *, tts_repeats: int, stt_repeats: int) -> SpeechRes
     result = SpeechResult()
     with StreamingClient(url) as client:
         result.tts = measure_tts(client, tts_repeats)
+        result.voices = measure_voices(client, max(2, tts_repeats // 2))  # slower engines: fewer repeats
+        if not result.voices:
+            result.notes.append("the tts model lists no voices (no list_voices input): no per-voice figures")
         result.stt = measure_stt(client, stt_repeats, make_utterances(client))
     return result

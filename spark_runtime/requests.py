@@ -98,6 +98,11 @@ def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
     return request, _flag(inputs, "stream", False), _flag(inputs, "exclude_input_in_output", True)
 
 
+def wants_voice_list(inputs: Inputs) -> bool:
+    """`list_voices` true: the `tts` model answers with its voices (JSON) instead of audio."""
+    return _flag(inputs, "list_voices", False)
+
+
 def parse_speech(inputs: Inputs) -> SpeechRequest:
     raw = _one(inputs, "target_text")
     if raw is None:

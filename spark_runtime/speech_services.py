@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from spark_runtime.engines import load_engine
-from spark_runtime.requests import parse_speech, parse_transcriptions
+from spark_runtime.engines.multi_voice import voice_catalog
+from spark_runtime.requests import parse_speech, parse_transcriptions, wants_voice_list
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import DecoupledRunner
 
@@ -18,7 +20,9 @@ STT_MAX_QUEUED = 2  # each waiting request holds its audio, up to 600 s of it
 
 
 class TTSService:
-    """target_text -> one `waveform` chunk per response, each with its `sample_rate`."""
+    """target_text -> one `waveform` chunk per response, each with its `sample_rate`;
+    list_voices -> one response whose `voices` is JSON: {"default": name, "voices": [{name, engine,
+    sample_rate, default}]}."""
 
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
@@ -37,10 +41,18 @@ class TTSService:
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+        if wants_voice_list(inputs):
+            yield {"voices": np.array([[self.voices_json()]], dtype=object)}
+            return
         request = parse_speech(inputs)
         rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
         for chunk in self.engine.synthesize(request):
             yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+
+    def voices_json(self) -> bytes:
+        catalog = voice_catalog(self.engine)
+        default = next((v["name"] for v in catalog if v["default"]), None)
+        return json.dumps({"default": default, "voices": catalog}).encode("utf-8")
 
     def close(self) -> None:
         self.runner.close()

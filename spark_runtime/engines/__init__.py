@@ -29,7 +29,11 @@ def read_engine_manifest(engine_dir: Path) -> dict[str, Any]:
 
 def load_engine(engine_dir: Path, **options: Any) -> Any:
     """Instantiate the engine described by `engine_dir/engine.json`."""
-    manifest = read_engine_manifest(engine_dir)
+    return engine_from_manifest(engine_dir, read_engine_manifest(engine_dir), **options)
+
+
+def engine_from_manifest(engine_dir: Path, manifest: dict[str, Any], **options: Any) -> Any:
+    """Instantiate the engine a manifest describes; its file names are relative to `engine_dir`."""
     runtime = manifest.get("runtime")
     if runtime == "llama.cpp":
         from spark_runtime.engines.llama_cpp import LlamaCppEngine
@@ -47,6 +51,14 @@ def load_engine(engine_dir: Path, **options: Any) -> Any:
         from spark_runtime.engines.piper_tts import PiperEngine
 
         return PiperEngine.from_manifest(engine_dir, manifest, **options)
+    if runtime == "kokoro":
+        from spark_runtime.engines.kokoro_tts import KokoroEngine
+
+        return KokoroEngine.from_manifest(engine_dir, manifest, **options)
+    if runtime == "multi-voice":
+        from spark_runtime.engines.multi_voice import MultiVoiceEngine
+
+        return MultiVoiceEngine.from_manifest(engine_dir, manifest, **options)
     if runtime == "faster-whisper":
         from spark_runtime.engines.whisper_stt import WhisperEngine
 

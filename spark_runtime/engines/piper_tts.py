@@ -19,7 +19,9 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
 class PiperEngine:
-    """Voices are ONNX graphs listed in the engine manifest; the first is the default."""
+    """Voices are ONNX graphs listed in the engine manifest; the manifest names the default."""
+
+    runtime = "piper"
 
     def __init__(
         self, voice_files: dict[str, Path], *, default_voice: str, threads: int = 0, use_cuda: bool = False
@@ -54,6 +56,10 @@ class PiperEngine:
             threads=int(options.get("threads") or 0),
             use_cuda=bool(manifest.get("use_cuda", False)),
         )
+
+    @property
+    def default_voice(self) -> str:
+        return self._default
 
     def voices(self) -> list[str]:
         return list(self._voices)

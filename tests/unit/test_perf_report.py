@@ -27,7 +27,7 @@ from perf.parsers import (
 from perf.pipelines import PieceCutter, PipelineResult, TurnTiming
 from perf.report import Headline, Report, missing_parts, render_markdown, summary_text, write_report
 from perf.sections import Measurements, build_sections
-from perf.speech_bench import SpeechResult, STTCase, TTSCase, resample
+from perf.speech_bench import SpeechResult, STTCase, TTSCase, VoiceCase, resample
 from perf.stats import Distribution
 from perf.workload import chat_script
 
@@ -307,3 +307,17 @@ def test_the_installer_refuses_unknown_arguments() -> None:
 
     done = subprocess.run(["bash", str(INSTALLER), "--bogus"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "unknown argument" in done.stderr
+
+
+def test_the_tts_section_has_a_row_per_voice(tmp_path: Path) -> None:
+    d = Distribution.of
+    m = _measurements()
+    assert m.speech is not None
+    m.speech.voices = [
+        VoiceCase("joe", "piper", 22050, TTSCase("joe", 25, 1.7, d([60.0, 70.0]), d([90.0]), d([0.05]))),
+        VoiceCase("jf_alpha", "kokoro", 24000, TTSCase("jf_alpha", 25, 1.9, d([300.0]), d([400.0]), d([0.3]))),
+    ]
+    text = render_markdown(_report(m, tmp_path))
+    assert "**TTS first chunk per voice (short text)**" in text
+    assert "| jf_alpha | kokoro | 24000 | 1.90 | 300.0 | 300.0 | 0.300 |" in text
+    assert "| joe | piper | 22050 | 1.70 | 65.0 |" in text

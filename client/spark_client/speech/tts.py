@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from spark_client.speech.triton import TritonModels, infer_input
+from spark_client.speech.triton import ModelCallError, TritonModels, infer_input
 
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
     pcm: np.ndarray  # float32 mono in [-1, 1]
     sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    name: str
+    engine: str  # the TTS engine serving it on the server (piper, kokoro, ...)
+    sample_rate: int
+    default: bool = False
+
+
+def parse_voices(payload: bytes | str) -> list[VoiceInfo]:
+    """The `tts` model's `voices` output (JSON) -> one VoiceInfo per voice, in the server's order."""
+    listing = json.loads(payload)
+    return [
+        VoiceInfo(str(v["name"]), str(v["engine"]), int(v["sample_rate"]), bool(v.get("default", False)))
+        for v in listing["voices"]
+    ]
 
 
 class TTSClient:
@@ -33,3 +52,15 @@ class TTSClient:
             rate = int(result.as_numpy("sample_rate").reshape(-1)[0])
             if pcm.size:
                 yield AudioChunk(pcm, rate)
+
+    async def voices(self) -> list[VoiceInfo]:
+        """The voices the server's `tts` model has (its `list_voices` input)."""
+        inputs = [infer_input("list_voices", np.array([[True]], dtype=np.bool_))]
+        async with contextlib.aclosing(self._models.stream(self._model, inputs)) as responses:
+            async for result in responses:
+                payload = result.as_numpy("voices")
+                if payload is not None:
+                    return parse_voices(payload.reshape(-1)[0])
+        raise ModelCallError(
+            self._model, "no voices in the answer to list_voices (a tts model without it?)", retryable=False
+        )
