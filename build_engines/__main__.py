@@ -1,4 +1,4 @@
-"""python -m build_engines {cpu,gb10,plan,configs} [options]"""
+"""python -m build_engines {cpu,adapters,gb10,plan,configs} [options]"""
 
 from __future__ import annotations
 
@@ -22,13 +22,22 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="serve this local GGUF model (with its own chat template) instead of the packaged SmolLM2-135M",
     )
+    cpu.add_argument(
+        "--personas",
+        type=Path,
+        default=REPO / "personas",
+        help="train a LoRA adapter for each persona here that names one (packaged SmolLM2 only)",
+    )
 
-    from build_engines import gb10, model_configs, plan
+    from build_engines import adapters, gb10, model_configs, plan
 
+    adapters.add_arguments(sub.add_parser("adapters", help="persona LoRA adapters trained on the CPU -> engines/cpu"))
     gb10.add_arguments(sub.add_parser("gb10", help="DGX Spark: TensorRT-LLM engines + GPU speech -> engines/gb10"))
     plan.add_arguments(sub.add_parser("plan", help="memory and decode-speed plan for a target (refuses misfits)"))
     model_configs.add_arguments(sub.add_parser("configs", help="regenerate every model_repository config file"))
     args = parser.parse_args(argv)
+    if args.command == "adapters":
+        return adapters.run(args)
     if args.command == "gb10":
         return gb10.run(args)
     if args.command == "plan":
@@ -38,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cpu":
         print(f"building CPU engines into {args.out}")
         try:
-            build_cpu(args.out, args.only, llm_gguf=args.llm_gguf)
+            build_cpu(args.out, args.only, llm_gguf=args.llm_gguf, personas=args.personas)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

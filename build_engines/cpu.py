@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from build_engines.packaged import MINILM, PIPER_JOE, SMOLLM2, WHISPER_TINY_EN, PackagedModel
+from build_engines.packaged import (
+    KOKORO_JA,
+    KOKORO_MODEL_PARTS,
+    MINILM,
+    PIPER_JOE,
+    SMOLLM2,
+    WHISPER_TINY_EN,
+    PackagedModel,
+)
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -136,20 +144,88 @@ def _check_gguf(path: Path) -> None:
 
 
 def build_tts(out: Path) -> dict[str, Any]:
-    src = PIPER_JOE.path()
+    """One `tts` engine folder serving every voice: Piper's `joe` (the default, fastest) and Kokoro's
+    voices. The model routes each request to the engine that owns its voice (runtime "multi-voice")."""
     target = out / "tts"
-    _place(src, target / src.name)
-    _place(src.with_name(src.name + ".json"), target / (src.name + ".json"))
+    piper, kokoro = _piper_voice(target), _kokoro_voices(target, "kokoro")
     engine = {
         "kind": "tts",
+        "runtime": "multi-voice",
+        "engines": {"piper": piper, "kokoro": kokoro},
+        "default_voice": "joe",
+        "description": f"{PIPER_JOE.model} (default voice joe) + {KOKORO_JA.model}",
+        "source": {
+            "package": f"{PIPER_JOE.package} + {KOKORO_JA.package}",
+            "version": f"{PIPER_JOE.version()} + {KOKORO_JA.version()}",
+            "licence": f"Piper: {PIPER_JOE.licence}; Kokoro: {KOKORO_JA.licence}",
+        },
+    }
+    _write_json(target / "engine.json", engine)
+    return engine
+
+
+def _piper_voice(target: Path) -> dict[str, Any]:
+    src = PIPER_JOE.path()
+    _place(src, target / src.name)
+    _place(src.with_name(src.name + ".json"), target / (src.name + ".json"))
+    return {
         "runtime": "piper",
         "voices": {"joe": {"onnx": src.name}},
         "default_voice": "joe",
         "description": PIPER_JOE.model,
         "source": _source(PIPER_JOE),
     }
-    _write_json(target / "engine.json", engine)
-    return engine
+
+
+def _kokoro_voices(target: Path, folder: str) -> dict[str, Any]:
+    """Kokoro-82M: the graph joined from its four part packages (checked against the package's
+    SHA-256), the voice styles and the phoneme vocabulary hard-linked."""
+    import numpy as np
+
+    data = KOKORO_JA.path()
+    _place(data / "voices_ja.npz", target / folder / "voices_ja.npz")
+    _place(data / "vocab.json", target / folder / "vocab.json")
+    expected = (data / "model.sha256").read_text(encoding="utf-8").split()[0]
+    model = target / folder / "kokoro-v1.0.int8.onnx"
+    _join_parts([part.path() for part in KOKORO_MODEL_PARTS], model, expected)
+    with np.load(target / folder / "voices_ja.npz") as styles:
+        voices = list(styles.files)
+    return {
+        "runtime": "kokoro",
+        "model": f"{folder}/{model.name}",
+        "styles": f"{folder}/voices_ja.npz",
+        "vocab": f"{folder}/vocab.json",
+        "voices": voices,
+        "default_voice": voices[0],
+        "language": "en-us",
+        "sample_rate": 24000,
+        "phonemizer": {
+            "library": "espeak-ng (bundled by espeakng-loader, via phonemizer-fork)",
+            "licence": "GPL-3.0-or-later (a separate library loaded at run time)",
+        },
+        "description": KOKORO_JA.model,
+        "source": {**_source(KOKORO_JA), "parts": [_source(part) for part in KOKORO_MODEL_PARTS]},
+        "sha256": expected,
+    }
+
+
+def _join_parts(parts: list[Path], dst: Path, sha256: str) -> None:
+    """Concatenates `parts` into `dst`, skipped when a join at least as new as the parts is there."""
+    size, newest = sum(p.stat().st_size for p in parts), max(p.stat().st_mtime for p in parts)
+    if dst.exists() and dst.stat().st_size == size and dst.stat().st_mtime >= newest:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as f:
+        for part in parts:
+            blob = part.read_bytes()  # ~23 MB each
+            digest.update(blob)
+            f.write(blob)
+    if digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise FileNotFoundError(f"{dst.name}: the joined parts do not match their SHA-256; reinstall the part packages")
+    os.replace(tmp, dst)
 
 
 def build_stt(out: Path) -> dict[str, Any]:
@@ -188,7 +264,11 @@ def build_embed(out: Path) -> dict[str, Any]:
 BUILDERS = {"llm": build_llm, "tts": build_tts, "stt": build_stt, "embed": build_embed}
 
 
-def build_cpu(out: Path, only: list[str] | None = None, *, llm_gguf: Path | None = None) -> dict[str, Any]:
+def build_cpu(
+    out: Path, only: list[str] | None = None, *, llm_gguf: Path | None = None, personas: Path | None = None
+) -> dict[str, Any]:
+    """personas: a folder of persona files whose LoRA adapters are trained (when missing) for the
+    packaged SmolLM2; a model from `llm_gguf` gets none (bring its adapters yourself)."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     manifest: dict[str, Any] = (
@@ -202,6 +282,10 @@ def build_cpu(out: Path, only: list[str] | None = None, *, llm_gguf: Path | None
         manifest["engines"][name] = {**engine, "built_in_s": round(time.monotonic() - started, 3)}
         size_mb, package = engine["size_bytes"] / 1e6, engine["source"]["package"]
         print(f"  {name:6s} {engine['runtime']:22s} {size_mb:7.1f} MB  <- {package}")
+    if personas is not None and "llm" in (only or BUILDERS):
+        from build_engines.adapters import build_adapters
+
+        manifest["engines"]["llm"]["adapters"] = build_adapters(out / "llm", personas)
     manifest["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write_json(manifest_path, manifest)
     return manifest
