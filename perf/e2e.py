@@ -48,8 +48,9 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     executable = client_executable()
     script = write_chat_script(out / "e2e_script.jsonl", chat_script(plan.turns, plan.delay_s))
     metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
-    # Beyond the contract's flags: no co-host turns (each turn answers one scripted chat line) and a
-    # fresh memory folder per run (a memory grown by earlier runs would change the prompts).
+    # Beyond the contract's flags: the shipped duo with a fresh rhythm (the co-host reacts as on a
+    # stream; its lines are reported apart from the chat answers) and a fresh memory folder per run
+    # (a memory grown by earlier runs would change the prompts).
     args = [
         "live",
         "--script",
@@ -61,8 +62,8 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
         str(wav),
         "--metrics-jsonl",
         str(metrics),
-        "--cohost-every",
-        "0",
+        "--duo-state",
+        str(out / "e2e_duo_state.json"),
         "--memory-dir",
         str(out / "e2e_memory"),
     ]
@@ -74,6 +75,7 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
             skipped=f"{CLIENT_EXECUTABLE} is not installed in {Path(sys.executable).parent} (run `make setup`)",
         )
     metrics.unlink(missing_ok=True)
+    (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
     try:
         done = subprocess.run(
             [str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s, check=False

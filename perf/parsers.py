@@ -158,6 +158,8 @@ class TurnMetrics:
     persona: str
     interrupted: bool
     ms: dict[str, float | None] = field(default_factory=dict)  # every *_ms, from chat message received
+    kind: str = "answer"  # answer (to chat), or a co-host's interjection/banter, a silence filler
+    voice: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,11 @@ class TurnLog:
     skipped_lines: int  # lines that were not JSON or not turn events
 
     def answered(self) -> list[TurnMetrics]:
+        """Chat messages answered in full (a co-host's unprompted lines have no chat message to time from)."""
+        return [t for t in self.turns if not t.interrupted and t.kind == "answer"]
+
+    def spoken(self) -> list[TurnMetrics]:
+        """Every turn heard in full, the co-host's included (its *_ms count from the turn's start)."""
         return [t for t in self.turns if not t.interrupted]
 
     def distribution(self, name: str) -> Distribution | None:
@@ -202,6 +209,8 @@ def parse_turn_metrics(lines: Iterable[str]) -> TurnLog:
                 persona=str(record.get("persona", "")),
                 interrupted=bool(record.get("interrupted", False)),
                 ms=ms,
+                kind=str(record.get("kind") or "answer"),
+                voice=str(record.get("voice") or ""),
             )
         )
     return TurnLog(turns=tuple(turns), skipped_lines=skipped)

@@ -108,15 +108,17 @@ async def answer_all(
     url: str, situations: list[Situation], *, style_name: str, guards: bool, session: int, penalties: bool = True
 ) -> QualityRun:
     from spark_client.events import ChatMessage
+    from spark_client.personas import shipped_personas
     from spark_client.speech.answer import AnswerAttempts, guarded_answer
     from spark_client.speech.guards import RecentAnswers
     from spark_client.speech.llm import LLMClient
     from spark_client.speech.triton import TritonModels
     from spark_client.speech.tts import TTSClient
-    from spark_client.turns.persona import COHOST_CUE, DEFAULT_PERSONAS
+    from spark_client.turns.coordinator import COHOST_CUE
     from spark_client.turns.prompt import PROMPT_STYLES, ConversationHistory, Exchange, build_messages, guard_context
 
     style = PROMPT_STYLES[style_name]
+    DEFAULT_PERSONAS = shipped_personas()  # noqa: N806 - the shipped set, as `live` loads it
     personas = {p.name: p for p in DEFAULT_PERSONAS}
     cues = [COHOST_CUE.format(name=name) for name in personas]
     checker = Checker(internal=(*(s.rules for s in PROMPT_STYLES.values()), *cues))

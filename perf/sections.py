@@ -151,6 +151,29 @@ def tts_section(m: Measurements, folder: Path) -> Section:
         "Real-time factor = synthesis time of the whole text / seconds of audio (below 1 is faster than "
         "real time). The first chunk is the first speakable piece (the first clause of 3+ words)."
     )
+    if m.speech.voices:
+        section.tables.append(
+            Table(
+                ("voice", "engine", "sample rate", "audio s", "first chunk p50 ms", "p95 ms", "real-time factor p50"),
+                tuple(
+                    (
+                        v.voice,
+                        v.engine,
+                        str(v.sample_rate),
+                        fmt(v.tts.audio_s, 2),
+                        fmt(v.tts.first_chunk_ms.p50 if v.tts.first_chunk_ms else None),
+                        fmt(v.tts.first_chunk_ms.p95 if v.tts.first_chunk_ms else None),
+                        fmt(v.tts.rtf.p50 if v.tts.rtf else None, 3),
+                    )
+                    for v in m.speech.voices
+                ),
+                title="TTS first chunk per voice (short text)",
+            )
+        )
+        section.notes.append(
+            f"Per voice: the short text ({m.speech.voices[0].tts.characters} characters) in every voice the "
+            "server lists; the table above is the default voice."
+        )
     return section
 
 
@@ -209,6 +232,22 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
         for name in TURN_FIELDS
     ]
     section.tables.append(Table(("from chat message to", "p50 ms", "p95 ms", "p99 ms", "turns"), tuple(rows)))
+    by_voice: dict[tuple[str, str, str], list[float]] = {}
+    for t in log.spoken():
+        if (v := t.ms.get("first_audio_out_ms")) is not None:
+            by_voice.setdefault((t.persona, t.voice or "(default)", t.kind), []).append(v)
+    if by_voice:
+        section.tables.append(
+            Table(
+                ("persona", "voice", "turn kind", "first audio p50 ms", "p95 ms", "turns"),
+                tuple(
+                    (persona, voice, kind, *_ms(d)[:2], str(d.n))
+                    for (persona, voice, kind), values in sorted(by_voice.items())
+                    if (d := Distribution.of(values)) is not None
+                ),
+                title="First audio per persona and voice (answers: from the chat message; others: from the turn start)",
+            )
+        )
     samples = {
         name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
         for name in ("first_audio_out_ms", "first_mouth_ms", "llm_first_token_ms")

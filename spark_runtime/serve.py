@@ -195,6 +195,10 @@ class TritonServer:
             start_new_session=True,
         )
 
+    def running(self) -> bool:
+        """Whether the server process started by `start` is still alive."""
+        return self._proc is not None and self._proc.poll() is None
+
     def is_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self._host}:{self.http_port}/v2/health/ready", timeout=2) as r:

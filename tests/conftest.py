@@ -11,11 +11,15 @@ from spark_runtime.serve import free_port  # noqa: F401  (imported from here by 
 from tests.timing import seconds
 
 TEST_ADAPTER = "test_persona"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """engines/cpu built from the packaged models (hard links: no copy), plus a test LoRA adapter."""
+    """engines/cpu built from the packaged models (hard links: no copy), plus a test LoRA adapter and
+    the shipped personas' trained adapters (linked from `make engines`' build when they match, else
+    trained here: a few minutes)."""
+    from build_engines.adapters import build_adapters
     from build_engines.cpu import build_cpu
     from build_engines.lora_gguf import random_lora
 
@@ -23,6 +27,7 @@ def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_cpu(out)
     model = next((out / "llm").glob("*.gguf"))
     random_lora(model, out / "llm" / "adapters" / f"{TEST_ADAPTER}.gguf", seed=1, scale=0.1)
+    build_adapters(out / "llm", REPO / "personas", reuse_from=REPO / "engines" / "cpu" / "llm" / "adapters")
     return out
 
 
@@ -38,3 +43,24 @@ def triton(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restart_a_crashed_server(request: pytest.FixtureRequest) -> None:
+    """The wheel's tritonserver (2.51) can die of SIGSEGV in its gRPC frontend under heavy
+    cancellation (a race fixed upstream in later releases). The test that was running when it
+    died fails on its own; the tests after it get a restarted server on the same ports instead of
+    failing one by one."""
+    if "triton" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("triton")
+    if server.running():
+        return
+    import warnings
+
+    warnings.warn(
+        f"tritonserver had exited (see {server.log_file}); restarting it for {request.node.nodeid}", stacklevel=2
+    )
+    server.stop()
+    server.start()
+    server.wait_ready(seconds(240))

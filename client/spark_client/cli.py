@@ -17,6 +17,7 @@ import typer
 
 from spark_client import __version__
 from spark_client.memory.cli import memory_app
+from spark_client.personas.cli import personas_app
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +25,7 @@ app = typer.Typer(
     help="Spark VTuber: chat in, persona voice and avatar out, through Triton.",
 )
 app.add_typer(memory_app, name="memory")
+app.add_typer(personas_app, name="personas")
 
 DEFAULT_URL = os.environ.get("SPARK_TRITON_URL", "127.0.0.1:8100")
 DATA_DIR = Path(os.environ.get("SPARK_DATA_DIR", Path.home() / ".local" / "share" / "spark-vtuber"))
@@ -155,9 +157,18 @@ def live(
         str | None, typer.Option(help="Use a Chroma server (http://host:port, `chroma run`) instead of the folder.")
     ] = None,
     personas: Annotated[
-        Path | None, typer.Option(help="JSON list of personas (name, description, voice, lora_name...).")
+        Path | None,
+        typer.Option(help="Folder of persona TOML files (default: the shipped personas/; see README)."),
     ] = None,
-    cohost_every: Annotated[int, typer.Option(help="The co-host reacts after every N answers (0: never).")] = 3,
+    cohost: Annotated[
+        bool, typer.Option(help="Let the co-host speak (--no-cohost: the main persona alone answers everything).")
+    ] = True,
+    duo_state: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"The duo's rhythm (cooldowns, counts), kept across restarts (default {DATA_DIR}/duo-state.json)."
+        ),
+    ] = None,
     moderation_delay: Annotated[
         float,
         typer.Option(help="Seconds Twitch chat waits before it can be answered, so moderators can act (0: off)."),
@@ -173,11 +184,11 @@ def live(
     ] = None,
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
+    from spark_client.personas import PersonaFileError, load_personas, shipped_personas
     from spark_client.session import LiveSession, LiveSettings
     from spark_client.sources.console import ConsoleSource
     from spark_client.sources.script import ScriptError, ScriptSource, load_script
     from spark_client.turns.loop import LoopOptions
-    from spark_client.turns.persona import DEFAULT_PERSONAS, load_personas
     from spark_client.turns.prompt import PROMPT_STYLES
 
     if prompt_style not in PROMPT_STYLES:
@@ -188,8 +199,9 @@ def live(
         raise typer.Exit(2)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        chosen = load_personas(personas) if personas else DEFAULT_PERSONAS
-    except (OSError, ValueError) as exc:
+        chosen = load_personas(personas) if personas else shipped_personas()
+        chosen = chosen if cohost else chosen[:1]  # the main persona comes first
+    except PersonaFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     settings = LiveSettings(
@@ -205,7 +217,7 @@ def live(
         metrics_jsonl=metrics_jsonl,
         prometheus_port=metrics_port,
         personas=chosen,
-        cohost_every=cohost_every,
+        duo_state_path=duo_state or (DATA_DIR / "duo-state.json"),
         moderation_delay_s=moderation_delay,
         loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
@@ -274,6 +286,29 @@ def say(
         )
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def voices(triton_url: TritonUrl = DEFAULT_URL, speech_url: SpeechUrl = None) -> None:
+    """List the TTS voices the server has, with their engine and sample rate (for `say --voice`)."""
+    from spark_client.speech.triton import ModelCallError, TritonModels
+    from spark_client.speech.tts import TTSClient
+
+    async def listed() -> int:
+        models = TritonModels(triton_url, _model_urls(None, speech_url))
+        try:
+            found = await TTSClient(models).voices()
+        except ModelCallError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            return 2
+        finally:
+            await models.close()
+        typer.echo(f"{'voice':16s} {'engine':10s} {'rate':>6s}")
+        for v in found:
+            typer.echo(f"{v.name:16s} {v.engine:10s} {v.sample_rate:6d}{'  (default)' if v.default else ''}")
+        return 0
+
+    raise typer.Exit(run_until_signalled(listed()))
 
 
 @app.command()

@@ -42,6 +42,9 @@ class TurnTimings:
     memories: list[str] = field(default_factory=list)  # the memory block's lines, as the LLM was sent them
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
+    kind: str = "answer"  # answer, interjection, banter or silence (turns/coordinator.py)
+    voice: str | None = None  # the TTS voice asked for (None: the server's default)
+    recorded_s: tuple[float, float] | None = None  # where its audio sits in the session WAV (seconds)
 
     def mark(self, stage: str, at: float | None = None) -> None:
         """Records the first time a stage is reached, in ms since the message arrived."""
@@ -49,7 +52,7 @@ class TurnTimings:
             self.marks[stage] = ((at if at is not None else time.monotonic()) - self.received_at) * 1000
 
     def record(self) -> dict[str, Any]:
-        data = {"event": "turn", "turn": self.turn, "user": self.user, "persona": self.persona}
+        data = {"event": "turn", "turn": self.turn, "kind": self.kind, "user": self.user, "persona": self.persona}
         data.update({stage: round(self.marks[stage], 1) if stage in self.marks else None for stage in STAGES})
         data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
         data["guards"] = list(self.guards)
@@ -57,6 +60,8 @@ class TurnTimings:
         data["memories"] = list(self.memories)
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
+        data["voice"] = self.voice
+        data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]
         return data
 
 

@@ -17,14 +17,15 @@ from spark_client.health import MemoryWatch
 from spark_client.memory import Embedder, Memory
 from spark_client.memory.errors import MemoryStoreError
 from spark_client.metrics import TurnMetrics, timings_line
+from spark_client.personas import Persona, StateFile, shipped_personas
 from spark_client.sources.base import ChatSource
 from spark_client.speech.audio import SessionWav, SoundDevice
 from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import Player
 from spark_client.speech.triton import CallTimeouts, ModelCallError, TritonModels
 from spark_client.speech.tts import TTSClient
+from spark_client.turns.coordinator import Coordinator
 from spark_client.turns.loop import LoopOptions, TurnLoop
-from spark_client.turns.persona import DEFAULT_PERSONAS, Persona, PersonaDirector
 from spark_client.turns.queue import ChatQueue
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ class LiveSettings:
     use_memory: bool = True
     metrics_jsonl: Path | None = None
     prometheus_port: int = 0
-    personas: tuple[Persona, ...] = DEFAULT_PERSONAS
-    cohost_every: int = 3
+    personas: tuple[Persona, ...] = field(default_factory=shipped_personas)
+    duo_state_path: Path | None = None  # the duo's rhythm across restarts (None: this session only)
     moderation_delay_s: float = 1.5  # Twitch chat waits this long so a moderator can remove it first
     triton_metrics_url: str | None = None  # e.g. http://127.0.0.1:8002/metrics, for the memory watch
     timeouts: CallTimeouts = CallTimeouts()
@@ -153,7 +154,10 @@ class LiveSession:
                     self.print(f"warning: memory unavailable ({exc}); answering without it")
             self.loop = TurnLoop(
                 queue=self.queue,
-                director=PersonaDirector(self.settings.personas, cohost_every=self.settings.cohost_every),
+                coordinator=Coordinator(
+                    self.settings.personas,
+                    state_file=StateFile(self.settings.duo_state_path) if self.settings.duo_state_path else None,
+                ),
                 llm=self._llm or LLMClient(self.models),
                 tts=self._tts or TTSClient(self.models),
                 player=player,

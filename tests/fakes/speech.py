@@ -38,6 +38,8 @@ class ScriptedLLM:
     completed: int = 0
     cancelled: int = 0  # streams closed before their end (cancelled on the server)
     fail_with: ModelCallError | None = None
+    loras: list[str | None] = field(default_factory=list)  # lora_name of every answer's stream
+    served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
     _next: int = 0
 
     async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt:
@@ -49,11 +51,14 @@ class ScriptedLLM:
     ) -> AsyncIterator[str]:
         if self.fail_with is not None:
             raise self.fail_with
+        if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:
+            raise ModelCallError("llm", f"unknown LoRA adapter {lora_name!r}", retryable=False)
         if options.max_tokens <= 1:  # a prefix prefill: one token, never spoken
             yield "."
             return
         answer = self.answers[min(self._next, len(self.answers) - 1)]
         self._next += 1
+        self.loras.append(lora_name)
         self.started += 1
         finished = False
         try:
@@ -78,6 +83,7 @@ class FakeTTS:
     hang_on: str | None = None
     fail_on: str | None = None
     spoken: list[str] = field(default_factory=list)
+    voices: list[str | None] = field(default_factory=list)  # the voice of each piece in `spoken`
     cancelled: int = 0
 
     async def stream(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[AudioChunk]:
@@ -88,6 +94,7 @@ class FakeTTS:
                 raise ModelCallError("tts", f"cannot say {text!r}", retryable=True)
             await asyncio.sleep(self.first_chunk_s)
             self.spoken.append(text)
+            self.voices.append(voice)
             samples = max(1, int(len(text.split()) * self.seconds_per_word * self.rate))
             yield AudioChunk(np.zeros(samples, np.float32), self.rate)
         except asyncio.CancelledError:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from spark_client.avatar.expressions import DEFAULT_EMOTIONS
 
+from tests.fakes.personas import write_personas
 from tests.fakes.vts_server import FakeHotkey
 from tests.fakes.vts_thread import VTSThread
 from tests.integration.test_serving_speech import to_16k, transcribe
@@ -68,9 +69,9 @@ def talking(injections: list) -> bool:
 
 
 def test_live_script_end_to_end(triton, tmp_path: Path):
-    script, personas = tmp_path / "chat.jsonl", tmp_path / "personas.json"
+    script = tmp_path / "chat.jsonl"
     script.write_text("\n".join(json.dumps(line) for line in SCRIPT) + "\n")
-    personas.write_text(json.dumps(PERSONAS))
+    personas = write_personas(tmp_path / "personas", PERSONAS)
     wav, turns_file, token = tmp_path / "session.wav", tmp_path / "turns.jsonl", tmp_path / "vts" / "token"
     memory = tmp_path / "memory"
     cancelled_before = metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm")
@@ -83,8 +84,8 @@ def test_live_script_end_to_end(triton, tmp_path: Path):
             str(script),
             "--personas",
             str(personas),
-            "--cohost-every",
-            "0",
+            "--duo-state",
+            str(tmp_path / "duo.json"),
             "--triton-url",
             triton.grpc_url,
             "--no-playback",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.personas import write_personas
 from tests.integration.test_shutdown import memories as stored
 from tests.timing import seconds
 
@@ -79,9 +80,9 @@ def script_lines() -> list[dict]:
 
 
 def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(triton, tmp_path: Path):
-    script, personas = tmp_path / "chat.jsonl", tmp_path / "personas.json"
+    script = tmp_path / "chat.jsonl"
     script.write_text("\n".join(json.dumps(line) for line in script_lines()) + "\n")
-    personas.write_text(json.dumps(PERSONAS))
+    personas = write_personas(tmp_path / "personas", PERSONAS)
     turns_file = tmp_path / "turns.jsonl"
     command = [
         str(SPARK_CLIENT),
@@ -90,8 +91,8 @@ def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(trito
         str(script),
         "--personas",
         str(personas),
-        "--cohost-every",
-        "0",
+        "--duo-state",
+        str(tmp_path / "duo.json"),
         "--triton-url",
         triton.grpc_url,
         "--no-playback",

@@ -9,7 +9,6 @@ while it measures.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from spark_runtime.paths import REPO_ROOT
+from tests.fakes.personas import write_personas
 from tests.timing import seconds
 from tests.triton_helpers import metric
 
@@ -72,26 +72,24 @@ def exited_within(process: subprocess.Popen, timeout: float) -> bool:
 
 
 def start_client(triton, tmp_path: Path, max_tokens: int) -> tuple[subprocess.Popen, Lines]:
-    personas = tmp_path / "personas.json"
-    personas.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "Spark",
-                    "description": "A cheerful AI streamer.",
-                    "sampling": {"max_tokens": max_tokens, "temperature": 0.0},
-                    "max_sentences": 1000,  # a long answer is what is being stopped here
-                }
-            ]
-        )
+    personas = write_personas(
+        tmp_path / "personas",
+        [
+            {
+                "name": "Spark",
+                "description": "A cheerful AI streamer.",
+                "sampling": {"max_tokens": max_tokens, "temperature": 0.0},
+                "max_sentences": 1000,  # a long answer is what is being stopped here
+            }
+        ],
     )
     command = [
         str(SPARK_CLIENT),
         "live",
         "--personas",
         str(personas),
-        "--cohost-every",
-        "0",
+        "--duo-state",
+        str(tmp_path / "duo.json"),
         "--triton-url",
         triton.grpc_url,
         "--no-playback",

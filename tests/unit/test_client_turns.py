@@ -6,9 +6,9 @@ import time
 
 import pytest
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Priority
+from spark_client.personas import shipped_personas
 from spark_client.sources.console import parse_console_line
 from spark_client.sources.script import ScriptError, load_script
-from spark_client.turns.persona import DEFAULT_PERSONAS, PersonaDirector, load_personas
 from spark_client.turns.prompt import (
     ConversationHistory,
     Exchange,
@@ -19,6 +19,8 @@ from spark_client.turns.prompt import (
     system_prompt,
 )
 from spark_client.turns.queue import ChatQueue
+
+DEFAULT_PERSONAS = shipped_personas()
 
 
 def msg(text: str, user: str = "v", **kw) -> ChatMessage:
@@ -98,25 +100,6 @@ def test_closed_empty_queue_ends_the_loop():
     queue = ChatQueue()
     queue.close()
     assert asyncio.run(queue.next_turn()) is None
-
-
-def test_persona_choice_and_cohost_rhythm():
-    director = PersonaDirector(DEFAULT_PERSONAS, cohost_every=2)
-    spark, ember = DEFAULT_PERSONAS
-    assert director.choose(msg("hey ember what's up")) is ember
-    assert director.choose(msg("@sparky hi")) is spark
-    assert director.choose(msg("remember december?")) is spark  # "ember" inside a word is no mention
-    assert [director.cohost_reacts(spark) for _ in range(4)] == [None, ember, None, ember]
-    assert director.cohost_reacts(ember) is None
-
-
-def test_personas_file_errors_are_clear(tmp_path):
-    path = tmp_path / "p.json"
-    path.write_text(json.dumps([{"name": "A", "description": "x", "colour": "red"}]))
-    with pytest.raises(ValueError, match="persona 1"):
-        load_personas(path)
-    path.write_text(json.dumps([{"name": "A", "description": "x", "sampling": {"max_tokens": 5}}]))
-    assert load_personas(path)[0].sampling.max_tokens == 5
 
 
 def test_prompt_keeps_system_first_history_within_budget_and_chat_untrusted():

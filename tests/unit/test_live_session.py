@@ -13,6 +13,7 @@ from spark_client.session import LiveSession, LiveSettings
 from spark_client.sources.base import ChatSink
 from spark_client.turns.loop import LoopOptions
 
+from tests.fakes.personas import quiet_duo
 from tests.fakes.speech import ANSWERS, FakeModels, FakeTTS, RecordingMemory, ScriptedLLM
 from tests.timing import seconds
 
@@ -45,6 +46,7 @@ def settings(tmp_path: Path, **kw) -> LiveSettings:
         vts_url=None,
         triton_metrics_url=None,
         loop=LoopOptions(turn_timeout_s=seconds(10), max_backoff_s=0.05),
+        personas=quiet_duo(),  # each test counts the chat's own answers
     )
     base.update(kw)
     return LiveSettings(**base)  # type: ignore[arg-type]

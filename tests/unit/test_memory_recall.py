@@ -125,7 +125,7 @@ def test_the_speaking_viewers_own_memories_take_the_budget_first():
 
 
 def test_a_line_is_never_longer_than_the_prompt_sends_it():
-    from spark_client.turns.persona import DEFAULT_PERSONAS
+    from spark_client.personas import shipped_personas
     from spark_client.turns.prompt import ConversationHistory, build_messages
 
     said_long = "pixelhound said: " + "so I was thinking about the band " * 6 + "/ Spark answered: " + "cool " * 20
@@ -135,5 +135,5 @@ def test_a_line_is_never_longer_than_the_prompt_sends_it():
     assert all(len(line.split()) <= 32 for line in lines)
     assert lines[1].startswith("rin_7 said: ramen forever / Spark answered: yes") and lines[1].endswith(" ...")
     assert lines[0].startswith("pixelhound said: so I was") and "answered" not in lines[0]
-    prompt = build_messages(DEFAULT_PERSONAS[0], ConversationHistory(), chat="hi", memories=lines)[-1]["content"]
+    prompt = build_messages(shipped_personas()[0], ConversationHistory(), chat="hi", memories=lines)[-1]["content"]
     assert all(f"- {line}" in prompt for line in lines)  # sent as recalled: the budget counted these

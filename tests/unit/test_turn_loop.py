@@ -16,10 +16,11 @@ from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Pr
 from spark_client.metrics import TurnMetrics
 from spark_client.speech.audio import SessionWav, SoundDevice
 from spark_client.speech.playback import Player
+from spark_client.turns.coordinator import Coordinator
 from spark_client.turns.loop import LoopOptions, TurnLoop
-from spark_client.turns.persona import DEFAULT_PERSONAS, PersonaDirector
 from spark_client.turns.queue import ChatQueue
 
+from tests.fakes.personas import quiet_duo
 from tests.fakes.speech import ANSWERS, FakeTTS, RecordingMemory, ScriptedLLM
 from tests.timing import seconds
 
@@ -43,6 +44,7 @@ class Stream:
         metrics: TurnMetrics | None = None,
         player: Player | None = None,
         listener_fails: bool = False,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.queue = ChatQueue()
         self.llm = llm or ScriptedLLM()
@@ -52,7 +54,7 @@ class Stream:
         self.listener_fails = listener_fails
         self.loop = TurnLoop(
             queue=self.queue,
-            director=PersonaDirector(DEFAULT_PERSONAS, cohost_every=0),
+            coordinator=coordinator or Coordinator(quiet_duo()),
             llm=self.llm,  # type: ignore[arg-type]
             tts=self.tts,  # type: ignore[arg-type]
             player=self.player,

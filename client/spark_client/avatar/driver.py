@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class AvatarBackend(Protocol):
     async def inject_mouth(self, open: float, form: float) -> None: ...  # noqa: A002
 
-    async def trigger_expression(self, name: str) -> bool: ...
+    async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool: ...
 
 
 class AvatarDriver:
@@ -45,18 +45,19 @@ class AvatarDriver:
         if self._backend is not None:
             await self._backend.inject_mouth(last.open, last.form)
 
-    def expression(self, name: str) -> None:
-        """Triggers an expression without holding up playback; the task is owned and awaited on close."""
+    def expression(self, name: str, *, hotkey: str | None = None) -> None:
+        """Triggers an expression (by the persona's `hotkey` for it when it has one) without holding
+        up playback; the task is owned and awaited on close."""
         if self._backend is None:
             return
-        task = asyncio.get_running_loop().create_task(self._trigger(name), name=f"expression-{name}")
+        task = asyncio.get_running_loop().create_task(self._trigger(name, hotkey), name=f"expression-{name}")
         self._expression_tasks.add(task)
         task.add_done_callback(self._expression_tasks.discard)
 
-    async def _trigger(self, name: str) -> bool:
+    async def _trigger(self, name: str, hotkey: str | None) -> bool:
         assert self._backend is not None
         try:
-            return await self._backend.trigger_expression(name)
+            return await self._backend.trigger_expression(name, hotkey=hotkey)
         except Exception:
             log.exception("expression %r failed", name)
             return False

@@ -66,6 +66,8 @@ class Player:
     _dropping: set[int] = field(default_factory=set, init=False)
     progress: dict[tuple[int, int], PieceProgress] = field(default_factory=dict, init=False)
     first_audio_at: dict[int, float] = field(default_factory=dict, init=False)  # turn -> monotonic clock
+    # turn -> (start, end) seconds of its audio in the session recording, for clips and checks
+    recorded_at: dict[int, tuple[float, float]] = field(default_factory=dict, init=False)
     seconds_played: float = field(default=0.0, init=False)
     _rate_hint: int = field(default=22050, init=False)  # sample rate of the latest item
     _reopen_at: float = field(default=0.0, init=False)
@@ -103,6 +105,7 @@ class Player:
         for key in [k for k in self.progress if k[0] == turn]:
             del self.progress[key]
         self.first_audio_at.pop(turn, None)
+        self.recorded_at.pop(turn, None)
 
     def unplayed_seconds(self, turn: int) -> float:
         unplayed = sum(p.queued - p.played - p.skipped for k, p in self.progress.items() if k[0] == turn)
@@ -172,7 +175,10 @@ class Player:
                 await asyncio.sleep(delay)
         if self.wav is not None:
             try:
+                start = self.wav.frames / self.wav.sample_rate
                 self.wav.write(block, rate)
+                span = self.recorded_at.get(turn)
+                self.recorded_at[turn] = (span[0] if span else start, self.wav.frames / self.wav.sample_rate)
             except Exception as exc:  # full disk, removed folder: the voice goes on unrecorded
                 log.warning("session recording stopped: %s", exc)
                 with contextlib.suppress(Exception):

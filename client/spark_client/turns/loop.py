@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from spark_client.avatar.driver import AvatarDriver
-from spark_client.events import ChatMessage, ModerationEvent
+from spark_client.events import ChatMessage, ModerationEvent, Priority
 from spark_client.memory import Memory, Recalled
 from spark_client.memory.writer import MemoryWriter
 from spark_client.metrics import TurnMetrics, TurnTimings
+from spark_client.personas.model import Persona
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece
 from spark_client.speech.guards import GuardContext, RecentAnswers
@@ -31,7 +32,7 @@ from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
-from spark_client.turns.persona import Persona, PersonaDirector
+from spark_client.turns.coordinator import BANTER_CUE, COHOST_CUE, SILENCE_CUE, Coordinator, NextLine, TurnKind
 from spark_client.turns.prompt import (
     DEFAULT_PROMPT_STYLE,
     ConversationHistory,
@@ -71,6 +72,7 @@ class _TurnState:
     timings: TurnTimings
     request: TurnRequest
     reacting: bool = False
+    kind: TurnKind = TurnKind.ANSWER
     pieces: list[SpeakablePiece] = field(default_factory=list)
     sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
     cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when moderation removes the answer
@@ -96,7 +98,7 @@ class TurnLoop:
         self,
         *,
         queue: ChatQueue,
-        director: PersonaDirector,
+        coordinator: Coordinator,
         llm: LLMClient,
         tts: TTSClient,
         player: Player,
@@ -107,7 +109,8 @@ class TurnLoop:
         options: LoopOptions = LoopOptions(),
         on_said: Callable[[Persona, ChatMessage, str, dict[str, object]], Awaitable[None]] | None = None,
     ) -> None:
-        self.queue, self.director, self.llm, self.tts = queue, director, llm, tts
+        self.queue, self.coordinator, self.llm, self.tts = queue, coordinator, llm, tts
+        self.queue.mention_names = tuple(n for p in coordinator.personas for n in (p.name, *p.aliases))
         self.player, self.avatar, self.metrics, self.memory = player, avatar, metrics, memory
         self.history = history or ConversationHistory()
         self.options = options
@@ -120,6 +123,11 @@ class TurnLoop:
         self._current: _TurnState | None = None  # the turn being played
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
+        self._quiet_since = time.time()  # wall clock: when the last turn ended (silence fillers)
+        # what the server turned down at warm-up (an adapter not built for this model, a voice it
+        # lacks): the persona goes on without it instead of failing every turn
+        self._no_adapter: set[str] = set()
+        self._no_voice: set[str] = set()
         # facts and summaries are written by the LLM in quiet time, never while a viewer waits
         self.writer = (
             MemoryWriter(memory, llm, quiet=self._quiet, summary_every=options.summary_every)
@@ -156,23 +164,83 @@ class TurnLoop:
 
     async def _run(self) -> None:
         while True:
-            request = await self.queue.next_turn()
-            if request is None:
+            next_up = await self._next_turn()
+            if next_up is None:
                 return
             self.busy = True
             try:
-                persona = self.director.choose(request.answer)
-                style = self.options.prompt_style
-                state = await self._play_turn(request, persona, style.chat(request.answer, request.context))
-                cohost = self.director.cohost_reacts(persona) if state.failure is None and self._heard(state) else None
-                if cohost is not None and self.queue.pending == 0:
-                    state = await self._play_turn(request, cohost, style.cue(persona.name), reacting=True)
+                if isinstance(next_up, NextLine):  # a quiet chat: the main persona fills it
+                    request = TurnRequest(ChatMessage("stream", "", "", priority=Priority.NORMAL), ())
+                    state = await self._play_turn(
+                        request, next_up.persona, self._silence_cue(), reacting=True, kind=next_up.kind
+                    )
+                else:
+                    request = next_up
+                    persona = self.coordinator.choose(request.answer)
+                    self.coordinator.answered(persona)
+                    chat = self.options.prompt_style.chat(request.answer, request.context)
+                    state = await self._play_turn(request, persona, chat)
+                state = await self._follow_ups(state, request)
                 if state.failure is not None:
                     await self._failed(state.failure)
                 elif self._heard(state) and self.queue.pending == 0:
                     self._start_prefill()
             finally:
                 self.busy = False
+                self._quiet_since = time.time()
+
+    async def _next_turn(self) -> TurnRequest | NextLine | None:
+        """The next chat message to answer or, when chat has been quiet long enough, the main
+        persona's silence filler (None once the chat is closed and drained)."""
+        while True:
+            wait = self.coordinator.silence_wait(self._quiet_since)
+            if wait is None or self.queue.closed:
+                return await self.queue.next_turn()
+            try:  # next_turn takes a message only when it returns: cancelling it loses nothing
+                return await asyncio.wait_for(self.queue.next_turn(), timeout=wait + 0.01)
+            except TimeoutError:
+                if not self.queue.pending and (line := self.coordinator.silence_filler(self._quiet_since)):
+                    self._save_state()
+                    return line
+
+    async def _follow_ups(self, state: _TurnState, request: TurnRequest) -> _TurnState:
+        """The other persona's interjections and banter after `state`'s line, as the coordinator
+        grants them; the duo's state is saved after every turn."""
+        self._save_state()
+        while state.failure is None and self._heard(state):
+            line = self.coordinator.follow_up(
+                state.persona,
+                state.timings.spoken,
+                urgent_waiting=self.queue.urgent_pending,
+                chat_waiting=self.queue.pending > 0,
+            )
+            self._save_state()
+            if line is None:
+                break
+            cue = (BANTER_CUE if line.kind is TurnKind.BANTER else COHOST_CUE).format(name=state.persona.name)
+            state = await self._play_turn(
+                request, line.persona, self.options.prompt_style.wrap([cue]), reacting=True, kind=line.kind
+            )
+            self._save_state()
+        return state
+
+    def _silence_cue(self) -> str:
+        """Something to talk about: the last viewer line on stream, else last stream's recap."""
+        viewers = [m for e in self.history.window() for m in e.messages if m.text.strip()]
+        if viewers:
+            said = " ".join(viewers[-1].text.split()[:16]).replace('"', "'")
+            topic = f'what {viewers[-1].user} said earlier: "{said}"'
+        elif self.recap:
+            topic = f"something from last stream: {' '.join(self.recap.split()[:24])}"
+        else:
+            topic = "what you would like to do on stream today"
+        return self.options.prompt_style.wrap([SILENCE_CUE.format(topic=topic)])
+
+    def _save_state(self) -> None:
+        try:
+            self.coordinator.save()
+        except Exception:  # the rhythm is an extra: the stream goes on
+            log.exception("could not save the duo's state")
 
     @staticmethod
     def _heard(state: _TurnState) -> bool:
@@ -217,7 +285,7 @@ class TurnLoop:
         exchanges: then the whole history is new to the server (seconds of prefill on a CPU)."""
         budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
         try:
-            await self._prefill_prefix(self.director.main, budget)
+            await self._prefill_prefix(self.coordinator.main, budget)
         except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
             log.debug("prefix prefill skipped: %s", exc)
 
@@ -227,17 +295,24 @@ class TurnLoop:
         style = self.options.prompt_style
         chat = style.empty_chat  # the prefix ends where the next message starts
         messages = build_messages(
-            persona, self.history, chat=chat, memories=[], budget_tokens=budget_tokens, style=style, recap=self.recap
+            persona,
+            self.history,
+            chat=chat,
+            memories=[],
+            budget_tokens=budget_tokens,
+            style=style,
+            recap=self.recap,
+            cast=self.coordinator.personas,
         )
         prompt = await self.llm.render(messages)
         sampling = replace(persona.sampling, max_tokens=1)
-        async for _ in self.llm.stream(prompt, sampling, lora_name=persona.lora_name):
+        async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona)):
             pass
 
     async def _wait_for_prefill(self, persona: Persona) -> None:
         # The prefill holds the KV cache this turn's prompt starts with; waiting for it is never
         # slower than prefilling the same prefix again, and it leaves the cores to one request.
-        if self._prefill is not None and not self._prefill.done() and persona is self.director.main:
+        if self._prefill is not None and not self._prefill.done() and persona is self.coordinator.main:
             await asyncio.wait({self._prefill}, timeout=self.options.prefill_wait_s)
 
     async def warm_up(self) -> None:
@@ -249,10 +324,33 @@ class TurnLoop:
                 self.recap = await asyncio.wait_for(self.memory.recap(), timeout=self.options.memory_timeout_s)
             except Exception as exc:  # memory is an extra: the stream starts without the recap
                 log.warning("memory: no 'last time on stream' recap: %s", exc or type(exc).__name__)
-        for persona in self.director.personas:
-            await self._prefill_prefix(persona, budget_tokens=0)
-            async for _ in self.tts.stream("Hi.", voice=persona.voice, speed=persona.speed):
-                pass
+        for persona in self.coordinator.personas:
+            try:
+                await self._prefill_prefix(persona, budget_tokens=0)
+            except ModelCallError as exc:
+                if persona.lora_name is None or "adapter" not in str(exc).lower():
+                    raise
+                log.warning("%s speaks without its adapter %r: %s", persona.name, persona.lora_name, exc)
+                self._no_adapter.add(persona.name)
+                await self._prefill_prefix(persona, budget_tokens=0)
+            try:
+                async for _ in self.tts.stream("Hi.", voice=self._voice(persona), speed=persona.speed):
+                    pass
+            except ModelCallError as exc:
+                if persona.voice is None or "voice" not in str(exc).lower():
+                    raise
+                log.warning("%s speaks with the server's default voice: %s", persona.name, exc)
+                self._no_voice.add(persona.name)
+
+        main = self.coordinator.main
+        if mood := self.coordinator.mood(main):  # after a restart the avatar wears the face it left with
+            self.avatar.expression(mood, hotkey=main.hotkey_map.get(mood))
+
+    def _lora(self, persona: Persona) -> str | None:
+        return None if persona.name in self._no_adapter else persona.lora_name
+
+    def _voice(self, persona: Persona) -> str | None:
+        return None if persona.name in self._no_voice else persona.voice
 
     async def idle(self, poll_s: float = 0.1) -> None:
         """Waits until no turn is running and no chat is waiting."""
@@ -261,12 +359,18 @@ class TurnLoop:
             await asyncio.sleep(poll_s)
 
     async def _play_turn(
-        self, request: TurnRequest, persona: Persona, chat: str, *, reacting: bool = False
+        self,
+        request: TurnRequest,
+        persona: Persona,
+        chat: str,
+        *,
+        reacting: bool = False,
+        kind: TurnKind = TurnKind.ANSWER,
     ) -> _TurnState:
         self._turns += 1
         received = time.monotonic() if reacting else request.answer.received_at
-        timings = TurnTimings(self._turns, request.answer.user, persona.name, received)
-        state = _TurnState(self._turns, persona, timings, request, reacting)
+        timings = TurnTimings(self._turns, request.answer.user, persona.name, received, kind=kind.value)
+        state = _TurnState(self._turns, persona, timings, request, reacting, kind)
         timings.mark("queue_wait_ms")
         # Only an interrupt offered from now on cuts this turn (one answering an `!ask` was
         # offered before it, and a bare `!stop` while nothing played has nothing to cut).
@@ -275,9 +379,16 @@ class TurnLoop:
         turn = asyncio.create_task(self._speak(state, request.answer, chat, reacting), name=f"turn-{state.number}")
         interrupt = asyncio.create_task(self.queue.wait_interrupt(mark), name=f"turn-{state.number}-interrupt")
         moderated = asyncio.create_task(state.cut.wait(), name=f"turn-{state.number}-moderated")
+        # a persona-to-persona line stops at once for a viewer who should not wait (a mention, bits,
+        # the streamer): the viewer is answered next
+        urgent = asyncio.create_task(
+            self.queue.wait_urgent(self.queue.urgent_mark()) if kind.persona_to_persona else asyncio.Event().wait(),
+            name=f"turn-{state.number}-urgent",
+        )
+        watchers = {interrupt, moderated, urgent}
         try:
             done, _ = await asyncio.wait(
-                {turn, interrupt, moderated}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {turn, *watchers}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if turn not in done:
                 timings.interrupted = bool(done)
@@ -302,9 +413,9 @@ class TurnLoop:
             timings.failed = repr(exc)
             state.failure = ModelCallError("turn", repr(exc), retryable=True)
         finally:
-            for watcher in (interrupt, moderated):
+            for watcher in watchers:
                 watcher.cancel()
-            await asyncio.wait({interrupt, moderated}, timeout=self.options.cancel_wait_s)
+            await asyncio.wait(watchers, timeout=self.options.cancel_wait_s)
             try:
                 await self._finish(state, request.answer, chat)
             finally:
@@ -351,6 +462,7 @@ class TurnLoop:
             budget_tokens=self.options.prompt_budget_tokens,
             style=self.options.prompt_style,
             recap=self.recap,
+            cast=self.coordinator.personas,
         )
         state.sent_chat = messages[-1]["content"]
         prompt = await self.llm.render(messages)
@@ -365,7 +477,7 @@ class TurnLoop:
             sampling,
             self._guard_context(state),
             recent=self._recent_answers,
-            lora_name=state.persona.lora_name,
+            lora_name=self._lora(state.persona),
         )
         state.answer = answer
 
@@ -381,15 +493,17 @@ class TurnLoop:
                 pieces.put_nowait(None)
 
         async def speak() -> None:
+            resting = state.persona.resting_emotion
             while (piece := await pieces.get()) is not None:
-                if not state.pieces and not piece.emotions and state.persona.resting_emotion:
-                    piece.emotions.append(state.persona.resting_emotion)
+                if not state.pieces and not piece.emotions and resting:
+                    piece.emotions.append(resting)
                 await self.player.wait_ahead_below(state.number, self.options.synth_ahead_s)
                 state.pieces.append(piece)
                 first = True
-                async for chunk in self.tts.stream(piece.text, voice=state.persona.voice, speed=state.persona.speed):
+                voice = timings.voice = self._voice(state.persona)
+                async for chunk in self.tts.stream(piece.text, voice=voice, speed=state.persona.speed):
                     timings.mark("tts_first_chunk_ms")
-                    on_start = self._expressions(piece.emotions, timings) if first else None
+                    on_start = self._expressions(state.persona, piece.emotions, timings) if first else None
                     self.player.enqueue(PlaybackItem(state.number, piece.index, chunk.pcm, chunk.sample_rate, on_start))
                     first = False
             await self.player.drain(state.number)
@@ -405,7 +519,7 @@ class TurnLoop:
         request = state.request
         return guard_context(
             state.persona,
-            self.director.personas,
+            self.coordinator.personas,
             state.shown,
             speakers=tuple(m.user for m in (request.answer, *request.context)),  # a reaction shows none
             style=self.options.prompt_style,
@@ -423,14 +537,16 @@ class TurnLoop:
             log.warning("memory recall skipped for this turn: %s", exc or type(exc).__name__)
             return Recalled(ms=(time.perf_counter() - started) * 1000)
 
-    def _expressions(self, emotions: list[str], timings: TurnTimings) -> Callable[[], None] | None:
+    def _expressions(self, persona: Persona, emotions: list[str], timings: TurnTimings) -> Callable[[], None] | None:
         if not emotions:
             return None
+        hotkeys = persona.hotkey_map
 
         def show() -> None:
             for name in emotions:
                 timings.emotions.append(name)
-                self.avatar.expression(name)
+                self.coordinator.felt(persona, name)
+                self.avatar.expression(name, hotkey=hotkeys.get(name))
 
         return show
 
@@ -461,6 +577,7 @@ class TurnLoop:
             first_audio = self.player.first_audio_at.get(state.number)
             if first_audio is not None:
                 timings.mark("first_audio_out_ms", first_audio)
+            timings.recorded_s = self.player.recorded_at.get(state.number)
             first_mouth = self.avatar.first_mouth_at.get(state.number)
             if first_mouth is not None:
                 timings.mark("first_mouth_ms", first_mouth)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
+from spark_client.personas.model import Persona
 from spark_client.speech.guards import GuardContext
-from spark_client.turns.persona import COHOST_CUE, Persona
+from spark_client.turns.coordinator import BANTER_CUE, COHOST_CUE, SILENCE_CUE
 
 # Chat text must not be able to forge template markup (<|im_end|>, [INST], </chat>...).
 _MARKUP = re.compile(r"<\|?/?|\|>|\[/?INST\]|</?s>", re.IGNORECASE)
@@ -120,12 +121,13 @@ def guard_context(
     """What the output guards check `persona`'s answer against: the chat its prompt showed
     (`shown`, untrusted), who may appear as a label, and the instructions it must not say."""
     names = [name for p in personas for name in (p.name, *p.aliases)]
-    cues = [COHOST_CUE.format(name=p.name) for p in personas]
+    cues = [cue.format(name=p.name) for p in personas for cue in (COHOST_CUE, BANTER_CUE)]
     return GuardContext(
         chat=tuple(m.text for m in shown),
         speakers=(*names, *(m.user for m in shown), *speakers),
-        internal=(style.rules, *cues),
-        max_sentences=persona.max_sentences,
+        internal=(style.rules, *cues, SILENCE_CUE.split("{topic}")[0]),
+        # a trained catchphrase closes the answer: it gets a sentence of its own
+        max_sentences=persona.max_sentences + (1 if persona.catchphrase else 0),
     )
 
 
@@ -237,10 +239,15 @@ def build_messages(
     budget_tokens: int = 1500,
     style: PromptStyle = DEFAULT_PROMPT_STYLE,
     recap: str = "",
+    cast: tuple[Persona, ...] = (),
 ) -> list[dict[str, str]]:
     """`chat` is the (already framed) user turn; the history fills what the budget leaves.
-    `recap` ("last time on stream", from memory) joins the fixed system prompt."""
+    `recap` ("last time on stream", from memory) and who else is on stream (`cast`) join the
+    fixed system prompt."""
     system = system_prompt(persona, style)
+    others = [p for p in cast if p.name != persona.name]
+    if others:
+        system += "\n\n" + " ".join(f"On stream with you: {p.name}. {p.description}" for p in others)
     if recap:
         system += f"\n\nLast time on stream: {neutralise(recap)}"
     opening: list[dict[str, str]] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -38,6 +39,24 @@ def interest(message: ChatMessage) -> float:
     return score
 
 
+@dataclass
+class NumberedSignal:
+    """Events counted as they happen; a waiter takes a `mark` and is woken by any later one, so an
+    event that came before the mark (or with nobody waiting) is gone with the moment."""
+
+    count: int = 0
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def fire(self) -> None:
+        self.count += 1
+        self._wakeup.set()
+
+    async def wait(self, mark: int) -> None:
+        while self.count <= mark:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
 @dataclass(frozen=True)
 class TurnRequest:
     answer: ChatMessage  # the message the persona answers
@@ -58,13 +77,36 @@ class ChatQueue:
     _pending: list[ChatMessage] = field(default_factory=list)
     _recent: list[ChatMessage] = field(default_factory=list)  # not yet in any prompt, for context
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    # Interrupts are numbered; a turn remembers the number when it starts and is cut only by a
-    # later one, so an interrupt that found nothing to cut is gone with the moment.
-    _interrupts: int = 0
-    _interrupt_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # A turn remembers the interrupt count when it starts and is cut only by a later one, so an
+    # interrupt that found nothing to cut is gone with the moment.
+    _interrupts: NumberedSignal = field(default_factory=NumberedSignal)
     _moderation: deque[ModerationEvent] = field(default_factory=deque)  # for history and memory
     _moderation_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Names that make a message urgent when it calls them (the personas': see `is_urgent`).
+    mention_names: tuple[str, ...] = ()
+    _urgent: NumberedSignal = field(default_factory=NumberedSignal)  # a persona-to-persona turn stops for one
     closed: bool = False
+
+    def is_urgent(self, message: ChatMessage) -> bool:
+        """A viewer message the duo must not keep waiting with banter: a mention, bits, the streamer."""
+        if message.priority >= Priority.HIGH or message.bits or message.mentions_bot:
+            return True
+        if "broadcaster" in message.badges:
+            return True
+        text = message.text.casefold()
+        return any(re.search(rf"(?<![\w@])@?{re.escape(n.casefold())}\b", text) for n in self.mention_names)
+
+    @property
+    def urgent_pending(self) -> bool:
+        return any(self.is_urgent(m) for m in self._pending)
+
+    def urgent_mark(self) -> int:
+        """A mark to pass to `wait_urgent`: urgent messages offered before it do not count."""
+        return self._urgent.count
+
+    async def wait_urgent(self, mark: int) -> None:
+        """Returns once an urgent message newer than `mark` has been offered."""
+        await self._urgent.wait(mark)
 
     def offer(self, event: ChatEvent) -> bool:
         if isinstance(event, ModerationEvent):
@@ -72,13 +114,14 @@ class ChatQueue:
             return True
         self.counts["received"] += 1
         if event.priority >= Priority.INTERRUPT:
-            self._interrupts += 1
-            self._interrupt_wakeup.set()
+            self._interrupts.fire()
             if not event.text.strip():  # a bare "stop talking": nothing to answer
                 self.counts["interrupts"] += 1
                 return True
         self._recent = [*self._recent[-(self.context_size * 4) :], event]
         self._pending.append(event)
+        if self.is_urgent(event):
+            self._urgent.fire()
         if len(self._pending) > self.max_pending:
             now = time.monotonic()
             victim = min(self._pending, key=lambda m: (self._rank(m, now), m.received_at))
@@ -169,10 +212,8 @@ class ChatQueue:
 
     def interrupt_mark(self) -> int:
         """A mark to pass to `wait_interrupt`: interrupts offered before it do not count."""
-        return self._interrupts
+        return self._interrupts.count
 
     async def wait_interrupt(self, mark: int) -> None:
         """Returns once an interrupt newer than `mark` has been offered."""
-        while self._interrupts <= mark:
-            self._interrupt_wakeup.clear()
-            await self._interrupt_wakeup.wait()
+        await self._interrupts.wait(mark)

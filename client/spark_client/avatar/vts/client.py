@@ -106,7 +106,7 @@ class VTubeStudioClient:
         # wanted while disconnected (or lost with the socket) is applied on the next session.
         self._expression_lock = asyncio.Lock()
         self._expressions_wanted = 0
-        self._missed_expression: tuple[int, str] | None = None
+        self._missed_expression: tuple[int, str, str | None] | None = None
         self._logged_errors: set[tuple[str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -162,27 +162,29 @@ class VTubeStudioClient:
         self._mouth_at = self._clock()
         self._mouth_dirty.set()
 
-    async def trigger_expression(self, name: str) -> bool:
-        """Trigger the hotkey for an emotion. False if not connected or no hotkey matches.
+    async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool:
+        """Trigger the hotkey for an emotion: `hotkey` (a name or ID, the speaking persona's choice)
+        when the model has it, else the configured or matching one. False if not connected or no
+        hotkey matches.
 
         An expression wanted while VTube Studio is unreachable is not lost: the latest one is
         triggered as soon as the next session is authenticated, so the avatar's face matches the
         persona that is speaking after an app restart or a dropped socket.
         """
         self._expressions_wanted += 1
-        wanted = (self._expressions_wanted, name)
+        wanted = (self._expressions_wanted, name, hotkey)
         if not self._authed.is_set():
             self._miss_expression(wanted)
             return False
         return await self._send_expression(wanted)
 
-    def _miss_expression(self, wanted: tuple[int, str]) -> None:
+    def _miss_expression(self, wanted: tuple[int, str, str | None]) -> None:
         if self._missed_expression is None or self._missed_expression[0] < wanted[0]:
             self._missed_expression = wanted
 
-    async def _send_expression(self, wanted: tuple[int, str]) -> bool:
+    async def _send_expression(self, wanted: tuple[int, str, str | None]) -> bool:
         async with self._expression_lock:
-            sent = await self._send_expression_now(wanted[1])
+            sent = await self._send_expression_now(wanted[1], wanted[2])
         if sent is None:  # the connection went while sending: retry on the next one
             self._miss_expression(wanted)
             return False
@@ -190,11 +192,13 @@ class VTubeStudioClient:
             self._missed_expression = None  # an older miss is superseded
         return sent
 
-    async def _send_expression_now(self, name: str) -> bool | None:
+    async def _send_expression_now(self, name: str, hotkey: str | None = None) -> bool | None:
         """True if triggered, False if VTube Studio refused or has no such hotkey, None if the
         connection went."""
         target = self._expr_map.get(name.casefold())
         try:
+            if hotkey is not None:
+                target = await self._hotkey_id(hotkey) or target
             if target is None:
                 hotkey = await self._find_hotkey(name)
                 if hotkey is None:
@@ -416,6 +420,21 @@ class VTubeStudioClient:
                     self._log_once("inject", exc.error_id, "VTube Studio refused mouth data: %s", exc.message)
             except (bk.RequestTimeout, bk.ConnectionLost, p.ProtocolError):
                 pass
+
+    async def model_hotkeys(self) -> tuple[str, list[p.Hotkey]]:
+        """The loaded model's name and its hotkeys, asked now (needs an authenticated session)."""
+        response = await self._request(
+            p.hotkeys_in_current_model_request(self._pending.new_id()), self._request_timeout
+        )
+        self._hotkeys, self._hotkeys_at = p.parse_hotkeys(response), self._clock()
+        return p.hotkeys_model_name(response), list(self._hotkeys)
+
+    async def _hotkey_id(self, name_or_id: str) -> str | None:
+        """The ID of the current model's hotkey with this ID or name, if it has one."""
+        found = await self._find_hotkey(name_or_id)
+        if found is not None:
+            return found.hotkey_id
+        return name_or_id if any(h.hotkey_id == name_or_id for h in self._hotkeys or ()) else None
 
     async def _find_hotkey(self, emotion: str) -> p.Hotkey | None:
         now = self._clock()

@@ -315,6 +315,12 @@ def parse_hotkeys(response: Response) -> list[Hotkey]:
     return out
 
 
+def hotkeys_model_name(response: Response) -> str:
+    """The loaded model's name from a hotkey list ("" when no model is loaded)."""
+    d = response.expect("HotkeysInCurrentModelResponse")
+    return str(d.get("modelName", "")) if d.get("modelLoaded", True) else ""
+
+
 def _norm(s: str) -> str:
     return "".join(ch for ch in s.casefold() if ch.isalnum())
 

@@ -1,0 +1,134 @@
+"""The duo in the real turn loop (fakes of the served models): who speaks, in which voice and
+with which adapter, how interjections, banter and silence fillers play, and what is saved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import replace
+
+from spark_client.events import Priority
+from spark_client.personas import StateFile, shipped_personas
+from spark_client.turns.coordinator import Coordinator
+
+from tests.fakes.speech import FakeTTS, ScriptedLLM
+from tests.timing import seconds
+from tests.unit.test_turn_loop import Stream, chat
+
+SPARK, EMBER = shipped_personas()
+
+
+def duo(*, interject: float = 1.0, cooldown: float = 0.0, silence_after: float = 0.0, **spark_turns) -> Coordinator:
+    ember = replace(EMBER, turns=replace(EMBER.turns, interject_probability=interject, interject_cooldown_s=cooldown))
+    spark = replace(SPARK, turns=replace(SPARK.turns, silence_after_s=silence_after, **spark_turns))
+    return Coordinator((spark, ember), rng=random.Random(3))
+
+
+def test_cohost_interjects_in_its_own_voice_with_its_own_adapter():
+    async def scenario():
+        llm = ScriptedLLM(answers=["Welcome in, chat!", "She says that every day."])
+        async with Stream(llm=llm, coordinator=duo()) as s:
+            s.queue.offer(chat("hello!", user="mika"))
+            await s.until(lambda: len(s.said) == 2)
+            await s.finish()
+            return s, llm
+
+    s, llm = asyncio.run(scenario())
+    assert [(name, said) for name, _, said, _ in s.said] == [
+        ("Spark", "Welcome in, chat!"),
+        ("Ember", "She says that every day."),
+    ]
+    assert [r["kind"] for *_, r in s.said] == ["answer", "interjection"]
+    assert llm.loras == ["spark", "ember"]
+    assert set(zip(s.tts.voices, s.tts.spoken, strict=True)) == {
+        ("joe", "Welcome in, chat!"),
+        ("jf_alpha", "She says that every day."),
+    }
+    ember_turn = next(p for p in llm.prompts if "React briefly" in json.dumps(p))
+    ember_prompt = json.dumps(ember_turn)
+    assert 'Spark (co-host) says: \\"Welcome in, chat!\\"' in ember_prompt  # Spark's words, as Spark's
+    assert "React briefly to what Spark just said" in ember_prompt
+    assert "On stream with you: Spark. A cheerful" in ember_turn[0]["content"]  # who else is on stream
+
+
+def test_banter_stops_at_the_cap():
+    async def scenario():
+        lines = ["Ember, are you awake?", "Spark, sadly yes.", "Ember, then say hi!", "Spark, hi. Happy?", "Later."]
+        llm = ScriptedLLM(answers=lines)
+        async with Stream(llm=llm, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(chat("hi both", user="mika"))
+            await s.until(lambda: len(s.said) == 4)
+            await asyncio.sleep(seconds(0.3))
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert [(name, r["kind"]) for name, *_, r in s.said] == [
+        ("Spark", "answer"),
+        ("Ember", "banter"),
+        ("Spark", "banter"),
+        ("Ember", "banter"),
+    ]  # the cap (3 persona-to-persona turns) ends it although Ember addressed Spark again
+
+
+def test_an_urgent_viewer_cuts_the_banter_at_once():
+    async def scenario():
+        llm = ScriptedLLM(
+            answers=[
+                "Ember, sing for chat.",
+                "Spark, fine, here goes a long long song for all of you.",
+                "Bits, thank you!",
+            ]
+        )
+        tts = FakeTTS(seconds_per_word=0.1)
+        async with Stream(llm=llm, tts=tts, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(chat("hi both", user="mika"))
+            await s.until(lambda: len(tts.spoken) >= 2)  # Ember has started her line
+            s.queue.offer(chat("here are 500 bits", user="whale", bits=500, priority=Priority.NORMAL))
+            await s.until(lambda: len(s.said) == 3)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    (_, _, _, first), (ember, _, _, banter), (spark, text, said, answer) = s.said
+    assert ember == "Ember" and banter["kind"] == "banter" and banter["interrupted"]
+    assert (spark, text, answer["kind"]) == ("Spark", "here are 500 bits", "answer")
+
+
+def test_quiet_chat_gets_a_few_fillers_then_the_persona_waits(tmp_path):
+    async def scenario():
+        llm = ScriptedLLM(answers=["So, who likes space?", "Still here, chat!", "Quiet one today."])
+        coordinator = duo(
+            interject=0.0, silence_after=seconds(0.1), silence_cooldown_s=seconds(0.2), silence_max_in_a_row=2
+        )
+        coordinator.state_file = StateFile(tmp_path / "duo.json")
+        async with Stream(llm=llm, coordinator=coordinator) as s:
+            await asyncio.sleep(seconds(1.5))
+            kinds = [r["kind"] for *_, r in s.said]
+            s.queue.offer(chat("hi!", user="mika"))
+            await s.until(lambda: len(s.said) == 3)
+            await s.finish()
+            return s, llm, kinds
+
+    s, llm, kinds = asyncio.run(scenario())
+    assert kinds == ["silence", "silence"]  # two in a row, then it waits for chat
+    assert all(name == "Spark" for name, *_ in s.said)
+    assert "Chat is quiet" in json.dumps(llm.prompts[0])
+    saved = json.loads((tmp_path / "duo.json").read_text())
+    assert saved["answers"] == {"Spark": 1} and saved["fillers_in_a_row"] == 0 and saved["silence_until"] > 0
+
+
+def test_an_adapter_the_server_lacks_costs_only_that_adapter():
+    async def scenario():
+        llm = ScriptedLLM(answers=["Hey!", "Hmph."], served_adapters=("spark",))
+        async with Stream(llm=llm, coordinator=duo()) as s:
+            await s.loop.warm_up()
+            s.queue.offer(chat("hello", user="mika"))
+            await s.until(lambda: len(s.said) == 2)
+            await s.finish()
+            return s, llm
+
+    s, llm = asyncio.run(scenario())
+    assert [said for *_, said, _ in s.said] == ["Hey!", "Hmph."]
+    assert llm.loras == ["spark", None]
