@@ -3,7 +3,6 @@ cancellation, adapters, and agreement with transformers' own generate()."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -58,12 +57,22 @@ def make_tiny_llama(folder: Path) -> Path:
     return folder
 
 
+def make_adapter(model: Path, out: Path) -> None:
+    """A PEFT LoRA for the tiny model with random (non-zero) weights: it changes what is generated."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(LlamaForCausalLM.from_pretrained(model), config).save_pretrained(out)
+
+
 @pytest.fixture(scope="module")
 def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("transformers-engine")
     make_tiny_llama(root / "model")
-    (root / "adapters" / "persona_a").mkdir(parents=True)
-    (root / "adapters" / "persona_a" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    make_adapter(root / "model", root / "adapters" / "persona_a")
     (root / "engine.json").write_text(
         json.dumps(
             {
@@ -134,10 +143,11 @@ def test_model_facts_and_adapters(engine):
         stream(engine, max_tokens=2, lora_name="nobody")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("peft") is not None, reason="peft is installed here")
-def test_an_adapter_request_without_peft_says_what_to_install(engine):
-    with pytest.raises(RequestError, match="peft"):
-        stream(engine, max_tokens=2, lora_name="persona_a")
+def test_an_adapter_changes_the_answer_for_its_request_only(engine):
+    base, _ = stream(engine, max_tokens=12, end_id=-1)
+    adapted, _ = stream(engine, max_tokens=12, end_id=-1, lora_name="persona_a")
+    assert adapted != base
+    assert stream(engine, max_tokens=12, end_id=-1)[0] == base  # the adapter did not stay on
 
 
 def test_prompt_longer_than_the_context_is_refused(engine):
