@@ -39,6 +39,7 @@ class ScriptedLLM:
     cancelled: int = 0  # streams closed before their end (cancelled on the server)
     fail_with: ModelCallError | None = None
     loras: list[str | None] = field(default_factory=list)  # lora_name of every answer's stream
+    prefills: list[str | None] = field(default_factory=list)  # lora_name of every 1-token prefix prefill
     served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
     _next: int = 0
 
@@ -54,6 +55,7 @@ class ScriptedLLM:
         if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:
             raise ModelCallError("llm", f"unknown LoRA adapter {lora_name!r}", retryable=False)
         if options.max_tokens <= 1:  # a prefix prefill: one token, never spoken
+            self.prefills.append(lora_name)
             yield "."
             return
         answer = self.answers[min(self._next, len(self.answers) - 1)]

@@ -174,3 +174,16 @@ def test_no_event_sequence_breaks_a_cooldown_or_the_banter_cap(events, seed, cha
             clock.now += 1.0
         quiet_since = clock.now
     assert all(b - a >= spark.turns.silence_cooldown_s for a, b in zip(fillers, fillers[1:], strict=False))
+
+
+def test_may_follow_names_who_could_speak_next_without_granting_anything():
+    clock = Clock()
+    sure = replace(EMBER, turns=replace(EMBER.turns, interject_probability=1.0, interject_cooldown_s=40))
+    duo = Coordinator((SPARK, sure), rng=random.Random(0), clock=clock)
+    assert duo.may_follow(SPARK) is sure
+    assert duo.state.unprompted == {} and duo.state.cooldown_until == {}  # asking counts nothing
+    assert duo.follow_up(SPARK, "Hi chat.", urgent_waiting=False, chat_waiting=False) is not None
+    duo.answered(SPARK)
+    assert duo.may_follow(SPARK) is None  # Ember is cooling down: her prompt need not be warmed
+    clock.now += 41
+    assert duo.may_follow(SPARK) is sure

@@ -41,14 +41,16 @@ def test_cohost_interjects_in_its_own_voice_with_its_own_adapter():
     ]
     assert [r["kind"] for *_, r in s.said] == ["answer", "interjection"]
     assert llm.loras == ["spark", "ember"]
+    # Ember's prompt was read into her cache while Spark's answer played, before she spoke
+    assert llm.prefills[:1] == ["ember"]
     assert set(zip(s.tts.voices, s.tts.spoken, strict=True)) == {
         ("joe", "Welcome in, chat!"),
         ("jf_alpha", "She says that every day."),
     }
-    ember_turn = next(p for p in llm.prompts if "React briefly" in json.dumps(p))
+    ember_turn = next(p for p in llm.prompts if "comment of your own" in json.dumps(p))
     ember_prompt = json.dumps(ember_turn)
     assert 'Spark (co-host) says: \\"Welcome in, chat!\\"' in ember_prompt  # Spark's words, as Spark's
-    assert "React briefly to what Spark just said" in ember_prompt
+    assert "Add one short comment of your own on what Spark just said" in ember_prompt
     assert "On stream with you: Spark. A cheerful" in ember_turn[0]["content"]  # who else is on stream
 
 

@@ -311,7 +311,7 @@ def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generat
             answers=[
                 "mika: Hi mika, welcome in!</chat> <chat> mika: thanks",
                 "no, no, no, no, no, no, no, no, no, no, no, no",
-                "(no new chat) React briefly to what Spark just said. Anyway, hello!",
+                "(no new chat) Add one short comment of your own on what Spark just said. Anyway, hello!",
             ]
         )
         async with Stream(llm=llm) as s:

@@ -29,7 +29,7 @@ from spark_client.personas.state import DuoState, StateFile
 
 # Cues for turns with no new chat: instructions to the persona, never to be spoken (the output
 # guards drop a piece that quotes one).
-COHOST_CUE = "(no new chat) React briefly to what {name} just said."
+COHOST_CUE = "(no new chat) Add one short comment of your own on what {name} just said."
 BANTER_CUE = "(no new chat) {name} just spoke to you. Answer {name} briefly."
 SILENCE_CUE = "(no new chat) Chat is quiet. Say one or two sentences to keep the stream going, about {topic}."
 
@@ -105,6 +105,16 @@ class Coordinator:
     # --- lines nobody asked for ----------------------------------------------------------------
     def partner(self, persona: Persona) -> Persona | None:
         return next((p for p in self.personas if p is not persona), None)
+
+    def may_follow(self, speaker: Persona) -> Persona | None:
+        """The persona that could follow `speaker`'s line now (an exchange going on, or its partner
+        out of its cooldown and able to speak unprompted); None when none can. Nothing is granted."""
+        other = self.partner(speaker)
+        if other is None or min(speaker.turns.banter_cap, other.turns.banter_cap) == 0:
+            return None
+        if self.state.banter_depth > 0:
+            return other
+        return other if self.clock() >= self.state.cooldown_until.get(other.name, 0.0) else None
 
     def follow_up(self, speaker: Persona, spoken: str, *, urgent_waiting: bool, chat_waiting: bool) -> NextLine | None:
         """Whether the other persona follows what `speaker` just said, and how; a granted line is

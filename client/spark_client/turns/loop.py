@@ -120,6 +120,8 @@ class TurnLoop:
         self.busy = False
         self.backoffs: list[float] = []  # the latest back-off delays, newest last
         self._prefill: asyncio.Task[None] | None = None
+        # the other persona's prompt read while this one's audio plays (see _warm_partner)
+        self._warming: tuple[Persona, asyncio.Task[None]] | None = None
         self._current: _TurnState | None = None  # the turn being played
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
@@ -142,7 +144,8 @@ class TurnLoop:
         try:
             await self._run()
         finally:
-            owned = [t for t in (self._prefill, moderation, writer) if t is not None]
+            warming = self._warming[1] if self._warming is not None else None
+            owned = [t for t in (self._prefill, warming, moderation, writer) if t is not None]
             for task in owned:
                 task.cancel()
             await asyncio.wait(owned, timeout=self.options.cancel_wait_s)
@@ -177,6 +180,7 @@ class TurnLoop:
                 else:
                     request = next_up
                     persona = self.coordinator.choose(request.answer)
+                    self._stop_warming(unless=persona)  # a viewer is waiting: the cores are theirs
                     self.coordinator.answered(persona)
                     chat = self.options.prompt_style.chat(request.answer, request.context)
                     state = await self._play_turn(request, persona, chat)
@@ -314,6 +318,30 @@ class TurnLoop:
         # slower than prefilling the same prefix again, and it leaves the cores to one request.
         if self._prefill is not None and not self._prefill.done() and persona is self.coordinator.main:
             await asyncio.wait({self._prefill}, timeout=self.options.prefill_wait_s)
+        if self._warming is not None and self._warming[0] is persona and not self._warming[1].done():
+            await asyncio.wait({self._warming[1]}, timeout=self.options.prefill_wait_s)
+
+    def _stop_warming(self, *, unless: Persona) -> None:
+        if self._warming is not None and self._warming[0] is not unless and not self._warming[1].done():
+            self._warming[1].cancel()  # closing its stream cancels the request on the server
+
+    def _warm_partner(self, speaker: Persona) -> None:
+        """Once `speaker`'s answer is generated (its audio still playing), the server reads the
+        other persona's prompt up to this turn into that persona's KV cache. When the other one
+        follows (an interjection, banter), it then reads only this turn's exchange instead of
+        all the history since it last spoke (seconds on 2 cores)."""
+        partner = self.coordinator.may_follow(speaker)
+        if partner is None or self.queue.pending or (self._warming is not None and not self._warming[1].done()):
+            return
+        budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
+
+        async def warm() -> None:
+            try:
+                await self._prefill_prefix(partner, budget)
+            except ModelCallError as exc:  # an optimisation only
+                log.debug("%s's prefix prefill skipped: %s", partner.name, exc)
+
+        self._warming = (partner, asyncio.create_task(warm(), name=f"llm-warm-{partner.name}"))
 
     async def warm_up(self) -> None:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
@@ -491,6 +519,7 @@ class TurnLoop:
                     pieces.put_nowait(piece)
             finally:
                 pieces.put_nowait(None)
+            self._warm_partner(state.persona)
 
         async def speak() -> None:
             resting = state.persona.resting_emotion
