@@ -118,8 +118,8 @@ async def answer_all(
     from spark_client.turns.prompt import PROMPT_STYLES, ConversationHistory, Exchange, build_messages, guard_context
 
     style = PROMPT_STYLES[style_name]
-    DEFAULT_PERSONAS = shipped_personas()  # noqa: N806 - the shipped set, as `live` loads it
-    personas = {p.name: p for p in DEFAULT_PERSONAS}
+    shipped = shipped_personas()  # the set `live` loads
+    personas = {p.name: p for p in shipped}
     cues = [COHOST_CUE.format(name=name) for name in personas]
     checker = Checker(internal=(*(s.rules for s in PROMPT_STYLES.values()), *cues))
     models = TritonModels(url)
@@ -131,7 +131,7 @@ async def answer_all(
         for index, situation in enumerate(situations):
             if index % session == 0:
                 history = ConversationHistory()  # a new stream
-            persona = personas.get(situation.persona or "", DEFAULT_PERSONAS[0])
+            persona = personas.get(situation.persona or "", shipped[0])
             lines = [
                 ChatMessage(
                     source="twitch",
@@ -153,7 +153,7 @@ async def answer_all(
             if not penalties:
                 sampling = replace(sampling, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
             if guards:  # as a turn: a seed per turn, the guards and their stop sequences
-                context = guard_context(persona, DEFAULT_PERSONAS, shown, style=style)
+                context = guard_context(persona, shipped, shown, style=style)
                 sampling = replace(sampling, seed=sampling.seed + index)
                 answer = guarded_answer(llm, prompt, sampling, context, recent=recent, lora_name=persona.lora_name)
             else:  # as before the guards: everything passes, one seed for every turn, no retry

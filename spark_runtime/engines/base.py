@@ -7,11 +7,13 @@ cancels) stops the work at the next step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
+
+from spark_runtime.errors import RequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,18 @@ class SpeechRequest:
     text: str
     voice: str | None = None
     speed: float = 1.0
+
+
+V = TypeVar("V")
+
+
+def pick_voice(voices: Mapping[str, V], name: str | None, default: str) -> V:
+    """The voice `name` (None: `default`) of a TTS engine; unknown: an error naming the voices it has."""
+    key = name or default
+    voice = voices.get(key)
+    if voice is None:
+        raise RequestError(f"unknown voice {key!r}; available: {', '.join(voices)}")
+    return voice
 
 
 class TTSEngine(Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest
+from spark_runtime.engines.base import SpeechRequest, pick_voice
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import speakable_pieces
 
@@ -187,11 +187,7 @@ class KokoroEngine:
         return list(self._styles)
 
     def _style_table(self, name: str | None) -> np.ndarray:
-        key = name or self._default
-        table = self._styles.get(key)
-        if table is None:
-            raise RequestError(f"unknown voice {key!r}; available: {', '.join(self._styles)}")
-        return table
+        return pick_voice(self._styles, name, self._default)
 
     def sample_rate(self, voice: str | None = None) -> int:
         self._style_table(voice)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest, TTSEngine
-from spark_runtime.errors import EngineMissingError, RequestError
+from spark_runtime.engines.base import SpeechRequest, TTSEngine, pick_voice
+from spark_runtime.errors import EngineMissingError
 
 
 class MultiVoiceEngine:
@@ -57,11 +57,7 @@ class MultiVoiceEngine:
 
     def engine_of(self, voice: str | None) -> str:
         """The name of the engine serving `voice` (None: the default voice)."""
-        key = voice or self._default
-        owner = self._owner.get(key)
-        if owner is None:
-            raise RequestError(f"unknown voice {key!r}; available: {', '.join(self._owner)}")
-        return owner
+        return pick_voice(self._owner, voice, self._default)
 
     def sample_rate(self, voice: str | None = None) -> int:
         key = voice or self._default

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest
+from spark_runtime.engines.base import SpeechRequest, pick_voice
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import speakable_pieces
 
@@ -65,11 +65,7 @@ class PiperEngine:
         return list(self._voices)
 
     def _voice(self, name: str | None) -> Any:
-        key = name or self._default
-        voice = self._voices.get(key)
-        if voice is None:
-            raise RequestError(f"unknown voice {key!r}; available: {', '.join(self._voices)}")
-        return voice
+        return pick_voice(self._voices, name, self._default)
 
     def sample_rate(self, voice: str | None = None) -> int:
         return int(self._voice(voice).config.sample_rate)

@@ -11,6 +11,11 @@ from spark_client.speech.llm import SamplingOptions
 Role = Literal["main", "cohost"]
 
 
+def calls(text: str, names: tuple[str, ...]) -> bool:
+    """Whether `text` calls one of `names` as a word (`@Spark`, `spark,`; not `sparkle`)."""
+    return any(re.search(rf"(?<![\w@])@?{re.escape(n)}\b", text, re.IGNORECASE) for n in names)
+
+
 @dataclass(frozen=True)
 class TurnPolicy:
     """A persona's part in the coordinator's rules (see turns/coordinator.py)."""
@@ -46,8 +51,7 @@ class Persona:
     source: str = ""  # the file it was loaded from
 
     def is_addressed_in(self, text: str) -> bool:
-        names = (self.name, *self.aliases)
-        return any(re.search(rf"(?<![\w@])@?{re.escape(n)}\b", text, re.IGNORECASE) for n in names)
+        return calls(text, (self.name, *self.aliases))
 
     @property
     def hotkey_map(self) -> dict[str, str]:

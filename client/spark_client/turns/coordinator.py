@@ -51,7 +51,6 @@ class NextLine:
 
     persona: Persona
     kind: TurnKind
-    after: Persona | None = None  # whose line it follows
 
 
 class Coordinator:
@@ -128,19 +127,19 @@ class Coordinator:
         addressed = other.is_addressed_in(spoken)
         if state.banter_depth > 0:  # inside an exchange: it goes on only while they address each other
             if addressed and state.banter_depth < cap:
-                return self._grant(other, TurnKind.BANTER, speaker, now)
+                return self._grant(other, TurnKind.BANTER, now)
             state.banter_depth = 0
             return None
         if chat_waiting or cap == 0 or now < state.cooldown_until.get(other.name, 0.0):
             return None
         if addressed:
-            return self._grant(other, TurnKind.BANTER, speaker, now)
+            return self._grant(other, TurnKind.BANTER, now)
         chance = other.turns.interject_probability
         if chance > 0 and self.rng.random() < chance:
-            return self._grant(other, TurnKind.INTERJECTION, speaker, now)
+            return self._grant(other, TurnKind.INTERJECTION, now)
         return None
 
-    def _grant(self, persona: Persona, kind: TurnKind, after: Persona | None, now: float) -> NextLine:
+    def _grant(self, persona: Persona, kind: TurnKind, now: float) -> NextLine:
         state = self.state
         state.unprompted[persona.name] = state.unprompted.get(persona.name, 0) + 1
         state.last_speaker = persona.name
@@ -148,7 +147,7 @@ class Coordinator:
             state.banter_depth += 1
             until = now + persona.turns.interject_cooldown_s
             state.cooldown_until[persona.name] = max(state.cooldown_until.get(persona.name, 0.0), until)
-        return NextLine(persona, kind, after)
+        return NextLine(persona, kind)
 
     def silence_wait(self, quiet_since: float) -> float | None:
         """Seconds until a silence filler may be due (None: never, until chat speaks again)."""
@@ -167,7 +166,7 @@ class Coordinator:
         state.silence_until = now + self.main.turns.silence_cooldown_s
         state.fillers_in_a_row += 1
         state.banter_depth = 0
-        return self._grant(self.main, TurnKind.SILENCE, None, now)
+        return self._grant(self.main, TurnKind.SILENCE, now)
 
     # --- mood and persistence --------------------------------------------------------------------
     def felt(self, persona: Persona, emotion: str) -> None:

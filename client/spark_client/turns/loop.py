@@ -71,7 +71,6 @@ class _TurnState:
     persona: Persona
     timings: TurnTimings
     request: TurnRequest
-    reacting: bool = False
     kind: TurnKind = TurnKind.ANSWER
     pieces: list[SpeakablePiece] = field(default_factory=list)
     sent_chat: str = ""  # the last user message exactly as sent, so the next prompt shares it
@@ -86,6 +85,11 @@ class _TurnState:
     def generated(self) -> str:
         """The LLM's text exactly as generated (emotion tags included) for the attempt said."""
         return self.answer.generated if self.answer is not None else ""
+
+    @property
+    def reacting(self) -> bool:
+        """A line nobody in chat asked for (interjection, banter, silence filler): no chat is shown."""
+        return self.kind is not TurnKind.ANSWER
 
     @property
     def shown(self) -> tuple[ChatMessage, ...]:
@@ -174,9 +178,7 @@ class TurnLoop:
             try:
                 if isinstance(next_up, NextLine):  # a quiet chat: the main persona fills it
                     request = TurnRequest(ChatMessage("stream", "", "", priority=Priority.NORMAL), ())
-                    state = await self._play_turn(
-                        request, next_up.persona, self._silence_cue(), reacting=True, kind=next_up.kind
-                    )
+                    state = await self._play_turn(request, next_up.persona, self._silence_cue(), kind=next_up.kind)
                 else:
                     request = next_up
                     persona = self.coordinator.choose(request.answer)
@@ -209,8 +211,7 @@ class TurnLoop:
 
     async def _follow_ups(self, state: _TurnState, request: TurnRequest) -> _TurnState:
         """The other persona's interjections and banter after `state`'s line, as the coordinator
-        grants them; the duo's state is saved after every turn."""
-        self._save_state()
+        grants them; the duo's state is saved after every turn, with the decision that follows it."""
         while state.failure is None and self._heard(state):
             line = self.coordinator.follow_up(
                 state.persona,
@@ -218,14 +219,12 @@ class TurnLoop:
                 urgent_waiting=self.queue.urgent_pending,
                 chat_waiting=self.queue.pending > 0,
             )
-            self._save_state()
             if line is None:
                 break
+            self._save_state()  # the turn just heard and the line granted after it
             cue = (BANTER_CUE if line.kind is TurnKind.BANTER else COHOST_CUE).format(name=state.persona.name)
-            state = await self._play_turn(
-                request, line.persona, self.options.prompt_style.wrap([cue]), reacting=True, kind=line.kind
-            )
-            self._save_state()
+            state = await self._play_turn(request, line.persona, self.options.prompt_style.wrap([cue]), kind=line.kind)
+        self._save_state()
         return state
 
     def _silence_cue(self) -> str:
@@ -280,18 +279,18 @@ class TurnLoop:
 
     def _start_prefill(self) -> None:
         if self._prefill is None or self._prefill.done():
-            self._prefill = asyncio.create_task(self._prefill_next(), name="llm-prefill")
+            self._prefill = asyncio.create_task(self._prefill_next(self.coordinator.main), name="llm-prefill")
 
-    async def _prefill_next(self) -> None:
-        """Puts the next prompt's prefix (main persona, history with the exchange just heard) in
-        the server's KV cache while chat is quiet, so a new message is the only text the LLM has to
+    async def _prefill_next(self, persona: Persona) -> None:
+        """Puts `persona`'s next prompt prefix (history with the exchange just heard) in the
+        server's KV cache before it is needed, so a new message is the only text the LLM has to
         read when it arrives. It matters most when the history window has just dropped its oldest
         exchanges: then the whole history is new to the server (seconds of prefill on a CPU)."""
         budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
         try:
-            await self._prefill_prefix(self.coordinator.main, budget)
+            await self._prefill_prefix(persona, budget)
         except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
-            log.debug("prefix prefill skipped: %s", exc)
+            log.debug("%s's prefix prefill skipped: %s", persona.name, exc)
 
     async def _prefill_prefix(self, persona: Persona, budget_tokens: int) -> None:
         """Has the server read `persona`'s prompt up to the next chat message (history within
@@ -333,15 +332,7 @@ class TurnLoop:
         partner = self.coordinator.may_follow(speaker)
         if partner is None or self.queue.pending or (self._warming is not None and not self._warming[1].done()):
             return
-        budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
-
-        async def warm() -> None:
-            try:
-                await self._prefill_prefix(partner, budget)
-            except ModelCallError as exc:  # an optimisation only
-                log.debug("%s's prefix prefill skipped: %s", partner.name, exc)
-
-        self._warming = (partner, asyncio.create_task(warm(), name=f"llm-warm-{partner.name}"))
+        self._warming = (partner, asyncio.create_task(self._prefill_next(partner), name=f"llm-warm-{partner.name}"))
 
     async def warm_up(self) -> None:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
@@ -392,28 +383,26 @@ class TurnLoop:
         persona: Persona,
         chat: str,
         *,
-        reacting: bool = False,
         kind: TurnKind = TurnKind.ANSWER,
     ) -> _TurnState:
         self._turns += 1
-        received = time.monotonic() if reacting else request.answer.received_at
+        received = request.answer.received_at if kind is TurnKind.ANSWER else time.monotonic()
         timings = TurnTimings(self._turns, request.answer.user, persona.name, received, kind=kind.value)
-        state = _TurnState(self._turns, persona, timings, request, reacting, kind)
+        state = _TurnState(self._turns, persona, timings, request, kind)
         timings.mark("queue_wait_ms")
         # Only an interrupt offered from now on cuts this turn (one answering an `!ask` was
         # offered before it, and a bare `!stop` while nothing played has nothing to cut).
         mark = self.queue.interrupt_mark()
         self._current = state
-        turn = asyncio.create_task(self._speak(state, request.answer, chat, reacting), name=f"turn-{state.number}")
+        turn = asyncio.create_task(self._speak(state, request.answer, chat), name=f"turn-{state.number}")
         interrupt = asyncio.create_task(self.queue.wait_interrupt(mark), name=f"turn-{state.number}-interrupt")
         moderated = asyncio.create_task(state.cut.wait(), name=f"turn-{state.number}-moderated")
         # a persona-to-persona line stops at once for a viewer who should not wait (a mention, bits,
         # the streamer): the viewer is answered next
-        urgent = asyncio.create_task(
-            self.queue.wait_urgent(self.queue.urgent_mark()) if kind.persona_to_persona else asyncio.Event().wait(),
-            name=f"turn-{state.number}-urgent",
-        )
-        watchers = {interrupt, moderated, urgent}
+        watchers = {interrupt, moderated}
+        if kind.persona_to_persona:
+            mark_urgent = self.queue.urgent_mark()
+            watchers.add(asyncio.create_task(self.queue.wait_urgent(mark_urgent), name=f"turn-{state.number}-urgent"))
         try:
             done, _ = await asyncio.wait(
                 {turn, *watchers}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -477,9 +466,9 @@ class TurnLoop:
         if delay:
             await asyncio.sleep(delay)
 
-    async def _speak(self, state: _TurnState, message: ChatMessage, chat: str, reacting: bool) -> None:
+    async def _speak(self, state: _TurnState, message: ChatMessage, chat: str) -> None:
         timings = state.timings
-        recalled = Recalled() if reacting else await self._recall(message)
+        recalled = Recalled() if state.reacting else await self._recall(message)
         timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
         memories = timings.memories = list(recalled.lines)
         messages = build_messages(

@@ -79,10 +79,6 @@ class PromptStyle:
         """Another persona's words, as the persona being prompted hears them."""
         return self.wrap([self.line(f"{name} (co-host)", spoken)])
 
-    def cue(self, name: str) -> str:
-        """The co-host's turn to react with no new chat (an instruction, never to be spoken)."""
-        return self.wrap([COHOST_CUE.format(name=name)])
-
     @property
     def empty_chat(self) -> str:
         """A user message whose rendering shares the prefix of every chat message's rendering."""

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, Priority
+from spark_client.personas.model import calls
 
 # Interest a waiting message loses per second: a plain line 20 s newer outranks one worth one
 # point more (a subscriber's), and the 90 s age limit drops what is left.
@@ -93,8 +93,7 @@ class ChatQueue:
             return True
         if "broadcaster" in message.badges:
             return True
-        text = message.text.casefold()
-        return any(re.search(rf"(?<![\w@])@?{re.escape(n.casefold())}\b", text) for n in self.mention_names)
+        return calls(message.text, self.mention_names)
 
     @property
     def urgent_pending(self) -> bool:
