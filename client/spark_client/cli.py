@@ -176,6 +176,43 @@ def live(
     prompt_style: Annotated[
         str, typer.Option(help="How chat is framed for the LLM: says-examples, says, tagged-examples, tagged.")
     ] = "says-examples",
+    mic: Annotated[
+        str | None,
+        typer.Option(
+            "--mic",
+            help="Listen to a microphone: --mic alone takes the default input, --mic NAME|INDEX picks one "
+            "(`spark-client devices` lists them).",
+        ),
+    ] = None,
+    mic_file: Annotated[
+        list[Path] | None,
+        typer.Option("--mic-file", help="Feed this WAV as if it were the microphone, in real time (repeatable)."),
+    ] = None,
+    mic_file_at: Annotated[
+        list[float] | None,
+        typer.Option(help="Seconds after the start at which each --mic-file begins (repeatable, in order)."),
+    ] = None,
+    mic_file_tail: Annotated[
+        float, typer.Option(help="Seconds the fed microphone stays open after the last file.")
+    ] = 8.0,
+    mic_loopback: Annotated[
+        bool, typer.Option(help="Mix the session's own playback back into the fed files (tests the echo path).")
+    ] = False,
+    mic_loopback_gain: Annotated[float, typer.Option(help="Gain of that playback in the fed signal.")] = 0.5,
+    mic_loopback_delay_ms: Annotated[float, typer.Option(help="Its delay, speakers to microphone.")] = 80.0,
+    mic_speaker: Annotated[
+        str, typer.Option(help="Whose voice the microphone carries, as the personas see it.")
+    ] = "streamer",
+    echo_cancel: Annotated[
+        bool,
+        typer.Option(help="Remove the personas' own voice from the mic (--no-echo-cancel with a headset)."),
+    ] = True,
+    end_silence_ms: Annotated[
+        float, typer.Option(help="Silence that ends an utterance (ms); shorter answers faster, cuts pauses.")
+    ] = 500.0,
+    barge_in: Annotated[
+        bool, typer.Option(help="Speaking over a persona stops it (--no-barge-in: it finishes, then answers).")
+    ] = True,
     metrics_jsonl: Annotated[Path | None, typer.Option(help="Append one JSON line of timings per turn.")] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
     triton_metrics_url: Annotated[
@@ -185,7 +222,7 @@ def live(
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
     from spark_client.personas import PersonaFileError, load_personas, shipped_personas
-    from spark_client.session import LiveSession, LiveSettings
+    from spark_client.session import LiveSession, LiveSettings, MicSettings
     from spark_client.sources.console import ConsoleSource
     from spark_client.sources.script import ScriptError, ScriptSource, load_script
     from spark_client.turns.loop import LoopOptions
@@ -197,6 +234,21 @@ def live(
     if moderation_delay < 0:
         typer.echo("error: --moderation-delay must be 0 or more seconds", err=True)
         raise typer.Exit(2)
+    mic_settings = _mic_settings(
+        mic,
+        mic_file or [],
+        mic_file_at or [],
+        MicSettings(
+            tail_s=mic_file_tail,
+            loopback=mic_loopback,
+            loopback_gain=mic_loopback_gain,
+            loopback_delay_ms=mic_loopback_delay_ms,
+            speaker=mic_speaker,
+            echo_cancel=echo_cancel,
+            end_silence_ms=end_silence_ms,
+            barge_in=barge_in,
+        ),
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         chosen = load_personas(personas) if personas else shipped_personas()
@@ -220,6 +272,7 @@ def live(
         duo_state_path=duo_state or (DATA_DIR / "duo-state.json"),
         moderation_delay_s=moderation_delay,
         loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
+        mic=mic_settings,
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
@@ -251,10 +304,70 @@ def live(
         source = TwitchChatSource(config)
         sources.append(source)
         session.repliers.append(source)
-    if console or (console is None and not sources):
+    if console or (console is None and not sources and mic_settings is None):
         typer.echo("Type a chat message as a viewer and press Enter ('!stop' interrupts, Ctrl-D ends).")
         sources.append(ConsoleSource())
     raise typer.Exit(run_until_signalled(session.run(sources)))
+
+
+MIC_DEFAULT = "default"  # what a bare --mic becomes (see run)
+
+
+def _mic_settings(device: str | None, files: list[Path], at: list[float], base: Any) -> Any:
+    """--mic / --mic-file* -> MicSettings (None without either); a usage error exits with 2."""
+    from dataclasses import replace
+
+    def fail(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if device is not None and files:
+        fail("use either --mic or --mic-file, not both")
+    if len(at) > len(files):
+        fail(f"{len(at)} --mic-file-at for {len(files)} --mic-file")
+    if any(t < 0 for t in at):
+        fail("--mic-file-at must be 0 or more seconds")
+    if not 0 <= base.loopback_gain <= 4 or base.loopback_delay_ms < 0:
+        fail("--mic-loopback-gain must be within 0-4 and --mic-loopback-delay-ms 0 or more")
+    if not 100 <= base.end_silence_ms <= 5000:
+        fail("--end-silence-ms must be within 100-5000")
+    if not base.speaker.strip():
+        fail("--mic-speaker must not be empty")
+    if base.loopback and not files:
+        fail("--mic-loopback works with --mic-file (a real microphone hears the real speakers)")
+    if files:
+        from spark_client.sources.mic.feed import FileFeed
+
+        starts = [*at, *([None] * (len(files) - len(at)))]
+        pairs = tuple((f, 0.0 if t is None else t) for f, t in zip(files, starts, strict=True))
+        try:
+            FileFeed(list(pairs), tail_s=0.0)  # reads every file now: a bad one fails before the stream
+        except ValueError as exc:
+            fail(str(exc))
+        return replace(base, files=pairs)
+    if device is None:
+        return None
+    chosen: str | int | None = None if device == MIC_DEFAULT else int(device) if device.isdigit() else device
+    return replace(base, device=chosen)
+
+
+@app.command()
+def devices() -> None:
+    """List the sound devices (inputs for --mic, outputs for playback)."""
+    from spark_client.sources.mic.capture import devices_text
+
+    typer.echo(devices_text())
+
+
+def run() -> None:
+    """The `spark-client` command: `--mic` may come without a device (the default input)."""
+    import sys
+
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--mic" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            args.insert(i + 1, MIC_DEFAULT)
+    app(args=args, prog_name="spark-client")
 
 
 @app.command()

@@ -22,7 +22,7 @@ class Priority(enum.IntEnum):
 class ChatMessage:
     """One chat line from a viewer, already cleaned of control/zero-width/bidi characters."""
 
-    source: str  # "console", "script", "twitch"
+    source: str  # "console", "script", "twitch", "mic" (VOICE_SOURCE: a person speaking, transcribed)
     user: str  # display name as shown on stream
     text: str
     user_id: str = ""
@@ -37,10 +37,19 @@ class ChatMessage:
     sent_at_ms: int | None = None  # the source's own timestamp (Twitch tmi-sent-ts), if any
     priority: Priority = Priority.NORMAL
     received_at: float = field(default_factory=time.monotonic)  # monotonic clock, for latency
+    cut_in: bool = False  # spoken over a persona, who stopped for it (the prompt says so)
 
     @property
     def is_privileged(self) -> bool:
         return bool(self.badges & {"broadcaster", "moderator"})
+
+    @property
+    def spoken(self) -> bool:
+        """Said out loud on the stream (the streamer or a guest at the microphone), not typed."""
+        return self.source == VOICE_SOURCE
+
+
+VOICE_SOURCE = "mic"
 
 
 class ModerationKind(enum.Enum):

@@ -74,6 +74,7 @@ class TurnMetrics:
 
     def __init__(self, *, jsonl: Path | None = None, prometheus_port: int = 0) -> None:
         self.turns: deque[dict[str, Any]] = deque(maxlen=MAX_KEPT_TURNS)
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_KEPT_TURNS)  # other records (voice, mic files)
         self._file: IO[str] | None = None
         self.write_failures = 0
         if jsonl is not None:
@@ -108,6 +109,13 @@ class TurnMetrics:
             outcome = "failed" if timings.failed else "interrupted" if timings.interrupted else "spoken"
             self._counter.labels(outcome).inc()
         return record
+
+    def event(self, record: dict[str, Any]) -> None:
+        """A record that is not a turn (an utterance heard, a file fed to the mic), kept and
+        written to the JSONL file beside the turns; its "event" field says what it is."""
+        self.events.append(record)
+        if self._file is not None:
+            self._write(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._file is not None

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import ChatMessage
 from spark_client.health import MemoryWatch
@@ -33,6 +35,22 @@ log = logging.getLogger(__name__)
 REQUIRED_MODELS = ("llm", "llm_template", "tts")
 
 
+@dataclass(frozen=True)
+class MicSettings:
+    """The voice input (`--mic`, `--mic-file`): one of a device or fed files."""
+
+    device: str | int | None = None  # None: the default input device
+    files: tuple[tuple[Path, float], ...] = ()  # (WAV, seconds after the start) fed instead of a device
+    tail_s: float = 8.0  # after the last fed file, how long the fed "mic" stays open
+    loopback: bool = False  # mix the session's own playback back into the fed signal (echo test)
+    loopback_gain: float = 0.5
+    loopback_delay_ms: float = 80.0
+    speaker: str = "streamer"
+    echo_cancel: bool = True  # off with a headset: nothing to cancel
+    end_silence_ms: float = 500.0
+    barge_in: bool = True
+
+
 @dataclass
 class LiveSettings:
     triton_url: str
@@ -52,6 +70,7 @@ class LiveSettings:
     triton_metrics_url: str | None = None  # e.g. http://127.0.0.1:8002/metrics, for the memory watch
     timeouts: CallTimeouts = CallTimeouts()
     loop: LoopOptions = LoopOptions()
+    mic: MicSettings | None = None
 
 
 Printer = Callable[[str], None]
@@ -82,6 +101,8 @@ class LiveSession:
         self.repliers: list[Any] = []
         self.loop: TurnLoop | None = None
         self.source_errors: list[str] = []
+        self.voice: Any = None  # turns/voice.VoiceTurns when the microphone is on
+        self.mic_feed: Any = None  # sources/mic/feed.FileFeed when files are fed to the microphone
 
     async def check_models(self) -> list[str]:
         problems = []
@@ -180,6 +201,11 @@ class LiveSession:
                 metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}")
             )
             tasks.append(asyncio.create_task(watch.run(), name="memory-watch"))
+            if self.settings.mic is not None and (listener := await self._microphone(player)) is not None:
+                if self.settings.mic.files or not sources:  # fed files end; a mic alone is the stream
+                    sources = [*sources, listener]
+                else:  # a microphone beside chat listens until the chat ends
+                    tasks.append(asyncio.create_task(listener.run(self.queue), name="source-mic"))
             source_tasks = [asyncio.create_task(s.run(self.queue), name=f"source-{s.name}") for s in sources]
             tasks += source_tasks
             loop_task = asyncio.create_task(self.loop.run(), name="turn-loop")
@@ -190,6 +216,71 @@ class LiveSession:
             return 1 if self.source_errors else 0
         finally:
             await self._shutdown(tasks, player, avatar)
+
+    async def _microphone(self, player: Player) -> Any:
+        """The voice input as a chat source (sources/mic/), or None with a warning when it cannot
+        run: the stream goes on with chat only."""
+        from spark_client.sources.mic.capture import MicCapture
+        from spark_client.sources.mic.echo import EchoSuppressor, PlaybackReference
+        from spark_client.sources.mic.feed import FileFeed
+        from spark_client.sources.mic.listener import MicListener, MicOptions
+        from spark_client.sources.mic.segmenter import VadOptions
+        from spark_client.sources.mic.transcribe import STTClient
+        from spark_client.sources.mic.vad import SileroVad
+        from spark_client.turns.voice import VoiceOptions, VoiceTurns
+
+        mic = self.settings.mic
+        assert mic is not None and self.loop is not None
+        ok, detail = await self.models.ready("stt")
+        if not ok:
+            self.print(f"warning: no voice input: speech to text is not available ({detail}); chat only")
+            return None
+        try:
+            vad = SileroVad()
+        except Exception as exc:
+            self.print(f"warning: no voice input: {exc}; chat only")
+            return None
+        stt = STTClient(self.models)
+        try:  # the first call loads Whisper's weights into the cache: not while the streamer waits
+            await asyncio.wait_for(stt.transcribe(np.zeros(8000, dtype=np.float32)), timeout=60)
+        except (ModelCallError, TimeoutError) as exc:
+            self.print(
+                f"warning: speech to text did not warm up ({exc or 'timed out'}); the first utterance may be slow"
+            )
+        reference = PlaybackReference()
+        player.taps.append(reference.add)
+        frames: Any
+        if mic.files:
+            frames = self.mic_feed = FileFeed(
+                list(mic.files),
+                loopback=reference.read if mic.loopback else None,
+                loopback_gain=mic.loopback_gain,
+                loopback_delay_ms=mic.loopback_delay_ms,
+                tail_s=mic.tail_s,
+            )
+        else:
+            frames = MicCapture(mic.device, on_status=self.print)
+        voice = VoiceTurns(
+            queue=self.queue,
+            player=player,
+            loop=self.loop,
+            options=VoiceOptions(speaker=mic.speaker, barge_in=mic.barge_in),
+            record=self.metrics.event,
+            printer=self.print,
+        )
+        self.voice = voice
+        self.print(
+            f"listening ({'fed files' if mic.files else 'microphone'}) as {mic.speaker}; "
+            f"echo cancellation {'on' if mic.echo_cancel else 'off (headset)'}"
+        )
+        return MicListener(
+            frames,
+            stt,
+            voice,
+            echo=EchoSuppressor(reference, enabled=mic.echo_cancel),
+            vad=vad,
+            options=MicOptions(vad=VadOptions(end_silence_ms=mic.end_silence_ms)),
+        )
 
     async def _close_when_done(self, source_tasks: list[asyncio.Task[Any]]) -> None:
         results = await asyncio.gather(*source_tasks, return_exceptions=True)
@@ -214,6 +305,16 @@ class LiveSession:
             steps.append(("player", player.close))
         if self._opened_memory is not None:
             steps.append(("memory", self._opened_memory.close))
+        if self.mic_feed is not None:
+            for fed in self.mic_feed.schedule:  # when each file reached the mic, for perf and tests
+                self.metrics.event(
+                    {
+                        "event": "mic_file",
+                        "path": str(fed.path),
+                        "start_at": round(fed.start_at, 4),
+                        "duration_s": round(fed.duration_s, 3),
+                    }
+                )
         steps += [("Triton", self.models.close), ("metrics", self.metrics.close)]
         for name, step in steps:
             try:

@@ -40,8 +40,16 @@ def write_personas(folder: Path, personas: list[dict[str, Any]]) -> Path:
         turns = {"interject_probability": 0.0, "silence_after_s": 0.0, **spec.pop("turns", {})}
         tables = {key: spec.pop(key) for key in list(spec) if isinstance(spec[key], dict)}
         tables["turns"] = turns
+        arrays = {
+            key: spec.pop(key)
+            for key in list(spec)
+            if isinstance(spec[key], list) and spec[key] and all(isinstance(v, dict) for v in spec[key])
+        }  # e.g. examples -> [[examples]]
         lines = [f"{key} = {_value(value)}" for key, value in spec.items()]
         for name, table in tables.items():
             lines += ["", f"[{name}]", *(f"{key} = {_value(value)}" for key, value in table.items())]
+        for name, rows in arrays.items():
+            for row in rows:
+                lines += ["", f"[[{name}]]", *(f"{key} = {_value(value)}" for key, value in row.items())]
         (folder / f"{spec['name'].lower()}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder

@@ -3,7 +3,9 @@
 The player paces itself by the clock in blocks of `block_ms` (or by the sound device, which
 blocks while its buffer is full). For every block played it writes the session WAV and hands the
 same samples to the avatar's lip sync, so the mouth follows the audio actually being played.
-`interrupt()` drops everything queued and stops within one block.
+`interrupt()` drops everything queued and stops within one block. `pause()` stops within one
+block too but keeps what is queued, for `resume()` to play on from the same sample (a person
+starting to speak over the persona: see turns/voice.py).
 
 Each output fails on its own and never stalls a turn: a device that fails (unplugged) is dropped
 and playback goes on paced by the clock (and the device is reopened every `reopen_every_s` when
@@ -50,6 +52,9 @@ class PieceProgress:
 
 # Called as each block starts playing: (turn, samples, sample rate). Lip sync hangs here.
 BlockListener = Callable[[int, np.ndarray, int], Awaitable[None]]
+# Called as each block starts playing: (samples, sample rate, monotonic start time). Must be quick
+# and must not fail; the echo canceller's reference of what the speakers play hangs here.
+PlayedTap = Callable[[np.ndarray, int, float], None]
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Player:
     on_block: BlockListener | None = None  # lip sync: (samples, rate), called as each block plays
     reopen: Callable[[], SoundDevice] | None = None  # opens the device again after it failed
     reopen_every_s: float = 10.0
+    taps: list[PlayedTap] = field(default_factory=list)
     _queue: asyncio.Queue[PlaybackItem] = field(default_factory=asyncio.Queue, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _played_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -73,9 +79,13 @@ class Player:
     _reopen_at: float = field(default=0.0, init=False)
     _reopening: asyncio.Task[SoundDevice] | None = field(default=None, init=False)
     _recorded: SessionWav | None = field(default=None, init=False)
+    _playing: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # clear while paused
+    paused_at: float | None = field(default=None, init=False)  # monotonic: when pause() was asked
+    stopped_at: float | None = field(default=None, init=False)  # when the last block before the pause ended
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self._playing.set()
         self._recorded = self.wav  # kept after a failure stops the recording, for its file names
 
     def enqueue(self, item: PlaybackItem) -> None:
@@ -99,6 +109,28 @@ class Player:
             self._queue.put_nowait(item)
         if self.device is not None:
             self.device.abort()
+
+    @property
+    def paused(self) -> bool:
+        return not self._playing.is_set()
+
+    def pause(self) -> None:
+        """Stops the sound within one block and keeps everything queued (and the block that was
+        cut is played again from its start on `resume`). `stopped_at` says when the sound stopped."""
+        if not self._playing.is_set():
+            return
+        self._playing.clear()
+        self.paused_at = time.monotonic()
+        self.stopped_at = None
+        if self.device is not None:
+            self.device.abort()  # what the device holds is dropped: silence now, not a buffer later
+
+    def resume(self) -> None:
+        self._playing.set()
+
+    def speaking(self) -> bool:
+        """Something is queued or playing (paused included)."""
+        return any(not p.done for p in self.progress.values())
 
     def forget(self, turn: int) -> None:
         self._dropping.discard(turn)
@@ -147,6 +179,10 @@ class Player:
             item.on_start()
         step = max(1, int(item.sample_rate * block_s))
         for start in range(0, item.pcm.size, step):
+            if not self._playing.is_set():
+                self.stopped_at = max(next_at, time.monotonic())  # the block before ends then
+                await self._playing.wait()
+                next_at = time.monotonic()
             if item.turn in self._dropping:
                 progress.skipped += item.pcm.size - start  # cut: never heard, not waited for
                 break
@@ -162,6 +198,11 @@ class Player:
 
     async def _play_block(self, turn: int, block: np.ndarray, rate: int, due: float) -> None:
         self._maybe_reopen()
+        for tap in self.taps:
+            try:
+                tap(block, rate, max(due, time.monotonic()))
+            except Exception:  # a listener must never stop the voice
+                log.exception("a playback tap failed")
         device = self.device
         played = False
         if device is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -128,6 +129,7 @@ class TurnLoop:
         self._warming: tuple[Persona, asyncio.Task[None]] | None = None
         self._current: _TurnState | None = None  # the turn being played
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
+        self._said: deque[tuple[float, str]] = deque(maxlen=16)  # (monotonic, words played), for the mic
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
         self._quiet_since = time.time()  # wall clock: when the last turn ended (silence fillers)
         # what the server turned down at warm-up (an adapter not built for this model, a voice it
@@ -371,6 +373,19 @@ class TurnLoop:
     def _voice(self, persona: Persona) -> str | None:
         return None if persona.name in self._no_voice else persona.voice
 
+    @property
+    def current_turn(self) -> int | None:
+        """The number of the turn being generated or played, if any."""
+        return self._current.number if self._current is not None else None
+
+    def recent_speech(self, since: float) -> str:
+        """What the personas said (played) since the monotonic time `since`, and all the running
+        turn has generated: the microphone compares a transcript with it to catch their own voice."""
+        said = [text for at, text in self._said if at >= since]
+        if self._current is not None:
+            said += [piece.text for piece in self._current.pieces]
+        return " ".join(said)
+
     async def idle(self, poll_s: float = 0.1) -> None:
         """Waits until no turn is running and no chat is waiting."""
         # Two conditions owned by different objects; a 0.1 s poll is cheap and cannot miss either.
@@ -612,6 +627,8 @@ class TurnLoop:
             self._record_history(state, chat)
             if timings.spoken:
                 self._recent_answers.add(timings.spoken)
+        if timings.spoken:
+            self._said.append((time.monotonic(), timings.spoken))
         if self.memory is not None and timings.spoken and not (state.reacting or state.moderated or state.stopping):
             try:
                 await self.memory.remember(message, timings.spoken, state.persona.name)

@@ -73,7 +73,7 @@ class PromptStyle:
         return "<chat>\n" + "\n".join(lines) + "\n</chat>" if self.framing == "tagged" else "\n".join(lines)
 
     def chat(self, answer: ChatMessage, context: tuple[ChatMessage, ...] = ()) -> str:
-        return self.wrap([self.line(m.user, m.text) for m in (*context, answer)])
+        return self.wrap([self.line(speaker_label(m), m.text) for m in (*context, answer)])
 
     def cohost(self, name: str, spoken: str) -> str:
         """Another persona's words, as the persona being prompted hears them."""
@@ -95,6 +95,14 @@ PROMPT_STYLES = {
     )
 }
 DEFAULT_PROMPT_STYLE = PROMPT_STYLES["says-examples"]
+
+
+def speaker_label(message: ChatMessage) -> str:
+    """Who a line is from, as the LLM sees it: a person at the microphone is marked as speaking
+    (their own words to the persona, not a chat line), and one who cut the persona off says so."""
+    if not message.spoken:
+        return message.user
+    return f"{message.user} (speaking to you{', cutting you off' if message.cut_in else ''})"
 
 
 def chat_block(answer: ChatMessage, context: tuple[ChatMessage, ...]) -> str:

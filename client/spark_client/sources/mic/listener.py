@@ -1,0 +1,222 @@
+"""The microphone path, frame by frame: echo suppression -> Silero VAD -> utterances -> `stt`.
+
+Frames are consumed as they come and never wait for speech to text: each finished utterance
+goes to a transcriber task through a bounded queue (when speech to text falls behind, the oldest
+waiting utterance is dropped with a warning). Transcription starts early: when a pause inside
+speech reaches `VadOptions.pause_ms` the audio so far is sent at once, and if the utterance then
+ends without more speech that transcript is used (Whisper costs ~0.4 s per call on two cores
+whatever the length, so this takes it off the wait after the end-of-speech silence). What happens
+with speech (stop a persona, answer, ignore) is decided by the `VoiceSink` (turns/voice.py); this module only hears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from spark_client.sources.base import ChatSink
+from spark_client.sources.mic.echo import EchoSuppressor
+from spark_client.sources.mic.frames import SAMPLE_RATE, MicFrame
+from spark_client.sources.mic.segmenter import (
+    SpeechDiscarded,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechSegmenter,
+    SpeechStarted,
+    VadOptions,
+)
+from spark_client.speech.triton import ModelCallError
+
+log = logging.getLogger(__name__)
+
+
+class FrameSource(Protocol):
+    name: str
+
+    def frames(self) -> AsyncIterator[MicFrame]: ...
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, audio: np.ndarray) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechOnset:
+    start_at: float  # monotonic: the first speech sample
+    detected_at: float  # when the VAD was sure (the end of the frame that confirmed it)
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One thing a person said, transcribed ("" when it held no words)."""
+
+    text: str
+    start_at: float  # monotonic clock, first speech sample
+    end_at: float  # end of the last speech sample
+    speech_ms: float
+    transcribed_at: float
+    stt_ms: float
+    audio_s: float  # what was sent to speech to text (pre-roll and a little silence included)
+
+
+class VoiceSink(Protocol):
+    """What the microphone tells the turn loop, in this order per utterance: started, then
+    either discarded (too little speech: a click, a cough) or ended and, once transcribed, heard."""
+
+    def speech_started(self, onset: SpeechOnset) -> None: ...
+
+    def speech_discarded(self) -> None: ...
+
+    def speech_ended(self, end_at: float) -> None: ...
+
+    async def heard(self, utterance: Utterance) -> None: ...
+
+
+class SileroLike(Protocol):
+    def __call__(self, frame: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MicOptions:
+    vad: VadOptions = field(default_factory=VadOptions)
+    max_waiting: int = 4  # utterances waiting for speech to text; beyond, the oldest is dropped
+    stt_timeout_s: float = 10.0
+
+
+class MicListener:
+    """A chat source whose messages are spoken: runs until its frames end (a fed file) or it is
+    cancelled (a microphone). `sink` is told of every utterance; the queue given to `run` is not
+    used directly (the sink decides what reaches it)."""
+
+    name = "mic"
+
+    def __init__(
+        self,
+        frames: FrameSource,
+        stt: Transcriber,
+        sink: VoiceSink,
+        *,
+        echo: EchoSuppressor,
+        vad: SileroLike,
+        options: MicOptions = MicOptions(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source, self.stt, self.sink, self.echo, self.vad = frames, stt, sink, echo, vad
+        self.options = options
+        self.segmenter = SpeechSegmenter(options.vad)
+        self._clock = clock
+        self._waiting: asyncio.Queue[tuple[SpeechEnded, asyncio.Task[str] | None] | None] = asyncio.Queue()
+        # the transcript started at the latest pause: (end sample of the speech it holds, its task)
+        self._early: tuple[int, asyncio.Task[str]] | None = None
+        self.early_used = 0  # utterances whose transcript was started at a pause and used
+        self._frame_at: tuple[int, float] = (0, 0.0)  # (segmenter sample count, monotonic time) of the last frame
+        self.dropped_utterances = 0
+        self.failed_transcripts = 0
+        self.vad_ms = 0.0  # time spent per frame on echo + VAD (latest), for the perf report
+
+    async def run(self, sink: ChatSink | None = None) -> None:
+        transcriber = asyncio.create_task(self._transcribe_all(), name="mic-transcriber")
+        try:
+            async with contextlib.aclosing(self.source.frames()) as frames:
+                async for frame in frames:
+                    self._hear(frame)
+            self._waiting.put_nowait(None)  # the feed ended: finish what was said, then stop
+            await transcriber
+        finally:
+            self._drop_early()
+            if not transcriber.done():
+                transcriber.cancel()
+                await asyncio.wait({transcriber}, timeout=self.options.stt_timeout_s)
+
+    def _time_of(self, sample: int) -> float:
+        count, at = self._frame_at
+        return at - (count - sample) / SAMPLE_RATE
+
+    def _hear(self, frame: MicFrame) -> None:
+        started = time.perf_counter()
+        cleaned = self.echo.clean(frame)
+        probability = self.echo.gate(cleaned, frame, self.vad(cleaned))
+        events = self.segmenter.feed(cleaned, probability)
+        self._frame_at = (self.segmenter.samples, frame.at)
+        self.vad_ms = (time.perf_counter() - started) * 1000
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                self.sink.speech_started(
+                    SpeechOnset(self._time_of(event.start_sample), self._time_of(event.detected_sample))
+                )
+            elif isinstance(event, SpeechPaused):
+                self._drop_early()
+                task = asyncio.create_task(self.stt.transcribe(event.audio), name="mic-early-transcript")
+                self._early = (event.end_sample, task)
+            elif isinstance(event, SpeechDiscarded):
+                self._drop_early()
+                self.sink.speech_discarded()
+            elif isinstance(event, SpeechEnded):
+                self.sink.speech_ended(self._time_of(event.end_sample))
+                early = None
+                if self._early is not None and self._early[0] == event.end_sample:  # nobody spoke since
+                    early, self._early = self._early[1], None
+                self._drop_early()
+                self._enqueue(event, early)
+
+    def _drop_early(self) -> None:
+        """The transcript started at a pause is stale (speech went on) or unwanted: cancelled,
+        which cancels its request on the server."""
+        if self._early is not None:
+            self._early[1].cancel()
+            self._early = None
+
+    def _enqueue(self, event: SpeechEnded, early: asyncio.Task[str] | None) -> None:
+        if self._waiting.qsize() >= self.options.max_waiting:
+            dropped = self._waiting.get_nowait()
+            if dropped is not None:
+                self.dropped_utterances += 1
+                if dropped[1] is not None:
+                    dropped[1].cancel()
+                log.warning(
+                    "speech to text is behind: an utterance of %.1f s was dropped", dropped[0].audio.size / SAMPLE_RATE
+                )
+        self._waiting.put_nowait((event, early))
+
+    async def _transcribe_all(self) -> None:
+        while (waiting := await self._waiting.get()) is not None:
+            event, early = waiting
+            start_at, end_at = self._time_of(event.start_sample), self._time_of(event.end_sample)
+            began = self._clock()
+            try:
+                async with asyncio.timeout(self.options.stt_timeout_s):
+                    if early is not None:
+                        self.early_used += 1
+                        text = await early
+                    else:
+                        text = await self.stt.transcribe(event.audio)
+            except (ModelCallError, TimeoutError, asyncio.CancelledError) as exc:  # the person may repeat
+                current = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and (current is None or current.cancelling()):
+                    raise  # the listener itself is stopping (not just the early transcript)
+                self.failed_transcripts += 1
+                log.warning("speech to text failed for an utterance (%s); it was not heard", exc or "timed out")
+                text = ""
+            done = self._clock()
+            utterance = Utterance(
+                text=" ".join(text.split()),
+                start_at=start_at,
+                end_at=end_at,
+                speech_ms=event.speech_ms,
+                transcribed_at=done,
+                stt_ms=(done - began) * 1000,
+                audio_s=event.audio.size / SAMPLE_RATE,
+            )
+            try:
+                await self.sink.heard(utterance)
+            except Exception:  # one bad utterance must not deafen the stream
+                log.exception("an utterance could not be handled")
