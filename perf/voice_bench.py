@@ -68,7 +68,9 @@ def prepare(folder: Path, lines: Sequence[SpokenLine]) -> list[FedLine]:
     return fed
 
 
-def run_client(url: str, folder: Path, fed: list[FedLine], *, loopback: bool, name: str) -> VoiceRun:
+def run_client(
+    url: str, folder: Path, fed: list[FedLine], *, loopback: bool, name: str, extra: Sequence[str] = ()
+) -> VoiceRun:
     records = folder / f"{name}.jsonl"
     records.unlink(missing_ok=True)
     args = [
@@ -90,6 +92,7 @@ def run_client(url: str, folder: Path, fed: list[FedLine], *, loopback: bool, na
     ]
     for line in fed:
         args += ["--mic-file", str(line.path), "--mic-file-at", f"{line.at_s:.2f}"]
+    args += list(extra)
     if loopback:
         args += ["--mic-loopback", "--mic-loopback-gain", "0.5", "--mic-loopback-delay-ms", "60"]
     executable = Path(sys.executable).with_name("spark-client")
@@ -217,7 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="6 lines instead of the whole corpus")
     parser.add_argument("--loopback", action="store_true", help="also a run with the playback fed back to the mic")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default under perf/reports/)")
+    parser.add_argument(
+        "--client-args", default="", help='more spark-client live options, e.g. "--no-echo-cancel --end-silence-ms 300"'
+    )
     args = parser.parse_args(argv)
+    extra = shlex.split(args.client_args)
     if (why := espeak_available()) is not None:
         print(f"python -m perf voice: {why}", file=sys.stderr)
         return 2
@@ -233,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.start()
             server.wait_ready(300)
             url = server.grpc_url
-        runs = {"voice": run_client(url, folder, fed, loopback=False, name="voice")}
+        runs = {"voice": run_client(url, folder, fed, loopback=False, name="voice", extra=extra)}
         if args.loopback:
-            runs["loopback"] = run_client(url, folder, fed[: max(3, len(fed) // 3)], loopback=True, name="loopback")
+            some = fed[: max(3, len(fed) // 3)]
+            runs["loopback"] = run_client(url, folder, some, loopback=True, name="loopback", extra=extra)
     finally:
         if server is not None:
             server.stop()

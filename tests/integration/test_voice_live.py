@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.server, pytest.mark.e2e]
 SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
 
 
-@pytest.fixture(autouse=True)
-def _needs_espeak() -> None:
+@pytest.fixture
+def espeak() -> None:
+    """Speech our TTS did not make comes from espeak-ng (Debian's package)."""
     if (why := espeak_available()) is not None:
         pytest.skip(why)
 
@@ -113,7 +114,7 @@ def cancelled_streams(triton) -> float:
 
 
 # Transcribed by the packaged Whisper and answered by the packaged SmolLM2 (greedy) with ~85 words.
-def test_a_spoken_question_is_transcribed_and_answered_as_the_streamers_words(triton, tmp_path):
+def test_a_spoken_question_is_transcribed_and_answered_as_the_streamers_words(triton, tmp_path, espeak):
     question = speak(SpokenLine("Spark, what game should we play next?", "en-gb", 160), tmp_path / "q.wav")
     records, output = run_live(
         triton, tmp_path, ["--mic-file", str(question), "--mic-file-at", "0.5", "--mic-file-tail", "3"]
@@ -126,7 +127,7 @@ def test_a_spoken_question_is_transcribed_and_answered_as_the_streamers_words(tr
     assert f"streamer (mic): {voice[0]['text']}" in output
 
 
-def test_a_backchannel_while_the_persona_talks_does_not_cut_it_off(triton, tmp_path):
+def test_a_backchannel_while_the_persona_talks_does_not_cut_it_off(triton, tmp_path, espeak):
     yeah = speak(SpokenLine("yeah", "en-gb", 170), tmp_path / "yeah.wav")
     records, output = run_live(
         triton,
@@ -146,7 +147,7 @@ def test_a_backchannel_while_the_persona_talks_does_not_cut_it_off(triton, tmp_p
     assert len(story["spoken"].split()) > 40, story  # the whole story was told, not cut at the "yeah"
 
 
-def test_talking_over_the_persona_stops_it_cancels_its_streams_and_is_answered(triton, tmp_path):
+def test_talking_over_the_persona_stops_it_cancels_its_streams_and_is_answered(triton, tmp_path, espeak):
     cut = speak(SpokenLine("Stop!", "en-us+f3", 170, 60), tmp_path / "cut.wav")
     before = cancelled_streams(triton)
     # the story is still being generated (and starts to play) when the words begin
@@ -172,7 +173,7 @@ def test_talking_over_the_persona_stops_it_cancels_its_streams_and_is_answered(t
     assert cancelled_streams(triton) > before, "the interrupted answer's server streams were not cancelled"
 
 
-def test_the_personas_own_voice_in_the_microphone_never_starts_a_turn(triton, tmp_path):
+def test_the_personas_own_voice_in_the_microphone_never_starts_a_turn(triton, tmp_path, espeak):
     script = tmp_path / "chat.jsonl"
     lines = ["hi spark, how are you today?", "what is your favourite food?", "tell me about your best friend"]
     script.write_text("".join(json.dumps({"user": "mika", "text": t, "delay_s": 0.5}) + "\n" for t in lines))
