@@ -331,3 +331,8 @@ class LiveSession:
                 more = f" (+{len(parts) - 1} more part(s): {parts[-1].name})" if len(parts) > 1 else ""
                 self.print(f"session audio: {parts[0]}{more}")
             self.print(self.metrics.summary_text())
+            if self.voice is not None and self.voice.counts:
+                heard = ", ".join(
+                    f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(self.voice.counts.items())
+                )
+                self.print(f"voice: {heard}")

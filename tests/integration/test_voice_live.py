@@ -150,13 +150,13 @@ def test_a_backchannel_while_the_persona_talks_does_not_cut_it_off(triton, tmp_p
 def test_talking_over_the_persona_stops_it_cancels_its_streams_and_is_answered(triton, tmp_path, espeak):
     cut = speak(SpokenLine("Stop!", "en-us+f3", 170, 60), tmp_path / "cut.wav")
     before = cancelled_streams(triton)
-    # the story is still being generated (and starts to play) when the words begin
+    # the story has played for a couple of seconds and is still being generated when the words begin
     records, output = run_live(
         triton,
         tmp_path,
         [
             *("--personas", str(storyteller(tmp_path / "personas", 1000)), "--script", str(story_request(tmp_path))),
-            *("--mic-file", str(cut), "--mic-file-at", "1.0", "--mic-file-tail", "3"),
+            *("--mic-file", str(cut), "--mic-file-at", "3.0", "--mic-file-tail", "3"),
         ],
     )
     voice = [r for r in records if r["event"] == "voice" and r["outcome"] != "discarded"]

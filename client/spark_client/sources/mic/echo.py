@@ -333,11 +333,12 @@ class EchoGate:
     than `margin_db` above it (`HYSTERESIS_DB` less right after a speech frame: words are
     continuous, stray echo frames are not). Speech frames barely move the coupling, so a long
     double talk cannot teach the gate to ignore the streamer, while a coupling that really grew
-    (a moved mic) is learned within seconds. It starts from 0 dB (a residual as loud as the
-    reference itself: everything during playback is echo) and learns down quickly.
+    (a moved mic) is learned within seconds. It starts from -10 dB (the echo of a speaker beside
+    the mic before the canceller has converged), so the streamer is heard from the first words a
+    persona says, and learns down quickly.
     Frames must come in stream order, each with the reference for its own span."""
 
-    INITIAL_COUPLING_DB = 0.0
+    INITIAL_COUPLING_DB = -10.0
     RISE = 0.3  # envelope attack per frame, toward a higher echo-only ratio
     FALL = 0.05  # envelope release per frame ...
     FALL_RANGE_DB = 10.0  # ... counting frames at most this far below (0.5 dB a frame)
