@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -29,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_client.speech.audio import read_wav
+from spark_client.speech.guards import words as guard_words
+
 from perf.machine import git_commit, report_dir_name, utc_now
 from perf.stats import Distribution
-from perf.voice_corpus import CORPUS, SpokenLine, espeak_available, read_mono, speak, speech_bounds
+from perf.voice_corpus import CORPUS, SpokenLine, espeak_available, speak, speech_bounds
 from spark_runtime.paths import REPO_ROOT, engine_root
 from spark_runtime.serve import TritonServer
 
@@ -61,7 +63,7 @@ def prepare(folder: Path, lines: Sequence[SpokenLine]) -> list[FedLine]:
     fed, at = [], 1.0
     for number, line in enumerate(lines):
         path = speak(line, folder / f"line{number:02d}.wav")
-        audio, rate = read_mono(path)
+        audio, rate = read_wav(path)
         duration = audio.size / rate
         fed.append(FedLine(line, path, at, speech_bounds(path), duration))
         at += duration + GAP_S
@@ -104,7 +106,8 @@ def run_client(
 
 
 def words(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", text.lower().replace("colour", "color")))
+    """What word error rate compares: the guards' words, British and American spelling alike."""
+    return " ".join(guard_words(text.lower().replace("colour", "color")))
 
 
 def analyse(run: VoiceRun) -> None:

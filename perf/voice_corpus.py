@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from spark_client.speech.audio import read_wav
 
 
 @dataclass(frozen=True)
@@ -82,19 +82,9 @@ def speak(line: SpokenLine, path: Path) -> Path:
     return path
 
 
-def read_mono(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as wav:
-        rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
-        raw = wav.readframes(wav.getnframes())
-    if width != 2:
-        raise ValueError(f"{path}: expected 16-bit PCM")
-    audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    return audio.reshape(-1, channels).mean(axis=1), rate
-
-
 def speech_bounds(path: Path, *, threshold_db: float = -40.0) -> tuple[float, float]:
     """(start, end) seconds of the speech in a WAV, by 10 ms energy above `threshold_db` of peak."""
-    audio, rate = read_mono(path)
+    audio, rate = read_wav(path)
     hop = max(1, rate // 100)
     frames = audio[: audio.size // hop * hop].reshape(-1, hop)
     energy = np.sqrt((frames**2).mean(axis=1)) + 1e-12

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,23 +28,20 @@ from typing import Any, Protocol
 
 from spark_client.events import VOICE_SOURCE, ChatMessage, Priority
 from spark_client.sources.mic.listener import SpeechOnset, Utterance
+from spark_client.speech.guards import words
 from spark_client.speech.playback import Player
 from spark_client.turns.queue import ChatQueue
 
 log = logging.getLogger(__name__)
 
-# Short replies that keep a speaker going rather than take the turn.
+# Short replies that keep a speaker going rather than take the turn ("mm-hm" and "uh-huh" are
+# compared word by word).
 BACKCHANNELS = frozenset(
-    "yeah yea yes yep yup mm mmm mhm mm-hm mm-hmm hmm hm uh-huh uh huh um ah oh ok okay right sure "
+    "yeah yea yes yep yup mm mmm mhm hmm hm uh huh um ah oh ok okay right sure "
     "true nice cool wow really totally exactly ha haha hah lol alright gotcha indeed".split()
 )
 # What Whisper is known to write for a breath or noise in a short clip; taken as no words.
 NOISE_TRANSCRIPTS = frozenset({"you", "thank you", "thanks", "thanks for watching", "bye", "so", "the"})
-_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
-
-
-def words_of(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 class Outcome:
@@ -67,14 +63,14 @@ def classify(
     """What an utterance is (see `Outcome`). A backchannel only exists while a persona talks
     and is short; otherwise "yeah" is an answer like any other. An utterance whose words are
     mostly words the personas just said is their own voice coming back."""
-    words = words_of(text)
-    if not words or (speech_ms < 1000 and " ".join(words) in NOISE_TRANSCRIPTS):
+    heard = words(text)
+    if not heard or (speech_ms < 1000 and " ".join(heard) in NOISE_TRANSCRIPTS):
         return Outcome.NO_WORDS
-    said = set(words_of(persona_said))
-    if said and sum(w in said for w in words) / len(words) >= echo_overlap:
+    said = set(words(persona_said))
+    if said and sum(w in said for w in heard) / len(heard) >= echo_overlap:
         return Outcome.ECHO
-    short = speech_ms < backchannel_ms or len(words) <= 2
-    if persona_speaking and short and all(w in BACKCHANNELS for w in words):
+    short = speech_ms < backchannel_ms or len(heard) <= 2
+    if persona_speaking and short and all(w in BACKCHANNELS for w in heard):
         return Outcome.BACKCHANNEL
     return Outcome.TURN
 

@@ -13,6 +13,7 @@ import numpy as np
 import soxr
 
 from spark_client.sources.mic.frames import FRAME_SAMPLES, SAMPLE_RATE, MicFrame
+from spark_client.speech.audio import read_wav
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 NOISE_SEED = 0  # the noise floor is the same in every run, so runs compare
@@ -29,27 +30,11 @@ def read_wav_16k(path: Path) -> np.ndarray:
     """A PCM WAV (8/16/24/32-bit, any channels, any rate) as 16 kHz mono float32 in [-1, 1].
     Raises ValueError naming the file when it is missing, unreadable, not PCM or empty."""
     try:
-        with wave.open(str(path), "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            raw = wav.readframes(wav.getnframes())
+        data, rate = read_wav(path)
     except FileNotFoundError as exc:
         raise ValueError(f"{path}: no such file") from exc
     except (OSError, EOFError, wave.Error) as exc:
         raise ValueError(f"{path}: not a readable PCM WAV file ({exc})") from exc
-    if width == 1:
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw[: len(raw) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        data = (((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8) >> 8).astype(np.float32) / 8388608.0
-    elif width == 4:
-        data = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
-    else:
-        raise ValueError(f"{path}: {8 * width}-bit samples are not supported (8, 16, 24 or 32-bit PCM)")
-    data = data[: data.size // channels * channels]
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1, dtype=np.float32)
     if data.size == 0:
         raise ValueError(f"{path}: the WAV file holds no audio")
     if rate != SAMPLE_RATE:
