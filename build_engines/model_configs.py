@@ -114,6 +114,7 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("repetition_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("presence_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("frequency_penalty", "TYPE_FP32", (1,), optional=True),
+            Tensor("grammar", "TYPE_STRING", (1,), optional=True),
         ),
         outputs=(Tensor("text_output", "TYPE_STRING", (-1,)),),
         instances=_CPU,

@@ -20,6 +20,7 @@ Inputs = Mapping[str, np.ndarray]
 
 MAX_PROMPT_CHARS = 64_000
 MAX_TOKENS_LIMIT = 4096
+MAX_GRAMMAR_CHARS = 64_000  # room for a skill grammar that lists every Minecraft block by name
 MAX_TTS_CHARS = 4000
 STT_SAMPLE_RATE = 16_000
 MAX_STT_SECONDS = 600.0
@@ -66,6 +67,19 @@ def _strings(inputs: Inputs, name: str) -> tuple[str, ...]:
     return tuple(s for s in (_text(v, name) for v in np.asarray(array).reshape(-1)) if s)
 
 
+def _grammar(inputs: Inputs) -> str | None:
+    """`grammar`: GBNF text; absent, empty or blank means free text."""
+    raw = _one(inputs, "grammar")
+    text = "" if raw is None else _text(raw, "grammar")
+    if not text.strip():
+        return None
+    if len(text) > MAX_GRAMMAR_CHARS:
+        raise RequestError(f"grammar is {len(text)} characters; the limit is {MAX_GRAMMAR_CHARS}")
+    if "\0" in text:  # engines read it as a C string: the rest would be silently dropped
+        raise RequestError("grammar: contains a NUL character")
+    return text
+
+
 def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
     """Returns (request, stream, exclude_input_in_output)."""
     raw = _one(inputs, "text_input")
@@ -94,6 +108,7 @@ def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
         repetition_penalty=_number(inputs, "repetition_penalty", 1.0, lo=0.01, hi=10.0),
         presence_penalty=_number(inputs, "presence_penalty", 0.0, lo=-2.0, hi=2.0),
         frequency_penalty=_number(inputs, "frequency_penalty", 0.0, lo=-2.0, hi=2.0),
+        grammar=_grammar(inputs),
     )
     return request, _flag(inputs, "stream", False), _flag(inputs, "exclude_input_in_output", True)
 

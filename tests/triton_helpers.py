@@ -44,6 +44,8 @@ def llm_inputs(prompt: str, max_tokens: int, *, stream: bool, **extra: Any) -> l
         inputs.append(tensor("lora_name", [[extra.pop("lora_name").encode()]], "BYTES"))
     if "end_id" in extra:
         inputs.append(tensor("end_id", [[extra.pop("end_id")]], "INT32"))
+    if "grammar" in extra:
+        inputs.append(tensor("grammar", [[extra.pop("grammar").encode()]], "BYTES"))
     assert not extra, f"unknown options {extra}"
     return inputs
 

@@ -33,6 +33,11 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # A GBNF grammar the whole output must match (None: free text). The engine masks every token
+    # the grammar refuses; once the grammar is complete only an end-of-generation token is left,
+    # which ends the stream (end_id does not apply). max_tokens and stop words still apply, so a
+    # budget too small for the grammar's text cuts it short.
+    grammar: str | None = None
 
 
 @dataclass(slots=True)

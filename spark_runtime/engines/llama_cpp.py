@@ -10,6 +10,10 @@ on a 2-core CPU two interleaved streams were not faster in total anyway.
 LoRA adapters are per request: the slot's adapter set is replaced at the start of every request
 (cleared when none is named), so no request inherits another's adapter. A KV cache computed under
 one adapter is invalid under another, so switching adapters drops the cached prefix.
+
+A request's GBNF grammar constrains sampling through spark_runtime.engines.llama_grammar: parsed
+once per distinct text, a fresh copy of its state per request, and a clean error (never a crash)
+for a grammar that does not parse or that no token can continue.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
+from spark_runtime.engines.llama_grammar import GrammarCache, GrammarGuide, guided_llama_class
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import StopWordFilter, Utf8Accumulator
 
@@ -65,15 +70,18 @@ class LlamaCppEngine:
         self._model_path = model_path
         self._adapters_dir = adapters_dir
         threads = threads or max(1, os.cpu_count() or 1)
+        llama_class = guided_llama_class(llama_cpp)
         self._slots = [
             _Slot(
                 i,
-                llama_cpp.Llama(
+                llama_class(
                     str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False
                 ),
             )
             for i in range(max(1, slots))
         ]
+        # Every slot loads the same GGUF: slot 0's vocabulary serves all of them.
+        self.grammars = GrammarCache(llama_cpp, self._slots[0].llama._model.vocab)
         self._n_ctx = n_ctx
         self._slot_timeout_s = slot_timeout_s  # a request waiting longer for a free slot is refused
         self._cond = threading.Condition()
@@ -186,15 +194,26 @@ class LlamaCppEngine:
         if len(tokens) >= self._n_ctx:
             raise RequestError(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
         budget = min(request.max_tokens, self._n_ctx - len(tokens))
-        slot = self._acquire(tokens, request.lora_name)
+        guide = self.grammars.guide(request.grammar) if request.grammar else None
         try:
-            self._apply_adapter(slot, request.lora_name)
-            yield from self._decode(slot, tokens, budget, request, stats)
+            slot = self._acquire(tokens, request.lora_name)
+            try:
+                self._apply_adapter(slot, request.lora_name)
+                yield from self._decode(slot, tokens, budget, request, stats, guide)
+            finally:
+                self._release(slot)
         finally:
-            self._release(slot)
+            if guide is not None:
+                guide.close()
 
     def _decode(
-        self, slot: _Slot, tokens: list[int], budget: int, request: GenerationRequest, stats: GenerationStats
+        self,
+        slot: _Slot,
+        tokens: list[int],
+        budget: int,
+        request: GenerationRequest,
+        stats: GenerationStats,
+        guide: GrammarGuide | None,
     ) -> Iterator[str]:
         llama = slot.llama
         vocab = llama._model.vocab
@@ -220,9 +239,11 @@ class LlamaCppEngine:
             frequency_penalty=request.frequency_penalty,
             reset=True,
         )
+        llama.guide = guide
         try:
             for token in generator:
-                if request.end_id is None:
+                # A complete grammar leaves only end-of-generation tokens: they end it, whatever end_id says.
+                if request.end_id is None or guide is not None:
                     ended = bool(self._lib.llama_vocab_is_eog(vocab, token))
                 else:
                     ended = token == request.end_id
@@ -249,8 +270,10 @@ class LlamaCppEngine:
             raise
         finally:
             generator.close()
+            llama.guide = None
 
     def close(self) -> None:
+        self.grammars.close()  # before the models: each parsed grammar points at a vocabulary
         for slot in self._slots:
             slot.adapters.clear()  # llama.cpp frees adapters with their model
             slot.llama.close()

@@ -3,7 +3,8 @@
 For checking a checkpoint on a GPU before building TensorRT-LLM engines, and for training and
 trying persona adapters. Decoding is a manual loop over the model's KV cache (one token per
 step), so a closed generator stops at the next token and stats are exact. Per-request LoRA uses
-PEFT when it is installed; a request naming an adapter without PEFT gets a clear error.
+PEFT when it is installed; a request naming an adapter without PEFT gets a clear error. A request
+with a grammar is refused: constrained decoding is the llama.cpp and TensorRT-LLM engines' job.
 
 Streams interleave token by token: one forward pass at a time runs on the model (it is not safe
 for concurrent passes), and waiting steps take their turn in arrival order, so `slots` streams
@@ -60,6 +61,11 @@ class _TurnLock:
                 self._waiters.popleft().release()
             else:
                 self._held = False
+
+
+def _refuse_grammar(request: GenerationRequest) -> None:
+    if request.grammar:
+        raise RequestError("grammar-constrained decoding needs the llama.cpp or TensorRT-LLM engine")
 
 
 class TransformersEngine:
@@ -206,6 +212,7 @@ class TransformersEngine:
 
     def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
+        _refuse_grammar(request)
         ids = self._encode(request.prompt)
         budget = min(request.max_tokens, self._max_seq_len - ids.shape[1])
         yield from self._decode(ids, budget, request, stats)
@@ -263,6 +270,7 @@ class TransformersEngine:
         """Greedy, non-streamed: transformers' own generate(), a cross-check for the streaming loop."""
         if request.temperature > 0:
             raise RequestError("complete() is greedy only (temperature 0)")
+        _refuse_grammar(request)
         ids = self._encode(request.prompt)
         budget = min(request.max_tokens, self._max_seq_len - ids.shape[1])
         end = (

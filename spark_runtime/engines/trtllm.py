@@ -9,12 +9,16 @@ loaded, so CPU machines never import it.
   Block reuse keeps a persona's fixed system prompt cached between turns.
 - LoRA: per request by name; `adapters/<name>/` holds the PEFT files the LLM API's LoRARequest
   loads (and TensorRT-LLM's .npy form for the C++ backend). Ids are fixed per process.
+- Grammar: a request's GBNF text becomes `GuidedDecodingParams(grammar=...)`, which the LLM API
+  compiles with xgrammar (`guided_decoding_backend="xgrammar"` at load; engine.json's
+  `guided_decoding_backend` null or "" turns it off and grammar requests are refused).
 - Draft model: the engine accepts external draft tokens, but the LLM API's TensorRT backend does
   not drive draft/target decoding (that is the Triton TensorRT-LLM BLS path); the target serves alone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -41,6 +45,7 @@ class TrtllmSettings:
     max_cpu_loras: int = 8
     lora_device_fraction: float = 0.02
     lora_host_bytes: int = 1 << 30
+    guided_decoding_backend: str | None = "xgrammar"  # None: no grammar requests
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> TrtllmSettings:
@@ -58,6 +63,7 @@ class TrtllmSettings:
             max_cpu_loras=int(lora.get("max_cpu_loras", 8)),
             lora_device_fraction=float(lora.get("device_cache_fraction", 0.02)),
             lora_host_bytes=int(lora.get("host_cache_bytes", 1 << 30)),
+            guided_decoding_backend=manifest.get("guided_decoding_backend", "xgrammar") or None,
         )
 
     def with_options(self, options: Mapping[str, Any]) -> TrtllmSettings:
@@ -81,6 +87,22 @@ class TrtllmSettings:
         if (v := given("lora_cache_host_memory_bytes")) is not None:
             changes["lora_host_bytes"] = int(v)
         return replace(self, **changes)
+
+
+@functools.lru_cache(maxsize=32)
+def _xgrammar_error(grammar: str) -> str | None:
+    """Why xgrammar cannot parse `grammar` (None: it can), checked before the request is queued:
+    the LLM API would report it only from inside its executor."""
+    try:
+        import xgrammar
+    except ImportError:  # the executor checks it then
+        return None
+    try:
+        xgrammar.Grammar.from_ebnf(grammar)
+    except Exception as exc:  # xgrammar raises RuntimeError or ValueError by version
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return message if len(message) <= 200 else message[:197] + "..."
+    return None
 
 
 class TensorRTLLMEngine:
@@ -131,6 +153,8 @@ class TensorRTLLMEngine:
                 max_tokens=s.kv_max_tokens, free_gpu_memory_fraction=s.kv_free_fraction, enable_block_reuse=s.kv_reuse
             ),
         }
+        if s.guided_decoding_backend:
+            kwargs["guided_decoding_backend"] = s.guided_decoding_backend
         if s.lora_max_rank:
             kwargs["lora_config"] = LoraConfig(
                 lora_dir=[str(self._adapter_path(n)) for n in self._lora_ids],
@@ -198,13 +222,34 @@ class TensorRTLLMEngine:
             value = getattr(request, name)
             if value != (1.0 if name == "repetition_penalty" else 0.0):
                 kwargs[name] = value
-        if request.end_id == -1:
+        if request.grammar:
+            # A complete grammar allows only the end token, which ends it: end_id does not apply.
+            kwargs["guided_decoding"] = self._guided_decoding(request.grammar)
+        elif request.end_id == -1:
             kwargs["ignore_eos"] = True
         elif request.end_id is not None:
             kwargs["end_id"] = request.end_id
         # Stop words are matched here (StopWordFilter), not by the engine: the engine trims a matched
         # stop string from its text, which would leave a held-back prefix of it to leak out.
         return SamplingParams(**kwargs)
+
+    def _guided_decoding(self, grammar: str) -> Any:
+        """GBNF text -> the LLM API's guided decoding, compiled by xgrammar.
+
+        xgrammar reads EBNF close to GBNF: `name ::= ...` rules starting from `root`, quoted
+        literals with the same escapes (\\x.. \\u.... \\n), [...] and [^...] classes, ( ) | * + ?
+        {m,n} and # comments mean the same. Not shared: llama.cpp's token references (<[id]>,
+        <token>) and its limits (2000 repetitions, no left recursion); xgrammar's lookahead
+        `(= ...)` and its own structural tags. Keep skill grammars to the shared subset.
+        """
+        backend = self._settings.guided_decoding_backend
+        if not backend:
+            raise RequestError("grammar: this engine was loaded without guided decoding (engine.json)")
+        if backend == "xgrammar" and (problem := _xgrammar_error(grammar)):
+            raise RequestError(f"grammar: {problem}")
+        from tensorrt_llm.llmapi import GuidedDecodingParams
+
+        return GuidedDecodingParams(grammar=grammar)
 
     def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import threading
 import time
 
@@ -158,6 +160,101 @@ def test_bad_llm_inputs_get_errors(triton, inputs, message):
         client.close()
     assert error is not None and message in error
     assert generate(triton.grpc_url, "<|im_start|>user\nhi<|im_end|>\n", 2, stream=False)
+
+
+YES_NO = 'root ::= ("yes" | "no")'
+CALL = 'root ::= "collect(block=" blk ", count=" [1-9] ")"\nblk ::= "oak_log" | "stone"'
+CALL_PATTERN = re.compile(r"collect\(block=(oak_log|stone), count=[1-9]\)")
+
+
+@pytest.fixture(scope="module")
+def minecraft_prompt(triton) -> str:
+    return render(
+        triton.grpc_url,
+        [
+            {"role": "system", "content": "You play Minecraft. Answer with exactly one skill call."},
+            {"role": "user", "content": "You need wood to build a house. What do you do?"},
+        ],
+    )
+
+
+def test_a_request_without_grammar_is_unchanged_by_grammar_requests(triton, prompt):
+    before = generate(triton.grpc_url, prompt, 24, stream=False)[0]
+    generate(triton.grpc_url, prompt, 8, stream=False, grammar=YES_NO)
+    after = generate(triton.grpc_url, prompt, 24, stream=False)[0]
+    assert after == before and not re.fullmatch("yes|no", before)  # free text, as it was
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_yes_no_grammar_answers_exactly_yes_or_no(triton, stream):
+    question = render(triton.grpc_url, [{"role": "user", "content": "Is a creeper dangerous? Say yes or no."}])
+    for temperature in (0.0, 1.0):
+        texts = generate(triton.grpc_url, question, 16, stream=stream, grammar=YES_NO, temperature=temperature)
+        assert "".join(texts) in ("yes", "no"), texts
+
+
+def test_a_skill_call_grammar_gives_one_valid_call_through_the_client(triton, minecraft_prompt):
+    from spark_client.speech.llm import LLMClient, RenderedPrompt, SamplingOptions
+    from spark_client.speech.triton import TritonModels
+
+    async def calls() -> list[str]:
+        models = TritonModels(triton.grpc_url)
+        try:
+            llm = LLMClient(models)
+            prompt = RenderedPrompt(minecraft_prompt, ("<|im_end|>",))
+            answers = []
+            for seed in range(3):  # the client samples (temperature 0.7): each seed a different path
+                options = SamplingOptions(max_tokens=64, seed=seed)
+                answers.append("".join([d async for d in llm.stream(prompt, options, grammar=CALL)]))
+            return answers
+        finally:
+            await models.close()
+
+    for answer in asyncio.run(calls()):
+        assert CALL_PATTERN.fullmatch(answer), answer
+
+
+@pytest.mark.parametrize(
+    ("grammar", "reason"),
+    [
+        ('root ::= "yes" |(', "expecting ')'"),
+        ('foo ::= "x"', "does not contain a 'root' symbol"),
+        ('root ::= "a" foo', "Undefined rule identifier 'foo'"),
+        ('root ::= "unbalanced', "unexpected end of input"),
+        ('root ::= "ok" "\\x00"', "no token can continue it"),  # parses; no token can produce a NUL
+    ],
+)
+def test_a_malformed_grammar_is_a_clear_error_and_the_server_keeps_serving(triton, prompt, grammar, reason):
+    client = StreamClient(triton.grpc_url)
+    try:
+        result = client.run("llm", llm_inputs(prompt, 16, stream=True, grammar=grammar))
+    finally:
+        client.close()
+    assert result.error is not None and "grammar: " in result.error and reason in result.error, result.error
+    assert generate(triton.grpc_url, prompt, 4, stream=False)[0]
+    assert generate(triton.grpc_url, prompt, 16, stream=False, grammar=YES_NO)[0] in ("yes", "no")
+
+
+def test_grammar_cost_per_token_is_measured(triton, minecraft_prompt):
+    """Printed, not asserted (speed is judged in benchmarks): 20 tokens with and without a grammar."""
+    free_text = "root ::= [a-zA-Z0-9 ,.'()=_]+"
+
+    def timed(**extra) -> tuple[float, int]:
+        tokens = metric(triton.metrics_url, "spark_llm_generated_tokens_total", model="llm")
+        started = time.perf_counter()
+        generate(triton.grpc_url, minecraft_prompt, 20, stream=True, **extra)
+        elapsed = time.perf_counter() - started
+        return elapsed, int(metric(triton.metrics_url, "spark_llm_generated_tokens_total", model="llm") - tokens)
+
+    generate(triton.grpc_url, minecraft_prompt, 4, stream=False)  # the prompt's prefix is cached for all
+    runs = {
+        "unconstrained": [timed(end_id=-1) for _ in range(3)],
+        "grammar [a-zA-Z0-9 ,.'()=_]+": [timed(grammar=free_text) for _ in range(3)],
+        "grammar collect(...)": [timed(grammar=CALL) for _ in range(3)],
+    }
+    for name, samples in runs.items():
+        best = min(t for t, _ in samples)
+        print(f"\n20-token completion, {name}: best of 3 {best * 1000:.0f} ms ({samples[0][1]} tokens)")
 
 
 def test_embeddings_are_normalised_and_meaningful(triton):

@@ -1,4 +1,4 @@
-"""Client speech pieces without sockets: chunker, playback accounting, audio helpers."""
+"""Client speech pieces without sockets: chunker, playback accounting, audio helpers, LLM inputs."""
 
 import asyncio
 
@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from spark_client.speech.audio import SessionWav, read_wav, resample
 from spark_client.speech.chunker import SpeechChunker
+from spark_client.speech.llm import LLMClient, RenderedPrompt, SamplingOptions
 from spark_client.speech.playback import PlaybackItem, Player
 
 
@@ -88,3 +89,36 @@ def test_player_plays_in_order_feeds_lip_sync_and_stops_on_interrupt(tmp_path):
 
     heard = asyncio.run(scenario())
     assert heard[0][0] == 1 and {t for t, _ in heard} == {1, 2}
+
+
+class RecordingModels:
+    """`TritonModels.stream` for the LLM: records the inputs, answers with one delta."""
+
+    def __init__(self) -> None:
+        self.inputs: list[dict[str, object]] = []
+
+    async def stream(self, model: str, inputs: list):
+        self.inputs.append({i.name(): i for i in inputs})
+
+        class Result:
+            def as_numpy(self, name: str) -> np.ndarray:
+                return np.array([[b"yes"]], dtype=object)
+
+        yield Result()
+
+
+def test_llm_stream_sends_a_grammar_only_when_given():
+    models = RecordingModels()
+    client = LLMClient(models)  # type: ignore[arg-type]
+
+    async def answer(**kw) -> str:
+        return "".join([d async for d in client.stream(RenderedPrompt("hi", ()), SamplingOptions(), **kw)])
+
+    assert asyncio.run(answer()) == "yes"
+    assert asyncio.run(answer(grammar='root ::= "yes" | "no"')) == "yes"
+    plain, constrained = models.inputs
+    assert "grammar" not in plain
+    grammar = constrained["grammar"]
+    assert grammar.datatype() == "BYTES" and grammar.shape() == [1, 1]
+    assert grammar._get_content().endswith(b'root ::= "yes" | "no"')  # length-prefixed, as Triton serialises it
+    assert set(constrained) - set(plain) == {"grammar"}

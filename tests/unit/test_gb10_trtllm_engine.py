@@ -74,6 +74,16 @@ class FakeLLM:
         self.closed = True
 
 
+class FakeXGrammar:
+    """xgrammar's parser as the engine uses it: raises on text that is not a grammar."""
+
+    @staticmethod
+    def from_ebnf(text: str) -> object:
+        if "::=" not in text:
+            raise RuntimeError("[12:00:00] grammar_parser.cc:99: EBNF parse error at line 1, column 1:\n Expect ::=")
+        return object()
+
+
 class FakeTokenizer:
     chat_template = "{{ bos_token }}{{ messages[0]['content'] }}"
     bos_token, eos_token = "<s>", "</s>"
@@ -92,6 +102,7 @@ def fake_trtllm(monkeypatch):
         "tensorrt_llm.lora_manager": types.ModuleType("tensorrt_llm.lora_manager"),
         "tensorrt_llm.executor": types.ModuleType("tensorrt_llm.executor"),
         "tensorrt_llm.executor.request": types.ModuleType("tensorrt_llm.executor.request"),
+        "xgrammar": types.ModuleType("xgrammar"),
     }
     modules["tensorrt_llm"].SamplingParams = Recorded
     modules["tensorrt_llm._tensorrt_engine"].LLM = FakeLLM
@@ -99,9 +110,14 @@ def fake_trtllm(monkeypatch):
     modules["tensorrt_llm.llmapi.llm_args"].PeftCacheConfig = Recorded
     modules["tensorrt_llm.lora_manager"].LoraConfig = Recorded
     modules["tensorrt_llm.executor.request"].LoRARequest = Recorded
+    modules["tensorrt_llm.llmapi"].GuidedDecodingParams = Recorded
+    modules["xgrammar"].Grammar = FakeXGrammar
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     FakeLLM.instances.clear()
+    from spark_runtime.engines.trtllm import _xgrammar_error
+
+    _xgrammar_error.cache_clear()  # its verdicts came from another test's xgrammar
     return modules
 
 
@@ -173,6 +189,7 @@ def test_engine_json_becomes_a_bounded_kv_cache_and_lora_config(engine, engine_d
         "free_gpu_memory_fraction": 0.3,
         "enable_block_reuse": True,
     }
+    assert llm.kwargs["guided_decoding_backend"] == "xgrammar"  # grammar requests need it at load
     lora = llm.kwargs["lora_config"].kwargs
     assert lora["max_lora_rank"] == 16 and lora["lora_target_modules"] == ["attn_q", "attn_v"]
     assert llm.kwargs["peft_cache_config"].kwargs == {"device_cache_percent": 0.02, "host_cache_size": 1 << 30}
@@ -248,3 +265,39 @@ def test_lora_by_name_and_cancellation(engine, engine_dir):
 def test_a_prompt_longer_than_the_engine_is_refused(engine):
     with pytest.raises(RequestError, match="the engine holds 64"):
         next(engine.generate(GenerationRequest(prompt="word " * 100)))
+
+
+CALL = 'root ::= "collect(block=" blk ", count=" [1-9] ")"\nblk ::= "oak_log" | "stone"'
+
+
+def test_a_grammar_becomes_xgrammar_guided_decoding(engine):
+    run(engine, max_tokens=32, grammar=CALL)
+    sampling = FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs
+    guided = sampling.pop("guided_decoding")
+    assert isinstance(guided, Recorded) and guided.kwargs == {"grammar": CALL} and not guided.args
+    assert sampling == {"max_tokens": 32, "seed": 0, "top_k": 1}  # the rest as without a grammar
+    # the complete grammar's end token ends it: "never end" would only repeat end tokens
+    run(engine, max_tokens=32, grammar=CALL, end_id=-1, temperature=0.5)
+    sampling = FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs
+    assert "ignore_eos" not in sampling and "end_id" not in sampling and sampling["temperature"] == 0.5
+
+
+def test_a_grammar_xgrammar_cannot_parse_is_refused_before_it_is_queued(engine):
+    calls = len(FakeLLM.instances[0].calls)
+    with pytest.raises(RequestError, match=r"^grammar: .*EBNF parse error at line 1, column 1: Expect ::=$"):
+        run(engine, max_tokens=8, grammar='root = "yes"')
+    assert len(FakeLLM.instances[0].calls) == calls
+
+
+def test_an_engine_loaded_without_guided_decoding_refuses_grammars(fake_trtllm, engine_dir):
+    from spark_runtime.engines import load_engine
+
+    manifest = json.loads((engine_dir / "engine.json").read_text())
+    manifest["guided_decoding_backend"] = None
+    (engine_dir / "engine.json").write_text(json.dumps(manifest))
+    e = load_engine(engine_dir)
+    e._hf_tokenizer = FakeTokenizer()
+    assert "guided_decoding_backend" not in FakeLLM.instances[-1].kwargs
+    with pytest.raises(RequestError, match="grammar: this engine was loaded without guided decoding"):
+        run(e, max_tokens=8, grammar=CALL)
+    assert "".join(run(e, max_tokens=8)[0]) == "Hello world!"

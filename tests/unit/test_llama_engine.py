@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,74 @@ def test_a_repetition_penalty_reaches_llama_cpp(engine):
     plain = "".join(engine.generate(GenerationRequest(prompt=prompt, max_tokens=16)))
     penalised = "".join(engine.generate(GenerationRequest(prompt=prompt, max_tokens=16, repetition_penalty=1.8)))
     assert plain.split().count("no") > penalised.split().count("no")
+
+
+YES_NO = 'root ::= ("yes" | "no")'
+CALL = 'root ::= "collect(block=" blk ", count=" [1-9] ")"\nblk ::= "oak_log" | "stone"'
+
+
+def test_a_grammar_constrains_the_answer_and_ends_it(engine):
+    text, stats = run(engine, max_tokens=16, grammar=YES_NO)
+    assert text in ("yes", "no") and stats.finish_reason == "stop"
+    call, stats = run(engine, max_tokens=64, grammar=CALL, temperature=0.9, seed=7)
+    assert re.fullmatch(r"collect\(block=(oak_log|stone), count=[1-9]\)", call), call
+    assert stats.finish_reason == "stop"
+    # a complete grammar leaves only the end token: it ends the answer even when end_id says never
+    forced, _ = run(engine, max_tokens=16, grammar=YES_NO, end_id=-1)
+    assert forced in ("yes", "no")
+
+
+def test_a_grammar_that_allows_the_models_own_answer_changes_nothing(engine):
+    free, free_stats = run(engine, max_tokens=24)
+    allowed, stats = run(engine, max_tokens=24, grammar="root ::= [^\\x00]*")
+    assert allowed == free
+    assert (stats.generated_tokens, stats.finish_reason) == (free_stats.generated_tokens, free_stats.finish_reason)
+
+
+def test_max_tokens_and_stop_words_still_apply_under_a_grammar(engine):
+    cut, stats = run(engine, max_tokens=3, grammar=CALL)
+    assert stats.finish_reason == "length" and stats.generated_tokens == 3 and "collect(block=".startswith(cut)
+    stopped, stats = run(engine, max_tokens=64, grammar=CALL, stop_words=("block",))
+    assert stopped == "collect(" and stats.finish_reason == "stop"
+
+
+def test_a_grammar_is_parsed_once_and_each_request_starts_from_its_beginning(engine):
+    before = engine.grammars.parsed
+    answers = {run(engine, max_tokens=64, grammar=CALL)[0] for _ in range(3)}
+    # the parse state is copied per request: a state shared between requests would refuse the
+    # second answer from its first character on
+    assert len(answers) == 1 and next(iter(answers)).startswith("collect(")
+    assert engine.grammars.parsed - before <= 1  # at most the first of them parsed it
+
+
+def test_the_grammar_cache_keeps_the_most_recently_used_texts(engine):
+    from spark_runtime.engines.llama_grammar import GrammarCache
+
+    cache = GrammarCache(engine._lib, engine._slots[0].llama._model.vocab, size=2)
+    try:
+        for text in ('root ::= "a"', 'root ::= "b"', 'root ::= "a"', 'root ::= "c"', 'root ::= "a"'):
+            cache.guide(text).close()
+        assert len(cache) == 2 and cache.parsed == 3  # "b" was dropped for "c"; "a" stayed, in use
+        cache.guide('root ::= "b"').close()
+        assert cache.parsed == 4
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize(
+    ("grammar", "message"),
+    [
+        ('root ::= "a" |(', "grammar: expecting ')' at the end"),
+        ('foo ::= "x"', "grammar: grammar does not contain a 'root' symbol"),
+        # parses, but no token can produce a NUL: llama.cpp would abort the process at that step
+        ('root ::= "ok" "\\x00"', "grammar: no token can continue it after 'ok'"),
+        ("root ::= [^\\x00-\\U0010FFFF]", "grammar: no token can continue it after ''"),
+    ],
+)
+def test_a_bad_grammar_fails_its_request_only(engine, grammar, message):
+    with pytest.raises(RequestError) as failure:
+        run(engine, max_tokens=16, grammar=grammar)
+    assert str(failure.value).startswith(message)
+    assert not any(slot.busy for slot in engine._slots) and not any(slot.llama.guide for slot in engine._slots)
+    text, _ = run(engine, max_tokens=4)
+    assert text.strip()

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from spark_runtime.errors import RequestError
-from spark_runtime.requests import parse_generation, parse_speech, parse_text_prefix, parse_transcriptions
+from spark_runtime.requests import (
+    MAX_GRAMMAR_CHARS,
+    parse_generation,
+    parse_speech,
+    parse_text_prefix,
+    parse_transcriptions,
+)
 
 
 def b(text: str) -> np.ndarray:
@@ -48,6 +54,29 @@ def test_sampling_penalties_use_the_ensemble_names_and_have_bounds():
 def test_generation_defaults_are_greedy_and_non_streaming():
     request, stream, _ = parse_generation({"text_input": b("x"), "max_tokens": np.array([[1]], np.int32)})
     assert request.temperature == 0 and request.lora_name is None and not stream
+
+
+def test_a_grammar_is_passed_as_written_and_empty_means_none():
+    gbnf = 'root ::= "collect(block=" blk ")"\nblk ::= "oak_log" | "stone"\n'
+    request, _, _ = parse_generation({"text_input": b("x"), "grammar": b(gbnf)})
+    assert request.grammar == gbnf
+    assert parse_generation({"text_input": b("x")})[0].grammar is None  # clients that never send one
+    for blank in ("", " \n\t"):
+        assert parse_generation({"text_input": b("x"), "grammar": b(blank)})[0].grammar is None
+
+
+@pytest.mark.parametrize(
+    ("grammar", "message"),
+    [
+        (np.array([[b"\xff"]], dtype=object), "grammar: not valid UTF-8"),
+        (b("a" * (MAX_GRAMMAR_CHARS + 1)), f"the limit is {MAX_GRAMMAR_CHARS}"),
+        (b('root ::= "a"\0 | "b"'), "grammar: contains a NUL character"),
+        (np.array([[b"root ::= x"], [b"root ::= y"]], dtype=object), "grammar: expected one value"),
+    ],
+)
+def test_bad_grammar_inputs(grammar, message):
+    with pytest.raises(RequestError, match=message):
+        parse_generation({"text_input": b("x"), "grammar": grammar})
 
 
 @pytest.mark.parametrize(

@@ -150,6 +150,15 @@ def test_an_adapter_changes_the_answer_for_its_request_only(engine):
     assert stream(engine, max_tokens=12, end_id=-1)[0] == base  # the adapter did not stay on
 
 
+def test_a_grammar_is_refused_rather_than_ignored(engine):
+    message = "grammar-constrained decoding needs the llama.cpp or TensorRT-LLM engine"
+    with pytest.raises(RequestError, match=message):
+        stream(engine, max_tokens=4, grammar='root ::= "yes"')
+    with pytest.raises(RequestError, match=message):
+        engine.complete(GenerationRequest(prompt=PROMPT, max_tokens=4, grammar='root ::= "yes"'))
+    assert stream(engine, max_tokens=3, end_id=-1)[1].generated_tokens == 3
+
+
 def test_prompt_longer_than_the_context_is_refused(engine):
     with pytest.raises(RequestError, match="the context holds 128"):
         next(engine.generate(GenerationRequest(prompt=PROMPT + " hello" * 200)))

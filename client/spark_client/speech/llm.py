@@ -47,9 +47,17 @@ class LLMClient:
         return RenderedPrompt(prompt, stops)
 
     async def stream(
-        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+        self,
+        prompt: RenderedPrompt,
+        options: SamplingOptions,
+        *,
+        lora_name: str | None = None,
+        grammar: str | None = None,
     ) -> AsyncIterator[str]:
-        """Text deltas as they are generated; closing the iterator cancels generation on the server."""
+        """Text deltas as they are generated; closing the iterator cancels generation on the server.
+
+        `grammar` (GBNF, llama.cpp's syntax) constrains the whole answer; the server refuses one it
+        cannot parse with an error naming the grammar. Leave max_tokens room for all of its text."""
         inputs = [
             infer_input("text_input", np.array([[prompt.text]], dtype=object)),
             infer_input("max_tokens", np.array([[options.max_tokens]], dtype=np.int32)),
@@ -67,6 +75,8 @@ class LLMClient:
             inputs.append(infer_input("stop_words", np.array([list(prompt.stop_words)], dtype=object)))
         if lora_name:
             inputs.append(infer_input("lora_name", np.array([[lora_name]], dtype=object)))
+        if grammar:
+            inputs.append(infer_input("grammar", np.array([[grammar]], dtype=object)))
         async for result in self._models.stream(self._model, inputs):
             delta = result.as_numpy("text_output").reshape(-1)[0].decode("utf-8")
             if delta:
