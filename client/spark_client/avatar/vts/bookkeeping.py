@@ -1,15 +1,19 @@
 """Transport-independent bookkeeping for the VTube Studio client: matching responses to
 requests by requestID, and the reconnection backoff. No I/O and no clock: callers pass times.
+The reconnection backoff is the shared one in spark_client.retry.
 """
 
 from __future__ import annotations
 
 import itertools
-import random
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from spark_client.retry import Backoff, BackoffPolicy
+
 from .protocol import Response, is_valid_request_id
+
+__all__ = ["Backoff", "BackoffPolicy"]  # re-exported: the policy is shared (spark_client.retry)
 
 # ---- request-ID matching -------------------------------------------------------------------
 
@@ -92,36 +96,3 @@ class PendingRequests:
 
     def next_deadline(self) -> float | None:
         return min((e.deadline for e in self._pending.values()), default=None)
-
-
-# ---- reconnection policy -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    initial: float = 0.5
-    maximum: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.5  # fraction of each delay that is randomised: delay * [1 - jitter, 1]
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial <= self.maximum and self.factor >= 1 and 0 <= self.jitter <= 1):
-            raise ValueError(f"invalid backoff policy {self}")
-
-
-class Backoff:
-    """Jittered exponential delays, capped at `policy.maximum`; reset after a success."""
-
-    def __init__(self, policy: BackoffPolicy, *, rng: random.Random | None = None) -> None:
-        self.policy = policy
-        self._rng = rng or random.Random()
-        self.attempts = 0
-
-    def next_delay(self) -> float:
-        p = self.policy
-        base = min(p.maximum, p.initial * p.factor ** min(self.attempts, 64))
-        self.attempts += 1
-        return base * (1.0 - p.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        self.attempts = 0
