@@ -19,19 +19,31 @@ ENGINE_ARGS := $(if $(LLM_GGUF),--llm-gguf $(LLM_GGUF))
 # With LLM_GGUF set, the engines are rebuilt (cheap: files are hard links) before serving.
 SERVED := $(if $(LLM_GGUF),engines,$(ENGINES))
 PERF_ARGS ?=
+# Game mode's Node sidecar (mineflayer) and the local flying-squid server, from its lockfile.
+SIDECAR := client/minecraft_sidecar
+SIDECAR_STAMP := $(SIDECAR)/node_modules/.installed
 
-.PHONY: setup engines serve live test test-unit lint system-deps perf clean help
+.PHONY: minecraft-server setup engines serve live test test-unit lint system-deps perf clean help
 
 help:
 	@echo "make live    set up, build CPU engines, start tritonserver, chat with the persona (Ctrl-C stops)"
 	@echo "make serve   tritonserver on model_repository with the CPU engines (foreground)"
 	@echo "make test    the whole test suite (unit + real tritonserver + end to end)"
 	@echo "make lint    ruff check + format check"
-	@echo "make setup   create .venv and install everything (idempotent)"
+	@echo "make setup   create .venv and install everything, the game sidecar's npm packages too (idempotent)"
+	@echo "make minecraft-server  a local Minecraft server (flying-squid, offline mode) on 127.0.0.1:$(MC_PORT)"
 	@echo "make engines python -m build_engines cpu -> engines/cpu/ (LLM_GGUF=model.gguf: your own LLM)"
 	@echo "make perf    latency report under perf/reports/ (starts tritonserver if none is ready; PERF_ARGS=...)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(SIDECAR_STAMP)
+
+# Needs Node.js and npm (Debian: nodejs, in requirements/apt-test.txt); without them game mode says
+# what is missing and the rest of the product runs.
+$(SIDECAR_STAMP): $(SIDECAR)/package.json $(SIDECAR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  echo "game sidecar: npm ci in $(SIDECAR)"; \
+	  npm ci --prefix $(SIDECAR) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "note: npm not found; game mode (--minecraft) needs Node.js: apt install nodejs npm"; fi
 
 $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt client/pyproject.toml pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,7 +63,7 @@ $(ENGINES): $(STAMP)
 serve: $(SERVED)
 	$(PY) -m spark_runtime.serve
 
-live: $(SERVED)
+live: $(SERVED) $(SIDECAR_STAMP)
 	$(PY) -m spark_runtime.serve --then $(BIN)/spark-client live $(LIVE_ARGS)
 
 # Measures the server at $SPARK_TRITON_URL (default 127.0.0.1:8100) when one is ready there; otherwise
@@ -78,8 +90,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
-test: $(ENGINES) system-deps lint
+test: $(ENGINES) system-deps $(SIDECAR_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+MC_PORT ?= 25565
+minecraft-server: $(SIDECAR_STAMP)
+	node $(SIDECAR)/server/local_server.js --port $(MC_PORT)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

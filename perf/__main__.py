@@ -9,6 +9,7 @@ python -m perf --dry-run               # which server it would measure (or start
 python -m perf quality [--short]       # the answer-quality benchmark alone (see perf/quality.py)
 python -m perf memory [--sizes 1000]   # recall time as the memory store grows (see perf/memory_bench.py)
 python -m perf voice [--loopback]      # the streamer's voice: transcript, answer, barge-in (perf/voice_bench.py)
+python -m perf game [--repeats N]      # Minecraft skill calls with and without the grammar (perf/game_bench.py)
 
 Exit code: 0 when every selected measurement ran, 1 when one failed or the report is incomplete,
 2 without engines, 130 / 143 when stopped by Ctrl-C / SIGTERM (a server it started is stopped).
@@ -69,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stop_on_signals()
         return voice_bench.main(argv[1:])
+    if argv[:1] == ["game"]:
+        from perf import game_bench
+
+        stop_on_signals()
+        return game_bench.main(argv[1:])
     if argv[:1] == ["quality"]:
         from perf import quality
 

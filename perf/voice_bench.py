@@ -31,6 +31,7 @@ from typing import Any
 from spark_client.speech.audio import read_wav
 from spark_client.speech.guards import words as guard_words
 
+from perf.live_client import live_command, records
 from perf.machine import git_commit, report_dir_name, utc_now
 from perf.stats import Distribution
 from perf.voice_corpus import CORPUS, SpokenLine, espeak_available, speak, speech_bounds
@@ -73,36 +74,18 @@ def prepare(folder: Path, lines: Sequence[SpokenLine]) -> list[FedLine]:
 def run_client(
     url: str, folder: Path, fed: list[FedLine], *, loopback: bool, name: str, extra: Sequence[str] = ()
 ) -> VoiceRun:
-    records = folder / f"{name}.jsonl"
-    records.unlink(missing_ok=True)
-    args = [
-        "live",
-        "--triton-url",
-        url,
-        "--no-playback",
-        "--no-vts",
-        "--no-memory",
-        "--no-cohost",
-        "--duo-state",
-        str(folder / f"{name}-duo.json"),
-        "--wav",
-        str(folder / f"{name}.wav"),
-        "--metrics-jsonl",
-        str(records),
-        "--mic-file-tail",
-        "15",
-    ]
+    records_path = folder / f"{name}.jsonl"
+    records_path.unlink(missing_ok=True)
+    command = live_command(url, folder, name, "--mic-file-tail", "15")
     for line in fed:
-        args += ["--mic-file", str(line.path), "--mic-file-at", f"{line.at_s:.2f}"]
-    args += list(extra)
+        command += ["--mic-file", str(line.path), "--mic-file-at", f"{line.at_s:.2f}"]
+    command += list(extra)
     if loopback:
-        args += ["--mic-loopback", "--mic-loopback-gain", "0.5", "--mic-loopback-delay-ms", "60"]
-    executable = Path(sys.executable).with_name("spark-client")
-    done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=1800, check=False)
+        command += ["--mic-loopback", "--mic-loopback-gain", "0.5", "--mic-loopback-delay-ms", "60"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     (folder / f"{name}-client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    parsed = [json.loads(x) for x in records.read_text().splitlines() if x.strip()] if records.is_file() else []
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
-    return VoiceRun(fed, parsed, shlex.join(["spark-client", *args]), done.returncode, tail)
+    return VoiceRun(fed, records(records_path), shlex.join(["spark-client", *command[1:]]), done.returncode, tail)
 
 
 def words(text: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -213,6 +214,26 @@ def live(
     barge_in: Annotated[
         bool, typer.Option(help="Speaking over a persona stops it (--no-barge-in: it finishes, then answers).")
     ] = True,
+    minecraft: Annotated[
+        str | None,
+        typer.Option(help="Play Minecraft on this Java server (HOST:PORT, offline mode) with a mineflayer bot."),
+    ] = None,
+    watch_minecraft: Annotated[
+        str | None,
+        typer.Option(help="Watch a game on this server (HOST:PORT): follow --watch-player and talk about it."),
+    ] = None,
+    watch_player: Annotated[str | None, typer.Option(help="The player watch mode follows.")] = None,
+    mc_username: Annotated[
+        str | None, typer.Option(help="The bot's name in the game (default: the main persona's).")
+    ] = None,
+    mc_version: Annotated[str, typer.Option(help="Minecraft version the server speaks.")] = "1.20.1",
+    mc_goal: Annotated[
+        str, typer.Option(help="What the personas aim for in the game until chat votes for something else.")
+    ] = "gather wood, then craft a crafting table",
+    mc_grammar: Annotated[
+        bool,
+        typer.Option(help="Constrain the LLM's skill calls with a grammar (--no-mc-grammar: only to measure it)."),
+    ] = True,
     metrics_jsonl: Annotated[Path | None, typer.Option(help="Append one JSON line of timings per turn.")] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
     triton_metrics_url: Annotated[
@@ -256,6 +277,9 @@ def live(
     except PersonaFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    game_settings = _game_settings(
+        minecraft, watch_minecraft, watch_player, mc_username or chosen[0].name, mc_version, mc_goal, mc_grammar
+    )
     settings = LiveSettings(
         triton_url=triton_url,
         model_urls=_model_urls(llm_url, speech_url),
@@ -273,6 +297,7 @@ def live(
         moderation_delay_s=moderation_delay,
         loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
         mic=mic_settings,
+        game=game_settings,
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
@@ -308,6 +333,38 @@ def live(
         typer.echo("Type a chat message as a viewer and press Enter ('!stop' interrupts, Ctrl-D ends).")
         sources.append(ConsoleSource())
     raise typer.Exit(run_until_signalled(session.run(sources)))
+
+
+def _game_settings(
+    play: str | None, watch: str | None, player: str | None, username: str, version: str, goal: str, grammar: bool
+) -> Any:
+    """--minecraft / --watch-minecraft -> GameSettings (None without either); usage errors exit 2."""
+    if play is None and watch is None:
+        if player:
+            typer.echo("error: --watch-player goes with --watch-minecraft HOST:PORT", err=True)
+            raise typer.Exit(2)
+        return None
+    from spark_client.game.sidecar import GameConnection, parse_address
+    from spark_client.session import GameSettings
+
+    if play is not None and watch is not None:
+        typer.echo("error: use either --minecraft or --watch-minecraft, not both", err=True)
+        raise typer.Exit(2)
+    if watch is not None and not (player and player.strip()):
+        typer.echo("error: --watch-minecraft needs --watch-player NAME (whom to watch)", err=True)
+        raise typer.Exit(2)
+    name = re.sub(r"[^A-Za-z0-9_]", "", username)[:16]
+    if len(name) < 3:
+        typer.echo(f"error: --mc-username {username!r}: 3 to 16 letters, digits or _", err=True)
+        raise typer.Exit(2)
+    try:
+        host, port = parse_address(play or watch or "")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    mode = "play" if play is not None else "watch"
+    connection = GameConnection(host, port, username=name, version=version, mode=mode, watch_player=player)
+    return GameSettings(connection, goal=" ".join(goal.split()) or "explore", constrained=grammar)
 
 
 MIC_DEFAULT = "default"  # what a bare --mic becomes (see run)

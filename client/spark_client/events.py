@@ -22,7 +22,7 @@ class Priority(enum.IntEnum):
 class ChatMessage:
     """One chat line from a viewer, already cleaned of control/zero-width/bidi characters."""
 
-    source: str  # "console", "script", "twitch", "mic" (VOICE_SOURCE: a person speaking, transcribed)
+    source: str  # "console", "script", "twitch", "mic" (VOICE_SOURCE: a person speaking, transcribed), "game"
     user: str  # display name as shown on stream
     text: str
     user_id: str = ""
@@ -50,6 +50,7 @@ class ChatMessage:
 
 
 VOICE_SOURCE = "mic"
+GAME_SOURCE = "game"  # narration of the game the personas play or watch (sources/game.py)
 
 
 class ModerationKind(enum.Enum):

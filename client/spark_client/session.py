@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from spark_client.avatar.driver import AvatarDriver
-from spark_client.events import ChatMessage
+from spark_client.events import GAME_SOURCE, ChatMessage
 from spark_client.health import MemoryWatch
 from spark_client.memory import Embedder, Memory
 from spark_client.memory.errors import MemoryStoreError
@@ -51,6 +52,15 @@ class MicSettings:
     barge_in: bool = True
 
 
+@dataclass(frozen=True)
+class GameSettings:
+    """Game mode (`--minecraft`, `--watch-minecraft`): where the bot plays and what it aims for."""
+
+    connection: Any  # game.sidecar.GameConnection
+    goal: str = "gather wood, then craft a crafting table"
+    constrained: bool = True  # grammar-guided skill calls (off only to measure what they buy)
+
+
 @dataclass
 class LiveSettings:
     triton_url: str
@@ -71,6 +81,7 @@ class LiveSettings:
     timeouts: CallTimeouts = CallTimeouts()
     loop: LoopOptions = LoopOptions()
     mic: MicSettings | None = None
+    game: GameSettings | None = None
 
 
 Printer = Callable[[str], None]
@@ -103,6 +114,10 @@ class LiveSession:
         self.source_errors: list[str] = []
         self.voice: Any = None  # turns/voice.VoiceTurns when the microphone is on
         self.mic_feed: Any = None  # sources/mic/feed.FileFeed when files are fed to the microphone
+        self.game: Any = None  # game.sidecar.GameBot in game mode
+        self.game_player: Any = None  # game.player.GamePlayer when the personas play (not watch)
+        self.game_narrator: Any = None  # sources.game.GameNarrator
+        self.game_board: Any = None  # game.goals.GoalBoard
 
     async def check_models(self) -> list[str]:
         problems = []
@@ -206,7 +221,10 @@ class LiveSession:
                     sources = [*sources, listener]
                 else:  # a microphone beside chat listens until the chat ends
                     tasks.append(asyncio.create_task(listener.run(self.queue), name="source-mic"))
-            source_tasks = [asyncio.create_task(s.run(self.queue), name=f"source-{s.name}") for s in sources]
+            sink: Any = self.queue
+            if self.settings.game is not None:
+                sink = self._start_game(tasks)
+            source_tasks = [asyncio.create_task(s.run(sink), name=f"source-{s.name}") for s in sources]
             tasks += source_tasks
             loop_task = asyncio.create_task(self.loop.run(), name="turn-loop")
             tasks.append(loop_task)
@@ -282,6 +300,49 @@ class LiveSession:
             options=MicOptions(vad=VadOptions(end_silence_ms=mic.end_silence_ms)),
         )
 
+    def _start_game(self, tasks: list[asyncio.Task[Any]]) -> Any:
+        """Game mode beside the stream: the supervised bot, the narration of what happens and,
+        when playing, the player; returns the sink chat goes to (game commands are taken out).
+        Without Node or the sidecar's packages the stream goes on without the game."""
+        from spark_client.game.goals import GameCommands, GoalBoard
+        from spark_client.game.player import GamePlayer, PlayOptions
+        from spark_client.game.sidecar import GameBot, SidecarOptions
+        from spark_client.sources.game import GameNarrator
+
+        game = self.settings.game
+        assert game is not None and self.loop is not None
+        problem = SidecarOptions().problem()
+        if problem:
+            self.print(f"warning: no game: {problem}")
+            return self.queue
+        connection = game.connection
+        self.game_narrator = narrator = GameNarrator(
+            self.queue,
+            bot_name=connection.username,
+            printer=self.print,
+            record=self.metrics.event,
+            waiting=lambda: self.queue.waiting_from(GAME_SOURCE),
+        )
+        self.game = GameBot(connection, on_event=narrator.on_event)
+        tasks.append(asyncio.create_task(self.game.run(), name="game-bot"))
+        where = f"{connection.host}:{connection.port}"
+        if connection.mode == "watch":
+            self.print(f"watching {connection.watch_player} on {where} as {connection.username}")
+            return self.queue
+        self.game_board = GoalBoard(game.goal)
+        self.game_player = GamePlayer(
+            bot=self.game,
+            llm=self._llm or LLMClient(self.models),
+            board=self.game_board,
+            persona=self.settings.personas[0].name,
+            options=PlayOptions(constrained=game.constrained),
+            on_action=narrator.on_action,
+            record=self.metrics.event,
+        )
+        tasks.append(asyncio.create_task(self.game_player.run(), name="game-player"))
+        self.print(f"playing on {where} as {connection.username}; goal: {game.goal} (chat: !goal, !vote, !goals)")
+        return GameCommands(self.queue, self.game_board, printer=self.print)
+
     async def _close_when_done(self, source_tasks: list[asyncio.Task[Any]]) -> None:
         results = await asyncio.gather(*source_tasks, return_exceptions=True)
         for task, result in zip(source_tasks, results, strict=False):
@@ -336,3 +397,8 @@ class LiveSession:
                     f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(self.voice.counts.items())
                 )
                 self.print(f"voice: {heard}")
+            if self.game_player is not None and self.game_player.steps:
+                outcomes = Counter(step.outcome for step in self.game_player.steps)
+                self.print(
+                    "game: " + ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(outcomes.items()))
+                )

@@ -10,19 +10,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from perf import live_client
 from perf.voice_corpus import SpokenLine, espeak_available, speak, speech_bounds
 from tests.fakes.personas import write_personas
 from tests.timing import seconds
 from tests.triton_helpers import metric
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
-
-SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
 
 
 @pytest.fixture
@@ -83,29 +81,12 @@ def story_request(folder: Path) -> Path:
 
 
 def run_live(triton, tmp_path: Path, args: list[str], name: str = "voice") -> tuple[list[dict], str]:
-    records = tmp_path / f"{name}.jsonl"
-    command = [
-        str(SPARK_CLIENT),
-        "live",
-        "--triton-url",
-        triton.grpc_url,
-        "--no-playback",
-        "--no-vts",
-        "--no-memory",
-        "--no-cohost",
-        "--duo-state",
-        str(tmp_path / f"{name}-duo.json"),
-        "--wav",
-        str(tmp_path / f"{name}.wav"),
-        "--metrics-jsonl",
-        str(records),
-        *args,
-    ]
+    command = live_client.live_command(triton.grpc_url, tmp_path, name, *args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds(300), check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    return [json.loads(line) for line in records.read_text().splitlines() if line.strip()], output
+    return live_client.records(tmp_path / f"{name}.jsonl"), output
 
 
 def cancelled_streams(triton) -> float:

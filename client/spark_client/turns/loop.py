@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from spark_client.avatar.driver import AvatarDriver
-from spark_client.events import ChatMessage, ModerationEvent, Priority
+from spark_client.events import GAME_SOURCE, ChatMessage, ModerationEvent, Priority
 from spark_client.memory import Memory, Recalled
 from spark_client.memory.writer import MemoryWriter
 from spark_client.metrics import TurnMetrics, TurnTimings
@@ -629,7 +629,9 @@ class TurnLoop:
                 self._recent_answers.add(timings.spoken)
         if timings.spoken:
             self._said.append((time.monotonic(), timings.spoken))
-        if self.memory is not None and timings.spoken and not (state.reacting or state.moderated or state.stopping):
+        # The game's narration is no viewer to remember.
+        remembered = message.source != GAME_SOURCE and not (state.reacting or state.moderated or state.stopping)
+        if self.memory is not None and timings.spoken and remembered:
             try:
                 await self.memory.remember(message, timings.spoken, state.persona.name)
             except Exception as exc:  # memory is an extra: the stream goes on without it

@@ -157,6 +157,10 @@ class ChatQueue:
         self.closed = True
         self._wakeup.set()
 
+    def waiting_from(self, source: str) -> int:
+        """Messages from one source still waiting to be answered."""
+        return sum(1 for m in self._pending if m.source == source)
+
     @property
     def pending(self) -> int:
         return len(self._pending)
