@@ -231,3 +231,42 @@ def test_watch_mode_reports_what_another_player_does_and_never_acts(server):
     actions = {e.get("action") for e in seen}
     assert {"appeared", "mined", "moved"} <= actions, [e.body for e in seen]
     assert all(e.get("player") == "Actor" for e in seen)
+
+
+def test_skills_that_involve_another_player(server):
+    # The follower joins first: flying-squid shows a player who joins later to those already in,
+    # not the other way round.
+    async def follower(bot: GameBot, events: Events) -> None:
+        async def leader(lead: GameBot, lead_events: Events) -> None:
+            x, y, z = await spot(lead)
+            server.command(f"tp Follower {x + 6} {y} {z + 6}")
+            await asyncio.sleep(1.0)
+            seen = (await bot.observe())["entities"]
+            assert any(e["name"] == "Leader" and e["kind"] == "player" for e in seen), seen
+            assert "Leader" in (await bot.skill("look_at", {"player": "Leader"}, 5))
+            await bot.skill("goto", {"player": "Leader", "range": 2}, 30)
+            here = (await bot.observe())["position"]
+            assert abs(here["x"] - (x + 0.5)) <= 3 and abs(here["z"] - (z + 0.5)) <= 3
+            walk = asyncio.create_task(lead.skill("goto", {"x": x + 8, "y": y, "z": z}, 30))
+            await bot.skill("follow", {"player": "Leader", "distance": 2, "seconds": 7}, 20)
+            await walk
+            here = (await bot.observe())["position"]
+            lead_at = (await lead.observe())["position"]
+            assert abs(here["x"] - lead_at["x"]) <= 4, (here, lead_at)  # it kept up
+            server.command(f"summon zombie {x + 10} {y} {z}")
+            await asyncio.sleep(1.0)
+            start = (await bot.observe())["position"]
+            await bot.skill("flee", {"distance": 8}, 30)
+            end = (await bot.observe())["position"]
+            assert abs(end["x"] - start["x"]) + abs(end["z"] - start["z"]) >= 4
+            await lead.skill("say", {"text": "follow me!"}, 5)
+            for _ in range(20):
+                if any(e.kind == "chat" and e.get("username") == "Leader" for e in events.seen):
+                    break
+                await asyncio.sleep(0.1)
+            chat = [e for e in events.seen if e.kind == "chat"]
+            assert any(e.get("message") == "follow me!" for e in chat), [e.body for e in chat]
+
+        await playing(server, "Leader", leader)
+
+    run(playing(server, "Follower", follower))
