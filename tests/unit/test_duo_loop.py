@@ -134,3 +134,35 @@ def test_an_adapter_the_server_lacks_costs_only_that_adapter():
     s, llm = asyncio.run(scenario())
     assert [said for *_, said, _ in s.said] == ["Hey!", "Hmph."]
     assert llm.loras == ["spark", None]
+
+
+def test_a_remark_on_the_game_is_one_sentence_and_gives_way_to_an_urgent_viewer():
+    from spark_client.events import GAME_SOURCE, ChatMessage
+
+    def game_line(text: str) -> ChatMessage:
+        return ChatMessage(source=GAME_SOURCE, user="Minecraft", text=text, message_id=text)
+
+    async def scenario():
+        llm = ScriptedLLM(
+            answers=[
+                "Wood at last. Now the table. Then a pickaxe. Then the world.",
+                "I am chopping this tree for a very long time with many many words here.",
+                "Hi mika!",
+            ]
+        )
+        tts = FakeTTS(seconds_per_word=0.1)
+        async with Stream(llm=llm, tts=tts, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(game_line("You tried to collect 3 oak log: done."))
+            await s.until(lambda: len(s.said) == 1)
+            spoken = len(tts.spoken)
+            s.queue.offer(game_line("You start to collect 3 dirt."))
+            await s.until(lambda: len(tts.spoken) > spoken)  # the remark has started
+            s.queue.offer(chat("Spark, hello!", user="mika", bits=100))  # bits: a viewer who must not wait
+            await s.until(lambda: len(s.said) == 3)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    (_, _, first, _), (_, _, _, remark), (_, text, _, answer) = s.said
+    assert first.count(".") <= 2  # one sentence (and the persona's catchphrase, if any)
+    assert remark["interrupted"] and (text, answer["kind"]) == ("Spark, hello!", "answer")

@@ -47,6 +47,9 @@ from spark_client.turns.queue import ChatQueue, TurnRequest
 
 log = logging.getLogger(__name__)
 
+# A line about the game (sources/game.py) is a remark while playing: one sentence, then back to chat.
+GAME_LINE_SENTENCES = 1
+
 
 @dataclass(frozen=True)
 class LoopOptions:
@@ -415,7 +418,9 @@ class TurnLoop:
         # a persona-to-persona line stops at once for a viewer who should not wait (a mention, bits,
         # the streamer): the viewer is answered next
         watchers = {interrupt, moderated}
-        if kind.persona_to_persona:
+        # so does a remark on the game (routine narration: chat's priority) for such a viewer
+        game_remark = request.answer.source == GAME_SOURCE and request.answer.priority < Priority.HIGH
+        if kind.persona_to_persona or (kind is TurnKind.ANSWER and game_remark):
             mark_urgent = self.queue.urgent_mark()
             watchers.add(asyncio.create_task(self.queue.wait_urgent(mark_urgent), name=f"turn-{state.number}-urgent"))
         try:
@@ -550,13 +555,17 @@ class TurnLoop:
 
     def _guard_context(self, state: _TurnState) -> GuardContext:
         request = state.request
-        return guard_context(
+        context = guard_context(
             state.persona,
             self.coordinator.personas,
             state.shown,
             speakers=tuple(m.user for m in (request.answer, *request.context)),  # a reaction shows none
             style=self.options.prompt_style,
         )
+        if request.answer.source == GAME_SOURCE and not state.reacting:  # a remark on the game, not a speech
+            sentences = GAME_LINE_SENTENCES + (1 if state.persona.catchphrase else 0)
+            return replace(context, max_sentences=min(context.max_sentences, sentences))
+        return context
 
     async def _recall(self, message: ChatMessage) -> Recalled:
         if self.memory is None:
