@@ -48,19 +48,18 @@ def triton(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(autouse=True)
 def _restart_a_crashed_server(request: pytest.FixtureRequest) -> None:
     """The wheel's tritonserver (2.51) can die of SIGSEGV in its gRPC frontend under heavy
-    cancellation (a race fixed upstream in later releases). The test that was running when it
-    died fails on its own; the tests after it get a restarted server on the same ports instead of
-    failing one by one."""
+    cancellation, and then either exit or hang (tests/triton_helpers.server_crash). The test that
+    was running when it died fails on its own; the tests after it get a restarted server on the
+    same ports instead of failing one by one."""
     if "triton" not in request.fixturenames:
         return
+    from tests.triton_helpers import restart_server, server_crash
+
     server = request.getfixturevalue("triton")
-    if server.running():
+    why = server_crash(server)
+    if why is None:
         return
     import warnings
 
-    warnings.warn(
-        f"tritonserver had exited (see {server.log_file}); restarting it for {request.node.nodeid}", stacklevel=2
-    )
-    server.stop()
-    server.start()
-    server.wait_ready(seconds(240))
+    warnings.warn(f"{why} (see {server.log_file}); restarting it for {request.node.nodeid}", stacklevel=2)
+    restart_server(server)

@@ -109,3 +109,42 @@ def metric(url: str, name: str, **labels: str) -> float:
         if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
             total += float(match.group(2))
     return total
+
+
+# ---- the wheel's tritonserver crashing ------------------------------------------------------------
+# tritonserver 2.51 (the nvidia-pytriton wheel) can die of SIGSEGV in its gRPC frontend under heavy
+# stream cancellation (a race fixed upstream in later releases). Its signal handler logs
+# "Signal (11) received." and may then hang instead of exiting (an abort inside malloc), so a
+# live process is not proof of a working server: the log says.
+
+_CRASH_MARK = b"Signal ("
+_log_checked_from: dict[int, int] = {}  # id(server) -> log offset of its current run
+
+
+def server_crash(server: Any) -> str | None:
+    """Why the session's server is unusable (exited, or crashed and hung), or None."""
+    if not server.running():
+        return "tritonserver exited"
+    log = server.log_file
+    if log is None:
+        return None
+    try:
+        with open(log, "rb") as f:
+            f.seek(_log_checked_from.get(id(server), 0))
+            if _CRASH_MARK in f.read():
+                return "tritonserver crashed (its log says Signal ...)"
+    except OSError:
+        return None
+    return None
+
+
+def restart_server(server: Any) -> None:
+    """Stops (kills, when hung) and starts the server on the same ports, its log appended."""
+    server.stop()
+    if server.log_file is not None:
+        try:
+            _log_checked_from[id(server)] = server.log_file.stat().st_size
+        except OSError:
+            pass
+    server.start()
+    server.wait_ready(seconds(240))

@@ -15,6 +15,7 @@ from perf.report import REQUIRED_SECTIONS, missing_parts
 from spark_runtime.paths import REPO_ROOT
 from tests.integration.test_shutdown import memories
 from tests.timing import seconds
+from tests.triton_helpers import restart_server, server_crash
 
 pytestmark = pytest.mark.server
 
@@ -25,6 +26,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def smoke_report(
     triton: object, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    done, out = _smoke(triton, tmp_path_factory)
+    if (why := server_crash(triton)) is not None:
+        # The smoke run cancels many streams: the wheel's tritonserver may crash under it (see
+        # tests/triton_helpers.server_crash). That is not the harness's fault: restart, measure again.
+        import warnings
+
+        log = triton.log_file  # type: ignore[attr-defined]
+        warnings.warn(f"{why} during the perf smoke run (see {log}); measuring once more", stacklevel=1)
+        restart_server(triton)
+        done, out = _smoke(triton, tmp_path_factory)
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1, f"expected one report folder, got {folders}\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done, folders[0]
+
+
+def _smoke(triton: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("perf-reports")
     done = subprocess.run(
         [
@@ -45,9 +62,7 @@ def smoke_report(
         timeout=seconds(420),
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
     )
-    folders = [p for p in out.iterdir() if p.is_dir()]
-    assert len(folders) == 1, f"expected one report folder, got {folders}\n{done.stdout}\n{done.stderr[-3000:]}"
-    return done, folders[0]
+    return done, out
 
 
 def test_the_harness_exits_cleanly_and_prints_its_summary(
