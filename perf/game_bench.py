@@ -31,23 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from spark_client.game.goals import Goal
-from spark_client.game.player import PlayOptions, plan_messages
-from spark_client.game.skills import CHAT_ALLOWED, SKILLS, CallError, WorldView, check_call, grammar, parse_call
-from spark_client.speech.llm import LLMClient, SamplingOptions
+from spark_client.game.player import PlayOptions, plan_call
+from spark_client.game.skills import CallError, WorldView, allowed_skills, check_call, parse_call
+from spark_client.speech.llm import LLMClient
 from spark_client.speech.triton import TritonModels
 
 from perf.game_corpus import SITUATIONS, Situation
-from perf.live_client import live_command, records
+from perf.live_client import live_command, records, triton_url
 from perf.machine import git_commit, report_dir_name, utc_now
 from perf.minecraft_server import MinecraftServer, node_ready
 from perf.stats import Distribution
-from spark_runtime.paths import REPO_ROOT, engine_root
-from spark_runtime.serve import TritonServer
+from spark_runtime.paths import REPO_ROOT
 
 
 def judge(situation: Situation, text: str) -> dict[str, Any]:
     """Deterministic verdict on one answer: parsed / valid / sensible, and why not."""
-    allowed = [n for n in SKILLS if not situation.from_chat or n in CHAT_ALLOWED]
+    allowed = allowed_skills(situation.from_chat)
     view = WorldView.of(situation.observation, bot="Spark")
     verdict: dict[str, Any] = {"answer": text.strip()[:100], "parsed": False, "valid": False, "sensible": False}
     try:
@@ -66,16 +65,19 @@ def judge(situation: Situation, text: str) -> dict[str, Any]:
 
 
 async def plan(llm: LLMClient, situation: Situation, *, constrained: bool, seed: int) -> tuple[str, float]:
-    options = PlayOptions()
-    allowed = [n for n in SKILLS if not situation.from_chat or n in CHAT_ALLOWED]
+    """One situation planned as the player plans a step (game/player.plan_call); the time it took."""
     goal = Goal(situation.goal, "bench", from_chat=situation.from_chat)
-    messages = plan_messages("Ember", goal, situation.observation, [], allowed)
     started = time.perf_counter()
-    prompt = await llm.render(messages)
-    view = WorldView.of(situation.observation, bot="Spark")
-    rules = grammar(view, allowed) if constrained else None
-    sampling = SamplingOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=seed)
-    text = "".join([delta async for delta in llm.stream(prompt, sampling, grammar=rules)])
+    text = await plan_call(
+        llm,
+        persona="Ember",
+        goal=goal,
+        observation=situation.observation,
+        view=WorldView.of(situation.observation, bot="Spark"),
+        recent=[],
+        options=PlayOptions(constrained=constrained),
+        seed=seed,
+    )
     return text, (time.perf_counter() - started) * 1000
 
 
@@ -321,19 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     folder = args.out or REPO_ROOT / "perf" / "reports" / (report_dir_name(utc_now(), git_commit()) + "-game")
     folder.mkdir(parents=True, exist_ok=True)
-    server, url = None, args.url
-    try:
-        if url is None:
-            server = TritonServer.on_free_ports(engine_root(), folder / "tritonserver.log")
-            server.start()
-            server.wait_ready(300)
-            url = server.grpc_url
+    with triton_url(args.url, folder / "tritonserver.log") as url:
         rows = asyncio.run(measure(url, max(1, args.repeats)))
         tasks = asyncio.run(scripted_tasks(args.tasks)) if args.tasks else None
         live_figures = live(url, folder) if args.live else None
-    finally:
-        if server is not None:
-            server.stop()
     command = shlex.join(["python", "-m", "perf", "game", *(argv if argv is not None else sys.argv[2:])])
     text = report(rows, folder, command) + "\n".join(extra_report(tasks, live_figures)) + "\n"
     (folder / "report.md").write_text(text)

@@ -31,12 +31,11 @@ from typing import Any
 from spark_client.speech.audio import read_wav
 from spark_client.speech.guards import words as guard_words
 
-from perf.live_client import live_command, records
+from perf.live_client import live_command, records, triton_url
 from perf.machine import git_commit, report_dir_name, utc_now
 from perf.stats import Distribution
 from perf.voice_corpus import CORPUS, SpokenLine, espeak_available, speak, speech_bounds
-from spark_runtime.paths import REPO_ROOT, engine_root
-from spark_runtime.serve import TritonServer
+from spark_runtime.paths import REPO_ROOT
 
 GAP_S = 3.5  # from the end of one line to the start of the next: inside the persona's answer
 
@@ -218,21 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     lines = CORPUS[:6] if args.short else CORPUS
     fed = prepare(folder / "wav", lines)
-    server = None
-    url = args.url
-    try:
-        if url is None:
-            server = TritonServer.on_free_ports(engine_root(), folder / "tritonserver.log")
-            server.start()
-            server.wait_ready(300)
-            url = server.grpc_url
+    with triton_url(args.url, folder / "tritonserver.log") as url:
         runs = {"voice": run_client(url, folder, fed, loopback=False, name="voice", extra=extra)}
         if args.loopback:
             some = fed[: max(3, len(fed) // 3)]
             runs["loopback"] = run_client(url, folder, some, loopback=True, name="loopback", extra=extra)
-    finally:
-        if server is not None:
-            server.stop()
     for run in runs.values():
         analyse(run)
         if run.exit_code != 0:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -341,30 +341,31 @@ def _game_settings(
     """--minecraft / --watch-minecraft -> GameSettings (None without either); usage errors exit 2."""
     if play is None and watch is None:
         if player:
-            typer.echo("error: --watch-player goes with --watch-minecraft HOST:PORT", err=True)
-            raise typer.Exit(2)
+            _usage_error("--watch-player goes with --watch-minecraft HOST:PORT")
         return None
     from spark_client.game.sidecar import GameConnection, parse_address
     from spark_client.session import GameSettings
 
     if play is not None and watch is not None:
-        typer.echo("error: use either --minecraft or --watch-minecraft, not both", err=True)
-        raise typer.Exit(2)
+        _usage_error("use either --minecraft or --watch-minecraft, not both")
     if watch is not None and not (player and player.strip()):
-        typer.echo("error: --watch-minecraft needs --watch-player NAME (whom to watch)", err=True)
-        raise typer.Exit(2)
+        _usage_error("--watch-minecraft needs --watch-player NAME (whom to watch)")
     name = re.sub(r"[^A-Za-z0-9_]", "", username)[:16]
     if len(name) < 3:
-        typer.echo(f"error: --mc-username {username!r}: 3 to 16 letters, digits or _", err=True)
-        raise typer.Exit(2)
+        _usage_error(f"--mc-username {username!r}: 3 to 16 letters, digits or _")
     try:
         host, port = parse_address(play or watch or "")
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _usage_error(str(exc))
     mode = "play" if play is not None else "watch"
     connection = GameConnection(host, port, username=name, version=version, mode=mode, watch_player=player)
     return GameSettings(connection, goal=" ".join(goal.split()) or "explore", constrained=grammar)
+
+
+def _usage_error(message: str) -> NoReturn:
+    """A command line that cannot work: says why and exits with 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 MIC_DEFAULT = "default"  # what a bare --mic becomes (see run)
@@ -374,24 +375,20 @@ def _mic_settings(device: str | None, files: list[Path], at: list[float], base: 
     """--mic / --mic-file* -> MicSettings (None without either); a usage error exits with 2."""
     from dataclasses import replace
 
-    def fail(message: str) -> None:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
-
     if device is not None and files:
-        fail("use either --mic or --mic-file, not both")
+        _usage_error("use either --mic or --mic-file, not both")
     if len(at) > len(files):
-        fail(f"{len(at)} --mic-file-at for {len(files)} --mic-file")
+        _usage_error(f"{len(at)} --mic-file-at for {len(files)} --mic-file")
     if any(t < 0 for t in at):
-        fail("--mic-file-at must be 0 or more seconds")
+        _usage_error("--mic-file-at must be 0 or more seconds")
     if not 0 <= base.loopback_gain <= 4 or base.loopback_delay_ms < 0:
-        fail("--mic-loopback-gain must be within 0-4 and --mic-loopback-delay-ms 0 or more")
+        _usage_error("--mic-loopback-gain must be within 0-4 and --mic-loopback-delay-ms 0 or more")
     if not 100 <= base.end_silence_ms <= 5000:
-        fail("--end-silence-ms must be within 100-5000")
+        _usage_error("--end-silence-ms must be within 100-5000")
     if not base.speaker.strip():
-        fail("--mic-speaker must not be empty")
+        _usage_error("--mic-speaker must not be empty")
     if base.loopback and not files:
-        fail("--mic-loopback works with --mic-file (a real microphone hears the real speakers)")
+        _usage_error("--mic-loopback works with --mic-file (a real microphone hears the real speakers)")
     if files:
         from spark_client.sources.mic.feed import FileFeed
 
@@ -400,7 +397,7 @@ def _mic_settings(device: str | None, files: list[Path], at: list[float], base: 
         try:
             FileFeed(list(pairs), tail_s=0.0)  # reads every file now: a bad one fails before the stream
         except ValueError as exc:
-            fail(str(exc))
+            _usage_error(str(exc))
         return replace(base, files=pairs)
     if device is None:
         return None

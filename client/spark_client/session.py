@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,12 +393,11 @@ class LiveSession:
                 self.print(f"session audio: {parts[0]}{more}")
             self.print(self.metrics.summary_text())
             if self.voice is not None and self.voice.counts:
-                heard = ", ".join(
-                    f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(self.voice.counts.items())
-                )
-                self.print(f"voice: {heard}")
+                self.print(f"voice: {_counted(self.voice.counts)}")
             if self.game_player is not None and self.game_player.steps:
-                outcomes = Counter(step.outcome for step in self.game_player.steps)
-                self.print(
-                    "game: " + ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(outcomes.items()))
-                )
+                self.print(f"game: {_counted(Counter(step.outcome for step in self.game_player.steps))}")
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    """`{"no_words": 2, "turn": 5}` -> "2 no words, 5 turn", for the session's summary."""
+    return ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(counts.items()))

@@ -168,14 +168,18 @@ function startWatch (bot, { player, followDistance = 6, emit }) {
     send('chat', `said: ${message}`)
   }
 
-  bot.on('blockUpdate', onBlock)
-  bot.on('blockUpdate', noteBlock)
-  bot.on('blockBreakProgressObserved', noteDigging)
-  bot.on('entitySwingArm', onSwing)
-  bot.on('entityHurt', onHurt)
-  bot.on('entityEquip', onEquip)
-  bot.on('entityDead', onDead)
-  bot.on('chat', onChat)
+  // One list for both ends: what is listened to here is exactly what stop() removes.
+  const listeners = [
+    ['blockUpdate', onBlock],
+    ['blockUpdate', noteBlock],
+    ['blockBreakProgressObserved', noteDigging],
+    ['entitySwingArm', onSwing],
+    ['entityHurt', onHurt],
+    ['entityEquip', onEquip],
+    ['entityDead', onDead],
+    ['chat', onChat]
+  ]
+  for (const [event, listener] of listeners) bot.on(event, listener)
   const timer = setInterval(() => { try { check() } catch (err) { console.error('[sidecar] watch:', err) } }, 250)
   check()
 
@@ -184,14 +188,7 @@ function startWatch (bot, { player, followDistance = 6, emit }) {
     stop () {
       stopped = true
       clearInterval(timer)
-      bot.removeListener('blockUpdate', onBlock)
-      bot.removeListener('blockUpdate', noteBlock)
-      bot.removeListener('blockBreakProgressObserved', noteDigging)
-      bot.removeListener('entitySwingArm', onSwing)
-      bot.removeListener('entityHurt', onHurt)
-      bot.removeListener('entityEquip', onEquip)
-      bot.removeListener('entityDead', onDead)
-      bot.removeListener('chat', onChat)
+      for (const [event, listener] of listeners) bot.removeListener(event, listener)
       try { bot.pathfinder.setGoal(null) } catch (err) {}
     }
   }

@@ -179,9 +179,7 @@ class GoalBoard:
             now - goal.started_at > self.options.goal_time_s or goal.steps >= self.options.max_steps
         )
         if worn_out:
-            self.finished.append((goal, "out of time"))
-            self.current = self.default
-            self.default.started_at, self.default.steps = now, 0
+            self.finish("out of time")
         eligible = [g for g in self.open if not g.needs_approval]
         vote_closed = eligible and now - min(g.proposed_at for g in eligible) >= self.options.vote_window_s
         if vote_closed and (self.current is self.default or not self.current.from_chat or worn_out):

@@ -25,11 +25,11 @@ from .observe import summarise
 from .protocol import SidecarError
 from .sidecar import GameBot
 from .skills import (
-    CHAT_ALLOWED,
-    SKILLS,
+    Avoid,
     CallError,
     SkillCall,
     WorldView,
+    allowed_skills,
     catalogue,
     check_call,
     grammar,
@@ -101,6 +101,27 @@ def plan_messages(
     ]
 
 
+async def plan_call(
+    llm: LLMClient,
+    *,
+    persona: str,
+    goal: Goal,
+    observation: dict[str, Any],
+    view: WorldView,
+    recent: list[str],
+    options: PlayOptions,
+    seed: int,
+    avoid: Avoid | None = None,
+) -> str:
+    """The LLM's answer for one step: the call it wrote (grammar-constrained unless
+    `options.constrained` is off). The player and `python -m perf game` both plan through here."""
+    allowed = allowed_skills(goal.from_chat)
+    prompt = await llm.render(plan_messages(persona, goal, observation, recent, allowed))
+    sampling = SamplingOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=seed)
+    rules = grammar(view, allowed, avoid) if options.constrained else None
+    return "".join([delta async for delta in llm.stream(prompt, sampling, grammar=rules)])
+
+
 class GamePlayer:
     def __init__(
         self,
@@ -142,48 +163,46 @@ class GamePlayer:
     async def step(self, goal: Goal) -> StepRecord:
         started = self.clock()
         goal.steps += 1
-        allowed = [name for name in SKILLS if not goal.from_chat or name in CHAT_ALLOWED]
+        allowed = allowed_skills(goal.from_chat)
         try:
             observation = await self.bot.observe(self.options.observe_radius)
             view = WorldView.of(observation, bot=self.bot.connection.username)
-            text = await self._plan(goal, observation, view, allowed)
-        except (SidecarError, ModelCallError, CallError) as exc:
-            return self._done(
-                StepRecord(goal.text, "", "error", str(exc), self._ms(started), constrained=self.options.constrained)
+            text = await plan_call(
+                self.llm,
+                persona=self.persona,
+                goal=goal,
+                observation=observation,
+                view=view,
+                recent=list(self.recent),
+                options=self.options,
+                seed=self.options.seed + goal.steps,
+                avoid=self.avoid,
             )
+        except (SidecarError, ModelCallError, CallError) as exc:
+            return self._done(goal, "", "error", str(exc), self._ms(started))
         plan_ms = self._ms(started)
         try:
             call = parse_call(text)
             check_call(call, view, allowed)
         except CallError as exc:
             self.recent.append(f"{text.strip()[:60]} -> rejected: {exc}")
-            return self._done(
-                StepRecord(
-                    goal.text, text.strip()[:80], "rejected", str(exc), plan_ms, constrained=self.options.constrained
-                )
-            )
+            return self._done(goal, text.strip()[:80], "rejected", str(exc), plan_ms)
         if (again := self._rerun(call)) is not None:
             self.recent.append(f"{call} -> refused: {again}")
             value = next((v for k, v in call.args.items() if k not in {"count", "x", "y", "z", "text"}), call.name)
             self.avoid.setdefault(call.name, set()).add(str(value))  # the grammar leaves it out next time
-            return self._done(
-                StepRecord(goal.text, str(call), "repeated", again, plan_ms, constrained=self.options.constrained)
-            )
+            return self._done(goal, str(call), "repeated", again, plan_ms)
         if call.name == "done":
             self.board.finish("done")
             self.recent.clear()
             self.on_action("goal_done", goal, call, goal.text)
-            return self._done(
-                StepRecord(goal.text, str(call), "goal_done", goal.text, plan_ms, constrained=self.options.constrained)
-            )
+            return self._done(goal, str(call), "goal_done", goal.text, plan_ms)
         reason = risk(call)
         if reason:
             self.on_action("approval", goal, call, reason)
             if not await self.board.ask_approval(call, reason):
                 self.recent.append(f"{call} -> denied by the streamer")
-                return self._done(
-                    StepRecord(goal.text, str(call), "denied", reason, plan_ms, constrained=self.options.constrained)
-                )
+                return self._done(goal, str(call), "denied", reason, plan_ms)
         if goal.text not in self.first_action_ms:
             ms = self.first_action_ms[goal.text] = (self.clock() - (goal.started_at or started)) * 1000
             self.record({"event": "game_first_action", "goal": goal.text, "ms": round(ms, 1)})
@@ -197,11 +216,7 @@ class GamePlayer:
             detail, outcome = str(exc), "failed"
         self.recent.append(f"{call} -> {outcome}: {detail}"[:160])
         self.on_action(outcome, goal, call, detail)
-        return self._done(
-            StepRecord(
-                goal.text, str(call), outcome, detail, plan_ms, self._ms(acting), constrained=self.options.constrained
-            )
-        )
+        return self._done(goal, str(call), outcome, detail, plan_ms, self._ms(acting))
 
     def _rerun(self, call: SkillCall) -> str | None:
         """Why a call made `max_repeats` times in a row already is refused (None: it is not): a small
@@ -213,21 +228,13 @@ class GamePlayer:
             return f"you just did {call} {self.options.max_repeats} times; pick something else"
         return None
 
-    async def _plan(self, goal: Goal, observation: dict[str, Any], view: WorldView, allowed: list[str]) -> str:
-        prompt = await self.llm.render(plan_messages(self.persona, goal, observation, list(self.recent), allowed))
-        sampling = SamplingOptions(
-            max_tokens=self.options.max_tokens,
-            temperature=self.options.temperature,
-            seed=self.options.seed + goal.steps,
-        )
-        rules = grammar(view, allowed, self.avoid) if self.options.constrained else None
-        parts = [delta async for delta in self.llm.stream(prompt, sampling, grammar=rules)]
-        return "".join(parts)
-
     def _ms(self, since: float) -> float:
         return (self.clock() - since) * 1000
 
-    def _done(self, record: StepRecord) -> StepRecord:
+    def _done(
+        self, goal: Goal, call: str, outcome: str, detail: str, plan_ms: float, act_ms: float = 0.0
+    ) -> StepRecord:
+        record = StepRecord(goal.text, call, outcome, detail, plan_ms, act_ms, constrained=self.options.constrained)
         self.steps.append(record)
         del self.steps[:-500]
         self.record(record.as_event())

@@ -93,9 +93,17 @@ class BotStatus:
     hello: Hello | None = None
     starts: int = 0
     connects: int = 0
-    restarts: int = 0  # sidecar processes started again after one ended
-    reconnects: int = 0  # joins after the server dropped the bot
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+    @property
+    def restarts(self) -> int:
+        """Sidecar processes started again after one ended."""
+        return max(0, self.starts - 1)
+
+    @property
+    def reconnects(self) -> int:
+        """Joins after the server dropped the bot (or the sidecar was restarted)."""
+        return max(0, self.connects - 1)
 
 
 EventHandler = Callable[[SidecarEvent], None]
@@ -152,8 +160,6 @@ class GameBot:
 
     async def _start(self) -> None:
         await self._reap()
-        if self.status.starts:
-            self.status.restarts += 1
         self.status.starts += 1
         self._set("starting", "")
         self._hello = asyncio.get_running_loop().create_future()
@@ -182,8 +188,6 @@ class GameBot:
         self._lost.clear()
         timeout = self.options.connect_timeout_s
         body = await self.request("connect", self.connection.params(timeout), timeout_s=timeout + 5, need_bot=False)
-        if self.status.connects:
-            self.status.reconnects += 1
         self.status.connects += 1
         self._connected.set()
         self._set("connected", f"{body.get('username', self.connection.username)} at {body.get('position')}")

@@ -61,6 +61,13 @@ SKILLS: dict[str, SkillSpec] = {
 }
 # Viewers' goals may use these; `say` (free text into the game's chat) stays the persona's own.
 CHAT_ALLOWED = frozenset(SKILLS) - {"say"}
+
+
+def allowed_skills(from_chat: bool) -> list[str]:
+    """The skills a goal may use: all for the streamer's, the allowlist for a viewer's."""
+    return [name for name in SKILLS if not from_chat or name in CHAT_ALLOWED]
+
+
 # Calls that need the streamer's approval: they can hurt players or builds.
 RISKY_ITEMS = frozenset({"tnt", "lava_bucket", "flint_and_steel", "fire_charge", "end_crystal", "respawn_anchor"})
 BUILT_BLOCK_MARKERS = (
