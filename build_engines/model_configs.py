@@ -116,7 +116,8 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("frequency_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("grammar", "TYPE_STRING", (1,), optional=True),
         ),
-        outputs=(Tensor("text_output", "TYPE_STRING", (-1,)),),
+        # prefill_tokens rides on the first response only: prompt tokens the engine had to read.
+        outputs=(Tensor("text_output", "TYPE_STRING", (-1,)), Tensor("prefill_tokens", "TYPE_INT32", (1,))),
         instances=_CPU,
         instances_comment="One instance; the engine runs `slots` concurrent streams on worker threads.",
         parameters=(("engine", "llm"), ("slots", ""), ("threads", ""), ("adapters_dir", ""), ("max_queued", "")),

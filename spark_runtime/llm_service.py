@@ -21,10 +21,19 @@ def _text_tensor(text: str) -> np.ndarray:
     return np.array([[text.encode("utf-8")]], dtype=object)
 
 
+def _count_tensor(value: int) -> np.ndarray:
+    return np.array([[value]], dtype=np.int32)
+
+
 def join_text_outputs(outputs: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Deltas produced while a response was being sent, as one delta (each is whole UTF-8)."""
-    joined = b"".join(bytes(o["text_output"].reshape(-1)[0]) for o in outputs)
-    return {"text_output": np.array([[joined]], dtype=object)}
+    """Deltas produced while a response was being sent, as one delta (each is whole UTF-8);
+    other outputs (the first response's prefill count) are kept from where they appeared."""
+    joined: dict[str, np.ndarray] = {}
+    for o in outputs:
+        joined.update({k: v for k, v in o.items() if k != "text_output" and k not in joined})
+    text = b"".join(bytes(o["text_output"].reshape(-1)[0]) for o in outputs)
+    joined["text_output"] = np.array([[text]], dtype=object)
+    return joined
 
 
 class LLMService:
@@ -39,6 +48,12 @@ class LLMService:
         self.prompt_tokens = counter(pb_utils, "spark_llm_prompt_tokens_total", "Prompt tokens received", labels)
         self.reused = counter(
             pb_utils, "spark_llm_reused_prompt_tokens_total", "Prompt tokens served from the KV cache", labels
+        )
+        self.shifted = counter(
+            pb_utils,
+            "spark_llm_shifted_prompt_tokens_total",
+            "Reused prompt tokens moved in the KV cache (context shifting) rather than read again",
+            labels,
         )
         self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
         self.rejected = counter(pb_utils, *REJECTED_METRIC, labels)
@@ -59,27 +74,41 @@ class LLMService:
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+        """Streams text deltas. The first response also carries `prefill_tokens`: how many prompt
+        tokens the engine had to read (the prompt less what its KV cache held), which is what the
+        time to first token paid for; a non-streaming answer carries it with its text."""
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
         generated = 0
         reported_at = time.monotonic()
         parts: list[str] = [] if exclude_input else [request.prompt]
+        first = True
         try:
             for delta in self.engine.generate(request, stats):
                 if time.monotonic() - reported_at >= METRIC_INTERVAL_S:  # each update is an IPC round trip
                     self.tokens.increment(stats.generated_tokens - generated)
                     generated, reported_at = stats.generated_tokens, time.monotonic()
-                if stream:
-                    yield {"text_output": _text_tensor(delta)} if delta else None
+                if stream and (delta or first):
+                    outputs = {"text_output": _text_tensor(delta)}
+                    if first:
+                        outputs["prefill_tokens"] = _count_tensor(stats.prompt_tokens - stats.reused_prompt_tokens)
+                    first = False
+                    yield outputs
+                elif stream:
+                    yield None
                 else:
                     parts.append(delta)
                     yield None
             if not stream:
-                yield {"text_output": _text_tensor("".join(parts))}
+                yield {
+                    "text_output": _text_tensor("".join(parts)),
+                    "prefill_tokens": _count_tensor(stats.prompt_tokens - stats.reused_prompt_tokens),
+                }
         finally:
             self.tokens.increment(stats.generated_tokens - generated)
             self.prompt_tokens.increment(stats.prompt_tokens)
             self.reused.increment(stats.reused_prompt_tokens)
+            self.shifted.increment(stats.shifted_prompt_tokens)
 
     def close(self) -> None:
         self.runner.close()

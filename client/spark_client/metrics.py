@@ -42,6 +42,7 @@ class TurnTimings:
     memories: list[str] = field(default_factory=list)  # the memory block's lines, as the LLM was sent them
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
+    prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
     kind: str = "answer"  # answer, interjection, banter or silence (turns/coordinator.py)
     voice: str | None = None  # the TTS voice asked for (None: the server's default)
     recorded_s: tuple[float, float] | None = None  # where its audio sits in the session WAV (seconds)
@@ -60,6 +61,7 @@ class TurnTimings:
         data["memories"] = list(self.memories)
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
+        data["prefill_tokens"] = self.prefill_tokens
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]
         return data

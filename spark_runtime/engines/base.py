@@ -43,7 +43,8 @@ class GenerationRequest:
 @dataclass(slots=True)
 class GenerationStats:
     prompt_tokens: int = 0
-    reused_prompt_tokens: int = 0  # prompt prefix found in the KV cache, not recomputed
+    reused_prompt_tokens: int = 0  # prompt tokens found in the KV cache, not recomputed
+    shifted_prompt_tokens: int = 0  # of those, tokens moved left in the cache (context shifting)
     generated_tokens: int = 0
     finish_reason: str = ""  # "stop" (end token or stop word), "length", "cancelled"
 

@@ -7,6 +7,10 @@ system prompt is not recomputed turn after turn. The server advances one stream 
 (`concurrent_streams`): llama.cpp's OpenMP thread team belongs to the thread that calls it, and
 on a 2-core CPU two interleaved streams were not faster in total anyway.
 
+When the client's history window drops old exchanges, the kept history is shifted left in the
+slot's KV cache instead of being read again (context shifting, spark_runtime/engines/kv_reuse.py):
+a trim costs milliseconds, not a re-prefill of the whole history.
+
 LoRA adapters are per request: the slot's adapter set is replaced at the start of every request
 (cleared when none is named), so no request inherits another's adapter. A KV cache computed under
 one adapter is invalid under another, so switching adapters drops the cached prefix.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_runtime.engines import kv_reuse
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.engines.llama_grammar import GrammarCache, GrammarGuide, guided_llama_class
 from spark_runtime.errors import EngineMissingError, RequestError
@@ -61,6 +66,7 @@ class LlamaCppEngine:
         slots: int = 2,
         threads: int = 0,
         slot_timeout_s: float = 30.0,
+        reuse_min_chunk: int = kv_reuse.DEFAULT_MIN_CHUNK,
     ) -> None:
         if not model_path.is_file():
             raise EngineMissingError(f"GGUF model {model_path} is missing: run `make engines`")
@@ -84,6 +90,9 @@ class LlamaCppEngine:
         self.grammars = GrammarCache(llama_cpp, self._slots[0].llama._model.vocab)
         self._n_ctx = n_ctx
         self._slot_timeout_s = slot_timeout_s  # a request waiting longer for a free slot is refused
+        # Context shifting needs a cache whose positions can move; 0 turns it off (prefix reuse only).
+        shift = kv_reuse.can_shift(llama_cpp, self._slots[0].llama)
+        self._reuse_min_chunk = reuse_min_chunk if shift else 0
         self._cond = threading.Condition()
         self._adapter_lock = threading.Lock()
 
@@ -97,6 +106,9 @@ class LlamaCppEngine:
             slots=int(options.get("slots") or manifest.get("slots", 2)),
             threads=int(options.get("threads") or 0),
             slot_timeout_s=float(options.get("slot_timeout_s") or manifest.get("slot_timeout_s", 30.0)),
+            reuse_min_chunk=int(
+                options.get("reuse_min_chunk") or manifest.get("reuse_min_chunk", kv_reuse.DEFAULT_MIN_CHUNK)
+            ),
         )
 
     # --- model facts -------------------------------------------------------------------------
@@ -127,15 +139,13 @@ class LlamaCppEngine:
         return list(self._slots[0].llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     # --- slots and adapters ------------------------------------------------------------------
+    def _plan(self, slot: _Slot, tokens: list[int]) -> kv_reuse.ReusePlan:
+        cached = slot.llama.input_ids[: slot.llama.n_tokens].tolist() if slot.llama.n_tokens else []
+        return kv_reuse.plan_reuse(cached, tokens, min_chunk=self._reuse_min_chunk)
+
     def _acquire(self, tokens: list[int], adapter: str | None) -> _Slot:
-        def score(slot: _Slot) -> int:
-            cached = slot.llama.input_ids[: slot.llama.n_tokens] if slot.kv_adapter == adapter else []
-            n = 0
-            for a, b in zip(cached, tokens, strict=False):
-                if a != b:
-                    break
-                n += 1
-            return n
+        def score(slot: _Slot) -> int:  # prompt tokens the slot's cache would spare, shifts included
+            return self._plan(slot, tokens).kept if slot.kv_adapter == adapter else 0
 
         with self._cond:
             if not self._cond.wait_for(lambda: any(not s.busy for s in self._slots), self._slot_timeout_s):
@@ -144,7 +154,7 @@ class LlamaCppEngine:
                 )
             free = [s for s in self._slots if not s.busy]
             slot = max(free, key=score)
-            # A short shared prefix (e.g. only "You are") is not worth evicting another prompt's
+            # A short reusable part (e.g. only "You are") is not worth evicting another prompt's
             # cache for: take the least recently used slot instead.
             if score(slot) < len(tokens) // 2:
                 slot = min(free, key=lambda s: s.last_used)
@@ -217,13 +227,11 @@ class LlamaCppEngine:
     ) -> Iterator[str]:
         llama = slot.llama
         vocab = llama._model.vocab
-        cached = llama.input_ids[: llama.n_tokens] if llama.n_tokens else []
-        reused = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            reused += 1
-        stats.prompt_tokens, stats.reused_prompt_tokens = len(tokens), min(reused, len(tokens) - 1)
+        plan = self._plan(slot, tokens)
+        if plan.moves:
+            kv_reuse.apply_plan(self._lib, llama, plan)
+        stats.prompt_tokens, stats.reused_prompt_tokens = len(tokens), plan.kept
+        stats.shifted_prompt_tokens = plan.shifted
         llama.set_seed(request.seed)
         text = Utf8Accumulator()
         stops = StopWordFilter(request.stop_words)

@@ -48,7 +48,12 @@ class ScriptedLLM:
         return RenderedPrompt(json.dumps(messages), ())
 
     async def stream(
-        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+        self,
+        prompt: RenderedPrompt,
+        options: SamplingOptions,
+        *,
+        lora_name: str | None = None,
+        on_prefill: Callable[[int], None] | None = None,
     ) -> AsyncIterator[str]:
         if self.fail_with is not None:
             raise self.fail_with
@@ -60,6 +65,8 @@ class ScriptedLLM:
             return
         answer = self.answers[min(self._next, len(self.answers) - 1)]
         self._next += 1
+        if on_prefill is not None:  # the newest message's words stand for what a server would read
+            on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
         self.loras.append(lora_name)
         self.started += 1
         finished = False

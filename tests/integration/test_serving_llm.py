@@ -264,3 +264,39 @@ def test_embeddings_are_normalised_and_meaningful(triton):
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_a_trimmed_history_is_shifted_on_the_server_and_the_client_hears_what_was_read(triton):
+    """The client's history window drops old exchanges; the server shifts the rest in its KV
+    cache (spark_llm_shifted_prompt_tokens_total) and tells the client, with the first token,
+    that it read only the new message (the `prefill_tokens` output)."""
+    from spark_client.speech.llm import LLMClient, SamplingOptions
+    from spark_client.speech.triton import TritonModels
+
+    system = {"role": "system", "content": "You are Spark, a cheerful streamer. Answer in one short sentence."}
+    history = []
+    for i in range(12):
+        history += [
+            {"role": "user", "content": f'viewer{i} says: "what is your favourite thing number {i}?"'},
+            {"role": "assistant", "content": f"My favourite thing number {i} is a cosy game night with chat!"},
+        ]
+    new = {"role": "user", "content": 'kai says: "what are you doing right now?"'}
+
+    async def prefills() -> list[int]:
+        models = TritonModels(triton.grpc_url)
+        heard: list[int] = []
+        try:
+            llm = LLMClient(models)
+            for messages in ([system, *history, {"role": "user", "content": "hi"}], [system, *history[4:], new]):
+                prompt = await llm.render(messages)
+                async for _ in llm.stream(prompt, SamplingOptions(max_tokens=1), on_prefill=heard.append):
+                    pass
+            return heard
+        finally:
+            await models.close()
+
+    shifted = metric(triton.metrics_url, "spark_llm_shifted_prompt_tokens_total", model="llm")
+    first, trimmed = asyncio.run(prefills())
+    assert first > 200  # a new conversation: all of it read
+    assert 0 < trimmed < 30  # after the trim: the new message (its end of the last exchange) only
+    assert metric(triton.metrics_url, "spark_llm_shifted_prompt_tokens_total", model="llm") - shifted > 150

@@ -29,7 +29,12 @@ def retry_sampling(sampling: SamplingOptions, attempt: int) -> SamplingOptions:
 
 class StreamingLLM(Protocol):
     def stream(
-        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None
+        self,
+        prompt: RenderedPrompt,
+        options: SamplingOptions,
+        *,
+        lora_name: str | None = None,
+        on_prefill: Callable[[int], None] | None = None,
     ) -> AsyncIterator[str]: ...
 
 
@@ -125,12 +130,14 @@ def guarded_answer(
     *,
     recent: RecentAnswers,
     lora_name: str | None = None,
+    on_prefill: Callable[[int], None] | None = None,
 ) -> AnswerAttempts:
     """The answer to `prompt` as the guards let it be said: the server stops where the guards
-    would (their stop sequences join the prompt's), and a retry samples differently."""
+    would (their stop sequences join the prompt's), and a retry samples differently.
+    `on_prefill` hears how many prompt tokens the server read for each attempt."""
     prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
 
     def open_stream(attempt: int) -> AsyncIterator[str]:
-        return llm.stream(prompt, retry_sampling(sampling, attempt), lora_name=lora_name)
+        return llm.stream(prompt, retry_sampling(sampling, attempt), lora_name=lora_name, on_prefill=on_prefill)
 
     return AnswerAttempts(open_stream, lambda: SpeechGuard(context, recent=recent))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,11 +53,14 @@ class LLMClient:
         *,
         lora_name: str | None = None,
         grammar: str | None = None,
+        on_prefill: Callable[[int], None] | None = None,
     ) -> AsyncIterator[str]:
         """Text deltas as they are generated; closing the iterator cancels generation on the server.
 
         `grammar` (GBNF, llama.cpp's syntax) constrains the whole answer; the server refuses one it
-        cannot parse with an error naming the grammar. Leave max_tokens room for all of its text."""
+        cannot parse with an error naming the grammar. Leave max_tokens room for all of its text.
+        `on_prefill` gets, with the first token, how many prompt tokens the server had to read
+        (the rest came from its KV cache); a server that does not say is never asked again."""
         inputs = [
             infer_input("text_input", np.array([[prompt.text]], dtype=object)),
             infer_input("max_tokens", np.array([[options.max_tokens]], dtype=np.int32)),
@@ -78,6 +81,11 @@ class LLMClient:
         if grammar:
             inputs.append(infer_input("grammar", np.array([[grammar]], dtype=object)))
         async for result in self._models.stream(self._model, inputs):
+            if on_prefill is not None:
+                prefill = result.as_numpy("prefill_tokens")
+                if prefill is not None:
+                    on_prefill(int(prefill.reshape(-1)[0]))
+                on_prefill = None
             delta = result.as_numpy("text_output").reshape(-1)[0].decode("utf-8")
             if delta:
                 yield delta

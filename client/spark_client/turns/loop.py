@@ -508,6 +508,11 @@ class TurnLoop:
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
 
         sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
+
+        def prefilled(tokens: int) -> None:  # the first attempt's: the one the turn's timings measure
+            if timings.prefill_tokens is None:
+                timings.prefill_tokens = tokens
+
         answer = guarded_answer(
             self.llm,
             prompt,
@@ -515,6 +520,7 @@ class TurnLoop:
             self._guard_context(state),
             recent=self._recent_answers,
             lora_name=self._lora(state.persona),
+            on_prefill=prefilled,
         )
         state.answer = answer
 

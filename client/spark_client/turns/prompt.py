@@ -149,12 +149,14 @@ class ConversationHistory:
 
     The rendered history is a window that only grows at its end until it no longer fits the
     budget; then its oldest exchanges are dropped until it fills at most `refill_fraction` of the
-    budget. Dropping one exchange per turn would shift the whole prompt every turn and make the
-    server prefill all of it again (seconds on a CPU); a window that jumps rarely keeps the cached
-    prefix valid for many turns in a row.
+    budget. The CPU engine shifts the kept exchanges in its KV cache rather than reading them
+    again (spark_runtime/engines/kv_reuse.py), so a trim costs ~60 ms there; an engine with prefix
+    reuse only (TensorRT-LLM's block reuse) reads the whole kept history again. A window that
+    jumps now and then, not every turn, keeps that cost to a few turns in many, and the turn
+    loop pays it in quiet time (its prefix prefill, turns/loop.py).
     """
 
-    def __init__(self, max_exchanges: int = 64, *, refill_fraction: float = 0.5) -> None:
+    def __init__(self, max_exchanges: int = 64, *, refill_fraction: float = 0.8) -> None:
         if not 0.0 < refill_fraction <= 1.0:
             raise ValueError("refill_fraction must be in (0, 1]")
         self._items: deque[Exchange] = deque(maxlen=max_exchanges)
