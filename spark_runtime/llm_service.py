@@ -55,6 +55,12 @@ class LLMService:
             "Reused prompt tokens moved in the KV cache (context shifting) rather than read again",
             labels,
         )
+        self.gate_wait = counter(
+            pb_utils,
+            "spark_llm_gate_wait_seconds_total",
+            "Time decoding paused while the TTS on the same CPU synthesised (the CPU gate)",
+            labels,
+        )
         self.cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
         self.rejected = counter(pb_utils, *REJECTED_METRIC, labels)
         # The engine says how many streams it advances at once; each gets a generation thread.
@@ -109,6 +115,8 @@ class LLMService:
             self.prompt_tokens.increment(stats.prompt_tokens)
             self.reused.increment(stats.reused_prompt_tokens)
             self.shifted.increment(stats.shifted_prompt_tokens)
+            if stats.gate_wait_s:
+                self.gate_wait.increment(stats.gate_wait_s)
 
     def close(self) -> None:
         self.runner.close()

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spark_runtime.cpu_gate import GATE_ENV, gate_path
 from spark_runtime.paths import ENGINE_DIR_ENV, REPO_ROOT
 
 DEFAULT_HTTP_PORT = 8000
@@ -144,6 +145,9 @@ class TritonServer:
         env["SPARK_SITE_PACKAGES"] = os.pathsep.join(site.getsitepackages())
         if self.engine_dir is not None:
             env[ENGINE_DIR_ENV] = str(Path(self.engine_dir).resolve())
+        # One CPU gate per server (keyed by its gRPC port): its TTS goes first, its LLM waits
+        # (spark_runtime/cpu_gate.py). SPARK_CPU_GATE=off in the environment turns it off.
+        env.setdefault(GATE_ENV, str(gate_path(self.grpc_port)))
         env.setdefault("HF_HUB_OFFLINE", "1")  # weights never come from a hub at run time
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
         env.update(self.extra_env)

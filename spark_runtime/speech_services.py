@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import load_engine
 from spark_runtime.engines.multi_voice import voice_catalog
 from spark_runtime.requests import parse_speech, parse_transcriptions, wants_voice_list
@@ -39,6 +41,8 @@ class TTSService:
             on_reject=lambda: rejected.increment(1),
             name="tts",
         )
+        # While a chunk is synthesised, the LLM on the same CPU waits between tokens.
+        self.gate = CpuGate.from_env()
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         if wants_voice_list(inputs):
@@ -46,8 +50,16 @@ class TTSService:
             return
         request = parse_speech(inputs)
         rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
-        for chunk in self.engine.synthesize(request):
-            yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+        chunks = self.engine.synthesize(request)
+        try:
+            while True:
+                with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+        finally:
+            chunks.close()
 
     def voices_json(self) -> bytes:
         catalog = voice_catalog(self.engine)
@@ -57,6 +69,8 @@ class TTSService:
     def close(self) -> None:
         self.runner.close()
         self.engine.close()
+        if self.gate is not None:
+            self.gate.close()
 
 
 class STTService:

@@ -45,6 +45,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     reused_prompt_tokens: int = 0  # prompt tokens found in the KV cache, not recomputed
     shifted_prompt_tokens: int = 0  # of those, tokens moved left in the cache (context shifting)
+    gate_wait_s: float = 0.0  # time decoding paused for the TTS on the same CPU (spark_runtime/cpu_gate.py)
     generated_tokens: int = 0
     finish_reason: str = ""  # "stop" (end token or stop word), "length", "cancelled"
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import kv_reuse
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.engines.llama_grammar import GrammarCache, GrammarGuide, guided_llama_class
@@ -93,6 +94,8 @@ class LlamaCppEngine:
         # Context shifting needs a cache whose positions can move; 0 turns it off (prefix reuse only).
         shift = kv_reuse.can_shift(llama_cpp, self._slots[0].llama)
         self._reuse_min_chunk = reuse_min_chunk if shift else 0
+        # Between tokens, decoding waits while the server's TTS synthesises (spark_runtime/cpu_gate.py).
+        self._gate = CpuGate.from_env()
         self._cond = threading.Condition()
         self._adapter_lock = threading.Lock()
 
@@ -269,6 +272,8 @@ class LlamaCppEngine:
                 yield delta
                 if stats.generated_tokens >= budget:
                     break
+                if self._gate is not None:
+                    stats.gate_wait_s += self._gate.wait()
             tail, _ = stops.push(text.flush())
             tail += stops.flush()
             if tail:
@@ -281,6 +286,8 @@ class LlamaCppEngine:
             llama.guide = None
 
     def close(self) -> None:
+        if self._gate is not None:
+            self._gate.close()
         self.grammars.close()  # before the models: each parsed grammar points at a vocabulary
         for slot in self._slots:
             slot.adapters.clear()  # llama.cpp frees adapters with their model

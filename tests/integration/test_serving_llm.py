@@ -300,3 +300,21 @@ def test_a_trimmed_history_is_shifted_on_the_server_and_the_client_hears_what_wa
     assert first > 200  # a new conversation: all of it read
     assert 0 < trimmed < 30  # after the trim: the new message (its end of the last exchange) only
     assert metric(triton.metrics_url, "spark_llm_shifted_prompt_tokens_total", model="llm") - shifted > 150
+
+
+def test_the_llm_pauses_for_the_voice_on_the_same_cpu(triton, prompt):
+    """While `tts` synthesises, `llm` waits between tokens (the CPU gate): the first chunk a
+    viewer waits for does not share two cores with a decode that nobody hears yet."""
+    waited = metric(triton.metrics_url, "spark_llm_gate_wait_seconds_total", model="llm")
+    llm, tts = StreamClient(triton.grpc_url), StreamClient(triton.grpc_url)
+    try:
+        llm.send("llm", llm_inputs(prompt, 400, stream=True, end_id=-1), request_id="long")
+        llm.next(60)  # decoding has started
+        speech = tts.run("tts", [tensor("target_text", [[b"Oh hey, welcome in! Great to see you."]], "BYTES")])
+        answer = llm.collect(0.0, 120)
+    finally:
+        llm.close()
+        tts.close()
+    assert speech.error is None and speech.responses
+    assert answer.error is None and len("".join(answer.texts())) > 100
+    assert metric(triton.metrics_url, "spark_llm_gate_wait_seconds_total", model="llm") > waited
