@@ -15,6 +15,9 @@ from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, mode
 from spark_runtime.triton_serving import DEFAULT_MAX_QUEUED, DecoupledRunner
 
 METRIC_INTERVAL_S = 0.2
+# After the first token, deltas go out merged at most this often: about two tokens per response at
+# CPU decode speed, far below what a listener notices (a spoken word takes ~300 ms).
+RESPONSE_INTERVAL_S = 0.025
 
 
 def _text_tensor(text: str) -> np.ndarray:
@@ -77,6 +80,7 @@ class LLMService:
             name="llm",
             merge=join_text_outputs,
             generation_threads=streams,
+            merge_interval_s=RESPONSE_INTERVAL_S,
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:

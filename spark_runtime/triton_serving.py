@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -59,9 +60,18 @@ _END = object()
 
 
 def coalesced(
-    source: Iterator[Outputs | None], merge: Merge, *, name: str, pool: ThreadPoolExecutor
+    source: Iterator[Outputs | None],
+    merge: Merge,
+    *,
+    name: str,
+    pool: ThreadPoolExecutor,
+    interval_s: float = 0.0,
 ) -> Iterator[Outputs | None]:
     """Runs `source` on a thread of `pool` and yields merged batches of what it produced.
+
+    The first batch goes as soon as it exists; later ones at most every `interval_s`, so a
+    stream sends fewer, larger responses (each is an IPC round trip through the stub, taken from
+    the same cores that decode).
 
     The pool's threads live as long as the model: engines keep per-thread state (OpenMP thread
     teams in llama.cpp), which a new thread per request would multiply.
@@ -90,8 +100,13 @@ def coalesced(
             items.put(_END)
 
     producer = pool.submit(produce)
+    sent_at: float | None = None
     try:
         while True:
+            if sent_at is not None and interval_s > 0:
+                pause = sent_at + interval_s - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
             try:
                 batch = [items.get(timeout=CANCEL_POLL_S)]
             except queue.Empty:
@@ -104,6 +119,7 @@ def coalesced(
                     break
             outputs = [b for b in batch if isinstance(b, Mapping)]
             if outputs:
+                sent_at = time.monotonic()
                 yield merge(outputs) if len(outputs) > 1 else outputs[0]
             for b in batch:
                 if isinstance(b, _Failure):
@@ -156,6 +172,7 @@ class DecoupledRunner:
     merge: with one, the handler's engine steps run on `generation_threads` long-lived threads
         (how many streams the engine advances at once: see LLMEngine.concurrent_streams) and the
         worker thread only sends; a stream waiting for a generation thread still sees a cancel.
+    merge_interval_s: with a merge, responses after the first go at most this often.
     """
 
     def __init__(
@@ -170,12 +187,14 @@ class DecoupledRunner:
         name: str = "model",
         merge: Merge | None = None,
         generation_threads: int = 1,
+        merge_interval_s: float = 0.0,
     ) -> None:
         if max_workers < 1 or max_queued < 0 or generation_threads < 1:
             raise ValueError(f"{name}: max_workers and generation_threads >= 1, max_queued >= 0")
         self._pb = pb_utils
         self._handler = handler
         self._merge = merge
+        self._merge_interval_s = merge_interval_s
         self._name = name
         self.max_in_flight = max_workers + max_queued
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-req")
@@ -233,7 +252,9 @@ class DecoupledRunner:
                 return
             stream = self._handler(inputs)
             if self._merge is not None and self._producers is not None:
-                stream = coalesced(stream, self._merge, name=self._name, pool=self._producers)
+                stream = coalesced(
+                    stream, self._merge, name=self._name, pool=self._producers, interval_s=self._merge_interval_s
+                )
             for outputs in stream:
                 with IPC_LOCK:
                     cancelled = sender.is_cancelled()

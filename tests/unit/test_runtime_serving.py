@@ -106,6 +106,34 @@ def test_merged_deltas_keep_the_text_and_do_not_wait_for_slow_sends():
     runner.close()
 
 
+def test_with_an_interval_the_first_delta_goes_alone_and_the_rest_in_few_responses():
+    first_sent = threading.Event()
+
+    def handler(inputs):
+        yield text("first ")
+        assert first_sent.wait(seconds(5))  # the first token is not held back for the interval
+        for i in range(40):
+            threading.Event().wait(0.005)  # an engine step
+            yield text(f"w{i} ")
+        yield {**text("end"), "prefill_tokens": np.array([[3]], dtype=np.int32)}
+
+    class Watching(pb_utils.ResponseSender):
+        def send(self, response=None, flags=0):
+            super().send(response, flags)
+            first_sent.set()
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=1, merge=join_text_outputs, merge_interval_s=0.1)
+    request = pb_utils.InferenceRequest()
+    request.sender = Watching()
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(10))
+    deltas = [bytes(a.reshape(-1)[0]).decode() for a in request.sender.outputs("text_output")]
+    assert deltas[0] == "first " and "".join(deltas) == "first " + "".join(f"w{i} " for i in range(40)) + "end"
+    assert len(deltas) <= 12  # 40 steps of >= 5 ms at most every 100 ms, not one response per step
+    assert [int(a.reshape(-1)[0]) for a in request.sender.outputs("prefill_tokens")] == [3]  # merged, kept
+    runner.close()
+
+
 def test_merged_stream_cancel_closes_the_handler_and_errors_follow_the_text():
     closed, started = threading.Event(), threading.Event()
 
