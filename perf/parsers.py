@@ -160,6 +160,8 @@ class TurnMetrics:
     ms: dict[str, float | None] = field(default_factory=dict)  # every *_ms, from chat message received
     kind: str = "answer"  # answer (to chat), or a co-host's interjection/banter, a silence filler
     voice: str = ""
+    prefill_tokens: float | None = None  # prompt tokens the LLM server had to read for this turn
+    rss_mb: float | None = None  # the client's resident memory when the turn ended
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def parse_turn_metrics(lines: Iterable[str]) -> TurnLog:
                 ms=ms,
                 kind=str(record.get("kind") or "answer"),
                 voice=str(record.get("voice") or ""),
+                prefill_tokens=_number(record.get("prefill_tokens")),
+                rss_mb=_number(record.get("rss_mb")),
             )
         )
     return TurnLog(turns=tuple(turns), skipped_lines=skipped)

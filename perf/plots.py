@@ -81,3 +81,15 @@ def cdf_plot(
     ax.set(title=title, xlabel="ms from chat message", ylabel="fraction of turns")
     ax.legend(fontsize="small")
     return _save(fig, folder, name)
+
+
+def over_turns(title: str, series: Mapping[str, Sequence[tuple[float, float]]], folder: Path, name: str) -> str:
+    """One panel per series (turn number -> value): how a long stream ages."""
+    fig, axes = plt.subplots(len(series), 1, figsize=(6.4, 1.9 * len(series)), sharex=True, squeeze=False)
+    for ax, (label, points) in zip(axes[:, 0], series.items(), strict=True):
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", linestyle="", markersize=3)
+        ax.set_ylabel(label, fontsize="small")
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("turn")
+    return _save(fig, folder, name)

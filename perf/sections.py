@@ -10,7 +10,7 @@ from perf.e2e import E2EResult
 from perf.inprocess import OverheadResult, PathPair
 from perf.llamacpp_bench import LlamaCppComparison
 from perf.llm_bench import LLMLoadResult
-from perf.parsers import TURN_FIELDS
+from perf.parsers import TURN_FIELDS, TurnLog
 from perf.pipelines import PipelineResult
 from perf.quality import QualityRun
 from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO
@@ -248,6 +248,7 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
                 title="First audio per persona and voice (answers: from the chat message; others: from the turn start)",
             )
         )
+    _aging(section, log, folder)
     samples = {
         name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
         for name in ("first_audio_out_ms", "first_mouth_ms", "llm_first_token_ms")
@@ -262,6 +263,50 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
     if answered < 50 and e2e.command:
         section.notes.append("Fewer than 50 answered turns: percentiles above p95 rest on few samples.")
     return section
+
+
+AGING_WINDOW = 10  # answered turns per row of the "as the stream ages" table
+
+
+def _aging(section: Section, log: TurnLog, folder: Path) -> None:
+    """First audio, prompt tokens read and the client's memory, window by window: a stream must
+    answer as fast at its end as at its start."""
+    answered = log.answered()
+    windows = [answered[i : i + AGING_WINDOW] for i in range(0, len(answered), AGING_WINDOW)]
+    if len(answered) > 500:  # a long run: ten rows, not fifty
+        size = -(-len(answered) // 10)
+        windows = [answered[i : i + size] for i in range(0, len(answered), size)]
+
+    def p50(values: list[float | None]) -> str:
+        d = Distribution.of([v for v in values if v is not None])
+        return fmt(d.p50) if d else "n/a"
+
+    rows = []
+    for window in windows:
+        audio = Distribution.of([v for t in window if (v := t.ms.get("first_audio_out_ms")) is not None])
+        rows.append(
+            (
+                f"{window[0].turn}-{window[-1].turn}",
+                fmt(audio.p50) if audio else "n/a",
+                fmt(audio.p95) if audio else "n/a",
+                p50([t.ms.get("llm_first_token_ms") for t in window]),
+                p50([t.prefill_tokens for t in window]),
+                p50([t.rss_mb for t in window]),
+            )
+        )
+    section.tables.append(
+        Table(
+            ("turns", "first audio p50 ms", "p95 ms", "LLM first token p50 ms", "prompt tokens read p50", "RSS MB"),
+            tuple(rows),
+            title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count)",
+        )
+    )
+    series = {
+        "first audio ms": [(t.turn, v) for t in answered if (v := t.ms.get("first_audio_out_ms")) is not None],
+        "prompt tokens read": [(t.turn, t.prefill_tokens) for t in answered if t.prefill_tokens is not None],
+        "client RSS MB": [(t.turn, t.rss_mb) for t in answered if t.rss_mb is not None],
+    }
+    section.plots.append(plots.over_turns("As the stream ages", series, folder, "e2e_aging.png"))
 
 
 def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:

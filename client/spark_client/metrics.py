@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -62,9 +63,19 @@ class TurnTimings:
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
         data["prefill_tokens"] = self.prefill_tokens
+        data["rss_mb"] = resident_mb()
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]
         return data
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory (Linux), so a long stream's records show a leak as it grows."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 MAX_KEPT_TURNS = 20_000  # for the summary; a long stream's older turns live on in the JSONL file
