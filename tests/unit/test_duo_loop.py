@@ -44,7 +44,8 @@ def test_cohost_interjects_in_its_own_voice_with_its_own_adapter():
     # Ember's prompt was read into her cache while Spark's answer played, before she spoke
     assert llm.prefills[:1] == ["ember"]
     assert set(zip(s.tts.voices, s.tts.spoken, strict=True)) == {
-        ("joe", "Welcome in, chat!"),
+        ("joe", "Welcome in,"),  # the first piece: a short clause, synthesised while the rest comes
+        ("joe", "chat!"),
         ("jf_alpha", "She says that every day."),
     }
     ember_turn = next(p for p in llm.prompts if "comment of your own" in json.dumps(p))

@@ -323,7 +323,7 @@ def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generat
 
     s = asyncio.run(scenario())
     spoken = [said for _, _, said, _ in s.said]
-    assert spoken == ["Hi mika, welcome in!", "no, no, no,", "Anyway, hello!"]  # a loop ends where it shows
+    assert spoken == ["Hi mika, welcome in!", "no, no,", "Anyway, hello!"]  # a loop ends where it shows
     assert [r["guards"] for *_, r in s.said] == [["label", "markup"], ["loop"], ["instruction"]]
     assert s.llm.cancelled == 2  # the markup and the loop stopped generation on the server
     assert [e.generated for e in s.loop.history.window()] == ["", "", ""]  # guarded text is not reused
