@@ -105,6 +105,13 @@ class Coordinator:
     def partner(self, persona: Persona) -> Persona | None:
         return next((p for p in self.personas if p is not persona), None)
 
+    def co_host(self, speaker: Persona) -> Persona | None:
+        """The persona that may speak after `speaker` at some point (cooling down or not)."""
+        other = self.partner(speaker)
+        if other is None or min(speaker.turns.banter_cap, other.turns.banter_cap) == 0:
+            return None
+        return other
+
     def may_follow(self, speaker: Persona) -> Persona | None:
         """The persona that could follow `speaker`'s line now (an exchange going on, or its partner
         out of its cooldown and able to speak unprompted); None when none can. Nothing is granted."""
