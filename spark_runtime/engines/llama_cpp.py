@@ -251,6 +251,8 @@ class LlamaCppEngine:
             reset=True,
         )
         llama.guide = guide
+        if self._gate is not None:  # the prompt is read in one step: let a TTS chunk in progress finish first
+            stats.gate_wait_s += self._gate.wait()
         try:
             for token in generator:
                 # A complete grammar leaves only end-of-generation tokens: they end it, whatever end_id says.

@@ -80,5 +80,10 @@ def test_the_llama_engine_waits_at_the_gate_between_tokens(engine_dir, tmp_path,
         holder._write(time.monotonic() + 0.2)  # the voice takes the gate (and, here, never lets go)
         rest = list(stream)
         assert len(rest) == 7 and stats.gate_wait_s >= 0.1
+        # a prompt is read in one step: it waits for the voice before it starts
+        holder._write(time.monotonic() + 0.2)
+        prefill = GenerationStats()
+        assert len(list(engine.generate(GenerationRequest(prompt=prompt + "One", max_tokens=1), prefill))) == 1
+        assert prefill.gate_wait_s >= 0.1
     finally:
         engine.close()
