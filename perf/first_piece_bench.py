@@ -133,38 +133,20 @@ def load_answers(path: Path = ANSWERS) -> list[RecordedAnswer]:
     return answers
 
 
-def chat_messages(chat: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """A corpus situation's chat lines as the client's ChatMessages (the answered one last)."""
-    from spark_client.events import ChatMessage
-
-    return [
-        ChatMessage(
-            source="twitch",
-            user=c["user"],
-            text=c["text"],
-            message_id=f"m{i}",
-            badges=frozenset(c.get("badges", ())),
-            bits=int(c.get("bits", 0)),
-            first_message=bool(c.get("first_message", False)),
-        )
-        for i, c in enumerate(chat)
-    ]
-
-
 def turn_guards() -> Callable[[RecordedAnswer], Any]:
     """A new output guard for a recorded answer, as its turn had (its persona, the chat shown)."""
     from spark_client.personas import shipped_personas
     from spark_client.speech.guards import SpeechGuard
     from spark_client.turns.prompt import DEFAULT_PROMPT_STYLE, guard_context
 
-    from perf.quality import load_corpus
+    from perf.quality import corpus_messages, load_corpus
 
     corpus = {s.id: s for s in load_corpus()}
     shipped = shipped_personas()
     personas = {p.name: p for p in shipped}
 
     def guard(answer: RecordedAnswer) -> Any:
-        lines = chat_messages(corpus[answer.id].chat)
+        lines = corpus_messages(corpus[answer.id].chat, answer.id)
         shown = (lines[-1], *lines[:-1])
         persona = personas.get(answer.persona, shipped[0])
         return SpeechGuard(guard_context(persona, shipped, shown, style=DEFAULT_PROMPT_STYLE))
@@ -226,7 +208,7 @@ def record_answers(
     from spark_client.speech.guards import stop_sequences
     from spark_client.turns.prompt import DEFAULT_PROMPT_STYLE, ConversationHistory, build_messages, guard_context
 
-    from perf.quality import load_corpus, stream_order
+    from perf.quality import corpus_messages, load_corpus, stream_order
     from spark_runtime.chat_template import ChatTemplate
     from spark_runtime.engines import load_engine
     from spark_runtime.engines.base import GenerationRequest, GenerationStats
@@ -238,7 +220,7 @@ def record_answers(
     template = ChatTemplate.from_engine_dir(llm_dir)
 
     def request(persona: Any, chat: list[dict[str, Any]], seed: int) -> GenerationRequest:
-        lines = chat_messages(chat)
+        lines = corpus_messages(chat, "m")
         shown = (lines[-1], *lines[:-1])
         messages = build_messages(
             persona, ConversationHistory(), chat=style.chat(lines[-1], shown[1:]), memories=[], style=style

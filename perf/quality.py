@@ -23,7 +23,7 @@ import shlex
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,27 @@ class QualityRun:
         return {c: shares[c] == 0 if c in TARGET_ZERO else shares[c] < TARGET_SHARE for c in CHECKS}
 
 
+def corpus_messages(chat: Sequence[Mapping[str, Any]], id_prefix: str) -> list[Any]:
+    """A corpus situation's chat lines as the client's ChatMessages (the answered one last)."""
+    from spark_client.events import ChatMessage
+
+    return [
+        ChatMessage(
+            source="twitch",
+            user=c["user"],
+            text=c["text"],
+            message_id=f"{id_prefix}-{i}",
+            badges=frozenset(c.get("badges", ())),
+            bits=int(c.get("bits", 0)),
+            first_message=bool(c.get("first_message", False)),
+        )
+        for i, c in enumerate(chat)
+    ]
+
+
 async def answer_all(
     url: str, situations: list[Situation], *, style_name: str, guards: bool, session: int, penalties: bool = True
 ) -> QualityRun:
-    from spark_client.events import ChatMessage
     from spark_client.personas import shipped_personas
     from spark_client.speech.answer import AnswerAttempts, guarded_answer
     from spark_client.speech.guards import RecentAnswers
@@ -132,18 +149,7 @@ async def answer_all(
             if index % session == 0:
                 history = ConversationHistory()  # a new stream
             persona = personas.get(situation.persona or "", shipped[0])
-            lines = [
-                ChatMessage(
-                    source="twitch",
-                    user=c["user"],
-                    text=c["text"],
-                    message_id=f"{situation.id}-{i}",
-                    badges=frozenset(c.get("badges", ())),
-                    bits=int(c.get("bits", 0)),
-                    first_message=bool(c.get("first_message", False)),
-                )
-                for i, c in enumerate(situation.chat)
-            ]
+            lines = corpus_messages(situation.chat, situation.id)
             answer_msg, shown = lines[-1], (lines[-1], *lines[:-1])
             started = time.monotonic()
             chat = style.chat(answer_msg, shown[1:])

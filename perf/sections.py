@@ -272,10 +272,8 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
     """First audio, prompt tokens read and the client's memory, window by window: a stream must
     answer as fast at its end as at its start."""
     answered = log.answered()
-    windows = [answered[i : i + AGING_WINDOW] for i in range(0, len(answered), AGING_WINDOW)]
-    if len(answered) > 500:  # a long run: ten rows, not fifty
-        size = -(-len(answered) // 10)
-        windows = [answered[i : i + size] for i in range(0, len(answered), size)]
+    size = AGING_WINDOW if len(answered) <= 500 else -(-len(answered) // 10)  # a long run: ten rows, not fifty
+    windows = [answered[i : i + size] for i in range(0, len(answered), size)]
 
     def p50(values: list[float | None]) -> str:
         d = Distribution.of([v for v in values if v is not None])
