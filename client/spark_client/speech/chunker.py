@@ -15,11 +15,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from spark_client.avatar.expressions import EmotionTagParser
+from spark_client.speech.guards import STAGE_DIRECTION
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
 _WORD = re.compile(r"\S+")
-_STAGE_DIRECTION = re.compile(r"\[[^\]\n]{0,30}\]|\*[^*\n]{1,60}\*")  # [sarcastic], *waves*: the guards drop them
 _EDGE = "\"'()[]*_“”‘’«»"  # quotes and brackets around a word, not punctuation that ends it
 
 # Words a first piece cut without punctuation must not end on: said alone, they leave the
@@ -69,7 +69,7 @@ def can_end_phrase(word: str, non_final: Collection[str] = NON_FINAL_WORDS) -> b
 
 def _spoken_words(text: str) -> list[re.Match[str]]:
     """The words of `text` the TTS will say: with a letter or digit, outside stage directions."""
-    directions = [m.span() for m in _STAGE_DIRECTION.finditer(text)]
+    directions = [m.span() for m in STAGE_DIRECTION.finditer(text)]  # what the output guards drop
     return [
         w
         for w in _WORD.finditer(text)

@@ -53,7 +53,7 @@ _SAYS_LABEL = re.compile(
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 _ENDS_SENTENCE = re.compile(r"[.!?…]+[\"')\]]*\s*$")
-_STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]")  # *waves*, [sparkle], a stray bracket
+STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]")  # *waves*, [sparkle], a stray bracket
 _SYMBOLS = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d]")  # emoji are not speakable
 _WORD = re.compile(r"[\w']+")
 
@@ -176,7 +176,7 @@ class SpeechGuard:
         if markup is not None:
             text, stop = text[: markup.start()], True
             reasons.append("markup")
-        text = _SYMBOLS.sub("", _STAGE_DIRECTION.sub(" ", text))
+        text = _SYMBOLS.sub("", STAGE_DIRECTION.sub(" ", text))
 
         text, label_stop = self._labels(text, first=not self.said, reasons=reasons)
         stop = stop or label_stop
