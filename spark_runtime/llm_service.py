@@ -104,7 +104,7 @@ class LLMService:
                 if stream and (delta or first):
                     outputs = {"text_output": _text_tensor(delta)}
                     if first:
-                        outputs["prefill_tokens"] = _count_tensor(stats.prompt_tokens - stats.reused_prompt_tokens)
+                        outputs["prefill_tokens"] = _count_tensor(stats.prefill_tokens)
                     first = False
                     yield outputs
                 elif stream:
@@ -115,7 +115,7 @@ class LLMService:
             if not stream:
                 yield {
                     "text_output": _text_tensor("".join(parts)),
-                    "prefill_tokens": _count_tensor(stats.prompt_tokens - stats.reused_prompt_tokens),
+                    "prefill_tokens": _count_tensor(stats.prefill_tokens),
                 }
         finally:
             self.tokens.increment(stats.generated_tokens - generated)

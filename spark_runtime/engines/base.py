@@ -46,6 +46,12 @@ class GenerationStats:
     reused_prompt_tokens: int = 0  # prompt tokens found in the KV cache, not recomputed
     shifted_prompt_tokens: int = 0  # of those, tokens moved left in the cache (context shifting)
     gate_wait_s: float = 0.0  # time decoding paused for the TTS on the same CPU (spark_runtime/cpu_gate.py)
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the engine had to read: the prompt less what its KV cache held."""
+        return self.prompt_tokens - self.reused_prompt_tokens
+
     generated_tokens: int = 0
     finish_reason: str = ""  # "stop" (end token or stop word), "length", "cancelled"
 

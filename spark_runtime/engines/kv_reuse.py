@@ -11,7 +11,7 @@ rotated to its new place on the next decode). The system prompt never moves: it 
 sink that StreamingLLM showed a model needs to stay fluent once the start of its context is gone.
 
 A shifted key is not bit-identical to a re-read one: it was computed while the dropped exchanges
-were still in view. tests/unit/test_llama_engine.py measures how far that moves the next-token
+were still in view. tests/unit/test_llama_context_shift.py measures how far that moves the next-token
 distribution against a full re-prefill of the same prompt, and states the tolerance.
 """
 

@@ -146,23 +146,24 @@ class LlamaCppEngine:
         cached = slot.llama.input_ids[: slot.llama.n_tokens].tolist() if slot.llama.n_tokens else []
         return kv_reuse.plan_reuse(cached, tokens, min_chunk=self._reuse_min_chunk)
 
-    def _acquire(self, tokens: list[int], adapter: str | None) -> _Slot:
-        def score(slot: _Slot) -> int:  # prompt tokens the slot's cache would spare, shifts included
-            return self._plan(slot, tokens).kept if slot.kv_adapter == adapter else 0
-
+    def _acquire(self, tokens: list[int], adapter: str | None) -> tuple[_Slot, kv_reuse.ReusePlan]:
+        """A free slot for `tokens` and what of its cache they keep (nothing under another adapter:
+        `_apply_adapter` clears that cache)."""
         with self._cond:
             if not self._cond.wait_for(lambda: any(not s.busy for s in self._slots), self._slot_timeout_s):
                 raise RequestError(
                     f"llm busy: all {len(self._slots)} llama.cpp slots in use for {self._slot_timeout_s:.0f} s"
                 )
             free = [s for s in self._slots if not s.busy]
-            slot = max(free, key=score)
+            # prompt tokens each slot's cache would spare, shifts included; planned once per request
+            plans = {s.index: self._plan(s, tokens) if s.kv_adapter == adapter else kv_reuse.ReusePlan(0) for s in free}
+            slot = max(free, key=lambda s: plans[s.index].kept)
             # A short reusable part (e.g. only "You are") is not worth evicting another prompt's
             # cache for: take the least recently used slot instead.
-            if score(slot) < len(tokens) // 2:
+            if plans[slot.index].kept < len(tokens) // 2:
                 slot = min(free, key=lambda s: s.last_used)
             slot.busy = True
-            return slot
+            return slot, plans[slot.index]
 
     def _release(self, slot: _Slot) -> None:
         with self._cond:
@@ -209,10 +210,10 @@ class LlamaCppEngine:
         budget = min(request.max_tokens, self._n_ctx - len(tokens))
         guide = self.grammars.guide(request.grammar) if request.grammar else None
         try:
-            slot = self._acquire(tokens, request.lora_name)
+            slot, plan = self._acquire(tokens, request.lora_name)
             try:
                 self._apply_adapter(slot, request.lora_name)
-                yield from self._decode(slot, tokens, budget, request, stats, guide)
+                yield from self._decode(slot, plan, tokens, budget, request, stats, guide)
             finally:
                 self._release(slot)
         finally:
@@ -222,6 +223,7 @@ class LlamaCppEngine:
     def _decode(
         self,
         slot: _Slot,
+        plan: kv_reuse.ReusePlan,
         tokens: list[int],
         budget: int,
         request: GenerationRequest,
@@ -230,7 +232,6 @@ class LlamaCppEngine:
     ) -> Iterator[str]:
         llama = slot.llama
         vocab = llama._model.vocab
-        plan = self._plan(slot, tokens)
         if plan.moves:
             kv_reuse.apply_plan(self._lib, llama, plan)
         stats.prompt_tokens, stats.reused_prompt_tokens = len(tokens), plan.kept
