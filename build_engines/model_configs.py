@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, CANCEL_PARAMETER
+
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("cpu", "gb10")
 
@@ -82,7 +84,10 @@ def render(spec: ModelSpec) -> str:
     if spec.instances_comment:
         lines.append(f"# {spec.instances_comment}")
     lines.append(f"instance_group [ {spec.instances.render()} ]")
-    params = [f'{{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in spec.parameters]
+    parameters = list(spec.parameters)
+    if spec.decoupled:  # every streaming model stops a request in band (spark_runtime/triton_serving.py)
+        parameters.append((CANCEL_CONFIG_KEY, CANCEL_PARAMETER))
+    params = [f'{{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in parameters]
     lines.append(_section("parameters", params, inline=True))
     return "\n".join(lines) + "\n"
 

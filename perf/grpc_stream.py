@@ -98,6 +98,7 @@ class PendingRequest:
         self.sent_at = sent_at
         self.done_at = 0.0
         self._events: queue.Queue[tuple[float, Any, Any]] = queue.Queue()
+        self.finished = False  # its final response (or an error) arrived
 
     def _put(self, at: float, result: Any, error: Any) -> None:
         self._events.put((at, result, error))
@@ -115,8 +116,7 @@ class PendingRequest:
             response = result.get_response()
             if response.outputs:
                 yield Arrival(at, {o.name: result.as_numpy(o.name) for o in response.outputs})
-            final = response.parameters.get("triton_final_response")
-            if final is not None and final.bool_param:
+            if _is_final(result):
                 self.done_at = at
                 return
 
@@ -125,6 +125,11 @@ class PendingRequest:
         out.arrivals.extend(self.arrivals(timeout_s))
         out.done_at = self.done_at
         return out
+
+
+def _is_final(result: Any) -> bool:
+    final = result.get_response().parameters.get("triton_final_response")
+    return final is not None and final.bool_param
 
 
 class StreamingClient:
@@ -146,6 +151,8 @@ class StreamingClient:
             if pending is None and len(self._pending) == 1:  # an error without id: only one can be meant
                 pending = next(iter(self._pending.values()))
         if pending is not None:
+            if error is not None or _is_final(result):
+                pending.finished = True
             pending._put(at, result, error)
 
     def start(self, model: str, inputs: list[grpcclient.InferInput]) -> PendingRequest:
@@ -172,7 +179,11 @@ class StreamingClient:
         return prompt, stops
 
     def close(self) -> None:
-        self._client.stop_stream(cancel_requests=True)
+        # Cancelling a gRPC stream can crash the served tritonserver 2.51 (see
+        # spark_client/speech/triton.py): a stream whose requests all ended is closed, not cancelled.
+        with self._lock:
+            unfinished = any(not p.finished for p in self._pending.values())
+        self._client.stop_stream(cancel_requests=unfinished)
         self._client.close()
 
     def __enter__(self) -> StreamingClient:

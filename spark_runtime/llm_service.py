@@ -12,7 +12,7 @@ from spark_runtime.engines import load_engine
 from spark_runtime.engines.base import GenerationStats
 from spark_runtime.requests import parse_generation
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
-from spark_runtime.triton_serving import DEFAULT_MAX_QUEUED, DecoupledRunner
+from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DEFAULT_MAX_QUEUED, DecoupledRunner
 
 METRIC_INTERVAL_S = 0.2
 # After the first token, deltas may go out merged at most this often (fewer stub round trips).
@@ -81,6 +81,7 @@ class LLMService:
             on_cancel=lambda: self.cancelled.increment(1),
             on_reject=lambda: self.rejected.increment(1),
             name="llm",
+            cancel_parameter=params.get(CANCEL_CONFIG_KEY, ""),
             merge=join_text_outputs,
             generation_threads=streams,
             merge_interval_s=RESPONSE_INTERVAL_S,

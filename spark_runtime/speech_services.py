@@ -14,7 +14,7 @@ from spark_runtime.engines import load_engine
 from spark_runtime.engines.multi_voice import voice_catalog
 from spark_runtime.requests import parse_speech, parse_transcriptions, wants_voice_list
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
-from spark_runtime.triton_serving import DecoupledRunner
+from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DecoupledRunner
 
 # Admitted requests that may wait beyond those running (the `max_queued` config parameter).
 TTS_MAX_QUEUED = 4
@@ -40,6 +40,7 @@ class TTSService:
             on_cancel=lambda: cancelled.increment(1),
             on_reject=lambda: rejected.increment(1),
             name="tts",
+            cancel_parameter=params.get(CANCEL_CONFIG_KEY, ""),
         )
         # While a chunk is synthesised, the LLM on the same CPU waits between tokens.
         self.gate = CpuGate.from_env()
@@ -87,6 +88,7 @@ class STTService:
             max_queued=int_param(params, "max_queued", STT_MAX_QUEUED),
             on_reject=lambda: rejected.increment(1),
             name="stt",
+            cancel_parameter=params.get(CANCEL_CONFIG_KEY, ""),
         )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:

@@ -13,15 +13,22 @@ at the IPC's pace.
 Admission is bounded per model: `max_workers` requests run, up to `max_queued` more wait for a
 worker, and one past that gets a "busy" error at once, so a burst cannot pile up requests that
 each hold their inputs (up to 600 s of audio) and a worker.
+A request can also be stopped in band: a second request to the same model whose request
+parameter `cancel_parameter` (the model config's `cancel_parameter`, "spark_cancel") names the
+first one's request id. The client cancels that way and lets the first stream end by itself,
+because the server's gRPC frontend (tritonserver 2.51, the wheel served here) can crash when a
+client cancels a stream: see spark_client/speech/triton.py.
 The Triton utilities module is passed in, so this runs under a stub in unit tests.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -46,6 +53,9 @@ Handler = Callable[[Mapping[str, np.ndarray]], Iterator[Outputs | None]]
 # Several outputs produced while a send was in flight -> one output with the same meaning.
 Merge = Callable[[list[Outputs]], Outputs]
 
+CANCEL_CONFIG_KEY = "cancel_parameter"  # model config parameter: the request parameter that stops a request
+CANCEL_PARAMETER = "spark_cancel"  # its value in every model config this project generates
+EARLY_CANCELS_KEPT = 256  # cancels for ids not (yet) running, remembered in case the request follows
 DEFAULT_MAX_QUEUED = 4  # admitted requests that may wait for a worker, beyond those running
 CANCEL_POLL_S = 0.05  # with a merge: how often cancellation is checked while nothing is produced
 PRODUCER_JOIN_S = 30.0  # a cancelled handler stops at its next step; a prefill step can be long
@@ -138,6 +148,13 @@ def coalesced(
             log.warning("%s: a cancelled request is still in its engine step after %.0f s", name, PRODUCER_JOIN_S)
 
 
+def _request_id(request: Any) -> str:
+    try:
+        return str(request.request_id() or "") if hasattr(request, "request_id") else ""
+    except Exception:  # a stub without ids: in-band cancels cannot reach this request
+        return ""
+
+
 @dataclass
 class RunnerCounters:
     requests: int = 0
@@ -173,6 +190,8 @@ class DecoupledRunner:
         (how many streams the engine advances at once: see LLMEngine.concurrent_streams) and the
         worker thread only sends; a stream waiting for a generation thread still sees a cancel.
     merge_interval_s: with a merge, responses after the first go at most this often.
+    cancel_parameter: the request parameter of an in-band cancel ("" turns them off): a request
+        carrying it stops the running (or queued) request with that id and ends at once.
     """
 
     def __init__(
@@ -188,6 +207,7 @@ class DecoupledRunner:
         merge: Merge | None = None,
         generation_threads: int = 1,
         merge_interval_s: float = 0.0,
+        cancel_parameter: str = CANCEL_PARAMETER,
     ) -> None:
         if max_workers < 1 or max_queued < 0 or generation_threads < 1:
             raise ValueError(f"{name}: max_workers and generation_threads >= 1, max_queued >= 0")
@@ -210,19 +230,67 @@ class DecoupledRunner:
         self._on_cancel = on_cancel
         self._on_reject = on_reject
         self.counters = RunnerCounters()
+        self._cancel_parameter = cancel_parameter
+        self._stops: dict[str, threading.Event] = {}  # request id -> set to stop it (in-band cancel)
+        self._early: OrderedDict[str, None] = OrderedDict()  # cancelled ids not seen running
+        self._stops_lock = threading.Lock()
 
     def submit(self, request: Any) -> None:
         sender = request.get_response_sender()
+        if (target := self._cancel_target(request)) is not None:
+            self._stop(target)
+            with IPC_LOCK:
+                sender.send(flags=self._pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
         if not self.counters.admit(self.max_in_flight):
             self._reject(sender)
             return
+        request_id = _request_id(request)
+        stop = self._register(request_id)
         try:
             # Input tensors live in the request's shared memory, released once execute returns.
             inputs = {tensor.name(): np.array(tensor.as_numpy(), copy=True) for tensor in request.inputs()}
-            self._pool.submit(self._run, sender, inputs)
+            self._pool.submit(self._run, sender, inputs, stop, request_id)
         except BaseException:
+            self._unregister(request_id)
             self.counters.add(in_flight=-1)
             raise
+
+    def _cancel_target(self, request: Any) -> str | None:
+        """The request id an in-band cancel names, or None for an ordinary request."""
+        if not self._cancel_parameter or not hasattr(request, "parameters"):
+            return None
+        try:
+            parameters = json.loads(request.parameters() or "{}")
+        except (TypeError, ValueError):
+            return None
+        target = parameters.get(self._cancel_parameter) if isinstance(parameters, dict) else None
+        return str(target) if target is not None else None
+
+    def _stop(self, request_id: str) -> None:
+        with self._stops_lock:
+            stop = self._stops.get(request_id)
+            if stop is None:  # finished already, or (another stream's order) not started yet
+                self._early[request_id] = None
+                while len(self._early) > EARLY_CANCELS_KEPT:
+                    self._early.popitem(last=False)
+                return
+        stop.set()
+
+    def _register(self, request_id: str) -> threading.Event:
+        stop = threading.Event()
+        if request_id:
+            with self._stops_lock:
+                self._stops[request_id] = stop
+                if request_id in self._early:  # its cancel came first
+                    del self._early[request_id]
+                    stop.set()
+        return stop
+
+    def _unregister(self, request_id: str) -> None:
+        if request_id:
+            with self._stops_lock:
+                self._stops.pop(request_id, None)
 
     def _reject(self, sender: Any) -> None:
         pb = self._pb
@@ -234,7 +302,7 @@ class DecoupledRunner:
         if self._on_reject is not None:
             self._on_reject()
 
-    def _run(self, sender: Any, inputs: Mapping[str, np.ndarray]) -> None:
+    def _run(self, sender: Any, inputs: Mapping[str, np.ndarray], stop: threading.Event, request_id: str) -> None:
         pb = self._pb
         final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         stream: Iterator[Outputs | None] | None = None
@@ -245,7 +313,7 @@ class DecoupledRunner:
 
         try:
             with IPC_LOCK:
-                cancelled = sender.is_cancelled()
+                cancelled = stop.is_set() or sender.is_cancelled()
             if cancelled:  # cancelled while it waited for a worker
                 self._cancelled()
                 send(flags=final)
@@ -257,7 +325,7 @@ class DecoupledRunner:
                 )
             for outputs in stream:
                 with IPC_LOCK:
-                    cancelled = sender.is_cancelled()
+                    cancelled = stop.is_set() or sender.is_cancelled()
                 if cancelled:
                     self._cancelled()
                     break
@@ -274,6 +342,7 @@ class DecoupledRunner:
         finally:
             if stream is not None and hasattr(stream, "close"):
                 stream.close()  # stops the engine's generator (and frees its slot) at once
+            self._unregister(request_id)
             self.counters.add(in_flight=-1)
 
     def _cancelled(self) -> None:

@@ -66,9 +66,19 @@ class ResponseSender:
 
 
 class InferenceRequest:
+    """`request_id` and `parameters` (a JSON string, as the stub's) are set like a client sets them."""
+
     def __init__(self, **inputs: Any) -> None:
         self._inputs = [Tensor(k, np.asarray(v)) for k, v in inputs.items()]
         self.sender = ResponseSender()
+        self.id = ""
+        self.parameters_json = "{}"
+
+    def request_id(self) -> str:
+        return self.id
+
+    def parameters(self) -> str:
+        return self.parameters_json
 
     def inputs(self) -> list[Tensor]:
         return self._inputs

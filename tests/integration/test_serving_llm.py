@@ -98,6 +98,60 @@ def test_cancelling_a_stream_stops_generation_on_the_server(triton, prompt):
     assert metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm") == cancelled_before + 1
 
 
+def test_a_client_that_stops_reading_stops_the_request_in_band_never_by_cancelling_the_call(triton, prompt):
+    """The client's streams (spark_client.speech.triton) stop a request with a second request
+    naming it, because this tritonserver can crash when a client cancels a gRPC stream."""
+    from spark_client.speech.triton import TritonModels
+
+    tokens = lambda: metric(triton.metrics_url, "spark_llm_generated_tokens_total", model="llm")  # noqa: E731
+    cancelled_before = metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm")
+    grpc_cancels: list[str] = []
+
+    async def read(stream, count: int, got: asyncio.Event | None = None) -> None:
+        n = 0
+        async for _ in stream:
+            n += 1
+            if n == count:
+                if got is None:
+                    break
+                got.set()
+
+    async def scenario() -> None:
+        models = TritonModels(triton.grpc_url)
+        client = models._client("llm")
+        stream_infer = client.stream_infer
+
+        def spying(*args, **kwargs):
+            call = stream_infer(*args, **kwargs)
+            cancel = call.cancel
+            call.cancel = lambda: grpc_cancels.append("cancel") or cancel()
+            return call
+
+        client.stream_infer = spying
+        try:
+            # end_id -1 never ends: only a stop can end these 4000-token requests early
+            stream = models.stream("llm", llm_inputs(prompt, 4000, stream=True, end_id=-1))
+            await read(stream, 5)  # a consumer that stops reading
+            await stream.aclose()
+            got = asyncio.Event()  # a consumer cancelled while it waits for the next delta (a barge-in)
+            endless = llm_inputs(prompt, 4000, stream=True, end_id=-1)
+            task = asyncio.create_task(read(models.stream("llm", endless), 3, got))
+            await asyncio.wait_for(got.wait(), seconds(60))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await models.close()  # waits for the stops under way
+
+    asyncio.run(scenario())
+    assert grpc_cancels == []
+    assert metric(triton.metrics_url, "spark_requests_cancelled_total", model="llm") == cancelled_before + 2
+    time.sleep(seconds(1.5))  # the engine counts its last tokens as its generator closes, after the final
+    after = tokens()
+    time.sleep(seconds(1.5))
+    assert tokens() == after, "the model kept generating after both requests were stopped"
+
+
 def test_lora_adapter_is_per_request(triton, prompt):
     base = generate(triton.grpc_url, prompt, 24, stream=False)[0]
     adapted = generate(triton.grpc_url, prompt, 24, stream=False, lora_name=TEST_ADAPTER)[0]

@@ -1,8 +1,10 @@
 """DecoupledRunner: every stream ends with the final flag, errors are responses, cancel stops work."""
 
+import json
 import threading
 
 import numpy as np
+import pytest
 
 from spark_runtime.errors import RequestError
 from spark_runtime.llm_service import join_text_outputs
@@ -136,16 +138,7 @@ def test_with_an_interval_the_first_delta_goes_alone_and_the_rest_in_few_respons
 
 def test_merged_stream_cancel_closes_the_handler_and_errors_follow_the_text():
     closed, started = threading.Event(), threading.Event()
-
-    def endless(inputs):
-        try:
-            while True:
-                started.set()
-                yield text("x")
-        finally:
-            closed.set()
-
-    runner = DecoupledRunner(pb_utils, endless, max_workers=1, merge=join_text_outputs)
+    runner = DecoupledRunner(pb_utils, _endless(started, closed), max_workers=1, merge=join_text_outputs)
     request = pb_utils.InferenceRequest()
     runner.submit(request)
     assert started.wait(seconds(5))
@@ -165,3 +158,93 @@ def test_merged_stream_cancel_closes_the_handler_and_errors_follow_the_text():
     assert crash.sender.errors() == ["internal error: boom"]
     runner.close()
     runner2.close()
+
+
+def _request(request_id: str = "", **parameters: str) -> pb_utils.InferenceRequest:
+    request = pb_utils.InferenceRequest()
+    request.id = request_id
+    request.parameters_json = json.dumps(parameters)
+    return request
+
+
+def _endless(started: threading.Event, closed: threading.Event):
+    def handler(inputs):
+        try:
+            while True:
+                started.set()
+                yield text("x")
+        finally:
+            closed.set()
+
+    return handler
+
+
+@pytest.mark.parametrize("merge", [None, join_text_outputs], ids=["plain", "merged"])
+def test_a_request_naming_another_stops_it_in_band_and_ends_at_once(merge):
+    started, closed = threading.Event(), threading.Event()
+    cancelled = []
+    runner = DecoupledRunner(
+        pb_utils, _endless(started, closed), max_workers=2, merge=merge, on_cancel=lambda: cancelled.append(1)
+    )
+    other_started, other_closed = threading.Event(), threading.Event()
+    other_runner = DecoupledRunner(pb_utils, _endless(other_started, other_closed), max_workers=1)
+    running, bystander = _request("llm-a1-1"), _request("llm-a1-2")
+    runner.submit(running)
+    other_runner.submit(bystander)
+    assert started.wait(seconds(5)) and other_started.wait(seconds(5))
+    stop = _request("llm-a1-1-stop", spark_cancel="llm-a1-1")
+    runner.submit(stop)
+    assert stop.sender.sent == [(None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)]  # answered at once, no output
+    assert running.sender.done.wait(seconds(5)) and closed.wait(seconds(5))
+    assert running.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    assert running.sender.errors() == []
+    assert cancelled == [1] and runner.counters.cancelled == 1
+    assert runner.counters.requests == 1  # the stop is not a request that takes a worker
+    assert not bystander.sender.done.is_set()  # only the named request stops
+    bystander.sender.cancel()
+    assert bystander.sender.done.wait(seconds(5))
+    runner.close()
+    other_runner.close()
+
+
+def test_a_stop_that_arrives_before_its_request_stops_it_before_it_runs():
+    calls = []
+
+    def handler(inputs):
+        calls.append(1)
+        yield text("x")
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=1)
+    runner.submit(_request("tts-b2-9-stop", spark_cancel="tts-b2-9"))  # e.g. on another connection
+    late = _request("tts-b2-9")
+    runner.submit(late)
+    assert late.sender.done.wait(seconds(5))
+    assert calls == [] and late.sender.sent == [(None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)]
+    assert runner.counters.cancelled == 1
+    again = _request("tts-b2-10")  # the next request runs
+    runner.submit(again)
+    assert again.sender.done.wait(seconds(5)) and calls == [1]
+    runner.close()
+
+
+def test_stops_for_finished_or_unknown_requests_change_nothing_and_are_bounded():
+    runner = DecoupledRunner(pb_utils, lambda inputs: iter([text("x")]), max_workers=1)
+    done = _request("stt-c3-1")
+    runner.submit(done)
+    assert done.sender.done.wait(seconds(5))
+    for n in range(1000):
+        stop = _request(f"x-{n}-stop", spark_cancel=f"x-{n}")
+        runner.submit(stop)
+        assert stop.sender.done.is_set()
+    assert len(runner._early) <= 256  # a flood of stops for unknown ids keeps no more than that
+    assert runner.counters.cancelled == 0 and runner.counters.requests == 1
+    runner.close()
+
+
+def test_without_a_cancel_parameter_a_request_with_the_parameter_is_served():
+    runner = DecoupledRunner(pb_utils, lambda inputs: iter([text("x")]), max_workers=1, cancel_parameter="")
+    request = _request("a", spark_cancel="b")
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(5))
+    assert [bytes(a.reshape(-1)[0]) for a in request.sender.outputs("text_output")] == [b"x"]
+    runner.close()
