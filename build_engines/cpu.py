@@ -25,6 +25,7 @@ from build_engines.packaged import (
     WHISPER_TINY_EN,
     PackagedModel,
 )
+from spark_runtime.paths import REPO_ROOT
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -152,6 +153,7 @@ def build_tts(out: Path) -> dict[str, Any]:
         "kind": "tts",
         "runtime": "multi-voice",
         "engines": {"piper": piper, "kokoro": kokoro},
+        "normaliser": build_normaliser(target),
         "default_voice": "joe",
         "description": f"{PIPER_JOE.model} (default voice joe) + {KOKORO_JA.model}",
         "source": {
@@ -162,6 +164,41 @@ def build_tts(out: Path) -> dict[str, Any]:
     }
     _write_json(target / "engine.json", engine)
     return engine
+
+
+def build_normaliser(target: Path) -> dict[str, Any]:
+    """NeMo's English text normalisation grammars, compiled once (about a minute on two cores) into
+    the tts engine folder, where the served model loads them (spark_runtime/normalise)."""
+    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, INPUT_CASE, LANGUAGE, build_grammars, grammars_present
+
+    grammars = target / GRAMMAR_FOLDER
+    built_before = REPO_ROOT / "engines" / "cpu" / "tts"
+    if built_before / GRAMMAR_FOLDER != grammars and _same_grammars(built_before):
+        _place_tree(built_before / GRAMMAR_FOLDER, grammars)  # `make engines` compiled them already
+    elif not grammars_present(grammars):
+        print("  tts    text normalisation grammars (nemo-text-processing; compiled once, about a minute)")
+    built = build_grammars(grammars)
+    return {
+        "runtime": "nemo-text-processing",
+        "grammars": GRAMMAR_FOLDER,
+        "language": LANGUAGE,
+        "input_case": INPUT_CASE,
+        "source": {"package": "nemo-text-processing", "version": built.version, "licence": "Apache-2.0"},
+    }
+
+
+def _same_grammars(tts_dir: Path) -> bool:
+    """Whether `tts_dir` holds grammars compiled by the nemo-text-processing installed here."""
+    from importlib.metadata import version
+
+    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, grammars_present
+
+    try:
+        spec = json.loads((tts_dir / "engine.json").read_text(encoding="utf-8"))["normaliser"]
+        same = spec["source"]["version"] == version("nemo-text-processing")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return same and grammars_present(tts_dir / GRAMMAR_FOLDER)
 
 
 def _piper_voice(target: Path) -> dict[str, Any]:

@@ -28,6 +28,13 @@ from build_engines.gb10_toolchain import toolchain_report
 from build_engines.lora_trtllm import AdapterError, AdapterInfo, discover_adapters, engine_lora_settings
 from build_engines.model_configs import GB10_KV_FREE_FRACTION, GB10_LORA_GPU_FRACTION, GB10_LORA_HOST_BYTES
 from build_engines.plan import DEFAULT_LORA_MODULES, Plan, PlanInputs, plan_gb10, weights_gb
+from spark_runtime.normalise.wfst import (
+    GRAMMAR_FILES,
+    GRAMMAR_FOLDER,
+    build_grammars,
+    grammars_present,
+    wfst_available,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EXAMPLES = Path(os.environ.get("TRTLLM_EXAMPLES", "/app/tensorrt_llm/examples"))
@@ -340,6 +347,20 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
             outputs.place_tree(voice, tts_dir / voice.name)
             outputs.place_tree(voice.with_name(voice.name + ".json"), tts_dir / (voice.name + ".json"))
 
+    grammars, cpu_grammars = tts_dir / GRAMMAR_FOLDER, REPO / "engines" / "cpu" / "tts" / GRAMMAR_FOLDER
+
+    # pynini (under nemo-text-processing) has no aarch64 wheel on PyPI: where it is missing the tts
+    # model speaks with the chat pre-pass alone and says so (docs/gb10.md).
+    wfst = wfst_available()
+
+    def place_grammars() -> None:  # the CPU build's when there (the same pynini archives), else compiled
+        if not wfst:
+            print("  note: nemo-text-processing/pynini not installed: no WFST grammars (numbers read as written)")
+        elif grammars_present(cpu_grammars):
+            outputs.place_tree(cpu_grammars, grammars)
+        else:
+            build_grammars(grammars)
+
     return [
         stt,
         Step(
@@ -349,6 +370,14 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
             tuple(voices),
             tuple(tts_dir / v.name for v in voices),
             action=place_voices,
+        ),
+        Step(
+            "tts.normaliser",
+            "text normalisation grammars (nemo-text-processing, English)",
+            ("[python]", "compile or link", str(cpu_grammars), "->", str(grammars)),
+            (),
+            tuple(grammars / name for name in GRAMMAR_FILES) if wfst else (),
+            action=place_grammars,
         ),
         Step(
             "embed.model",

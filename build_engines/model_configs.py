@@ -171,6 +171,8 @@ MODELS: dict[str, ModelSpec] = {
             "sentence (the first one cut at a clause) is synthesised, with the voice's own `sample_rate`.",
             "`voice` picks the voice (and so the engine serving it). `list_voices` true instead answers",
             'one response whose `voices` is JSON: {"default": name, "voices": [{name, engine, sample_rate}]}.',
+            "Text is normalised first (chat pre-pass + NeMo's WFST grammars: numbers, money, handles, emotes);",
+            "`normalize` false speaks it as written.",
         ),
         max_batch_size=1,
         decoupled=True,
@@ -179,6 +181,7 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("voice", "TYPE_STRING", (1,), optional=True),
             Tensor("speed", "TYPE_FP32", (1,), optional=True),
             Tensor("list_voices", "TYPE_BOOL", (1,), optional=True),
+            Tensor("normalize", "TYPE_BOOL", (1,), optional=True),
         ),
         outputs=(
             Tensor("waveform", "TYPE_FP32", (-1,)),

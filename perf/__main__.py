@@ -11,6 +11,7 @@ python -m perf memory [--sizes 1000]   # recall time as the memory store grows (
 python -m perf voice [--loopback]      # the streamer's voice: transcript, answer, barge-in (perf/voice_bench.py)
 python -m perf game [--repeats N]      # Minecraft skill calls with and without the grammar (perf/game_bench.py)
 python -m perf first-piece [--answers N]  # first speakable piece policies vs first audio (perf/first_piece_bench.py)
+python -m perf normalise [--no-audio] # the tts text normaliser over its corpus (perf/normalise_bench.py)
 python -m perf stops [--grpc-cancel]   # does the server survive streams stopped early? (perf/stop_bench.py)
 
 Exit code: 0 when every selected measurement ran, 1 when one failed or the report is incomplete,
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from perf import first_piece_bench
 
         return first_piece_bench.main(argv[1:])
+    if argv[:1] == ["normalise"]:
+        from perf import normalise_bench
+
+        return normalise_bench.main(argv[1:])
     if argv[:1] == ["stops"]:
         from perf import stop_bench
 

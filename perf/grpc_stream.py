@@ -48,10 +48,12 @@ def llm_inputs(
     return inputs
 
 
-def tts_inputs(text: str, voice: str | None = None) -> list[grpcclient.InferInput]:
+def tts_inputs(text: str, voice: str | None = None, *, normalize: bool | None = None) -> list[grpcclient.InferInput]:
     inputs = [tensor("target_text", [[text.encode()]], "BYTES")]
     if voice:
         inputs.append(tensor("voice", [[voice.encode()]], "BYTES"))
+    if normalize is not None:
+        inputs.append(tensor("normalize", [[normalize]], "BOOL"))
     return inputs
 
 

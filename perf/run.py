@@ -148,7 +148,12 @@ def measure_all(
         m.llm = _attempt(m, "llm", log, llm)  # type: ignore[assignment]
     if "speech" in only:
         m.speech = _attempt(
-            m, "speech", log, lambda: measure_speech(url, tts_repeats=plan.tts_repeats, stt_repeats=plan.stt_repeats)
+            m,
+            "speech",
+            log,
+            lambda: measure_speech(
+                url, tts_repeats=plan.tts_repeats, stt_repeats=plan.stt_repeats, normalise_lines=4 if plan.smoke else 0
+            ),
         )
         m.commands["speech"] = [
             f"(own gRPC streaming client on {url}: tts x{plan.tts_repeats}, stt x{plan.stt_repeats} "

@@ -151,6 +151,24 @@ def tts_section(m: Measurements, folder: Path) -> Section:
         "Real-time factor = synthesis time of the whole text / seconds of audio (below 1 is faster than "
         "real time). The first chunk is the first speakable piece (the first clause of 3+ words)."
     )
+    if (norm := m.speech.normalisation) is not None:
+        section.tables.append(
+            Table(
+                ("text normalisation", "lines", "first chunk p50 ms", "p95 ms", "p99 ms"),
+                (
+                    ("on (served default)", str(norm.lines), *_ms(norm.first_on_ms)),
+                    ("off (`normalize` false)", str(norm.lines), *_ms(norm.first_off_ms)),
+                    ("added by it, per line", str(norm.lines), *_ms(norm.added_ms)),
+                    ("added, lines read by the WFST", str(norm.wfst_lines), *_ms(norm.added_wfst_ms)),
+                ),
+                title="TTS first chunk with and without text normalisation (perf/normalisation_corpus.jsonl)",
+            )
+        )
+        section.notes.append(
+            "Text normalisation: each corpus line with the `tts` model's normaliser on and off, in alternating "
+            "order; lines with digits, symbols or dotted abbreviations go through NeMo's WFST grammars, the rest "
+            "only through the chat pre-pass. Exact match and heard word error rate: `python -m perf normalise`."
+        )
     if m.speech.voices:
         section.tables.append(
             Table(

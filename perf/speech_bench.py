@@ -50,11 +50,24 @@ class STTCase:
     transcript: str
 
 
+@dataclass(frozen=True)
+class NormalisationCase:
+    """The served `tts` on corpus lines with its text normaliser on and off (`normalize`)."""
+
+    lines: int
+    wfst_lines: int  # lines the normaliser sends through NeMo's WFST (digits, symbols, ...)
+    first_on_ms: Distribution | None
+    first_off_ms: Distribution | None
+    added_ms: Distribution | None  # per line: first chunk on - off
+    added_wfst_ms: Distribution | None  # the same, WFST lines only
+
+
 @dataclass
 class SpeechResult:
     tts: list[TTSCase] = field(default_factory=list)
     voices: list[VoiceCase] = field(default_factory=list)
     stt: list[STTCase] = field(default_factory=list)
+    normalisation: NormalisationCase | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -92,6 +105,43 @@ def measure_tts(
             )
         )
     return cases
+
+
+def measure_normalisation(client: StreamingClient, lines: int = 0) -> NormalisationCase:
+    """Each of the first `lines` corpus lines (0: all) with normalisation on and off, in
+    alternating order, so load drifts hit both the same."""
+    from perf.normalise_bench import load_corpus
+    from spark_runtime.normalise.chat import chat_prepass, needs_wfst
+
+    corpus = load_corpus()[: lines or None]
+    client.call("tts", tts_inputs("Warm up at 7:30 for $5.", normalize=True))
+    on: list[float] = []
+    off: list[float] = []
+    added: list[float] = []
+    added_wfst: list[float] = []
+    for n, line in enumerate(corpus):
+        first: dict[bool, float] = {}
+        for normalize in (True, False) if n % 2 == 0 else (False, True):
+            ms = client.call("tts", tts_inputs(line.text, normalize=normalize)).first_ms()
+            if ms is not None:
+                first[normalize] = ms
+        if True in first:
+            on.append(first[True])
+        if False in first:
+            off.append(first[False])
+        if len(first) == 2:
+            added.append(first[True] - first[False])
+            if needs_wfst(chat_prepass(line.text)):
+                added_wfst.append(first[True] - first[False])
+    wfst_lines = sum(1 for line in corpus if needs_wfst(chat_prepass(line.text)))
+    return NormalisationCase(
+        len(corpus),
+        wfst_lines,
+        Distribution.of(on),
+        Distribution.of(off),
+        Distribution.of(added),
+        Distribution.of(added_wfst),
+    )
 
 
 def list_voices(client: StreamingClient) -> list[tuple[str, str, int]]:
@@ -156,10 +206,12 @@ def measure_stt(client: StreamingClient, repeats: int, utterances: dict[float, n
     return cases
 
 
-def measure_speech(url: str, *, tts_repeats: int, stt_repeats: int) -> SpeechResult:
+def measure_speech(url: str, *, tts_repeats: int, stt_repeats: int, normalise_lines: int = 0) -> SpeechResult:
+    """normalise_lines: corpus lines for the normaliser's cost (0: the whole corpus)."""
     result = SpeechResult()
     with StreamingClient(url) as client:
         result.tts = measure_tts(client, tts_repeats)
+        result.normalisation = measure_normalisation(client, normalise_lines)
         result.voices = measure_voices(client, max(2, tts_repeats // 2))  # slower engines: fewer repeats
         if not result.voices:
             result.notes.append("the tts model lists no voices (no list_voices input): no per-voice figures")

@@ -118,6 +118,11 @@ def wants_voice_list(inputs: Inputs) -> bool:
     return _flag(inputs, "list_voices", False)
 
 
+def wants_normalised(inputs: Inputs) -> bool:
+    """`normalize` (default true): the `tts` model turns written text into spoken words first."""
+    return _flag(inputs, "normalize", True)
+
+
 def parse_speech(inputs: Inputs) -> SpeechRequest:
     raw = _one(inputs, "target_text")
     if raw is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ import numpy as np
 from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import load_engine
 from spark_runtime.engines.multi_voice import voice_catalog
-from spark_runtime.requests import parse_speech, parse_transcriptions, wants_voice_list
+from spark_runtime.normalise.speech import SpeechNormaliser
+from spark_runtime.requests import parse_speech, parse_transcriptions, wants_normalised, wants_voice_list
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DecoupledRunner
 
@@ -44,6 +46,10 @@ class TTSService:
         )
         # While a chunk is synthesised, the LLM on the same CPU waits between tokens.
         self.gate = CpuGate.from_env()
+        self.normaliser = SpeechNormaliser.from_engine_dir(resolve_engine_dir(args, params))
+        self.normalised = counter(
+            pb_utils, "spark_tts_normalised_total", "Pieces of text read by the WFST text normaliser", labels
+        )
 
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         if wants_voice_list(inputs):
@@ -51,6 +57,14 @@ class TTSService:
             return
         request = parse_speech(inputs)
         rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
+        if wants_normalised(inputs):
+            with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
+                spoken = self.normaliser.normalise(request.text)
+            if spoken.wfst:
+                self.normalised.increment(1)
+            if not spoken.text.strip():  # only emotes, say: nothing to speak
+                return
+            request = replace(request, text=spoken.text)
         chunks = self.engine.synthesize(request)
         try:
             while True:

@@ -6,7 +6,7 @@ import jiwer
 import numpy as np
 import pytest
 
-from tests.triton_helpers import StreamClient, tensor
+from tests.triton_helpers import StreamClient, metric, tensor
 
 pytestmark = pytest.mark.server
 
@@ -24,6 +24,8 @@ def speak(url: str, text: str, **extra) -> tuple[list[tuple[float, np.ndarray]],
         inputs.append(tensor("voice", [[extra["voice"].encode()]], "BYTES"))
     if "speed" in extra:
         inputs.append(tensor("speed", [[extra["speed"]]], "FP32"))
+    if "normalize" in extra:
+        inputs.append(tensor("normalize", [[extra["normalize"]]], "BOOL"))
     client = StreamClient(url)
     try:
         result = client.run("tts", inputs)
@@ -92,6 +94,35 @@ def test_speed_changes_duration(triton):
 def test_empty_or_unspeakable_text_gives_a_clean_empty_stream(triton, text):
     chunks, _, _, error = speak(triton.grpc_url, text)
     assert error is None and chunks == []
+
+
+def heard(url: str, text: str, **extra) -> str:
+    chunks, rate, _, error = speak(url, text, **extra)
+    assert error is None and chunks
+    transcript, error = transcribe(url, to_16k(np.concatenate([c for _, c in chunks]), rate))
+    assert error is None and transcript is not None
+    return " ".join(jiwer.RemovePunctuation()(transcript.lower()).split())
+
+
+def test_chat_is_spoken_as_words_not_as_written(triton):
+    """The `tts` model normalises text before it speaks (spark_runtime/normalise): a listener
+    hears the name behind a handle, never the emote, and numbers as words."""
+    line = "Thanks @CoolCat99 for the raid KEKW, see you at 7:30!"
+    normalised = metric(triton.metrics_url, "spark_tts_normalised_total", model="tts")
+    said = heard(triton.grpc_url, line)
+    assert "cool cat" in said.replace("coolcat", "cool cat") and "kekw" not in said and "99" not in said
+    assert metric(triton.metrics_url, "spark_tts_normalised_total", model="tts") == normalised + 1  # the 7:30
+    as_written = heard(triton.grpc_url, line, normalize=False)
+    assert "99" in as_written or "ninety" in as_written  # what the handle sounds like unread
+    heard(triton.grpc_url, "Hello chat, how are you today?")  # plain words: no grammars
+    assert metric(triton.metrics_url, "spark_tts_normalised_total", model="tts") == normalised + 1
+
+
+def test_a_line_of_only_emotes_is_silence(triton):
+    chunks, _, _, error = speak(triton.grpc_url, "KEKW KEKW LUL")
+    assert error is None and chunks == []
+    chunks, _, _, error = speak(triton.grpc_url, "KEKW KEKW LUL", normalize=False)
+    assert error is None and chunks  # as written, the voice spells it out
 
 
 def test_unknown_voice_is_an_error_and_the_server_keeps_serving(triton):

@@ -158,6 +158,7 @@ def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
         "lora.bo",
         "stt.model",
         "tts.voices",
+        "tts.normaliser",
         "embed.model",
     }
     StepRunner(BuildState(options.out / ".build-state.json")).run(python_steps)
