@@ -171,11 +171,14 @@ async def answer_all(
                     attempts=1,
                 )
             said: list[str] = []
+            pieces: asyncio.Queue[str | None] = asyncio.Queue()
             tts_task: asyncio.Task[float | None] | None = None
             async for piece in answer.pieces():
                 said.append(piece.text)
+                pieces.put_nowait(piece.text)
                 if tts_task is None:  # synthesised while the LLM goes on, as in a turn
-                    tts_task = asyncio.create_task(_first_chunk_ms(tts, piece.text, persona, started))
+                    tts_task = asyncio.create_task(_first_audio_ms(tts, pieces, persona, started))
+            pieces.put_nowait(None)
             first_audio = await tts_task if tts_task is not None else None
             text = " ".join(said)
             failed = checker.judge(
@@ -215,9 +218,12 @@ async def answer_all(
     return run
 
 
-async def _first_chunk_ms(tts: Any, text: str, persona: Any, started: float) -> float | None:
-    async for _ in tts.stream(text, voice=persona.voice, speed=persona.speed):
-        return (time.monotonic() - started) * 1000
+async def _first_audio_ms(tts: Any, pieces: asyncio.Queue[str | None], persona: Any, started: float) -> float | None:
+    """When the first sound of the answer is ready: the first chunk of the first piece that makes
+    one (the `tts` model turns a piece of only emotes, say, into silence), None when none does."""
+    while (text := await pieces.get()) is not None:
+        async for _ in tts.stream(text, voice=persona.voice, speed=persona.speed):
+            return (time.monotonic() - started) * 1000
     return None
 
 
