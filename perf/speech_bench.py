@@ -119,6 +119,7 @@ def measure_normalisation(client: StreamingClient, lines: int = 0) -> Normalisat
     off: list[float] = []
     added: list[float] = []
     added_wfst: list[float] = []
+    wfst = [needs_wfst(chat_prepass(line.text)) for line in corpus]
     for n, line in enumerate(corpus):
         first: dict[bool, float] = {}
         for normalize in (True, False) if n % 2 == 0 else (False, True):
@@ -131,12 +132,11 @@ def measure_normalisation(client: StreamingClient, lines: int = 0) -> Normalisat
             off.append(first[False])
         if len(first) == 2:
             added.append(first[True] - first[False])
-            if needs_wfst(chat_prepass(line.text)):
+            if wfst[n]:
                 added_wfst.append(first[True] - first[False])
-    wfst_lines = sum(1 for line in corpus if needs_wfst(chat_prepass(line.text)))
     return NormalisationCase(
         len(corpus),
-        wfst_lines,
+        sum(wfst),
         Distribution.of(on),
         Distribution.of(off),
         Distribution.of(added),

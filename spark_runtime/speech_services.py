@@ -58,7 +58,7 @@ class TTSService:
         request = parse_speech(inputs)
         rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
         if wants_normalised(inputs):
-            with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
+            with self._holding_cpu():
                 spoken = self.normaliser.normalise(request.text)
             if spoken.wfst:
                 self.normalised.increment(1)
@@ -68,13 +68,17 @@ class TTSService:
         chunks = self.engine.synthesize(request)
         try:
             while True:
-                with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
+                with self._holding_cpu():
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
                 yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
         finally:
             chunks.close()
+
+    def _holding_cpu(self) -> contextlib.AbstractContextManager[object]:
+        """While the voice works, the LLM on the same CPU waits between tokens (the CPU gate)."""
+        return self.gate.hold() if self.gate is not None else contextlib.nullcontext()
 
     def voices_json(self) -> bytes:
         catalog = voice_catalog(self.engine)

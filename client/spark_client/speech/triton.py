@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import InferInput, InferResult
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def _placeholder(tensor: InferInput) -> InferInput:
     if dtype == "BYTES":
         placeholder.set_data_from_numpy(np.full(shape, b"", dtype=object))
     else:
-        numpy_dtype = {v: k for k, v in _DTYPES.items()}[dtype]
-        placeholder.set_data_from_numpy(np.zeros(shape, dtype=numpy_dtype))
+        placeholder.set_data_from_numpy(np.zeros(shape, dtype=triton_to_np_dtype(dtype)))
     return placeholder
 
 
