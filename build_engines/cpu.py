@@ -169,22 +169,25 @@ def build_tts(out: Path) -> dict[str, Any]:
 def build_normaliser(target: Path) -> dict[str, Any]:
     """NeMo's English text normalisation grammars, compiled once (about a minute on two cores) into
     the tts engine folder, where the served model loads them (spark_runtime/normalise)."""
-    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, INPUT_CASE, LANGUAGE, build_grammars, grammars_present
+    from importlib.metadata import version
 
-    grammars = target / GRAMMAR_FOLDER
+    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, grammars_spec
+
+    place_grammars(target / GRAMMAR_FOLDER)
+    return grammars_spec(version("nemo-text-processing"))
+
+
+def place_grammars(grammars: Path) -> None:
+    """Links the grammars `make engines` compiled (when the same nemo-text-processing compiled
+    them), else compiles them into `grammars`."""
+    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, build_grammars, grammars_present
+
     built_before = REPO_ROOT / "engines" / "cpu" / "tts"
     if built_before / GRAMMAR_FOLDER != grammars and _same_grammars(built_before):
-        _place_tree(built_before / GRAMMAR_FOLDER, grammars)  # `make engines` compiled them already
+        _place_tree(built_before / GRAMMAR_FOLDER, grammars)
     elif not grammars_present(grammars):
         print("  tts    text normalisation grammars (nemo-text-processing; compiled once, about a minute)")
-    built = build_grammars(grammars)
-    return {
-        "runtime": "nemo-text-processing",
-        "grammars": GRAMMAR_FOLDER,
-        "language": LANGUAGE,
-        "input_case": INPUT_CASE,
-        "source": {"package": "nemo-text-processing", "version": built.version, "licence": "Apache-2.0"},
-    }
+    build_grammars(grammars)
 
 
 def _same_grammars(tts_dir: Path) -> bool:

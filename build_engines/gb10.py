@@ -28,13 +28,7 @@ from build_engines.gb10_toolchain import toolchain_report
 from build_engines.lora_trtllm import AdapterError, AdapterInfo, discover_adapters, engine_lora_settings
 from build_engines.model_configs import GB10_KV_FREE_FRACTION, GB10_LORA_GPU_FRACTION, GB10_LORA_HOST_BYTES
 from build_engines.plan import DEFAULT_LORA_MODULES, Plan, PlanInputs, plan_gb10, weights_gb
-from spark_runtime.normalise.wfst import (
-    GRAMMAR_FILES,
-    GRAMMAR_FOLDER,
-    build_grammars,
-    grammars_present,
-    wfst_available,
-)
+from spark_runtime.normalise.wfst import GRAMMAR_FILES, GRAMMAR_FOLDER, wfst_available
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EXAMPLES = Path(os.environ.get("TRTLLM_EXAMPLES", "/app/tensorrt_llm/examples"))
@@ -353,13 +347,13 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
     # model speaks with the chat pre-pass alone and says so (docs/gb10.md).
     wfst = wfst_available()
 
-    def place_grammars() -> None:  # the CPU build's when there (the same pynini archives), else compiled
-        if not wfst:
-            print("  note: nemo-text-processing/pynini not installed: no WFST grammars (numbers read as written)")
-        elif grammars_present(cpu_grammars):
-            outputs.place_tree(cpu_grammars, grammars)
+    def normaliser() -> None:  # the CPU build's grammars when there (the same pynini archives), else compiled
+        if wfst:
+            from build_engines.cpu import place_grammars
+
+            place_grammars(grammars)
         else:
-            build_grammars(grammars)
+            print("  note: nemo-text-processing/pynini not installed: no WFST grammars (numbers read as written)")
 
     return [
         stt,
@@ -377,7 +371,7 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
             ("[python]", "compile or link", str(cpu_grammars), "->", str(grammars)),
             (),
             tuple(grammars / name for name in GRAMMAR_FILES) if wfst else (),
-            action=place_grammars,
+            action=normaliser,
         ),
         Step(
             "embed.model",

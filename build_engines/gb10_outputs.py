@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spark_runtime.normalise.wfst import grammars_spec
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -130,20 +132,9 @@ def tts_engine_json(voices: list[str], *, source: dict[str, Any]) -> dict[str, A
         "default_voice": Path(voices[0]).stem,
         "providers": list(TTS_PROVIDERS),
         "use_cuda": True,
-        "normaliser": normaliser_json(),
+        "normaliser": grammars_spec(),
         "description": "Piper (VITS, ONNX) through onnxruntime",
         "source": source,
-    }
-
-
-def normaliser_json() -> dict[str, Any]:
-    from spark_runtime.normalise.wfst import GRAMMAR_FOLDER, INPUT_CASE, LANGUAGE
-
-    return {
-        "runtime": "nemo-text-processing",
-        "grammars": GRAMMAR_FOLDER,
-        "language": LANGUAGE,
-        "input_case": INPUT_CASE,
     }
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,6 @@ GRAMMAR_FILES = (
     f"{LANGUAGE}_tn_True_deterministic_verbalizer.far",
     f"{LANGUAGE}_tn_post_processing.far",
 )
-
-
-@dataclass(frozen=True)
-class GrammarBuild:
-    folder: Path
-    seconds: float
-    version: str
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:
@@ -65,18 +56,27 @@ def grammars_present(folder: Path) -> bool:
     return all((folder / name).is_file() for name in GRAMMAR_FILES)
 
 
-def build_grammars(folder: Path) -> GrammarBuild:
+def build_grammars(folder: Path) -> None:
     """Compiles the grammars into `folder` (kept when already there)."""
-    from importlib.metadata import version
-
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     if not grammars_present(folder):
         _normalizer_class()(input_case=INPUT_CASE, lang=LANGUAGE, cache_dir=str(folder), overwrite_cache=False)
         missing = [name for name in GRAMMAR_FILES if not (folder / name).is_file()]
         if missing:
             raise RuntimeError(f"nemo-text-processing wrote no {', '.join(missing)} into {folder}")
-    return GrammarBuild(folder, time.monotonic() - started, version("nemo-text-processing"))
+
+
+def grammars_spec(version: str | None = None) -> dict[str, Any]:
+    """The tts engine.json's `normaliser`: where the grammars are and what they read."""
+    spec: dict[str, Any] = {
+        "runtime": "nemo-text-processing",
+        "grammars": GRAMMAR_FOLDER,
+        "language": LANGUAGE,
+        "input_case": INPUT_CASE,
+    }
+    if version is not None:
+        spec["source"] = {"package": "nemo-text-processing", "version": version, "licence": "Apache-2.0"}
+    return spec
 
 
 class WfstNormaliser:
