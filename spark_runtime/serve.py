@@ -240,6 +240,10 @@ class TritonServer:
             # Model stubs share the server's process group; after a crash they outlive it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            gate = self.environment().get(GATE_ENV, "off")
+            if gate != "off":  # the CPU gate's file lives as long as this server
+                with contextlib.suppress(OSError):
+                    Path(gate).unlink(missing_ok=True)
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None

@@ -91,6 +91,7 @@ class FakeTTS:
     first_chunk_s: float = 0.0
     hang_on: str | None = None
     fail_on: str | None = None
+    silent_on: str | None = None  # a piece containing this makes no sound (as the served tts for emotes)
     spoken: list[str] = field(default_factory=list)
     voices: list[str | None] = field(default_factory=list)  # the voice of each piece in `spoken`
     cancelled: int = 0
@@ -102,6 +103,8 @@ class FakeTTS:
             if self.fail_on is not None and self.fail_on in text:
                 raise ModelCallError("tts", f"cannot say {text!r}", retryable=True)
             await asyncio.sleep(self.first_chunk_s)
+            if self.silent_on is not None and self.silent_on in text:
+                return
             self.spoken.append(text)
             self.voices.append(voice)
             samples = max(1, int(len(text.split()) * self.seconds_per_word * self.rate))

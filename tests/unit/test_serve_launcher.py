@@ -196,3 +196,19 @@ def test_a_signal_to_the_launcher_stops_the_child_then_tritonserver_and_its_stub
     assert (tmp_path / "done").read_text() == str(int(stop))  # the child finished its shutdown
     assert processes_mentioning(str(repo)) == []  # tritonserver and the echo model's stub are gone
     TritonServer(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]).check_ports()  # nothing listens
+
+
+def test_stopping_a_server_removes_its_cpu_gate_file(monkeypatch):
+    import subprocess
+
+    from spark_runtime.cpu_gate import GATE_ENV, gate_path
+
+    monkeypatch.delenv(GATE_ENV, raising=False)
+    server = TritonServer(grpc_port=free_port())
+    gate = gate_path(server.grpc_port)
+    assert server.environment()[GATE_ENV] == str(gate)
+    gate.touch()  # the file the models share (the tts creates it on its first hold)
+    server._proc = subprocess.Popen(["true"], start_new_session=True)  # a server that already exited
+    server._proc.wait()
+    server.stop()
+    assert not gate.exists()

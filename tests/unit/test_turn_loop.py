@@ -371,6 +371,20 @@ def test_each_turn_records_the_expressions_it_showed_and_rests_when_nothing_was_
     assert [r["emotions"] for *_, r in s.said] == [["surprised", "excited"], ["happy"]]
 
 
+def test_the_expression_of_a_silent_piece_starts_with_the_next_piece():
+    async def scenario():
+        llm = ScriptedLLM(answers=["[surprised] LUL LUL! [excited] Welcome in, friend!"])
+        async with Stream(llm=llm, tts=FakeTTS(silent_on="LUL")) as s:
+            s.queue.offer(chat("raid incoming", user="mika"))
+            await s.until(lambda: len(s.said) == 1)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    assert s.tts.spoken == ["Welcome in, friend!"]
+    assert s.said[0][3]["emotions"] == ["surprised", "excited"]  # shown as the first sound plays
+
+
 def test_facts_are_written_after_the_turn_and_the_stream_end_is_summed_up():
     async def scenario():
         memory = RecordingMemory()

@@ -540,7 +540,11 @@ class TurnLoop:
 
         async def speak() -> None:
             resting = state.persona.resting_emotion
+            unshown: list[str] = []  # tags of pieces the voice made silent (only emotes, say)
             while (piece := await pieces.get()) is not None:
+                if unshown:
+                    piece.emotions[:0] = [e for e in unshown if e not in piece.emotions]
+                    unshown = []
                 if not state.pieces and not piece.emotions and resting:
                     piece.emotions.append(resting)
                 await self.player.wait_ahead_below(state.number, self.options.synth_ahead_s)
@@ -552,6 +556,8 @@ class TurnLoop:
                     on_start = self._expressions(state.persona, piece.emotions, timings) if first else None
                     self.player.enqueue(PlaybackItem(state.number, piece.index, chunk.pcm, chunk.sample_rate, on_start))
                     first = False
+                if first:  # no sound: its expression starts with the next piece's audio
+                    unshown = piece.emotions
             await self.player.drain(state.number)
 
         try:
