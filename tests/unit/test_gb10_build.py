@@ -221,3 +221,45 @@ def test_steps_are_skipped_when_inputs_are_unchanged_and_rerun_when_they_change(
     with pytest.raises(BuildError, match=r"(?s)exit code 3.*run the same command again"):
         StepRunner(BuildState(state)).run([failing])
     assert "boom" not in json.loads(state.read_text())["steps"]
+
+
+def test_a_nemo_voice_adds_its_build_steps_and_its_memory_to_the_plan(capsys, sources, tmp_path):
+    from build_engines import nemo_tts
+
+    fastpitch, vocoder = tmp_path / "voice.nemo", tmp_path / "hifigan.nemo"
+    fastpitch.write_bytes(b"x")
+    vocoder.write_bytes(b"x")
+    code, out, _ = dry_run(capsys, sources, "--tts", f"nemo:{fastpitch},{vocoder}")
+    assert code == 0 and not sources["out"].exists()
+    assert "| TTS (NeMo) |" in out
+    for name in ("tts.nemo.env", "tts.nemo.export", "tts.nemo.check"):
+        assert f"] {name}:" in out
+    (line,) = [line for line in out.splitlines() if "build_engines.nemo_tts_export" in line]
+    export = shlex.split(line.strip()[2:])
+    assert export[0] == f"PYTHONPATH={nemo_tts.REPO}"  # the export runs this repository's code in NeMo's env
+    python = export.index(str(nemo_tts.env_python(nemo_tts.DEFAULT_ENV)))
+    assert export[python + 1 : python + 4] == ["-m", "build_engines.nemo_tts_export", "export"]
+    assert flag(export, "--fastpitch") == [str(fastpitch)] and flag(export, "--vocoder") == [str(vocoder)]
+    assert flag(export, "--out") == [str(sources["out"] / "tts" / "nemo")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("piper:x.onnx", "expected nemo:"),
+        ("nemo:{fp}", "comma-separated"),
+        ("nemo:{fp},{missing}", "is not a .nemo file"),
+    ],
+)
+def test_a_bad_nemo_voice_spec_is_refused_with_the_reason(capsys, sources, tmp_path, spec, why):
+    fastpitch = tmp_path / "voice.nemo"
+    fastpitch.write_bytes(b"x")
+    code, _, err = dry_run(capsys, sources, "--tts", spec.format(fp=fastpitch, missing=tmp_path / "gone.nemo"))
+    assert code == 2 and why in err
+
+
+def test_one_voice_per_speaker_named_after_the_checkpoint():
+    from build_engines.nemo_tts import voice_names
+
+    assert voice_names("tts_en_fastpitch", 1) == {"tts_en_fastpitch": {"speaker": 0}}
+    assert list(voice_names("hifitts", 3)) == ["hifitts-0", "hifitts-1", "hifitts-2"]
