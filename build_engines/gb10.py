@@ -529,6 +529,9 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
         if inputs.draft:
             need_gb += 2 * weights_gb(inputs.draft.shape, o.draft_qformat)
         convert = o.whisper is not None and not (o.whisper / "model.bin").is_file()
+        nemo_ready = o.tts_nemo is not None and nemo_tts.env_ready(o.nemo_env)
+        if o.tts_nemo is not None and not nemo_ready:
+            need_gb += 3.5  # NeMo's build virtualenv
         checks = toolchain_report(
             qformat=o.qformat,
             examples=o.examples,
@@ -536,6 +539,7 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
             need_gb=need_gb,
             stt_cuda=o.stt_device == "cuda",
             convert_whisper=convert,
+            nemo_env=(o.nemo_env, nemo_ready) if o.tts_nemo is not None else None,
         )
         print("toolchain:\n" + "\n".join(c.line() for c in checks) + "\n")
         problems += [f"{c.name}: {c.detail}" for c in checks if not c.ok]

@@ -129,6 +129,36 @@ def check_ctranslate2_cuda() -> Check:
     return Check("CTranslate2 CUDA", count > 0, f"{count} CUDA device(s) visible to ctranslate2", fix)
 
 
+def check_nemo_env(env: Path, ready: bool) -> Check:
+    """NeMo's build virtualenv: there already, or creatable (the venv module with ensurepip)."""
+    if ready:
+        return Check("NeMo build env", True, f"ready at {env}")
+    can = importlib.util.find_spec("venv") is not None and importlib.util.find_spec("ensurepip") is not None
+    return Check(
+        "NeMo build env",
+        can,
+        f"will be created at {env} (pip install -r requirements/nemo-tts.txt: about 3 GB, a few minutes)"
+        if can
+        else "this Python cannot create virtualenvs (no venv/ensurepip)",
+        "apt install python3-venv, or make it elsewhere: python -m build_engines nemo-env --env DIR "
+        "and set SPARK_NEMO_BUILD_ENV=DIR",
+    )
+
+
+def check_tensorrt_provider() -> Check:
+    fix = (
+        "the NeMo voice's TensorRT engines are built by onnxruntime's TensorRT provider: install the image's "
+        "onnxruntime-gpu (ORT_GPU_INDEX in Dockerfile.gb10) next to TensorRT"
+    )
+    if importlib.util.find_spec("onnxruntime") is None:
+        return Check("onnxruntime TensorRT", False, "onnxruntime not installed", fix)
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    ok = "TensorrtExecutionProvider" in providers
+    return Check("onnxruntime TensorRT", ok, f"providers: {', '.join(providers)}", fix)
+
+
 def toolchain_report(
     *,
     qformat: str,
@@ -137,6 +167,7 @@ def toolchain_report(
     need_gb: float,
     stt_cuda: bool,
     convert_whisper: bool,
+    nemo_env: tuple[Path, bool] | None = None,  # (where, already made) when a NeMo voice is built
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
 ) -> list[Check]:
     trtllm, version = check_trtllm()
@@ -156,4 +187,6 @@ def toolchain_report(
                 "pip install ctranslate2 transformers (the converter ships with ctranslate2)",
             )
         )
+    if nemo_env is not None:
+        checks += [check_nemo_env(*nemo_env), check_tensorrt_provider()]
     return checks

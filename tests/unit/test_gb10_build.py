@@ -232,6 +232,7 @@ def test_a_nemo_voice_adds_its_build_steps_and_its_memory_to_the_plan(capsys, so
     code, out, _ = dry_run(capsys, sources, "--tts", f"nemo:{fastpitch},{vocoder}")
     assert code == 0 and not sources["out"].exists()
     assert "| TTS (NeMo) |" in out
+    assert "NeMo build env:" in out and "onnxruntime TensorRT: providers:" in out  # checked before building
     for name in ("tts.nemo.env", "tts.nemo.export", "tts.nemo.check"):
         assert f"] {name}:" in out
     (line,) = [line for line in out.splitlines() if "build_engines.nemo_tts_export" in line]
