@@ -522,6 +522,7 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
     problems = list(inputs.problems)
     if not plan.fits:
         problems.append(f"memory plan needs {plan.total_gb:.1f} GB, over the {plan.budget_gb:.1f} GB budget")
+    problems += plan.build_refusals()
     for note in plan.notes:
         print(f"note: {note}")
     if check_toolchain:

@@ -77,6 +77,10 @@ class PlanInputs:
     headroom: float = 0.10  # share of memory kept free (fragmentation, page cache, spikes)
     bandwidth_gbs: float = GB10_BANDWIDTH_GBS
     efficiency: float = 0.6  # expected / roofline
+    # The checkpoints the build starts from: "bf16" (quantised on the Spark by ModelOpt, which loads
+    # every BF16 weight first) or already quantised (nothing to calibrate on the box).
+    llm_source: str = "bf16"
+    draft_source: str = "bf16"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,14 @@ class PlanRow:
     component: str
     detail: str
     gb: float
+
+
+@dataclass(frozen=True)
+class BuildRow:
+    step: str
+    detail: str
+    gb: float  # peak memory of the step, the OS included (nothing else runs while it builds)
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,19 @@ class Plan:
     rows: tuple[PlanRow, ...]
     decode: tuple[DecodeEstimate, ...]
     notes: tuple[str, ...] = field(default=())
+    build: tuple[BuildRow, ...] = field(default=())
+
+    @property
+    def build_fits(self) -> bool:
+        """Every build step's peak stays under the budget (serving and building never overlap)."""
+        return all(r.gb <= self.budget_gb for r in self.build)
+
+    def build_refusals(self) -> list[str]:
+        return [
+            f"{r.step} needs about {r.gb:.0f} GB ({r.detail}), over the {self.budget_gb:.0f} GB budget"
+            for r in self.build
+            if r.gb > self.budget_gb
+        ]
 
     @property
     def total_gb(self) -> float:
@@ -132,6 +157,8 @@ class Plan:
             "rows": [asdict(r) | {"gb": round(r.gb, 3)} for r in self.rows],
             "decode": [asdict(d) | {"speech_ratio": round(d.speech_ratio, 2)} for d in self.decode],
             "notes": list(self.notes),
+            "build": [asdict(r) | {"gb": round(r.gb, 2)} for r in self.build],
+            "build_fits": self.build_fits,
         }
 
     def to_markdown(self) -> str:
@@ -151,6 +178,12 @@ class Plan:
             f"{d.expected_tok_s:.1f} | {d.speech_ratio:.1f} |"
             for d in self.decode
         ]
+        if self.build:
+            lines += ["", "| build step (peak, OS included) | loads | GB |", "| --- | --- | ---: |"]
+            lines += [
+                f"| {r.step} | {r.detail} | {r.gb:.1f}{'' if r.gb <= self.budget_gb else ' (too big)'} |"
+                for r in self.build
+            ]
         return "\n".join(lines)
 
 
@@ -258,7 +291,51 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
         PlanRow("client", "spark-client and its sources", p.client_gb),
         PlanRow("OS", "DGX OS desktop and page cache", p.os_gb),
     ]
-    return Plan(p, tuple(rows), tuple(_decode_estimates(p)), tuple(_notes(p)))
+    build = _build_rows(p)
+    budget = p.memory_gb * (1 - p.headroom)
+    notes = [
+        f"{row.model} cannot be quantised on the Spark: ModelOpt loads "
+        f"every BF16 weight first (about {row.gb:.0f} GB at peak). Quantise it on a larger machine, or start from "
+        f"a checkpoint NVIDIA publishes already quantised (e.g. {PREQUANTISED_EXAMPLE}), which this build does "
+        "not serve yet (docs/gb10.md, Known gaps)."
+        for row in build
+        if row.step.endswith(".quantize") and row.gb > budget
+    ]
+    return Plan(p, tuple(rows), tuple(_decode_estimates(p)), tuple(notes + _notes(p)), tuple(build))
+
+
+# ModelOpt calibration holds the BF16 model on the GPU and runs calibration batches through it;
+# trtllm-build holds the quantised weights and writes the engine (about twice their size live).
+CALIBRATION_GB = 4.0
+PREQUANTISED_EXAMPLE = "nvidia/Llama-3.3-70B-Instruct-FP4"
+
+
+def _build_rows(p: PlanInputs) -> list[BuildRow]:
+    rows = []
+    models = [("llm", p.llm, p.llm_params, p.qformat, p.llm_source)]
+    if p.draft is not None:
+        models.append(("draft", p.draft, p.draft_params, p.draft_qformat, p.draft_source))
+    for role, shape, params, qformat, source in models:
+        if source == "bf16":
+            bf16 = weights_gb(shape, "bf16", params)
+            rows.append(
+                BuildRow(
+                    f"{role}.quantize",
+                    f"{shape.name} BF16 weights {bf16:.0f} GB + calibration + CUDA context",
+                    bf16 + CALIBRATION_GB + CUDA_RUNTIME_GB + p.os_gb,
+                    shape.name,
+                )
+            )
+        quantised = weights_gb(shape, qformat, params)
+        rows.append(
+            BuildRow(
+                f"{role}.engine",
+                f"{qformat} weights {quantised:.0f} GB, twice while the engine is written",
+                2 * quantised + CUDA_RUNTIME_GB + p.os_gb,
+                shape.name,
+            )
+        )
+    return rows
 
 
 def _params_text(shape: ModelShape, params: float | None) -> str:

@@ -211,7 +211,9 @@ class TensorRTLLMEngine:
     def _sampling(self, request: GenerationRequest, budget: int) -> Any:
         from tensorrt_llm import SamplingParams
 
-        kwargs: dict[str, Any] = {"max_tokens": budget, "seed": request.seed}
+        # The prompt is already rendered by the chat template, BOS included: the LLM API must not add
+        # another (its default adds the tokenizer's special tokens, which gives Llama two BOS tokens).
+        kwargs: dict[str, Any] = {"max_tokens": budget, "seed": request.seed, "add_special_tokens": False}
         if request.temperature <= 0:
             kwargs["top_k"] = 1  # greedy
         else:

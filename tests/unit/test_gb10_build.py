@@ -264,3 +264,19 @@ def test_one_voice_per_speaker_named_after_the_checkpoint():
 
     assert voice_names("tts_en_fastpitch", 1) == {"tts_en_fastpitch": {"speaker": 0}}
     assert list(voice_names("hifitts", 3)) == ["hifitts-0", "hifitts-1", "hifitts-2"]
+
+
+def test_a_checkpoint_too_big_to_quantise_on_the_spark_is_refused_before_any_work(capsys, sources, tmp_path):
+    big = make_checkpoint(
+        tmp_path / "big",
+        layers=80,
+        vocab=128256,
+        hidden_size=8192,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        intermediate_size=28672,
+    )
+    code, out, _ = dry_run(capsys, {**sources, "llm": big})
+    assert code == 0 and "a real build would stop here" in out
+    assert "  - llm.quantize needs about 15" in out and "over the 115 GB budget" in out
+    assert "nvidia/Llama-3.3-70B-Instruct-FP4" in out

@@ -59,6 +59,29 @@ def test_70b_bf16_is_refused():
     assert not plan.fits and plan.row("LLM weights").gb > 140
 
 
+def test_quantising_a_70b_model_on_the_spark_does_not_fit_and_the_plan_says_what_to_do_instead():
+    """ModelOpt calibrates the BF16 model: 70.6B x 2 bytes is more than the Spark has."""
+    plan = plan_gb10()
+    steps = {r.step: r for r in plan.build}
+    assert set(steps) == {"llm.quantize", "llm.engine", "draft.quantize", "draft.engine"}
+    assert steps["llm.quantize"].gb > weights_gb(L70, "bf16") > 128 > plan.budget_gb
+    assert steps["llm.engine"].gb < plan.budget_gb and steps["draft.quantize"].gb < plan.budget_gb
+    assert plan.fits and not plan.build_fits  # it would serve, once quantised elsewhere
+    (refusal,) = plan.build_refusals()
+    assert refusal.startswith("llm.quantize needs about 15")
+    assert any("nvidia/Llama-3.3-70B-Instruct-FP4" in note for note in plan.notes)
+    assert "| llm.quantize |" in plan.to_markdown() and plan.to_dict()["build_fits"] is False
+
+
+def test_an_8b_model_quantises_on_the_spark_and_a_prequantised_one_skips_the_step():
+    plan = plan_gb10(llm=L8, draft=None)
+    assert plan.build_fits and [r.step for r in plan.build] == ["llm.quantize", "llm.engine"]
+    assert plan.build[0].gb == pytest.approx(weights_gb(L8, "bf16") + 4.0 + 1.0 + 6.0)
+    prequantised = plan_gb10(llm_source="nvfp4")
+    assert "llm.quantize" not in {r.step for r in prequantised.build}
+    assert not any("cannot be quantised" in note for note in prequantised.notes)
+
+
 def test_roofline_predictions():
     plan = plan_gb10(draft=None)
     (llm,) = plan.decode

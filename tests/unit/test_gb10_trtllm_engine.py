@@ -219,11 +219,13 @@ def test_streams_deltas_and_maps_sampling(engine):
     assert stats.generated_tokens == 5 and stats.prompt_tokens == 3 and stats.finish_reason == "length"
     call = FakeLLM.instances[0].calls[-1]
     assert call["streaming"] is True and call["lora_request"] is None
-    assert call["sampling_params"].kwargs == {"max_tokens": 10, "seed": 0, "top_k": 1}  # greedy
+    # greedy; the rendered prompt carries its BOS, so the LLM API adds no special tokens
+    assert call["sampling_params"].kwargs == {"max_tokens": 10, "seed": 0, "add_special_tokens": False, "top_k": 1}
     run(engine, max_tokens=5, temperature=0.7, top_p=0.9, top_k=40, end_id=-1, seed=3)
     assert FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs == {
         "max_tokens": 5,
         "seed": 3,
+        "add_special_tokens": False,
         "temperature": 0.7,
         "top_p": 0.9,
         "top_k": 40,
@@ -275,7 +277,7 @@ def test_a_grammar_becomes_xgrammar_guided_decoding(engine):
     sampling = FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs
     guided = sampling.pop("guided_decoding")
     assert isinstance(guided, Recorded) and guided.kwargs == {"grammar": CALL} and not guided.args
-    assert sampling == {"max_tokens": 32, "seed": 0, "top_k": 1}  # the rest as without a grammar
+    assert sampling == {"max_tokens": 32, "seed": 0, "add_special_tokens": False, "top_k": 1}  # as without one
     # the complete grammar's end token ends it: "never end" would only repeat end tokens
     run(engine, max_tokens=32, grammar=CALL, end_id=-1, temperature=0.5)
     sampling = FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs
