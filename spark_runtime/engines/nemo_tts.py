@@ -20,6 +20,7 @@ import numpy as np
 from spark_runtime.engines.base import SpeechRequest, pick_voice
 from spark_runtime.engines.nemo_frontend import NemoTextFrontend
 from spark_runtime.errors import EngineMissingError, RequestError
+from spark_runtime.normalise.numbers import spell_numbers
 from spark_runtime.text import speakable_pieces
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ class NemoTTSEngine:
         speaker = pick_voice(self._voices, request.voice, self._default)
         if not MIN_SPEED <= request.speed <= MAX_SPEED:
             raise RequestError(f"speed must be within [{MIN_SPEED}, {MAX_SPEED}], got {request.speed}")
-        for piece in speakable_pieces(request.text):
+        # NeMo's tokenizer drops digits; the tts model's WFST has usually made them words already,
+        # but not where its grammars are missing (the Spark without pynini) or normalize is off.
+        for piece in speakable_pieces(spell_numbers(request.text)):
             for ids in self._token_runs(piece):
                 try:
                     audio = self._speak(ids, speaker, request.speed)
