@@ -398,15 +398,6 @@ def _nemo_steps(o: Gb10Options, tts_dir: Path) -> list[Step]:
     fastpitch, vocoder = o.tts_nemo
     folder = tts_dir / nemo_tts.FOLDER
 
-    def guarded(action: Any) -> Any:
-        def run() -> None:
-            try:
-                action()
-            except nemo_tts.NemoBuildError as exc:
-                raise BuildError(str(exc)) from exc
-
-        return run
-
     def check() -> None:
         result = nemo_tts.check_export(tts_dir, nemo_tts.engine_json(folder, prefix=fastpitch.stem))
         print(f"  frontend matches NeMo on {result['frontend_sentences']} sentences; providers {result['providers']}")
@@ -418,7 +409,7 @@ def _nemo_steps(o: Gb10Options, tts_dir: Path) -> list[Step]:
             ("[python]", "python -m build_engines nemo-env --env", str(o.nemo_env)),
             (nemo_tts.REQUIREMENTS,),
             (o.nemo_env / nemo_tts.READY,),
-            action=guarded(lambda: nemo_tts.ensure_build_env(o.nemo_env)),
+            action=lambda: nemo_tts.ensure_build_env(o.nemo_env),
         ),
         Step(
             "tts.nemo.export",
@@ -434,7 +425,7 @@ def _nemo_steps(o: Gb10Options, tts_dir: Path) -> list[Step]:
             ("[python]", "check", str(folder), "and speak a test sentence"),
             tuple(folder / name for name in nemo_tts.EXPORT_FILES),
             (folder / nemo_tts.CHECKED,),
-            action=guarded(check),
+            action=check,
         ),
     ]
 

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from build_engines.gb10_outputs import TTS_PROVIDERS
+from build_engines.gb10_steps import BuildError
+
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements" / "nemo-tts.txt"
 DEFAULT_ENV = Path(os.environ.get("SPARK_NEMO_BUILD_ENV", REPO / "engines" / ".build-env" / "nemo-tts"))
@@ -34,11 +37,11 @@ CHECKED = "checked.json"
 # (tokens for FastPitch, mel frames for the vocoder), engines cached beside the ONNX files.
 MAX_TOKENS = 400
 MAX_FRAMES = 4000
-TRT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+TRT_PROVIDERS = ("TensorrtExecutionProvider", *TTS_PROVIDERS)
 
 
-class NemoBuildError(RuntimeError):
-    """The NeMo environment or export failed; the message says what to do."""
+class NemoBuildError(BuildError):
+    """The NeMo environment or export failed; the message says what to do (a build step's error)."""
 
 
 def parse_tts_spec(spec: str) -> tuple[Path, Path]:
@@ -71,11 +74,14 @@ def env_ready(env: Path = DEFAULT_ENV) -> bool:
     return env_python(env).is_file() and stamp.is_file() and stamp.read_text().strip() == _requirements_digest()
 
 
-def ensure_build_env(env: Path = DEFAULT_ENV, *, quiet: bool = False) -> Path:
+def ensure_build_env(env: Path = DEFAULT_ENV) -> Path:
     """Create (or bring up to date) the NeMo build virtualenv; returns its python. Idempotent."""
     if env_ready(env):
         return env_python(env)
-    say = (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
     started = time.monotonic()
     if not env_python(env).is_file():
         say(f"NeMo build environment: creating {env}")
@@ -122,18 +128,6 @@ def export_env() -> dict[str, str]:
     return {"PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO), "PYTHONNOUSERSITE": "1"}
 
 
-def export(fastpitch: Path, vocoder: Path, out: Path, *, env: Path = DEFAULT_ENV) -> None:
-    python = ensure_build_env(env)
-    _run(
-        list(export_command(python, fastpitch, vocoder, out)),
-        f"export {fastpitch.name} + {vocoder.name} to ONNX",
-        env={**os.environ, **export_env()},
-    )
-    missing = [name for name in EXPORT_FILES if not (out / name).is_file()]
-    if missing:
-        raise NemoBuildError(f"the export finished without {', '.join(missing)} in {out}")
-
-
 def voice_names(prefix: str, speakers: int) -> dict[str, dict[str, int]]:
     """One voice per speaker: the FastPitch file's stem, with '-<speaker>' when it has several."""
     if speakers <= 1:
@@ -156,6 +150,7 @@ def engine_json(folder: Path, *, prefix: str, providers: tuple[str, ...] = TRT_P
         "sample_rate": int(info["sample_rate"]),
         "hop_length": int(info["hop_length"]),
         "max_tokens": MAX_TOKENS,
+        "max_frames": MAX_FRAMES,
         "voices": voices,
         "default_voice": next(iter(voices)),
         "providers": list(providers),
@@ -196,14 +191,6 @@ def check_export(tts_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     }
     (folder / CHECKED).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
-
-
-def build_voice(fastpitch: Path, vocoder: Path, tts_dir: Path, *, env: Path = DEFAULT_ENV) -> dict[str, Any]:
-    """Export + check in one call (what the GB10 steps do one by one); returns the engine manifest."""
-    export(fastpitch, vocoder, tts_dir / FOLDER, env=env)
-    manifest = engine_json(tts_dir / FOLDER, prefix=fastpitch.stem)
-    check_export(tts_dir, manifest)
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

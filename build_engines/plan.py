@@ -291,17 +291,16 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
         PlanRow("client", "spark-client and its sources", p.client_gb),
         PlanRow("OS", "DGX OS desktop and page cache", p.os_gb),
     ]
-    build = _build_rows(p)
-    budget = p.memory_gb * (1 - p.headroom)
+    plan = Plan(p, tuple(rows), tuple(_decode_estimates(p)), build=tuple(_build_rows(p)))
     notes = [
         f"{row.model} cannot be quantised on the Spark: ModelOpt loads "
         f"every BF16 weight first (about {row.gb:.0f} GB at peak). Quantise it on a larger machine, or start from "
         f"a checkpoint NVIDIA publishes already quantised (e.g. {PREQUANTISED_EXAMPLE}), which this build does "
         "not serve yet (docs/gb10.md, Known gaps)."
-        for row in build
-        if row.step.endswith(".quantize") and row.gb > budget
+        for row in plan.build
+        if row.step.endswith(".quantize") and row.gb > plan.budget_gb
     ]
-    return Plan(p, tuple(rows), tuple(_decode_estimates(p)), tuple(notes + _notes(p)), tuple(build))
+    return replace(plan, notes=tuple(notes + _notes(p)))
 
 
 # ModelOpt calibration holds the BF16 model on the GPU and runs calibration batches through it;

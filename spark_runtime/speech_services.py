@@ -30,7 +30,8 @@ class TTSService:
 
     def __init__(self, pb_utils: Any, args: dict[str, Any]) -> None:
         params = model_parameters(args)
-        self.engine = load_engine(resolve_engine_dir(args, params), threads=int_param(params, "threads", 0))
+        engine_dir = resolve_engine_dir(args, params)
+        self.engine = load_engine(engine_dir, threads=int_param(params, "threads", 0))
         labels = {"model": args["model_name"]}
         cancelled = counter(pb_utils, "spark_requests_cancelled_total", "Streams cancelled by the client", labels)
         rejected = counter(pb_utils, *REJECTED_METRIC, labels)
@@ -46,7 +47,7 @@ class TTSService:
         )
         # While a chunk is synthesised, the LLM on the same CPU waits between tokens.
         self.gate = CpuGate.from_env()
-        self.normaliser = SpeechNormaliser.from_engine_dir(resolve_engine_dir(args, params))
+        self.normaliser = SpeechNormaliser.from_engine_dir(engine_dir)
         self.normalised = counter(
             pb_utils, "spark_tts_normalised_total", "Pieces of text read by the WFST text normaliser", labels
         )

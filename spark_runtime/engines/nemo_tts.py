@@ -62,6 +62,7 @@ class NemoTTSEngine:
         hop_length: int,
         speaker_input: str | None,
         max_tokens: int = 400,
+        max_frames: int = 4000,
         providers: list[str] | None = None,
         trt_cache: Path | None = None,
         threads: int = 0,
@@ -85,7 +86,7 @@ class NemoTTSEngine:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        profiles = _trt_profiles(self._max_tokens, self._max_tokens * 10)
+        profiles = _trt_profiles(self._max_tokens, int(max_frames))
 
         def session(path: Path, graph: str) -> Any:
             chosen: list[Any] = []
@@ -119,6 +120,7 @@ class NemoTTSEngine:
             hop_length=int(manifest["hop_length"]),
             speaker_input=manifest.get("speaker_input"),
             max_tokens=int(manifest.get("max_tokens", 400)),
+            max_frames=int(manifest.get("max_frames", 4000)),
             providers=list(manifest.get("providers") or ["CPUExecutionProvider"]),
             trt_cache=engine_dir / manifest["trt_cache"] if manifest.get("trt_cache") else None,
             threads=int(options.get("threads") or 0),
