@@ -123,6 +123,11 @@ def wants_normalised(inputs: Inputs) -> bool:
     return _flag(inputs, "normalize", True)
 
 
+def wants_timing(inputs: Inputs) -> bool:
+    """`timing` (default false): each `tts` response also carries the chunk's word and phoneme timing."""
+    return _flag(inputs, "timing", False)
+
+
 def parse_speech(inputs: Inputs) -> SpeechRequest:
     raw = _one(inputs, "target_text")
     if raw is None:

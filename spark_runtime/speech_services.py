@@ -12,9 +12,16 @@ import numpy as np
 
 from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import load_engine
-from spark_runtime.engines.multi_voice import voice_catalog
+from spark_runtime.engines.base import SpeechRequest
+from spark_runtime.engines.multi_voice import timed_chunks, voice_catalog
 from spark_runtime.normalise.speech import SpeechNormaliser
-from spark_runtime.requests import parse_speech, parse_transcriptions, wants_normalised, wants_voice_list
+from spark_runtime.requests import (
+    parse_speech,
+    parse_transcriptions,
+    wants_normalised,
+    wants_timing,
+    wants_voice_list,
+)
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DecoupledRunner
 
@@ -24,7 +31,8 @@ STT_MAX_QUEUED = 2  # each waiting request holds its audio, up to 600 s of it
 
 
 class TTSService:
-    """target_text -> one `waveform` chunk per response, each with its `sample_rate`;
+    """target_text -> one `waveform` chunk per response, each with its `sample_rate` (and, when
+    `timing` is asked for, the chunk's words and phonemes as JSON: spark_runtime/speech_timing.py);
     list_voices -> one response whose `voices` is JSON: {"default": name, "voices": [{name, engine,
     sample_rate, default}]}."""
 
@@ -66,6 +74,9 @@ class TTSService:
             if not spoken.text.strip():  # only emotes, say: nothing to speak
                 return
             request = replace(request, text=spoken.text)
+        if wants_timing(inputs):
+            yield from self._timed(request, rate)
+            return
         chunks = self.engine.synthesize(request)
         try:
             while True:
@@ -74,6 +85,22 @@ class TTSService:
                 if chunk is None:
                     return
                 yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+        finally:
+            chunks.close()
+
+    def _timed(self, request: SpeechRequest, rate: np.ndarray) -> Iterator[dict[str, np.ndarray] | None]:
+        chunks = timed_chunks(self.engine, request)
+        try:
+            while True:
+                with self._holding_cpu():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                yield {
+                    "waveform": chunk.audio.reshape(1, -1),
+                    "sample_rate": rate,
+                    "timing": np.array([[chunk.timing.to_json()]], dtype=object),
+                }
         finally:
             chunks.close()
 

@@ -1,6 +1,7 @@
-"""Typed events that travel from chat sources into the turn loop.
+"""Typed events that travel from chat sources into the turn loop, and what the stream shows of speech.
 
-Sources (console, script, Twitch) produce these; nothing downstream parses raw protocol text.
+Sources (console, script, Twitch) produce chat events; nothing downstream parses raw protocol text.
+The player produces a `SpokenWord` as each word's audio starts playing (captions subscribe to it).
 """
 
 from __future__ import annotations
@@ -82,3 +83,16 @@ class ModerationEvent:
 
 
 ChatEvent = ChatMessage | ModerationEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenWord:
+    """A word of a persona's speech, emitted when its audio starts playing (not when it was made):
+    a caption shows it now. Words of a line cut short never come."""
+
+    persona: str  # who speaks it ("" when the speaker was not given)
+    text: str  # as the voice read it (after text normalisation: "five dollars", not "$5")
+    turn: int
+    piece: int  # the spoken piece of the turn it belongs to
+    index: int  # its place in that piece's chunk
+    at: float  # monotonic clock: when its first sample plays

@@ -35,14 +35,14 @@ async def say_once(
         await vts.start()
     device = SoundDevice(22050) if playback and SoundDevice.describe()[0] else None
     avatar = AvatarDriver(vts)
-    player = Player(SessionWav(wav_path), device, on_block=avatar.on_block)
+    player = Player(SessionWav(wav_path), device, on_block=avatar.on_block, on_phonemes=avatar.on_phonemes)
     runner = asyncio.create_task(player.run(), name="player")
     started = time.monotonic()
     try:
         first = None
         async for chunk in TTSClient(models).stream(text, voice=voice, speed=speed):
             first = first or time.monotonic()
-            player.enqueue(PlaybackItem(1, 0, chunk.pcm, chunk.sample_rate))
+            player.enqueue(PlaybackItem(1, 0, chunk.pcm, chunk.sample_rate, timing=chunk.timing))
         if first is None:
             printer("nothing to say: the text has no speakable words")
             return 1

@@ -176,7 +176,7 @@ class LiveSession:
                 wav = None
             reopen = (lambda: SoundDevice(22050)) if device is not None else None
             avatar = AvatarDriver(self.vts)
-            player = Player(wav, device, on_block=avatar.on_block, reopen=reopen)
+            player = Player(wav, device, on_block=avatar.on_block, on_phonemes=avatar.on_phonemes, reopen=reopen)
             memory = self._memory
             if memory is None and self.settings.use_memory:
                 try:

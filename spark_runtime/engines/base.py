@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from spark_runtime.errors import RequestError
+from spark_runtime.speech_timing import SpeechTiming
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,14 @@ def pick_voice(voices: Mapping[str, V], name: str | None, default: str) -> V:
     return voice
 
 
+@dataclass(frozen=True, slots=True)
+class TimedChunk:
+    """A waveform chunk with the words and phonemes it speaks (offsets relative to the chunk)."""
+
+    audio: np.ndarray
+    timing: SpeechTiming
+
+
 class TTSEngine(Protocol):
     def voices(self) -> list[str]: ...
 
@@ -105,6 +114,11 @@ class TTSEngine(Protocol):
 
     def synthesize(self, request: SpeechRequest) -> Iterator[np.ndarray]:
         """Yield float32 mono chunks in [-1, 1], the first as soon as the first piece is ready."""
+        ...
+
+    def synthesize_timed(self, request: SpeechRequest) -> Iterator[TimedChunk]:
+        """The same chunks as `synthesize`, each with its timing: the model's own durations where it
+        has them (source "alignment"), else an estimate spread over the chunk (source "estimate")."""
         ...
 
     def close(self) -> None: ...

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest, pick_voice
+from spark_runtime.engines.base import SpeechRequest, TimedChunk, pick_voice
 from spark_runtime.errors import EngineMissingError, RequestError
+from spark_runtime.speech_timing import WordPlan
 from spark_runtime.text import speakable_pieces
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,11 @@ class KokoroEngine:
 
     def tokens(self, text: str) -> list[list[int]]:
         """Token runs (each within the graph's context) for one piece of text."""
-        runs = (phonemes_to_tokens(run, self._vocab) for run in split_phonemes(self._phonemize(text)))
+        runs = (self._tokens(run) for run in split_phonemes(self._phonemize(text)))
         return [run for run in runs if run]
+
+    def _tokens(self, phonemes: str) -> list[int]:
+        return phonemes_to_tokens(phonemes, self._vocab)
 
     def _run(self, tokens: list[int], table: np.ndarray, speed: float) -> np.ndarray:
         style = table[min(len(tokens), len(table)) - 1].reshape(1, -1)  # one style row per phoneme count
@@ -208,15 +212,33 @@ class KokoroEngine:
         audio = self._session.run(None, feeds)[0]
         return trim_silence(np.asarray(audio, dtype=np.float32).reshape(-1))
 
-    def synthesize(self, request: SpeechRequest) -> Iterator[np.ndarray]:
+    def _checked(self, request: SpeechRequest) -> np.ndarray:
         table = self._style_table(request.voice)
         if not MIN_SPEED <= request.speed <= MAX_SPEED:
             raise RequestError(f"Kokoro voices take speed within [{MIN_SPEED}, {MAX_SPEED}], got {request.speed}")
+        return table
+
+    def synthesize(self, request: SpeechRequest) -> Iterator[np.ndarray]:
+        table = self._checked(request)
         for piece in speakable_pieces(request.text):
             for run in self.tokens(piece):
                 audio = self._run(run, table, request.speed)
                 if audio.size:
                     yield np.clip(audio, -1.0, 1.0)
+
+    def synthesize_timed(self, request: SpeechRequest) -> Iterator[TimedChunk]:
+        """The graph gives no durations: each chunk's timing is an estimate over its phonemes, inside
+        the silence `trim_silence` keeps around them."""
+        table = self._checked(request)
+        lead, tail = int(LEAD_S * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
+        for piece in speakable_pieces(request.text):
+            runs = [(run, tokens) for run in split_phonemes(self._phonemize(piece)) if (tokens := self._tokens(run))]
+            plan = WordPlan(piece, [list(run) for run, _ in runs])
+            for index, (run, tokens) in enumerate(runs):
+                audio = self._run(tokens, table, request.speed)
+                if audio.size:
+                    timing = plan.timing(index, list(run), audio.size, SAMPLE_RATE, lead=lead, tail=tail)
+                    yield TimedChunk(np.clip(audio, -1.0, 1.0), timing)
 
     def close(self) -> None:
         self._styles.clear()

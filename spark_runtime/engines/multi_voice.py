@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest, TTSEngine, pick_voice
+from spark_runtime.engines.base import SpeechRequest, TimedChunk, TTSEngine, pick_voice
 from spark_runtime.errors import EngineMissingError
+from spark_runtime.speech_timing import no_timing
 
 
 class MultiVoiceEngine:
@@ -68,9 +69,25 @@ class MultiVoiceEngine:
         engine = self._engines[self.engine_of(key)]
         return engine.synthesize(replace(request, voice=key))
 
+    def synthesize_timed(self, request: SpeechRequest) -> Iterator[TimedChunk]:
+        key = request.voice or self._default
+        engine = self._engines[self.engine_of(key)]
+        return timed_chunks(engine, replace(request, voice=key))
+
     def close(self) -> None:
         for engine in self._engines.values():
             engine.close()
+
+
+def timed_chunks(engine: Any, request: SpeechRequest) -> Iterator[TimedChunk]:
+    """`engine`'s timed chunks; an engine that cannot time its speech gives each chunk an empty
+    timing of source "none" rather than a guess about which words a chunk holds."""
+    timed = getattr(engine, "synthesize_timed", None)
+    if timed is not None:
+        yield from timed(request)
+        return
+    for audio in engine.synthesize(request):
+        yield TimedChunk(audio, no_timing(int(audio.size), int(engine.sample_rate(request.voice))))
 
 
 def voice_catalog(engine: Any) -> list[dict[str, Any]]:

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from spark_runtime.engines.base import SpeechRequest, pick_voice
+from spark_runtime.engines.base import SpeechRequest, TimedChunk, pick_voice
 from spark_runtime.engines.nemo_frontend import NemoTextFrontend
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.normalise.numbers import spell_numbers
+from spark_runtime.speech_timing import SpeechTiming, WordPlan
 from spark_runtime.text import speakable_pieces
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class NemoTTSEngine:
         self._fastpitch = session(fastpitch, "fastpitch")
         self._vocoder = session(vocoder, "vocoder")
         self._fp_inputs = {i.name for i in self._fastpitch.get_inputs()}
+        # NeMo's FastPitch export outputs the frames it predicted for each token: the timing's source.
+        self._has_durations = "durs_predicted" in {o.name for o in self._fastpitch.get_outputs()}
         self._voc_input = self._vocoder.get_inputs()[0].name
 
     @classmethod
@@ -152,6 +155,12 @@ class NemoTTSEngine:
             yield ids
 
     def _speak(self, ids: list[int], speaker: int, speed: float) -> np.ndarray:
+        return self._speak_timed(ids, speaker, speed, durations=False)[0]
+
+    def _speak_timed(
+        self, ids: list[int], speaker: int, speed: float, *, durations: bool
+    ) -> tuple[np.ndarray, list[int] | None]:
+        """The waveform for `ids`, and (when asked and the graph has them) samples per token."""
         text = np.asarray([ids], dtype=np.int64)
         feeds: dict[str, np.ndarray] = {
             "text": text,
@@ -161,28 +170,48 @@ class NemoTTSEngine:
         if self._speaker_input and self._speaker_input in self._fp_inputs:
             feeds[self._speaker_input] = np.asarray([speaker], dtype=np.int64)
         feeds = {name: value for name, value in feeds.items() if name in self._fp_inputs}
-        spect, frames = self._fastpitch.run(["spect", "num_frames"], feeds)
+        wanted = ["spect", "num_frames"] + (["durs_predicted"] if durations and self._has_durations else [])
+        spect, frames, *durs = self._fastpitch.run(wanted, feeds)
         count = int(np.asarray(frames).reshape(-1)[0])
         if count <= 0:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32), None
         (audio,) = self._vocoder.run(None, {self._voc_input: np.ascontiguousarray(spect[:, :, :count])})
-        return np.asarray(audio, dtype=np.float32).reshape(-1)[: count * self._hop]
+        samples = [int(d) * self._hop for d in np.asarray(durs[0]).reshape(-1)[: len(ids)]] if durs else None
+        return np.asarray(audio, dtype=np.float32).reshape(-1)[: count * self._hop], samples
 
     def synthesize(self, request: SpeechRequest) -> Iterator[np.ndarray]:
+        for chunk in self._chunks(request, timed=False):
+            yield chunk.audio
+
+    def synthesize_timed(self, request: SpeechRequest) -> Iterator[TimedChunk]:
+        """Timing from FastPitch's predicted durations (frames per token); an estimate over the
+        tokens for a graph exported without them."""
+        return self._chunks(request, timed=True)
+
+    def _chunks(self, request: SpeechRequest, *, timed: bool) -> Iterator[TimedChunk]:
         speaker = pick_voice(self._voices, request.voice, self._default)
         if not MIN_SPEED <= request.speed <= MAX_SPEED:
             raise RequestError(f"speed must be within [{MIN_SPEED}, {MAX_SPEED}], got {request.speed}")
+        untimed = SpeechTiming(0, self._rate, "none")
         # NeMo's tokenizer drops digits; the tts model's WFST has usually made them words already,
         # but not where its grammars are missing (the Spark without pynini) or normalize is off.
         for piece in speakable_pieces(spell_numbers(request.text)):
-            for ids in self._token_runs(piece):
+            runs = list(self._token_runs(piece))
+            plan = WordPlan(piece, [self._frontend.decode(ids) for ids in runs]) if timed else None
+            for index, ids in enumerate(runs):
                 try:
-                    audio = self._speak(ids, speaker, request.speed)
+                    audio, durations = self._speak_timed(ids, speaker, request.speed, durations=timed)
                 except Exception as exc:  # onnxruntime's own errors (e.g. a piece predicted to last 0 frames)
                     log.warning("NeMo TTS could not speak %r (%s); skipping it", piece[:80], str(exc)[:200])
                     continue
-                if audio.size:
-                    yield np.clip(audio, -1.0, 1.0)
+                if not audio.size:
+                    continue
+                audio = np.clip(audio, -1.0, 1.0)
+                if plan is None:
+                    yield TimedChunk(audio, untimed)
+                    continue
+                symbols = self._frontend.decode(ids)
+                yield TimedChunk(audio, plan.timing(index, symbols, audio.size, self._rate, durations=durations))
 
     def close(self) -> None:
         self._fastpitch = self._vocoder = None

@@ -1,16 +1,23 @@
-"""The avatar side of a turn: mouth from the audio being played, expressions from the text."""
+"""The avatar side of a turn: mouth from the audio being played (and its phonemes, when the voice
+gives them), expressions from the text.
+
+VTube Studio gets `MouthOpen` and the form parameter (MouthSmile by default, see vts/state.py). The
+client does not read the model's own parameters, so VBridger-style mouth parameters are not driven.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from spark_client.avatar.lipsync import LipSync, LipSyncConfig
+from spark_client.avatar.lipsync import LipSync, LipSyncConfig, VisemeBlend, VisemeBlendConfig
+from spark_client.avatar.visemes import mouth_shape
+from spark_client.speech.tts import TimedSpan
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +31,37 @@ class AvatarBackend(Protocol):
 class AvatarDriver:
     """Feeds played audio to lip sync and forwards mouth values to the backend (VTube Studio)."""
 
-    def __init__(self, backend: AvatarBackend | None, *, config: LipSyncConfig | None = None) -> None:
+    def __init__(
+        self,
+        backend: AvatarBackend | None,
+        *,
+        config: LipSyncConfig | None = None,
+        visemes: VisemeBlendConfig | None = None,
+    ) -> None:
         self._backend = backend
         self._config = config
         self._lipsync: dict[int, LipSync] = {}
+        self._blend = VisemeBlend(visemes)
+        self._phonemes: Sequence[TimedSpan] = ()  # heard in the block about to play
         self.first_mouth_at: dict[int, float] = {}  # turn -> monotonic clock of its first mouth value
         self.mouth_values_sent = 0
         self._expression_tasks: set[asyncio.Task[bool]] = set()
+
+    def on_phonemes(self, turn: int, phonemes: Sequence[TimedSpan], rate: int) -> None:
+        """The phonemes of the block that plays next (the player calls this just before on_block)."""
+        self._phonemes = phonemes
 
     async def on_block(self, turn: int, block: np.ndarray, rate: int) -> None:
         sync = self._lipsync.get(rate)
         if sync is None:
             sync = self._lipsync[rate] = LipSync(rate, config=self._config)
         frames = sync.feed(block)
+        phonemes, self._phonemes = self._phonemes, ()
         if not frames:
             return
-        last = frames[-1]
+        # One value per block: the phoneme heard longest in it shapes the mouth.
+        main = max(phonemes, key=lambda p: p.end - p.start, default=None)
+        last = self._blend.apply(frames[-1], mouth_shape(main.text) if main else None, block.size / rate)
         self.first_mouth_at.setdefault(turn, time.monotonic())
         self.mouth_values_sent += 1
         if self._backend is not None:
@@ -66,6 +88,8 @@ class AvatarDriver:
         """Closes the mouth now (after an interruption), instead of waiting for it to go stale."""
         for sync in self._lipsync.values():
             sync.reset()
+        self._blend.reset()
+        self._phonemes = ()
         if self._backend is not None:
             await self._backend.inject_mouth(0.0, 0.0)
 

@@ -1,4 +1,4 @@
-"""Mouth parameters from the audio actually being played.
+"""Mouth parameters from the audio actually being played, shaped by its phonemes when known.
 
 Feed blocks of PCM as they go to the sound device; get one `MouthFrame` per 1/rate_hz seconds
 of audio, stamped with its media time, so the mouth follows playback rather than synthesis.
@@ -10,6 +10,10 @@ of audio, stamped with its media time, so the mouth follows playback rather than
   vowels (o, u) put their energy low and read as -1; spread vowels (i, e) and fricatives
   read as +1. Gated frames relax towards 0.
 
+When the voice says which phonemes play (the `tts` model's timing), `VisemeBlend` pulls both
+values towards each phoneme's mouth shape (avatar/visemes.py): lips close on p/b/m even while the
+voice is loud, round on u/o/w, spread on i/e. Loudness still gates it: silence keeps the mouth shut.
+
 Pure numpy, no allocation-heavy work per frame beyond one real FFT of `nfft` samples.
 """
 
@@ -19,6 +23,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from spark_client.avatar.visemes import MouthShape
 
 _EPS = 1e-12
 
@@ -157,3 +163,43 @@ def _as_mono_float32(pcm: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     return a
+
+
+@dataclass(frozen=True, slots=True)
+class VisemeBlendConfig:
+    weight: float = 0.7  # how much the phoneme's shape decides; the rest is the loudness-based value
+    smoothing_s: float = 0.03  # the mouth moves towards each shape this fast (coarticulation)
+    presence_open: float = 0.3  # loudness-based opening at or above which the shape opens fully
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError("weight must be within [0, 1]")
+        if self.smoothing_s < 0 or self.presence_open <= 0:
+            raise ValueError("need smoothing_s >= 0 and presence_open > 0")
+
+
+class VisemeBlend:
+    """Blends phoneme mouth shapes into loudness-based frames, smoothing between shapes."""
+
+    def __init__(self, config: VisemeBlendConfig | None = None) -> None:
+        self.config = config or VisemeBlendConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._open = 0.0
+        self._form = 0.0
+
+    def apply(self, frame: MouthFrame, shape: MouthShape | None, dt: float) -> MouthFrame:
+        """`frame` with its phoneme's `shape` blended in (None: no phoneme plays, the frame as it is)."""
+        cfg = self.config
+        if shape is None:  # follow the audio, so the next shape starts from where the mouth is
+            self._open = _smooth(self._open, frame.open, dt, cfg.smoothing_s)
+            self._form = _smooth(self._form, frame.form, dt, cfg.smoothing_s)
+            return frame
+        self._open = _smooth(self._open, shape.open, dt, cfg.smoothing_s)
+        self._form = _smooth(self._form, shape.form, dt, cfg.smoothing_s)
+        presence = min(1.0, frame.open / cfg.presence_open)  # silence keeps the mouth shut
+        w = cfg.weight
+        mouth_open = (1.0 - w) * frame.open + w * self._open * presence
+        form = (1.0 - w) * frame.form + w * self._form
+        return MouthFrame(frame.time, min(1.0, max(0.0, mouth_open)), min(1.0, max(-1.0, form)), frame.level_db)

@@ -19,13 +19,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from spark_client.events import SpokenWord
 from spark_client.speech.audio import SessionWav, SoundDevice, resample
+from spark_client.speech.tts import ChunkTiming, TimedSpan
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class PlaybackItem:
     pcm: np.ndarray
     sample_rate: int
     on_start: Callable[[], None] | None = None  # e.g. trigger the piece's expression
+    timing: ChunkTiming | None = None  # the chunk's words and phonemes, offsets in its samples
+    speaker: str = ""  # the persona speaking it, for captions
 
 
 @dataclass
@@ -55,6 +59,20 @@ BlockListener = Callable[[int, np.ndarray, int], Awaitable[None]]
 # Called as each block starts playing: (samples, sample rate, monotonic start time). Must be quick
 # and must not fail; the echo canceller's reference of what the speakers play hangs here.
 PlayedTap = Callable[[np.ndarray, int, float], None]
+# Called as each block of a timed chunk starts playing, just before on_block: (turn, the phonemes
+# heard in it with offsets relative to the block's first sample, sample rate). Must be quick.
+PhonemeListener = Callable[[int, Sequence[TimedSpan], int], None]
+# Called with each word as its first sample starts playing (captions). Must be quick.
+CaptionListener = Callable[[SpokenWord], None]
+
+
+def spans_within(spans: Sequence[TimedSpan], start: int, end: int) -> list[TimedSpan]:
+    """The spans overlapping samples [start, end), clipped to them and relative to `start`."""
+    return [
+        TimedSpan(s.text, max(s.start, start) - start, min(s.end, end) - start)
+        for s in spans
+        if s.start < end and s.end > start
+    ]
 
 
 @dataclass
@@ -66,6 +84,8 @@ class Player:
     reopen: Callable[[], SoundDevice] | None = None  # opens the device again after it failed
     reopen_every_s: float = 10.0
     taps: list[PlayedTap] = field(default_factory=list)
+    on_phonemes: PhonemeListener | None = None  # lip sync's phoneme track
+    captions: list[CaptionListener] = field(default_factory=list)
     _queue: asyncio.Queue[PlaybackItem] = field(default_factory=asyncio.Queue, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _played_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -187,6 +207,8 @@ class Player:
                 progress.skipped += item.pcm.size - start  # cut: never heard, not waited for
                 break
             block = item.pcm[start : start + step]
+            if item.timing is not None:
+                self._timed_block(item, start, block.size, max(next_at, time.monotonic()))
             await self._play_block(item.turn, block, item.sample_rate, next_at)
             self.first_audio_at.setdefault(item.turn, time.monotonic())
             progress.played += block.size
@@ -195,6 +217,26 @@ class Player:
             self.seconds_played += duration
             next_at += duration
         return next_at
+
+    def _timed_block(self, item: PlaybackItem, start: int, size: int, due: float) -> None:
+        """The words that start in this block go to the captions, its phonemes to lip sync."""
+        timing = item.timing
+        assert timing is not None
+        for index, word in enumerate(timing.words):
+            if start <= word.start < start + size:
+                event = SpokenWord(
+                    item.speaker, word.text, item.turn, item.piece, index, due + (word.start - start) / item.sample_rate
+                )
+                for listener in self.captions:
+                    try:
+                        listener(event)
+                    except Exception:  # a caption must never stop the voice
+                        log.exception("a caption listener failed")
+        if self.on_phonemes is not None:
+            try:
+                self.on_phonemes(item.turn, spans_within(timing.phonemes, start, start + size), item.sample_rate)
+            except Exception:
+                log.exception("the phoneme listener failed")
 
     async def _play_block(self, turn: int, block: np.ndarray, rate: int, due: float) -> None:
         self._maybe_reopen()

@@ -133,7 +133,7 @@ class TritonModels:
         self._ids = itertools.count(1)
         self._session = uuid.uuid4().hex[:12]  # request ids name one client's requests on a shared server
         self._stopping: set[asyncio.Task[None]] = set()
-        self._cancel_parameters: dict[str, str] = {}
+        self._configs: dict[str, Mapping[str, Any]] = {}
         self._stop_in_band_on = stop_in_band  # False: cancel the gRPC call (python -m perf stops compares)
 
     def url(self, model: str) -> str:
@@ -237,14 +237,26 @@ class TritonModels:
             if error is not None:
                 raise ModelCallError(model, str(error.message() or error), retryable=False)
 
+    async def _config(self, model: str) -> Mapping[str, Any]:
+        """`model`'s config as the server has it (JSON), asked once per model."""
+        if model not in self._configs:
+            client = self._client(model)
+            try:
+                config = await client.get_model_config(model, as_json=True, client_timeout=self.timeouts.unary_s)
+            except (grpc.aio.AioRpcError, InferenceServerException) as exc:
+                raise _map_error(model, exc) from None
+            self._configs[model] = config.get("config", config)
+        return self._configs[model]
+
     async def _cancel_parameter(self, model: str) -> str:
         """The request parameter that stops a running request of `model` ("" when it has none)."""
-        if model not in self._cancel_parameters:
-            client = self._client(model)
-            config = await client.get_model_config(model, as_json=True, client_timeout=self.timeouts.unary_s)
-            parameters = config.get("config", config).get("parameters", {})
-            self._cancel_parameters[model] = parameters.get(CANCEL_CONFIG_KEY, {}).get("string_value", "")
-        return self._cancel_parameters[model]
+        parameters = (await self._config(model)).get("parameters", {})
+        return str(parameters.get(CANCEL_CONFIG_KEY, {}).get("string_value", ""))
+
+    async def model_inputs(self, model: str) -> frozenset[str]:
+        """The input names `model` accepts, so a client asks for an optional feature (TTS timing)
+        only from a server that has it; an older server keeps working."""
+        return frozenset(str(i.get("name", "")) for i in (await self._config(model)).get("input", []))
 
     async def infer(self, model: str, inputs: list[InferInput]) -> InferResult:
         try:

@@ -554,7 +554,17 @@ class TurnLoop:
                 async for chunk in self.tts.stream(piece.text, voice=voice, speed=state.persona.speed):
                     timings.mark("tts_first_chunk_ms")
                     on_start = self._expressions(state.persona, piece.emotions, timings) if first else None
-                    self.player.enqueue(PlaybackItem(state.number, piece.index, chunk.pcm, chunk.sample_rate, on_start))
+                    self.player.enqueue(
+                        PlaybackItem(
+                            state.number,
+                            piece.index,
+                            chunk.pcm,
+                            chunk.sample_rate,
+                            on_start,
+                            timing=chunk.timing,
+                            speaker=state.persona.name,
+                        )
+                    )
                     first = False
                 if first:  # no sound: its expression starts with the next piece's audio
                     unshown = piece.emotions
