@@ -61,6 +61,13 @@ $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt c
 engines: $(STAMP)
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
+# The DGX Spark container (needs Docker): checks the base image's linux/arm64 manifest, then docker build.
+# Standard library only, so the Spark's own python3 runs it (no .venv). GB10_IMAGE_ARGS=--stt-cuda etc.
+GB10_IMAGE_ARGS ?=
+.PHONY: gb10-image
+gb10-image:
+	$(PYTHON) -m build_engines.gb10_image $(GB10_IMAGE_ARGS)
+
 nemo-env: $(NEMO_ENV_STAMP)
 
 $(NEMO_ENV_STAMP): requirements/nemo-tts.txt $(STAMP)

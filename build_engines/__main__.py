@@ -1,4 +1,4 @@
-"""python -m build_engines {cpu,adapters,gb10,plan,configs,nemo-env} [options]"""
+"""python -m build_engines {cpu,adapters,gb10,gb10-image,plan,configs,nemo-env} [options]"""
 
 from __future__ import annotations
 
@@ -29,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         help="train a LoRA adapter for each persona here that names one (packaged SmolLM2 only)",
     )
 
-    from build_engines import adapters, gb10, model_configs, plan
+    from build_engines import adapters, gb10, gb10_image, model_configs, plan
 
     adapters.add_arguments(sub.add_parser("adapters", help="persona LoRA adapters trained on the CPU -> engines/cpu"))
     gb10.add_arguments(sub.add_parser("gb10", help="DGX Spark: TensorRT-LLM engines + GPU speech -> engines/gb10"))
+    gb10_image.add_arguments(
+        sub.add_parser("gb10-image", help="DGX Spark container: check the base's arm64 manifest, then docker build")
+    )
     plan.add_arguments(sub.add_parser("plan", help="memory and decode-speed plan for a target (refuses misfits)"))
     model_configs.add_arguments(sub.add_parser("configs", help="regenerate every model_repository config file"))
     sub.add_parser("nemo-env", help="create the NeMo build environment (NeMo TTS export; engines/.build-env)")
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return adapters.run(args)
     if args.command == "gb10":
         return gb10.run(args)
+    if args.command == "gb10-image":
+        return gb10_image.run(args)
     if args.command == "plan":
         return plan.run(args)
     if args.command == "configs":
