@@ -6,7 +6,7 @@ chat lines (`adapter_chat.txt`) in the persona's voice, with the prompt the clie
 PEFT trains a LoRA on q/k/v/o with the loss on the answer only, and the result is written as
 
   llm/adapters/<name>.gguf           llama.cpp's form (the CPU `llm` engine loads it per request)
-  llm/adapters/trtllm/<name>/        PEFT files + model.lora_weights.npy / model.lora_config.npy
+  llm/adapters/trtllm/<name>/        the PEFT files, checked, as the GB10 LLM (TensorRT-LLM) loads them
                                      (TensorRT-LLM's form; the folder `trtllm/` is a valid
                                      `build_engines gb10 --persona-adapters` input)
   llm/adapters/<name>.json           what it was trained from, how long it took, its loss
@@ -341,7 +341,7 @@ def _train_one(
 ) -> dict[str, Any]:
     import shutil
 
-    from build_engines.lora_trtllm import write_converted
+    from build_engines.lora_trtllm import check_adapter
 
     folder = Path(tmp) / persona.adapter
     try:
@@ -353,7 +353,10 @@ def _train_one(
         (folder / "adapter.gguf").unlink()
         trtllm = adapters_dir / TRTLLM_DIR / persona.adapter
         shutil.rmtree(trtllm, ignore_errors=True)  # new files, never writes into hard-linked copies
-        write_converted(folder, trtllm, hf_config=trainer.model.config.to_dict())
+        check_adapter(folder, trainer.model.config.to_dict())
+        trtllm.mkdir(parents=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(folder / name, trtllm / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     files = [gguf.name] + sorted(str(p.relative_to(adapters_dir)) for p in trtllm.iterdir() if p.is_file())

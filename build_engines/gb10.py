@@ -1,23 +1,23 @@
 """The GB10 (DGX Spark) target: `python -m build_engines gb10 --llm <HF checkpoint> ...` -> engines/gb10/.
 
+The LLM is served by TensorRT-LLM's PyTorch backend from a Hugging Face checkpoint: no engine build.
 Steps, each printed as the exact command it runs and skipped when already done:
-  llm.quantize   TensorRT-LLM quantize.py (ModelOpt): NVFP4 (default) or FP8 weights, FP8 KV cache
-  llm.engine     trtllm-build: paged KV cache + paged context FMHA (KV reuse), LoRA plugin sized from
-                 the persona adapters, draft-token input when a draft model is given
-  llm.tokenizer  tokenizer files, chat_template.jinja and special_tokens.json beside the engine
-  draft.*        the draft model, quantised and built the same way (no LoRA)
-  lora.<name>    each PEFT adapter in TensorRT-LLM's .npy form, beside a copy of the PEFT files
+  llm.checkpoint  a ModelOpt NVFP4/FP8 checkpoint (hf_quant_config.json), checked and linked as it is
+  llm.quantize    or, for a BF16 checkpoint that fits the Spark, ModelOpt quantisation to NVFP4 (default)
+                  or FP8 with an FP8 KV cache, exported as a Hugging Face checkpoint (modelopt_quantize.py)
+  llm.tokenizer   tokenizer files, chat_template.jinja and special_tokens.json beside the checkpoint
+  draft.*         the draft model (DraftTarget speculative decoding), checked or quantised the same way
+  lora.<name>     each PEFT adapter, checked against the base model's shapes and copied as PEFT files
   stt / tts / embed   faster-whisper (CUDA, float16), Piper voices, MiniLM: the CPU runtimes
   tts.nemo.*     with --tts nemo:FASTPITCH.nemo,HIFIGAN.nemo: NeMo's own build environment, the ONNX
                  export there, a check of our tokenizer against NeMo's, TensorRT engines (build_engines/nemo_tts.py)
-Before any of that: the memory plan (refused when it does not fit) and a toolchain check.
+Before any of that: the checkpoints' checks, the memory plan (serving and build peaks), the feature
+combinations the pinned TensorRT-LLM supports (gb10_support.py) and a toolchain check.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +25,19 @@ from typing import Any
 
 from build_engines import gb10_outputs as outputs
 from build_engines import nemo_tts
-from build_engines.gb10_shapes import KV_BYTES, ModelShape, qformat_error
+from build_engines.gb10_checkpoints import Checkpoint, CheckpointError, read_checkpoint
+from build_engines.gb10_shapes import KV_BYTES, qformat_error
 from build_engines.gb10_steps import STATE_FILE, BuildError, BuildState, Step, StepRunner
+from build_engines.gb10_support import TRTLLM_VERSION, review
 from build_engines.gb10_toolchain import toolchain_report
-from build_engines.lora_trtllm import AdapterError, AdapterInfo, discover_adapters, engine_lora_settings
-from build_engines.model_configs import GB10_KV_FREE_FRACTION, GB10_LORA_GPU_FRACTION, GB10_LORA_HOST_BYTES
+from build_engines.lora_trtllm import AdapterError, AdapterInfo, check_adapter, discover_adapters, engine_lora_settings
+from build_engines.model_configs import GB10_KV_FREE_FRACTION, GB10_MAX_CPU_LORAS, GB10_MAX_LORAS
 from build_engines.plan import DEFAULT_LORA_MODULES, Plan, PlanInputs, plan_gb10, weights_gb
 from spark_runtime.normalise.wfst import GRAMMAR_FILES, GRAMMAR_FOLDER, wfst_available
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_EXAMPLES = Path(os.environ.get("TRTLLM_EXAMPLES", "/app/tensorrt_llm/examples"))
+QUANTIZE_SCRIPT = REPO / "build_engines" / "modelopt_quantize.py"
+DEFAULT_CALIB_TEXT = REPO / "build_engines" / "adapter_chat.txt"
 DEFAULT_LORA_RANK = 16  # used when no persona adapters are given, so adapters can come later
 
 
@@ -52,23 +55,15 @@ class Gb10Options:
     concurrency: int = 2
     max_draft_len: int = 4
     lora: bool = True
-    lora_dtype: str = "float16"
     whisper: Path | None = None
     stt_device: str = "cuda"
     tts_voices: tuple[Path, ...] = ()
     tts_nemo: tuple[Path, Path] | None = None  # FastPitch + HiFi-GAN .nemo files
     nemo_env: Path = nemo_tts.DEFAULT_ENV
-    examples: Path = DEFAULT_EXAMPLES
-    calib_dataset: str | None = None
+    calib_texts: tuple[Path, ...] = ()
     calib_size: int = 512
+    strict: bool = False  # refuse feature combinations NVIDIA lists as untested
     python: str = "python3"
-
-
-@dataclass
-class Checkpoint:
-    path: Path
-    config: dict[str, Any]
-    shape: ModelShape
 
 
 @dataclass
@@ -79,34 +74,22 @@ class BuildInputs:
     lora_rank: int
     lora_modules: tuple[str, ...]
     problems: list[str] = field(default_factory=list)
+    untested: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
 
 
-def read_checkpoint(path: Path, role: str) -> Checkpoint:
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"--{role} {path}: no config.json (expected a Hugging Face checkpoint folder)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    quant = config.get("quantization_config") or {}
-    method = str(quant.get("quant_method", "")).lower() if isinstance(quant, dict) else ""
-    if method in ("awq", "gptq"):
-        raise ValueError(
-            f"--{role} {path} is an INT4 {method.upper()} checkpoint: "
-            f"{qformat_error('int4_awq')} Pass the BF16 checkpoint; the build quantises it."
-        )
-    if (path / "hf_quant_config.json").is_file() or method:
-        raise ValueError(
-            f"--{role} {path} is already quantised ({method or 'ModelOpt'}): pass the BF16 "
-            "checkpoint; the build quantises it with the format you choose."
-        )
-    if not any(path.glob("*.safetensors")):
-        raise ValueError(f"--{role} {path}: no *.safetensors weights")
-    return Checkpoint(path, config, ModelShape.from_hf_config(config, name=path.name))
+def served_qformat(requested: str, ckpt: Checkpoint) -> str:
+    """A ModelOpt checkpoint is served in the format it carries; a BF16 one in the requested format."""
+    return ckpt.qformat if ckpt.prequantised else requested
 
 
 def gather_inputs(o: Gb10Options) -> BuildInputs:
     llm = read_checkpoint(o.llm, "llm")
     draft = read_checkpoint(o.draft, "draft") if o.draft else None
-    problems = []
+    problems, notes = [], []
+    for ckpt, role, requested in ((llm, "llm", o.qformat), (draft, "draft", o.draft_qformat)):
+        if ckpt is not None and ckpt.prequantised and ckpt.qformat != requested:
+            notes.append(f"--{role} is a ModelOpt {ckpt.qformat} checkpoint: served as {ckpt.qformat}, not {requested}")
     if draft and draft.shape.vocab != llm.shape.vocab:
         problems.append(
             f"draft vocab {draft.shape.vocab} differs from the LLM's {llm.shape.vocab}: "
@@ -122,19 +105,28 @@ def gather_inputs(o: Gb10Options) -> BuildInputs:
             problems.append(f"--tts-voice {voice}: needs the .onnx file and its .onnx.json beside it")
     if not outputs.read_chat_template(o.llm)[0]:
         problems.append(f"{o.llm} has no chat template (tokenizer_config.json): use an instruct checkpoint")
-    return BuildInputs(llm, draft, adapters, rank, tuple(modules), problems)
+    features = {served_qformat(o.qformat, llm), "guided", "kv_reuse"}
+    features |= {"lora"} if o.lora else set()
+    features |= {"draft"} if draft else set()
+    verdict = review(features)
+    problems += [f"unsupported in TensorRT-LLM {TRTLLM_VERSION}: {line}" for line in verdict.unsupported]
+    if o.strict:
+        problems += [f"untested (--strict): {line}" for line in verdict.untested]
+    return BuildInputs(llm, draft, adapters, rank, tuple(modules), problems, verdict.untested, notes)
 
 
 def build_plan(o: Gb10Options, inputs: BuildInputs) -> Plan:
     return plan_gb10(
         PlanInputs(
             llm=inputs.llm.shape,
-            qformat=o.qformat,
+            qformat=served_qformat(o.qformat, inputs.llm),
+            llm_source="bf16" if not inputs.llm.prequantised else inputs.llm.qformat,
             kv_dtype=o.kv_dtype,
             context=o.context,
             concurrency=o.concurrency,
             draft=inputs.draft.shape if inputs.draft else None,
-            draft_qformat=o.draft_qformat,
+            draft_qformat=served_qformat(o.draft_qformat, inputs.draft) if inputs.draft else o.draft_qformat,
+            draft_source=inputs.draft.qformat if inputs.draft else "bf16",
             draft_len=o.max_draft_len,
             lora_rank=inputs.lora_rank,
             lora_modules=inputs.lora_modules,
@@ -145,104 +137,46 @@ def build_plan(o: Gb10Options, inputs: BuildInputs) -> Plan:
     )
 
 
-def _dtype(config: dict[str, Any]) -> str:
-    dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
-    return dtype if dtype in ("bfloat16", "float16") else "bfloat16"
-
-
 def quantize_command(o: Gb10Options, ckpt: Checkpoint, qformat: str, output: Path) -> tuple[str, ...]:
-    cmd = [
-        o.python,
-        str(o.examples / "quantization" / "quantize.py"),
-        "--model_dir",
-        str(ckpt.path),
-        "--dtype",
-        _dtype(ckpt.config),
-        "--qformat",
-        qformat,
-    ]
-    if o.kv_dtype == "fp8":
-        cmd += ["--kv_cache_dtype", "fp8"]
-    cmd += ["--calib_size", str(o.calib_size), "--tp_size", "1", "--output_dir", str(output)]
-    if o.calib_dataset:
-        cmd += ["--calib_dataset", o.calib_dataset]
+    cmd = [o.python, str(QUANTIZE_SCRIPT), "--model", str(ckpt.path), "--out", str(output)]
+    cmd += ["--qformat", qformat, "--kv-cache", o.kv_dtype, "--calib-size", str(o.calib_size)]
+    for text in o.calib_texts or (DEFAULT_CALIB_TEXT,):
+        cmd += ["--calib-text", str(text)]
     return tuple(cmd)
 
 
-def build_command(
-    o: Gb10Options,
-    ckpt_dir: Path,
-    engine_dir: Path,
-    qformat: str,
-    *,
-    lora: tuple[int, tuple[str, ...]] | None,
-    draft_len: int,
-) -> tuple[str, ...]:
-    cmd = [
-        "trtllm-build",
-        "--checkpoint_dir",
-        str(ckpt_dir),
-        "--output_dir",
-        str(engine_dir),
-        "--gemm_plugin",
-        "nvfp4" if qformat == "nvfp4" else "auto",
-        "--gpt_attention_plugin",
-        "auto",
-        "--kv_cache_type",
-        "paged",
-        "--use_paged_context_fmha",
-        "enable",
-        "--remove_input_padding",
-        "enable",
+def _checkpoint_steps(o: Gb10Options, role: str, ckpt: Checkpoint, qformat: str, target: Path) -> list[Step]:
+    """A ModelOpt checkpoint is linked as it is; a BF16 one is quantised by ModelOpt into `target`."""
+    if ckpt.prequantised:
+        return [
+            Step(
+                f"{role}.checkpoint",
+                f"ModelOpt {ckpt.qformat} checkpoint ({ckpt.producer}), served as it is",
+                ("[python]", "link", str(ckpt.path), "->", str(target)),
+                (ckpt.path,),
+                (target / "config.json",),
+                action=lambda: outputs.place_tree(ckpt.path, target),
+            )
+        ]
+    return [
+        Step(
+            f"{role}.quantize",
+            f"{qformat} weights, {o.kv_dtype} KV cache (ModelOpt calibration, Hugging Face export)",
+            quantize_command(o, ckpt, qformat, target),
+            (ckpt.path, QUANTIZE_SCRIPT, *(o.calib_texts or (DEFAULT_CALIB_TEXT,))),
+            (target / "config.json", target / "hf_quant_config.json"),
+            {"qformat": qformat, "kv": o.kv_dtype, "calib_size": o.calib_size},
+        )
     ]
-    if o.kv_dtype == "fp8":
-        cmd += ["--use_fp8_context_fmha", "enable"]
-    cmd += [
-        "--max_batch_size",
-        str(o.concurrency),
-        "--max_beam_width",
-        "1",
-        "--max_input_len",
-        str(o.context),
-        "--max_seq_len",
-        str(o.context),
-        "--max_num_tokens",
-        str(o.context),
-    ]
-    if lora is not None:
-        cmd += ["--lora_plugin", "auto", "--lora_target_modules", *lora[1], "--max_lora_rank", str(lora[0])]
-    if draft_len:
-        cmd += ["--speculative_decoding_mode", "draft_tokens_external", "--max_draft_len", str(draft_len)]
-    return (*cmd, "--workers", "1")
 
 
 def make_steps(o: Gb10Options, inputs: BuildInputs) -> list[Step]:
-    llm_dir, work = o.out / "llm", o.work
-    lora = (inputs.lora_rank, inputs.lora_modules) if o.lora else None
-    draft_len = o.max_draft_len if inputs.draft else 0
-    params = {"qformat": o.qformat, "kv": o.kv_dtype, "context": o.context, "concurrency": o.concurrency}
-    steps = [
-        Step(
-            "llm.quantize",
-            f"{o.qformat} weights, {o.kv_dtype} KV cache (ModelOpt calibration)",
-            quantize_command(o, inputs.llm, o.qformat, work / "llm-ckpt"),
-            (o.llm,),
-            (work / "llm-ckpt" / "config.json",),
-            params,
-        ),
-        Step(
-            "llm.engine",
-            "TensorRT-LLM engine: paged KV + paged context FMHA (KV reuse)"
-            + (f", LoRA rank {lora[0]} on {'/'.join(lora[1])}" if lora else "")
-            + (f", up to {draft_len} draft tokens" if draft_len else ""),
-            build_command(o, work / "llm-ckpt", llm_dir / "engine", o.qformat, lora=lora, draft_len=draft_len),
-            (work / "llm-ckpt",),
-            (llm_dir / "engine" / "config.json",),
-            params,
-        ),
+    llm_dir = o.out / "llm"
+    steps = _checkpoint_steps(o, "llm", inputs.llm, served_qformat(o.qformat, inputs.llm), llm_dir / "checkpoint")
+    steps.append(
         Step(
             "llm.tokenizer",
-            "tokenizer + chat template beside the engine",
+            "tokenizer + chat template beside the checkpoint",
             (
                 "[python]",
                 "copy tokenizer files from",
@@ -254,56 +188,31 @@ def make_steps(o: Gb10Options, inputs: BuildInputs) -> list[Step]:
             tuple(o.llm / n for n in outputs.TOKENIZER_FILES if (o.llm / n).exists()),
             (llm_dir / "chat_template.jinja", llm_dir / "special_tokens.json"),
             action=lambda: outputs.write_tokenizer(o.llm, llm_dir),
-        ),
-    ]
+        )
+    )
     if inputs.draft:
-        steps += [
-            Step(
-                "draft.quantize",
-                f"draft {o.draft_qformat} weights",
-                quantize_command(o, inputs.draft, o.draft_qformat, work / "draft-ckpt"),
-                (inputs.draft.path,),
-                (work / "draft-ckpt" / "config.json",),
-                params | {"qformat": o.draft_qformat},
-            ),
-            Step(
-                "draft.engine",
-                "draft engine (paged KV, no LoRA)",
-                build_command(
-                    o, work / "draft-ckpt", llm_dir / "draft" / "engine", o.draft_qformat, lora=None, draft_len=0
-                ),
-                (work / "draft-ckpt",),
-                (llm_dir / "draft" / "engine" / "config.json",),
-                params,
-            ),
-        ]
+        qformat = served_qformat(o.draft_qformat, inputs.draft)
+        steps += _checkpoint_steps(o, "draft", inputs.draft, qformat, llm_dir / "draft" / "checkpoint")
     for adapter in inputs.adapters:
         target = llm_dir / "adapters" / adapter.name
         steps.append(
             Step(
                 f"lora.{adapter.name}",
-                f"persona adapter rank {adapter.rank} on {'/'.join(adapter.modules)}",
-                (
-                    "[python]",
-                    "convert PEFT adapter",
-                    str(adapter.path),
-                    "->",
-                    str(target),
-                    "(model.lora_weights.npy, model.lora_config.npy, PEFT copy)",
-                ),
+                f"persona adapter rank {adapter.rank} on {'/'.join(adapter.modules)} (PEFT files)",
+                ("[python]", "check PEFT adapter", str(adapter.path), "against the base model, copy ->", str(target)),
                 (adapter.path, o.llm / "config.json"),
-                (target / "model.lora_weights.npy",),
-                {"dtype": o.lora_dtype},
-                action=lambda a=adapter, t=target: _convert(a, t, inputs.llm.config, o.lora_dtype),
+                (target / "adapter_model.safetensors",),
+                action=lambda a=adapter, t=target: _place_adapter(a, t, inputs.llm.config),
             )
         )
     return steps + _speech_steps(o)
 
 
-def _convert(adapter: AdapterInfo, target: Path, config: dict[str, Any], dtype: str) -> None:
-    from build_engines.lora_trtllm import write_converted
-
-    write_converted(adapter.path, target, hf_config=config, dtype=dtype)
+def _place_adapter(adapter: AdapterInfo, target: Path, config: dict[str, Any]) -> None:
+    check_adapter(adapter.path, config)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        outputs.place_tree(adapter.path / name, target / name)
 
 
 def _speech_steps(o: Gb10Options) -> list[Step]:
@@ -455,35 +364,40 @@ def engine_files(o: Gb10Options, inputs: BuildInputs) -> dict[str, dict[str, Any
         lora = {
             "max_rank": inputs.lora_rank,
             "target_modules": list(inputs.lora_modules),
-            "max_loras": 4,
-            "max_cpu_loras": 8,
-            "device_cache_fraction": float(GB10_LORA_GPU_FRACTION),
-            "host_cache_bytes": int(GB10_LORA_HOST_BYTES),
+            "max_loras": int(GB10_MAX_LORAS),
+            "max_cpu_loras": int(GB10_MAX_CPU_LORAS),
             "adapter_gb": round(adapter_gb, 3),
         }
     draft = (
         {
-            "engine_dir": "draft/engine",
+            "checkpoint_dir": "draft/checkpoint",
             "max_draft_len": o.max_draft_len,
-            "qformat": o.draft_qformat,
+            "qformat": served_qformat(o.draft_qformat, inputs.draft),
             "source": str(inputs.draft.path),
         }
         if inputs.draft
         else None
     )
+    qformat = served_qformat(o.qformat, inputs.llm)
     return {
         "llm": outputs.llm_engine_json(
-            qformat=o.qformat,
+            qformat=qformat,
             kv_dtype=o.kv_dtype,
             context=o.context,
             slots=o.concurrency,
             kv_tokens=o.context * o.concurrency,
             kv_free_fraction=float(GB10_KV_FREE_FRACTION),
+            # NVIDIA's Spark speculative-decoding playbook (TensorRT-LLM 1.2) turns block reuse off
+            # for DraftTarget; without a draft it keeps the persona's prompt prefix cached.
+            kv_reuse=inputs.draft is None,
             lora=lora,
             adapters=[a.name for a in inputs.adapters],
             draft=draft,
+            untested=list(inputs.untested),
+            trtllm_version=TRTLLM_VERSION,
             source={
                 "checkpoint": str(inputs.llm.path),
+                "format": "modelopt " + qformat if inputs.llm.prequantised else f"bf16, quantised here to {qformat}",
                 "architecture": inputs.llm.config.get("architectures"),
                 "params": inputs.llm.shape.params,
             },
@@ -505,7 +419,7 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
     try:
         inputs = gather_inputs(o)
         plan = build_plan(o, inputs)
-    except (ValueError, AdapterError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, AdapterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"GB10 build into {o.out}{' (dry run: nothing is executed or written)' if dry_run else ''}\n")
@@ -514,19 +428,23 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
     if not plan.fits:
         problems.append(f"memory plan needs {plan.total_gb:.1f} GB, over the {plan.budget_gb:.1f} GB budget")
     problems += plan.build_refusals()
-    for note in plan.notes:
+    for note in (*inputs.notes, *plan.notes):
         print(f"note: {note}")
+    for line in inputs.untested:
+        print(f"warning: untested in TensorRT-LLM {TRTLLM_VERSION}: {line} (--strict refuses it)")
     if check_toolchain:
-        need_gb = 2 * weights_gb(inputs.llm.shape, o.qformat) + 5
-        if inputs.draft:
-            need_gb += 2 * weights_gb(inputs.draft.shape, o.draft_qformat)
+        # Checkpoints are hard-linked where --out shares their filesystem, copied otherwise.
+        need_gb = 5.0
+        for ckpt, requested in ((inputs.llm, o.qformat), (inputs.draft, o.draft_qformat)):
+            if ckpt is not None:
+                need_gb += weights_gb(ckpt.shape, served_qformat(requested, ckpt))
         convert = o.whisper is not None and not (o.whisper / "model.bin").is_file()
         nemo_ready = o.tts_nemo is not None and nemo_tts.env_ready(o.nemo_env)
         if o.tts_nemo is not None and not nemo_ready:
             need_gb += 3.5  # NeMo's build virtualenv
         checks = toolchain_report(
-            qformat=o.qformat,
-            examples=o.examples,
+            qformat=served_qformat(o.qformat, inputs.llm),
+            quantise=not inputs.llm.prequantised or bool(inputs.draft and not inputs.draft.prequantised),
             out=o.out,
             need_gb=need_gb,
             stt_cuda=o.stt_device == "cuda",
@@ -560,18 +478,32 @@ def build_gb10(o: Gb10Options, *, dry_run: bool = False, force: bool = False, ch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--llm", type=Path, required=True, help="Hugging Face checkpoint folder (BF16)")
-    parser.add_argument("--draft", type=Path, help="small checkpoint with the same tokenizer (speculative decoding)")
+    parser.add_argument(
+        "--llm",
+        type=Path,
+        required=True,
+        help="Hugging Face checkpoint folder: ModelOpt NVFP4/FP8 (served as it is) or BF16 (quantised here)",
+    )
+    parser.add_argument(
+        "--draft", type=Path, help="small checkpoint with the same tokenizer (DraftTarget speculative decoding)"
+    )
     parser.add_argument("--persona-adapters", type=Path, help="folder of PEFT LoRA adapters, one sub-folder each")
-    parser.add_argument("--qformat", default="nvfp4", help="LLM weights: nvfp4 (default) or fp8")
-    parser.add_argument("--draft-qformat", default="fp8", help="draft weights: fp8 (default) or nvfp4")
+    parser.add_argument(
+        "--qformat", default="nvfp4", help="BF16 LLM quantised to: nvfp4 (default) or fp8 (ModelOpt ones keep theirs)"
+    )
+    parser.add_argument("--draft-qformat", default="fp8", help="BF16 draft quantised to: fp8 (default) or nvfp4")
     parser.add_argument("--kv-dtype", default="fp8", help="KV cache: fp8 (default) or bf16")
     parser.add_argument("--context", type=int, default=8192, help="max tokens per stream (prompt + reply)")
     parser.add_argument("--concurrency", type=int, default=2, help="streams decoding at once")
     parser.add_argument("--max-draft-len", type=int, default=4)
-    parser.add_argument("--no-lora", action="store_true", help="build without the LoRA plugin")
+    parser.add_argument("--no-lora", action="store_true", help="serve without LoRA (no persona adapters)")
     parser.add_argument("--whisper", type=Path, help="Whisper: CTranslate2 folder or Hugging Face checkpoint")
-    parser.add_argument("--stt-device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument(
+        "--stt-device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
+        help="Whisper on the GPU or the Grace CPU; auto: cuda where CTranslate2 has CUDA (gb10-image --stt-cuda)",
+    )
     parser.add_argument("--tts-voice", type=Path, action="append", default=[], help="Piper .onnx (repeatable)")
     parser.add_argument(
         "--tts",
@@ -579,19 +511,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve a NeMo FastPitch + HiFi-GAN voice (the default voice then); exported to ONNX",
     )
     parser.add_argument("--out", type=Path, default=REPO / "engines" / "gb10")
-    parser.add_argument("--work", type=Path, help="quantised checkpoints (default <out>/.work)")
+    parser.add_argument("--work", type=Path, help="scratch folder (default <out>/.work)")
     parser.add_argument(
-        "--trtllm-examples",
+        "--calib-text",
         type=Path,
-        default=DEFAULT_EXAMPLES,
-        help="TensorRT-LLM examples/ of the installed version (env TRTLLM_EXAMPLES)",
+        action="append",
+        default=[],
+        help="calibration text for on-box quantisation: .txt (a sample per line) or .jsonl ({text}); repeatable "
+        "(default build_engines/adapter_chat.txt)",
     )
-    parser.add_argument("--calib-dataset", help="calibration dataset name or local folder (default: TensorRT-LLM's)")
     parser.add_argument("--calib-size", type=int, default=512)
+    parser.add_argument(
+        "--strict", action="store_true", help="refuse feature combinations NVIDIA lists as untested (LoRA + draft)"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan, the checks and every command; run nothing"
     )
     parser.add_argument("--force", action="store_true", help="re-run every step even when up to date")
+
+
+def resolve_stt_device(choice: str) -> str:
+    """auto: cuda where CTranslate2 sees a GPU (the image built with --stt-cuda), else the Grace CPU."""
+    if choice != "auto":
+        return choice
+    from build_engines.gb10_toolchain import check_ctranslate2_cuda
+
+    check = check_ctranslate2_cuda()
+    if not check.ok:
+        print(f"note: Whisper on the Grace CPU (--stt-device auto: {check.detail})")
+    return "cuda" if check.ok else "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -614,11 +562,11 @@ def run(args: argparse.Namespace) -> int:
         max_draft_len=args.max_draft_len,
         lora=not args.no_lora,
         whisper=args.whisper,
-        stt_device=args.stt_device,
+        stt_device=resolve_stt_device(args.stt_device),
         tts_voices=tuple(args.tts_voice),
         tts_nemo=tts_nemo,
-        examples=args.trtllm_examples,
-        calib_dataset=args.calib_dataset,
+        calib_texts=tuple(args.calib_text),
         calib_size=args.calib_size,
+        strict=args.strict,
     )
     return build_gb10(options, dry_run=args.dry_run, force=args.force)

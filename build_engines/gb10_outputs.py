@@ -84,16 +84,20 @@ def llm_engine_json(
     slots: int,
     kv_tokens: int,
     kv_free_fraction: float,
+    kv_reuse: bool = True,
     lora: dict[str, Any] | None,
     adapters: list[str],
     draft: dict[str, Any] | None,
     source: dict[str, Any],
+    untested: list[str] | None = None,
+    trtllm_version: str | None = None,
 ) -> dict[str, Any]:
     return {
         "kind": "llm",
         "runtime": "tensorrt-llm",
-        "backend": "tensorrt",  # a trtllm-build engine, loaded through the LLM API
-        "engine_dir": "engine",
+        "backend": "pytorch",  # TensorRT-LLM's PyTorch backend through the LLM API: no engine build
+        "trtllm_version": trtllm_version,
+        "checkpoint_dir": "checkpoint",
         "tokenizer_dir": "tokenizer",
         "chat_template": "chat_template.jinja",
         "special_tokens": "special_tokens.json",
@@ -104,10 +108,16 @@ def llm_engine_json(
         "max_seq_len": context,
         "slots": slots,
         # On unified memory the KV cache must be bounded in tokens; the fraction is a second cap.
-        "kv_cache": {"max_tokens": kv_tokens, "free_gpu_memory_fraction": kv_free_fraction, "enable_block_reuse": True},
+        "kv_cache": {
+            "max_tokens": kv_tokens,
+            "free_gpu_memory_fraction": kv_free_fraction,
+            "enable_block_reuse": kv_reuse,
+            "dtype": "fp8" if kv_dtype == "fp8" else "auto",
+        },
         "lora": lora,
         "draft": draft,
-        "description": f"TensorRT-LLM engine, {qformat} weights, {kv_dtype} KV cache",
+        "untested": list(untested or []),
+        "description": f"{qformat} checkpoint on TensorRT-LLM's PyTorch backend, {kv_dtype} KV cache",
         "source": source,
     }
 

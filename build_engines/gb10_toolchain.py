@@ -16,8 +16,8 @@ from pathlib import Path
 
 from build_engines.gb10_shapes import GB10_COMPUTE_CAPABILITY
 
-MIN_TRTLLM = (1, 0)
-CONTAINER = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+MIN_TRTLLM = (1, 2)  # the first line with DGX Spark support (beta); 1.2.1 is the pinned version
+CONTAINER = "nvcr.io/nvidia/tritonserver:26.04-trtllm-python-py3"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def check_trtllm() -> tuple[Check, str | None]:
         "tensorrt_llm",
         ok,
         f"version {version}",
-        f"TensorRT-LLM >= {'.'.join(map(str, MIN_TRTLLM))} is needed for sm_121 ({CONTAINER})",
+        f"TensorRT-LLM >= {'.'.join(map(str, MIN_TRTLLM))} (DGX Spark support; 1.2.1 pinned): use {CONTAINER}",
     ), version
 
 
@@ -64,20 +64,24 @@ def check_program(name: str, fix: str) -> Check:
     return Check(name, path is not None, path or "not on PATH", fix)
 
 
-def check_examples(examples: Path, version: str | None) -> Check:
-    script = examples / "quantization" / "quantize.py"
-    tag = f"v{version}" if version else "v<installed version>"
+def check_modelopt() -> Check:
+    """On-box quantisation runs ModelOpt's Python API (nvidia-modelopt ships with tensorrt_llm)."""
+    found = importlib.util.find_spec("modelopt") is not None
+    try:
+        version = importlib.metadata.version("nvidia-modelopt") if found else "not installed"
+    except importlib.metadata.PackageNotFoundError:
+        version = "installed (version unknown)"
     return Check(
-        "quantize.py",
-        script.is_file(),
-        str(script),
-        f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM /opt/trtllm-src "
-        "and pass --trtllm-examples /opt/trtllm-src/examples (or set TRTLLM_EXAMPLES)",
+        "modelopt",
+        found,
+        version,
+        f"pip install nvidia-modelopt[torch] (it comes with tensorrt_llm in {CONTAINER}), or pass a checkpoint "
+        "already quantised by ModelOpt",
     )
 
 
 def check_gpu(qformat: str, run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> Check:
-    fix = "build on the DGX Spark itself: TensorRT engines only run on the GPU architecture they were built for"
+    fix = "build and serve on the DGX Spark itself: NVFP4 kernels and the CUDA graphs are made for its GPU"
     try:
         result = run(
             ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
@@ -118,8 +122,8 @@ def check_disk(folder: Path, need_gb: float) -> Check:
 
 def check_ctranslate2_cuda() -> Check:
     fix = (
-        "PyPI's aarch64 CTranslate2 wheels are CPU-only: use the container (it compiles CTranslate2 with "
-        "CUDA for sm_121) or pass --stt-device cpu"
+        "PyPI's aarch64 CTranslate2 wheels are CPU-only: build the image with `python -m build_engines gb10-image "
+        "--stt-cuda` (CTranslate2 compiled with CUDA, experimental) or pass --stt-device cpu (or auto)"
     )
     if importlib.util.find_spec("ctranslate2") is None:
         return Check("CTranslate2 CUDA", False, "ctranslate2 not installed", fix)
@@ -162,7 +166,7 @@ def check_tensorrt_provider() -> Check:
 def toolchain_report(
     *,
     qformat: str,
-    examples: Path,
+    quantise: bool,
     out: Path,
     need_gb: float,
     stt_cuda: bool,
@@ -170,14 +174,8 @@ def toolchain_report(
     nemo_env: tuple[Path, bool] | None = None,  # (where, already made) when a NeMo voice is built
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
 ) -> list[Check]:
-    trtllm, version = check_trtllm()
-    checks = [
-        trtllm,
-        check_program("trtllm-build", f"trtllm-build comes with tensorrt_llm: build inside {CONTAINER}"),
-        check_examples(examples, version),
-        check_gpu(qformat, run),
-        check_disk(out, need_gb),
-    ]
+    trtllm, _ = check_trtllm()
+    checks = [trtllm, *((check_modelopt(),) if quantise else ()), check_gpu(qformat, run), check_disk(out, need_gb)]
     if stt_cuda:
         checks.append(check_ctranslate2_cuda())
     if convert_whisper:

@@ -1,27 +1,26 @@
-"""PEFT LoRA adapters in TensorRT-LLM's tensor form (what its C++ runtime takes per request).
+"""PEFT LoRA adapters for TensorRT-LLM's PyTorch backend: read, checked against the base model, named.
 
-TensorRT-LLM documents two arrays per adapter (written as `model.lora_weights.npy` and
-`model.lora_config.npy`, each with a leading batch dimension of 1):
+The PyTorch backend loads adapters as PEFT folders (`adapter_config.json` +
+`adapter_model.safetensors`) through `LoRARequest` and casts their weights to the model's dtype,
+so adapters are served as trained (BF16 or FP32 included). What this module does before that:
 
-- `lora_config` [1, N, 3] int32: one row per (module, layer): `[module_id, layer_idx, rank]`.
-- `lora_weights` [1, N, max_row]: row i is A flattened ([rank, in], "in" weights) followed by
-  B * scale flattened ([out, rank], "out" weights), zero-padded to the longest row.
-
-The scale (lora_alpha / r, or lora_alpha / sqrt(r) for rsLoRA) is folded into B, because the
-runtime applies the adapter unscaled. TensorRT-LLM's Llama names its gated MLP differently from
-Hugging Face: `gate_proj` is `mlp_h_to_4h` and `up_proj` is `mlp_gate`.
+- `read_adapter`: rank (largest of r and rank_pattern), alpha, target modules, base model name;
+  DoRA, `modules_to_save` and modules without a LoRA slot are refused with the reason.
+- `check_adapter`: every tensor's shape against the base model's config.json, read from the
+  safetensors header alone (no weights loaded, any dtype): an adapter trained for another model,
+  or with more layers, fails here rather than when a persona first speaks.
+- `engine_lora_settings`: the rank and the target modules (TensorRT-LLM's names: attn_q, ...,
+  mlp_h_to_4h is HF's gate_proj and mlp_gate its up_proj) the LLM's LoraConfig needs for all of them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 # TensorRT-LLM LoRA module ids (docs: "LoRA Module id mapping").
 MODULE_IDS: dict[str, int] = {
@@ -43,9 +42,6 @@ HF_TO_TRTLLM: dict[str, str] = {
     "up_proj": "mlp_gate",
     "down_proj": "mlp_4h_to_h",
 }
-WEIGHTS_FILE = "model.lora_weights.npy"
-CONFIG_FILE = "model.lora_config.npy"
-STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 _KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -65,12 +61,6 @@ class AdapterInfo:
     base_model: str
 
 
-@dataclass(frozen=True)
-class ConvertedAdapter:
-    weights: np.ndarray  # [1, N, max_row]
-    config: np.ndarray  # [1, N, 3] int32
-
-
 def _targets_from_config(config: dict[str, object]) -> list[str] | None:
     targets = config.get("target_modules")
     if isinstance(targets, list):
@@ -87,9 +77,9 @@ def read_adapter(path: Path) -> AdapterInfo:
         raise AdapterError(f"{path}: adapter folder name must match {_ADAPTER_NAME.pattern}")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
-        raise AdapterError(f"{path.name}: peft_type {config.get('peft_type')!r}; only LoRA adapters convert")
+        raise AdapterError(f"{path.name}: peft_type {config.get('peft_type')!r}; only LoRA adapters are served")
     if config.get("use_dora"):
-        raise AdapterError(f"{path.name}: DoRA adapters are not supported by this converter; train plain LoRA")
+        raise AdapterError(f"{path.name}: DoRA adapters are not served by TensorRT-LLM's LoRA path; train plain LoRA")
     if config.get("modules_to_save"):
         raise AdapterError(
             f"{path.name}: modules_to_save {config['modules_to_save']} (full layers) cannot be "
@@ -145,83 +135,49 @@ def _adapter_file(path: Path) -> Path:
     return file
 
 
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from adapter_model.safetensors' header (8-byte length, then JSON)."""
+    with _adapter_file(path).open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
 def _tensor_names(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(_adapter_file(path)), framework="numpy") as f:
-        return list(f.keys())
+    return list(tensor_shapes(path))
 
 
-def _alpha_for(config: dict[str, object], module_path: str, default: float) -> float:
-    for pattern, alpha in dict(config.get("alpha_pattern") or {}).items():
-        if re.fullmatch(rf".*\.{pattern}", module_path) or module_path == pattern:
-            return float(alpha)
-    return default
-
-
-def convert_adapter(
-    path: Path,
-    *,
-    num_layers: int,
-    module_dims: dict[str, tuple[int, int]] | None = None,
-    dtype: str = "float16",
-) -> ConvertedAdapter:
-    """Rows ordered by layer, then module id. module_dims: TensorRT-LLM module -> (in, out) of the base."""
-    from safetensors.numpy import load_file
-
-    if dtype not in STORAGE_DTYPES:
-        raise AdapterError(f"storage dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}")
-    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    rslora = bool(config.get("use_rslora"))
-    default_alpha = float(config.get("lora_alpha", config.get("r", 1)))
-    pairs: dict[tuple[int, str], dict[str, np.ndarray]] = {}
-    prefixes: dict[tuple[int, str], str] = {}
-    for key, tensor in load_file(str(_adapter_file(path))).items():
+def check_adapter(path: Path, hf_config: dict[str, object]) -> None:
+    """Every LoRA tensor fits the base model: layer in range, A [r, in] and B [out, r] per module."""
+    num_layers = int(hf_config["num_hidden_layers"])  # type: ignore[arg-type]
+    dims = llama_module_dims(hf_config)
+    pairs: dict[tuple[int, str], dict[str, tuple[int, ...]]] = {}
+    for key, shape in tensor_shapes(path).items():
         match = _KEY.search(key)
         if match is None:
             if "lora_embedding" in key or "lm_head" in key:
-                raise AdapterError(f"{path.name}: {key}: embedding/lm_head LoRA is not supported by the runtime")
-            continue  # bias-free LoRA only carries A/B weights; other keys (none expected) are ignored
+                raise AdapterError(f"{path.name}: {key}: embedding/lm_head LoRA is not served")
+            continue
         layer, hf_module, which = int(match.group(1)), match.group(2), match.group(3)
         if hf_module not in HF_TO_TRTLLM:
             raise AdapterError(f"{path.name}: {key}: module {hf_module!r} has no TensorRT-LLM LoRA slot")
         if layer >= num_layers:
             raise AdapterError(f"{path.name}: {key}: layer {layer} but the base model has {num_layers} layers")
-        pairs.setdefault((layer, hf_module), {})[which] = np.asarray(tensor, dtype=np.float32)
-        prefixes[(layer, hf_module)] = key[: match.end(2)]
+        pairs.setdefault((layer, hf_module), {})[which] = shape
     if not pairs:
         raise AdapterError(f"{path.name}: no layers.N.(self_attn|mlp).<module>.lora_A/B.weight tensors found")
-
-    rows: list[np.ndarray] = []
-    config_rows: list[list[int]] = []
-    order = sorted(pairs, key=lambda k: (k[0], MODULE_IDS[HF_TO_TRTLLM[k[1]]]))
-    for layer, hf_module in order:
-        tensors = pairs[(layer, hf_module)]
+    for (layer, hf_module), tensors in sorted(pairs.items()):
         if set(tensors) != {"A", "B"}:
             raise AdapterError(f"{path.name}: layer {layer} {hf_module}: needs both lora_A and lora_B")
         a, b = tensors["A"], tensors["B"]  # PEFT: A [r, in], B [out, r]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+        if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            raise AdapterError(f"{path.name}: layer {layer} {hf_module}: A {a} and B {b} do not share a rank")
+        want = dims[HF_TO_TRTLLM[hf_module]]
+        if (a[1], b[0]) != want:
             raise AdapterError(
-                f"{path.name}: layer {layer} {hf_module}: A {a.shape} and B {b.shape} do not share a rank"
+                f"{path.name}: layer {layer} {hf_module}: adapter is {a[1]}->{b[0]} but the base model's is "
+                f"{want[0]}->{want[1]}: it was trained for another model"
             )
-        module = HF_TO_TRTLLM[hf_module]
-        rank, d_in, d_out = a.shape[0], a.shape[1], b.shape[0]
-        if module_dims is not None and module in module_dims and module_dims[module] != (d_in, d_out):
-            raise AdapterError(
-                f"{path.name}: layer {layer} {hf_module}: adapter is {d_in}->{d_out} but the base "
-                f"model's is {module_dims[module][0]}->{module_dims[module][1]}: "
-                "it was trained for another model"
-            )
-        alpha = _alpha_for(config, prefixes[(layer, hf_module)], default_alpha)
-        scale = alpha / math.sqrt(rank) if rslora else alpha / rank
-        rows.append(np.concatenate([a.reshape(-1), (b * scale).reshape(-1)]))
-        config_rows.append([MODULE_IDS[module], layer, rank])
-
-    width = max(r.size for r in rows)
-    weights = np.zeros((1, len(rows), width), dtype=STORAGE_DTYPES[dtype])
-    for i, row in enumerate(rows):
-        weights[0, i, : row.size] = row
-    return ConvertedAdapter(weights, np.asarray([config_rows], dtype=np.int32))
 
 
 def llama_module_dims(hf_config: dict[str, object]) -> dict[str, tuple[int, int]]:
@@ -240,24 +196,3 @@ def llama_module_dims(hf_config: dict[str, object]) -> dict[str, tuple[int, int]
         "mlp_gate": (hidden, inter),
         "mlp_4h_to_h": (inter, hidden),
     }
-
-
-def write_converted(adapter: Path, out: Path, *, hf_config: dict[str, object], dtype: str = "float16") -> Path:
-    """Writes model.lora_weights.npy / model.lora_config.npy beside a copy of the PEFT files.
-
-    The PEFT files stay because the LLM API's LoRARequest loads adapters in that form.
-    """
-    import shutil
-
-    converted = convert_adapter(
-        adapter,
-        num_layers=int(hf_config["num_hidden_layers"]),  # type: ignore[arg-type]
-        module_dims=llama_module_dims(hf_config),
-        dtype=dtype,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(adapter / name, out / name)
-    np.save(out / WEIGHTS_FILE, converted.weights)
-    np.save(out / CONFIG_FILE, converted.config)
-    return out

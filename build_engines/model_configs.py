@@ -19,12 +19,10 @@ from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, CANCEL_PARAMETER
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("cpu", "gb10")
 
-# LoRA cache on GB10, in the TensorRT-LLM backend's parameter names. The device share is of the
-# memory still free after weights and KV cache (about 50 GB under the default plan): 0.02 is ~1 GB,
-# room for 8 rank-16 adapters of a 70B model (131 MB each); the host cache lives in the same
-# unified memory, so it is bounded in bytes.
-GB10_LORA_GPU_FRACTION = "0.02"
-GB10_LORA_HOST_BYTES = str(1 << 30)
+# LoRA cache on GB10, sized by adapter counts as TensorRT-LLM's PyTorch backend sizes it (LoraConfig
+# max_loras / max_cpu_loras): a rank-16 adapter of a 70B model is 131 MB, so 4 + 8 are ~1.6 GB.
+GB10_MAX_LORAS = "4"  # persona adapters held on the GPU at once
+GB10_MAX_CPU_LORAS = "8"  # and in host memory (the same unified memory on the Spark)
 # The KV cache is bounded by tokens (engine.json, from the plan); this fraction of free memory is
 # only a second cap. The backend's default (0.9) would take most of the machine's unified memory.
 GB10_KV_FREE_FRACTION = "0.3"
@@ -212,10 +210,10 @@ MODELS: dict[str, ModelSpec] = {
 GB10: dict[str, dict[str, object]] = {
     "llm": {
         "header": (
-            "GB10 (DGX Spark): the same streaming LLM contract as the CPU default, served by the",
-            'TensorRT-LLM engine in SPARK_ENGINE_DIR/llm (engine.json runtime "tensorrt-llm").',
-            "KV-cache reuse keeps a persona's fixed prompt prefix; LoRA adapters switch per request.",
-            "Cache parameters use the TensorRT-LLM backend's names; empty means engine.json's value.",
+            "GB10 (DGX Spark): the same streaming LLM contract as the CPU default, served by",
+            "TensorRT-LLM's PyTorch backend from the checkpoint in SPARK_ENGINE_DIR/llm (engine.json",
+            'runtime "tensorrt-llm"). KV-cache reuse keeps a persona\'s fixed prompt prefix; LoRA',
+            "adapters switch per request. Empty means engine.json's value.",
         ),
         "instances": _GPU,
         "instances_comment": "One instance on the GPU; TensorRT-LLM batches the `slots` streams in flight.",
@@ -228,14 +226,14 @@ GB10: dict[str, dict[str, object]] = {
             ("kv_cache_free_gpu_mem_fraction", GB10_KV_FREE_FRACTION),
             ("max_tokens_in_paged_kv_cache", ""),
             ("enable_kv_cache_reuse", "true"),
-            ("lora_cache_gpu_memory_fraction", GB10_LORA_GPU_FRACTION),
-            ("lora_cache_host_memory_bytes", GB10_LORA_HOST_BYTES),
+            ("max_loras", GB10_MAX_LORAS),
+            ("max_cpu_loras", GB10_MAX_CPU_LORAS),
         ),
     },
     "llm_template": {
         "header": (
             "GB10: renders chat messages with the served LLM's own template (tokenizer_config.json's",
-            "chat_template, written beside the TensorRT-LLM engine). Cheap: stays on the CPU.",
+            "chat_template, written beside the served checkpoint). Cheap: stays on the CPU.",
         ),
     },
     "stt": {

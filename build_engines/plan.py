@@ -7,10 +7,11 @@ building it.
 
 Decode speed at batch 1 is bound by memory bandwidth: every generated token reads all
 quantised weights, the BF16 lm_head and the KV cache once. The roofline is
-273 GB/s / bytes-per-token; published GB10 figures land at 55-70% of it (70B NVFP4: 4 tok/s of
-6.7), so `expected` applies an efficiency factor. With a draft model, one verify pass of the
-target costs one weight read and yields (1 - a^(k+1)) / (1 - a) tokens for acceptance rate a and
-k drafted tokens.
+273 GB/s / bytes-per-token, and `expected` applies the share of it TensorRT-LLM reaches on the
+Spark (EFFICIENCY, from published figures at their own context length). With a draft model, one
+verify pass of the target costs one weight read and yields (1 - a^(k+1)) / (1 - a) tokens for
+acceptance rate a and k drafted tokens; draft rows appear only when a draft is planned, as the
+build serves one only when `--draft` is given.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ OS_GB = 6.0  # DGX OS (Ubuntu desktop) with the page cache it needs to stay resp
 TRITON_GB = 4.0  # tritonserver + one Python-backend stub per model (each imports numpy/torch)
 CLIENT_GB = 2.0  # spark-client, chat sources, VTube Studio bridge
 
+# Published GB10 decode at batch 1 on TensorRT-LLM, divided by this plan's roofline at the
+# measurement's own context: Llama 3.1 8B NVFP4, 38.8 tok/s with a 29-token prompt and 200 tokens
+# out, is 0.71 of 54.7 (0.78 of the 8192-token roofline, which overstates it); Llama 3.3 70B NVFP4,
+# 4.5 tok/s, is 0.67 of 6.7. Re-measure with `make perf` on the machine (docs/gb10.md).
+PUBLISHED_DECODE = (("llama-3.1-8b", "nvfp4", 229, 38.8), ("llama-3.1-70b", "nvfp4", 229, 4.51))
+EFFICIENCY = 0.7
+
 
 @dataclass(frozen=True)
 class PlanInputs:
@@ -52,7 +60,7 @@ class PlanInputs:
     kv_dtype: str = "fp8"
     context: int = 8192  # tokens per stream (prompt + reply)
     concurrency: int = 2  # streams decoding at once
-    draft: ModelShape | None = LLAMA_SHAPES["llama-3.1-8b"]
+    draft: ModelShape | None = None  # a draft model, served only when planned (and built with --draft)
     draft_params: float | None = None
     draft_qformat: str = "fp8"
     draft_len: int = 4
@@ -76,7 +84,7 @@ class PlanInputs:
     memory_gb: float = GB10_MEMORY_GB
     headroom: float = 0.10  # share of memory kept free (fragmentation, page cache, spikes)
     bandwidth_gbs: float = GB10_BANDWIDTH_GBS
-    efficiency: float = 0.6  # expected / roofline
+    efficiency: float = EFFICIENCY  # expected / roofline
     # The checkpoints the build starts from: "bf16" (quantised on the Spark by ModelOpt, which loads
     # every BF16 weight first) or already quantised (nothing to calibrate on the box).
     llm_source: str = "bf16"
@@ -294,27 +302,28 @@ def plan_gb10(inputs: PlanInputs | None = None, **overrides: object) -> Plan:
     plan = Plan(p, tuple(rows), tuple(_decode_estimates(p)), build=tuple(_build_rows(p)))
     notes = [
         f"{row.model} cannot be quantised on the Spark: ModelOpt loads "
-        f"every BF16 weight first (about {row.gb:.0f} GB at peak). Quantise it on a larger machine, or start from "
-        f"a checkpoint NVIDIA publishes already quantised (e.g. {PREQUANTISED_EXAMPLE}), which this build does "
-        "not serve yet (docs/gb10.md, Known gaps)."
+        f"every BF16 weight first (about {row.gb:.0f} GB at peak). Pass a checkpoint NVIDIA publishes already "
+        f"quantised (e.g. {PREQUANTISED_EXAMPLE}) as --llm: the build serves it as it is. Or quantise on a larger "
+        "machine with ModelOpt."
         for row in plan.build
         if row.step.endswith(".quantize") and row.gb > plan.budget_gb
     ]
     return replace(plan, notes=tuple(notes + _notes(p)))
 
 
-# ModelOpt calibration holds the BF16 model on the GPU and runs calibration batches through it;
-# trtllm-build holds the quantised weights and writes the engine (about twice their size live).
+# ModelOpt calibration holds the BF16 model on the GPU and runs calibration batches through it.
+# Serving loads a checkpoint without a second copy (TensorRT-LLM skips the host-to-device copy on
+# integrated GPUs such as the GB10), so there is no build step for a prequantised checkpoint.
 CALIBRATION_GB = 4.0
 PREQUANTISED_EXAMPLE = "nvidia/Llama-3.3-70B-Instruct-FP4"
 
 
 def _build_rows(p: PlanInputs) -> list[BuildRow]:
     rows = []
-    models = [("llm", p.llm, p.llm_params, p.qformat, p.llm_source)]
+    models = [("llm", p.llm, p.llm_params, p.llm_source)]
     if p.draft is not None:
-        models.append(("draft", p.draft, p.draft_params, p.draft_qformat, p.draft_source))
-    for role, shape, params, qformat, source in models:
+        models.append(("draft", p.draft, p.draft_params, p.draft_source))
+    for role, shape, params, source in models:
         if source == "bf16":
             bf16 = weights_gb(shape, "bf16", params)
             rows.append(
@@ -325,15 +334,6 @@ def _build_rows(p: PlanInputs) -> list[BuildRow]:
                     shape.name,
                 )
             )
-        quantised = weights_gb(shape, qformat, params)
-        rows.append(
-            BuildRow(
-                f"{role}.engine",
-                f"{qformat} weights {quantised:.0f} GB, twice while the engine is written",
-                2 * quantised + CUDA_RUNTIME_GB + p.os_gb,
-                shape.name,
-            )
-        )
     return rows
 
 
@@ -361,10 +361,10 @@ def _estimate(p: PlanInputs, model: str, detail: str, gb_per_token: float) -> De
 
 def _notes(p: PlanInputs) -> list[str]:
     notes = []
-    if p.draft is not None and p.qformat == "nvfp4":
+    if p.draft is not None and p.lora_rank:
         notes.append(
-            "TensorRT-LLM documents draft/target decoding for FP16/BF16/FP8 engines; with an NVFP4 "
-            "target, measure acceptance and speed before relying on it."
+            "LoRA with a draft model is untested in TensorRT-LLM's feature combination matrix: the build "
+            "warns (and refuses it with --strict); measure persona style and acceptance with both on."
         )
     if p.draft is not None and p.draft.vocab != p.llm.vocab:
         notes.append(
@@ -387,13 +387,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm", choices=sorted(LLAMA_SHAPES), help="LLM shape (default llama-3.1-70b)")
     parser.add_argument("--llm-params", type=float, help="LLM parameter count, e.g. 70e9 (picks the nearest shape)")
     parser.add_argument("--qformat", default="nvfp4", help="LLM weights: nvfp4 (default), fp8, bf16")
+    parser.add_argument(
+        "--prequantised",
+        action="store_true",
+        help="the checkpoints are already quantised by ModelOpt (no on-box quantisation to plan)",
+    )
     parser.add_argument("--kv-dtype", default="fp8", choices=sorted(KV_BYTES))
     parser.add_argument("--context", type=int, default=8192, help="tokens per stream")
     parser.add_argument("--concurrency", type=int, default=2, help="streams decoding at once")
     draft = parser.add_mutually_exclusive_group()
-    draft.add_argument("--draft", choices=sorted(LLAMA_SHAPES), help="draft model shape (default llama-3.1-8b)")
-    draft.add_argument("--draft-params", type=float, help="draft parameter count, e.g. 8e9")
-    draft.add_argument("--no-draft", action="store_true", help="plan without speculative decoding")
+    draft.add_argument("--draft", choices=sorted(LLAMA_SHAPES), help="plan a draft model of this shape")
+    draft.add_argument("--draft-params", type=float, help="plan a draft model of this many parameters, e.g. 1e9")
+    draft.add_argument("--no-draft", action="store_true", help="no draft model (the default)")
     parser.add_argument("--draft-qformat", default="fp8")
     parser.add_argument("--draft-len", type=int, default=4)
     parser.add_argument("--acceptance", type=float, default=0.7, help="assumed draft acceptance rate")
@@ -408,7 +413,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def inputs_from_args(args: argparse.Namespace) -> PlanInputs:
-    draft = None if args.no_draft else _shape(args.draft, args.draft_params, LLAMA_SHAPES["llama-3.1-8b"])
+    planned = not args.no_draft and (args.draft or args.draft_params)
+    draft = _shape(args.draft, args.draft_params, LLAMA_SHAPES["llama-3.2-1b"]) if planned else None
     return PlanInputs(
         llm=_shape(args.llm, args.llm_params, LLAMA_SHAPES["llama-3.1-70b"]),
         llm_params=args.llm_params,
@@ -429,6 +435,8 @@ def inputs_from_args(args: argparse.Namespace) -> PlanInputs:
         tts_voices=args.tts_voices,
         tts_nemo=args.tts_nemo,
         headroom=args.headroom,
+        llm_source=args.qformat.lower() if args.prequantised else "bf16",
+        draft_source=args.draft_qformat.lower() if args.prequantised else "bf16",
     )
 
 
@@ -448,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"refused: the plan needs {plan.total_gb:.1f} GB but GB10 has a budget of {plan.budget_gb:.1f} GB "
             f"({plan.inputs.memory_gb:.0f} GB less {plan.inputs.headroom:.0%} headroom). Use a smaller weight "
-            "format (--qformat nvfp4), a shorter --context, fewer --concurrency streams or --no-draft.",
+            "format (--qformat nvfp4), a shorter --context, fewer --concurrency streams or no draft model.",
             file=sys.stderr,
         )
         return 3

@@ -1,19 +1,27 @@
-"""TensorRT-LLM engine (GB10): a `trtllm-build` engine served through the LLM API.
+"""TensorRT-LLM engine (GB10): a Hugging Face checkpoint served by TensorRT-LLM's PyTorch backend.
 
-engine.json (written by `python -m build_engines gb10`) names the engine and tokenizer folders,
-the KV-cache bounds and the LoRA settings. tensorrt_llm is imported only when an engine is
-loaded, so CPU machines never import it.
+The public LLM API (`tensorrt_llm.LLM`, PyTorch backend: the default since TensorRT-LLM 1.0 and the
+only one after 1.3) loads the checkpoint `python -m build_engines gb10` placed (ModelOpt NVFP4 or
+FP8, `hf_quant_config.json` beside the weights): no engine build, no trtllm-build. engine.json
+names the checkpoint and tokenizer folders, the KV-cache bounds, LoRA and the draft model.
+tensorrt_llm is imported only when an engine is loaded, so CPU machines never import it.
 
 - KV cache: bounded in tokens (`kv_cache.max_tokens`). On GB10 the GPU shares 128 GB with the
   OS and every other model; a fraction of "free GPU memory" alone would take most of the machine.
-  Block reuse keeps a persona's fixed system prompt cached between turns.
-- LoRA: per request by name; `adapters/<name>/` holds the PEFT files the LLM API's LoRARequest
-  loads (and TensorRT-LLM's .npy form for the C++ backend). Ids are fixed per process.
+  Block reuse keeps a persona's fixed system prompt cached between turns. `kv_cache.dtype` "fp8"
+  asks for an FP8 cache whatever the checkpoint says; "auto" takes its kv_cache_quant_algo.
+- LoRA: per request by name; `adapters/<name>/` holds the PEFT files (adapter_config.json +
+  adapter_model.safetensors) a LoRARequest loads; the runtime casts them to the model's dtype.
+  The adapter cache is sized by counts (`max_loras` on the GPU, `max_cpu_loras` on the host), the
+  one way the PyTorch backend sizes it. Ids are fixed per process.
+- Draft model: `draft.checkpoint_dir` + `max_draft_len` become a DraftTarget speculative config
+  (two-model speculative decoding, PyTorch backend only), with the overlap scheduler off as
+  TensorRT-LLM requires for it.
 - Grammar: a request's GBNF text becomes `GuidedDecodingParams(grammar=...)`, which the LLM API
   compiles with xgrammar (`guided_decoding_backend="xgrammar"` at load; engine.json's
   `guided_decoding_backend` null or "" turns it off and grammar requests are refused).
-- Draft model: the engine accepts external draft tokens, but the LLM API's TensorRT backend does
-  not drive draft/target decoding (that is the Triton TensorRT-LLM BLS path); the target serves alone.
+- Combinations NVIDIA's feature matrix lists as untested for this version are named in
+  engine.json (`untested`) by the build and logged once at load.
 """
 
 from __future__ import annotations
@@ -31,43 +39,46 @@ from spark_runtime.text import StopWordFilter
 
 log = logging.getLogger(__name__)
 
+KV_DTYPES = ("auto", "fp8")
+
 
 @dataclass(frozen=True)
 class TrtllmSettings:
-    slots: int = 2  # streams in flight (the engine's max_batch_size bounds it too)
+    slots: int = 2  # streams in flight (max_batch_size)
     max_seq_len: int = 8192
     kv_max_tokens: int | None = None
     kv_free_fraction: float = 0.3
     kv_reuse: bool = True
+    kv_dtype: str = "auto"
     lora_max_rank: int = 0  # 0: no LoRA
     lora_target_modules: tuple[str, ...] = ()
-    max_loras: int = 4
-    max_cpu_loras: int = 8
-    lora_device_fraction: float = 0.02
-    lora_host_bytes: int = 1 << 30
+    max_loras: int = 4  # adapters held on the GPU at once
+    max_cpu_loras: int = 8  # adapters held in host memory
+    max_draft_len: int = 0  # 0: no draft model
     guided_decoding_backend: str | None = "xgrammar"  # None: no grammar requests
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> TrtllmSettings:
         kv = manifest.get("kv_cache") or {}
         lora = manifest.get("lora") or {}
+        draft = manifest.get("draft") or {}
         return cls(
             slots=int(manifest.get("slots", 2)),
             max_seq_len=int(manifest.get("max_seq_len", 8192)),
             kv_max_tokens=kv.get("max_tokens"),
             kv_free_fraction=float(kv.get("free_gpu_memory_fraction", 0.3)),
             kv_reuse=bool(kv.get("enable_block_reuse", True)),
+            kv_dtype=str(kv.get("dtype", "auto")),
             lora_max_rank=int(lora.get("max_rank", 0)),
             lora_target_modules=tuple(lora.get("target_modules", ())),
             max_loras=int(lora.get("max_loras", 4)),
             max_cpu_loras=int(lora.get("max_cpu_loras", 8)),
-            lora_device_fraction=float(lora.get("device_cache_fraction", 0.02)),
-            lora_host_bytes=int(lora.get("host_cache_bytes", 1 << 30)),
+            max_draft_len=int(draft.get("max_draft_len", 0)),
             guided_decoding_backend=manifest.get("guided_decoding_backend", "xgrammar") or None,
         )
 
     def with_options(self, options: Mapping[str, Any]) -> TrtllmSettings:
-        """Model-config parameters (TensorRT-LLM backend names) override engine.json; '' keeps it."""
+        """Model-config parameters override engine.json; '' keeps it."""
 
         def given(key: str) -> str | None:
             value = options.get(key)
@@ -82,11 +93,19 @@ class TrtllmSettings:
             changes["kv_free_fraction"] = float(v)
         if (v := given("enable_kv_cache_reuse")) is not None:
             changes["kv_reuse"] = v.lower() in ("1", "true", "yes")
-        if (v := given("lora_cache_gpu_memory_fraction")) is not None:
-            changes["lora_device_fraction"] = float(v)
-        if (v := given("lora_cache_host_memory_bytes")) is not None:
-            changes["lora_host_bytes"] = int(v)
-        return replace(self, **changes)
+        if (v := given("max_loras")) is not None:
+            changes["max_loras"] = int(v)
+        if (v := given("max_cpu_loras")) is not None:
+            changes["max_cpu_loras"] = int(v)
+        settings = replace(self, **changes)
+        if settings.kv_dtype not in KV_DTYPES:
+            raise EngineMissingError(f"kv_cache.dtype {settings.kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
+        if settings.lora_max_rank and settings.max_cpu_loras < settings.max_loras:
+            raise EngineMissingError(
+                f"max_cpu_loras {settings.max_cpu_loras} < max_loras {settings.max_loras}: the host cache holds "
+                "every adapter the GPU holds"
+            )
+        return settings
 
 
 @functools.lru_cache(maxsize=32)
@@ -108,54 +127,74 @@ def _xgrammar_error(grammar: str) -> str | None:
 class TensorRTLLMEngine:
     def __init__(
         self,
-        engine_path: Path,
+        checkpoint_dir: Path,
         tokenizer_dir: Path,
         *,
         settings: TrtllmSettings,
         adapters_dir: Path | None = None,
-        has_draft: bool = False,
+        draft_dir: Path | None = None,
+        untested: tuple[str, ...] = (),
     ) -> None:
-        if not (engine_path / "config.json").is_file():
-            raise EngineMissingError(f"no TensorRT-LLM engine in {engine_path}: run `python -m build_engines gb10`")
+        for role, folder in (("checkpoint", checkpoint_dir), ("draft checkpoint", draft_dir)):
+            if folder is not None and not (folder / "config.json").is_file():
+                raise EngineMissingError(f"no {role} in {folder} (config.json): run `python -m build_engines gb10`")
+        if settings.max_draft_len and draft_dir is None:
+            raise EngineMissingError("engine.json sets max_draft_len but names no draft checkpoint_dir")
         self._settings = settings
         self._tokenizer_dir = tokenizer_dir
         self._adapters_dir = adapters_dir
+        self._draft_dir = draft_dir if settings.max_draft_len else None
         self._hf_tokenizer: Any = None
-        self._slots = tuple(range(max(1, settings.slots)))
         # generate_async batches the requests in flight: every slot is a stream advanced at once.
-        self.concurrent_streams = len(self._slots)
+        self.concurrent_streams = max(1, settings.slots)
         self._lora_ids = {name: i for i, name in enumerate(self.adapter_names(), 1)}
-        if has_draft:
-            log.warning("engine built for draft tokens: the LLM API's TensorRT backend serves the target alone")
-        self._llm = self._load(engine_path)
+        for combination in untested:
+            log.warning("untested in this TensorRT-LLM version (NVIDIA's feature matrix): %s", combination)
+        self._llm = self._load(checkpoint_dir)
 
     @classmethod
     def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> TensorRTLLMEngine:
+        if manifest.get("backend", "pytorch") != "pytorch":
+            raise EngineMissingError(
+                f"{engine_dir}/engine.json: backend {manifest.get('backend')!r}; this runtime serves TensorRT-LLM's "
+                "PyTorch backend: rebuild with `python -m build_engines gb10`"
+            )
         adapters = options.get("adapters_dir") or manifest.get("adapters_dir")
+        draft = (manifest.get("draft") or {}).get("checkpoint_dir")
         return cls(
-            engine_dir / manifest.get("engine_dir", "engine"),
+            engine_dir / manifest.get("checkpoint_dir", "checkpoint"),
             engine_dir / manifest.get("tokenizer_dir", "tokenizer"),
             settings=TrtllmSettings.from_manifest(manifest).with_options(options),
             adapters_dir=(engine_dir / adapters) if adapters else None,
-            has_draft=bool(manifest.get("draft")),
+            draft_dir=(engine_dir / draft) if draft else None,
+            untested=tuple(manifest.get("untested") or ()),
         )
 
-    def _load(self, engine_path: Path) -> Any:
-        from tensorrt_llm._tensorrt_engine import LLM
-        from tensorrt_llm.llmapi.llm_args import KvCacheConfig, PeftCacheConfig
-        from tensorrt_llm.lora_manager import LoraConfig
+    def _load(self, checkpoint_dir: Path) -> Any:
+        from tensorrt_llm import LLM
+        from tensorrt_llm.llmapi import CudaGraphConfig, KvCacheConfig
 
         s = self._settings
         kwargs: dict[str, Any] = {
-            "model": str(engine_path),
+            "model": str(checkpoint_dir),
             "tokenizer": str(self._tokenizer_dir),
+            "backend": "pytorch",
+            "max_batch_size": self.concurrent_streams,
+            "max_seq_len": s.max_seq_len,
             "kv_cache_config": KvCacheConfig(
-                max_tokens=s.kv_max_tokens, free_gpu_memory_fraction=s.kv_free_fraction, enable_block_reuse=s.kv_reuse
+                max_tokens=s.kv_max_tokens,
+                free_gpu_memory_fraction=s.kv_free_fraction,
+                enable_block_reuse=s.kv_reuse,
+                dtype=s.kv_dtype,
             ),
+            # Decode steps replay captured CUDA graphs; padding lets 1..slots streams share them.
+            "cuda_graph_config": CudaGraphConfig(max_batch_size=self.concurrent_streams, enable_padding=True),
         }
         if s.guided_decoding_backend:
             kwargs["guided_decoding_backend"] = s.guided_decoding_backend
         if s.lora_max_rank:
+            from tensorrt_llm.lora_manager import LoraConfig
+
             kwargs["lora_config"] = LoraConfig(
                 lora_dir=[str(self._adapter_path(n)) for n in self._lora_ids],
                 lora_target_modules=list(s.lora_target_modules),
@@ -163,9 +202,13 @@ class TensorRTLLMEngine:
                 max_loras=s.max_loras,
                 max_cpu_loras=s.max_cpu_loras,
             )
-            kwargs["peft_cache_config"] = PeftCacheConfig(
-                device_cache_percent=s.lora_device_fraction, host_cache_size=s.lora_host_bytes
+        if self._draft_dir is not None:
+            from tensorrt_llm.llmapi import DraftTargetDecodingConfig
+
+            kwargs["speculative_config"] = DraftTargetDecodingConfig(
+                max_draft_len=s.max_draft_len, speculative_model_dir=str(self._draft_dir)
             )
+            kwargs["disable_overlap_scheduler"] = True  # two-model speculative decoding runs without it
         return LLM(**kwargs)
 
     # --- model facts -------------------------------------------------------------------------
@@ -200,11 +243,11 @@ class TensorRTLLMEngine:
         if name is None:
             return None
         if not self._settings.lora_max_rank:
-            raise RequestError("this engine was built without LoRA (python -m build_engines gb10 --no-lora)")
+            raise RequestError("this engine was loaded without LoRA (python -m build_engines gb10 --no-lora)")
         if name not in self._lora_ids:
             known = ", ".join(self._lora_ids) or "none"
             raise RequestError(f"unknown LoRA adapter {name!r}; available: {known}")
-        from tensorrt_llm.executor.request import LoRARequest
+        from tensorrt_llm.llmapi import LoRARequest
 
         return LoRARequest(name, self._lora_ids[name], str(self._adapter_path(name)))
 

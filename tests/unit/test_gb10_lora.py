@@ -1,24 +1,21 @@
-"""PEFT LoRA adapters -> TensorRT-LLM's lora_weights / lora_config arrays (shapes as documented)."""
+"""PEFT LoRA adapters for TensorRT-LLM's PyTorch backend: read, checked against the base model's
+shapes (from the safetensors header, any dtype), and the LoRA settings the LLM needs for all of them."""
 
 from __future__ import annotations
 
 import json
-import math
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from build_engines.lora_trtllm import (
-    CONFIG_FILE,
-    MODULE_IDS,
-    WEIGHTS_FILE,
     AdapterError,
-    convert_adapter,
+    check_adapter,
     discover_adapters,
     engine_lora_settings,
-    llama_module_dims,
-    write_converted,
+    tensor_shapes,
 )
 
 # A tiny Llama: hidden 64, 4 heads of 16, 2 KV heads, MLP 128, 2 layers.
@@ -81,53 +78,35 @@ def make_adapter(
     return tensors
 
 
-def test_arrays_have_the_documented_shapes_and_contents(tmp_path: Path):
+def write_bf16_adapter(folder: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A safetensors file of BF16 tensors, written by hand (numpy has no bfloat16): header + zeros."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 2 * int(np.prod(shape))
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(offset))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}))
+
+
+def test_an_adapter_that_fits_the_base_model_passes(tmp_path: Path):
     targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    tensors = make_adapter(tmp_path / "aria", r=4, alpha=8.0, targets=targets)
-    converted = convert_adapter(
-        tmp_path / "aria", num_layers=2, module_dims=llama_module_dims(HF_CONFIG), dtype="float32"
-    )
-    n = 2 * len(targets)
-    widest = max(4 * (d_in + d_out) for d_in, d_out in HF_DIMS.values())  # rank * (in + out)
-    assert converted.config.shape == (1, n, 3) and converted.config.dtype == np.int32
-    assert converted.weights.shape == (1, n, widest) and converted.weights.dtype == np.float32
-
-    # rows: layer-major, then TensorRT-LLM module id; gate_proj is mlp_h_to_4h (5), up_proj is mlp_gate (7)
-    expected_ids = sorted(
-        MODULE_IDS[m] for m in ("attn_q", "attn_k", "attn_v", "attn_dense", "mlp_h_to_4h", "mlp_gate", "mlp_4h_to_h")
-    )
-    assert converted.config[0, :7, 0].tolist() == expected_ids == [1, 2, 3, 4, 5, 6, 7]
-    assert converted.config[0, :, 1].tolist() == [0] * 7 + [1] * 7
-    assert set(converted.config[0, :, 2].tolist()) == {4}
-
-    id_to_hf = {1: "q_proj", 2: "k_proj", 3: "v_proj", 4: "o_proj", 5: "gate_proj", 6: "down_proj", 7: "up_proj"}
-    scale = 8.0 / 4
-    for row, (module_id, layer, _rank) in enumerate(converted.config[0].tolist()):
-        hf = id_to_hf[module_id]
-        block = "mlp" if module_id >= 5 else "self_attn"
-        a = tensors[f"base_model.model.model.layers.{layer}.{block}.{hf}.lora_A.weight"]
-        b = tensors[f"base_model.model.model.layers.{layer}.{block}.{hf}.lora_B.weight"]
-        values = converted.weights[0, row]
-        assert np.allclose(values[: a.size], a.reshape(-1))  # "in" weights [rank, in]
-        assert np.allclose(values[a.size : a.size + b.size], (b * scale).reshape(-1))  # "out" [out, rank] * scale
-        assert not values[a.size + b.size :].any()  # zero padding to the widest row
+    make_adapter(tmp_path / "aria", r=4, targets=targets)
+    check_adapter(tmp_path / "aria", HF_CONFIG)
+    shapes = tensor_shapes(tmp_path / "aria")
+    assert shapes["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"] == (4, 128)
+    assert shapes["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"] == (64, 4)
 
 
-def test_rslora_scaling_and_float16_storage(tmp_path: Path):
-    tensors = make_adapter(tmp_path / "rs", r=4, alpha=8.0, targets=("q_proj",), layers=1, use_rslora=True)
-    converted = convert_adapter(tmp_path / "rs", num_layers=2)
-    b = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
-    assert converted.weights.dtype == np.float16
-    tail = converted.weights[0, 0, 4 * 64 : 4 * 64 + b.size].astype(np.float32)
-    assert np.allclose(tail, (b * 8.0 / math.sqrt(4)).reshape(-1), rtol=1e-2, atol=1e-2)
-
-
-def test_written_files_and_a_copy_of_the_peft_adapter(tmp_path: Path):
-    make_adapter(tmp_path / "src" / "aria")
-    out = write_converted(tmp_path / "src" / "aria", tmp_path / "out" / "aria", hf_config=HF_CONFIG)
-    weights, config = np.load(out / WEIGHTS_FILE), np.load(out / CONFIG_FILE)
-    assert weights.shape == (1, 4, 4 * (64 + 64)) and config.shape == (1, 4, 3)
-    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+def test_bf16_adapters_are_checked_from_the_header_without_loading_weights(tmp_path: Path):
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    write_bf16_adapter(tmp_path / "bf", {f"{prefix}.lora_A.weight": (4, 64), f"{prefix}.lora_B.weight": (64, 4)})
+    check_adapter(tmp_path / "bf", HF_CONFIG)
+    write_bf16_adapter(tmp_path / "bad", {f"{prefix}.lora_A.weight": (4, 64), f"{prefix}.lora_B.weight": (32, 4)})
+    with pytest.raises(AdapterError, match="64->32 but the base model's is 64->64"):
+        check_adapter(tmp_path / "bad", HF_CONFIG)
 
 
 def test_engine_settings_cover_every_adapter(tmp_path: Path):
@@ -144,9 +123,22 @@ def test_an_adapter_for_another_model_is_refused(tmp_path: Path):
     make_adapter(tmp_path / "other", targets=("q_proj",))
     wider = dict(HF_CONFIG, hidden_size=128, num_attention_heads=8)
     with pytest.raises(AdapterError, match="trained for another model"):
-        convert_adapter(tmp_path / "other", num_layers=2, module_dims=llama_module_dims(wider))
+        check_adapter(tmp_path / "other", wider)
     with pytest.raises(AdapterError, match="layer 1 but the base model has 1 layers"):
-        convert_adapter(tmp_path / "other", num_layers=1)
+        check_adapter(tmp_path / "other", dict(HF_CONFIG, num_hidden_layers=1))
+
+
+def test_half_an_adapter_or_mismatched_ranks_are_refused(tmp_path: Path):
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    write_bf16_adapter(tmp_path / "half", {f"{prefix}.lora_A.weight": (4, 64)})
+    with pytest.raises(AdapterError, match="needs both lora_A and lora_B"):
+        check_adapter(tmp_path / "half", HF_CONFIG)
+    write_bf16_adapter(tmp_path / "ranks", {f"{prefix}.lora_A.weight": (4, 64), f"{prefix}.lora_B.weight": (64, 8)})
+    with pytest.raises(AdapterError, match="do not share a rank"):
+        check_adapter(tmp_path / "ranks", HF_CONFIG)
+    write_bf16_adapter(tmp_path / "emb", {"base_model.model.model.embed_tokens.lora_embedding_A": (4, 256)})
+    with pytest.raises(AdapterError, match="embedding/lm_head"):
+        check_adapter(tmp_path / "emb", HF_CONFIG)
 
 
 @pytest.mark.parametrize(

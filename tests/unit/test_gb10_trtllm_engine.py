@@ -1,5 +1,6 @@
 """The TensorRT-LLM engine's glue, against a scripted stand-in for the tensorrt_llm package (no GPU
-here): what it asks the LLM API for, and how it turns streamed outputs into deltas."""
+here) written from the LLM API's documented signatures (TensorRT-LLM 1.2, PyTorch backend): what
+it asks `tensorrt_llm.LLM` for, and how it turns streamed outputs into deltas."""
 
 from __future__ import annotations
 
@@ -96,21 +97,22 @@ class FakeTokenizer:
 def fake_trtllm(monkeypatch):
     modules = {
         "tensorrt_llm": types.ModuleType("tensorrt_llm"),
-        "tensorrt_llm._tensorrt_engine": types.ModuleType("tensorrt_llm._tensorrt_engine"),
         "tensorrt_llm.llmapi": types.ModuleType("tensorrt_llm.llmapi"),
-        "tensorrt_llm.llmapi.llm_args": types.ModuleType("tensorrt_llm.llmapi.llm_args"),
         "tensorrt_llm.lora_manager": types.ModuleType("tensorrt_llm.lora_manager"),
-        "tensorrt_llm.executor": types.ModuleType("tensorrt_llm.executor"),
-        "tensorrt_llm.executor.request": types.ModuleType("tensorrt_llm.executor.request"),
         "xgrammar": types.ModuleType("xgrammar"),
     }
+    modules["tensorrt_llm"].LLM = FakeLLM  # the public LLM: the PyTorch backend since 1.0
     modules["tensorrt_llm"].SamplingParams = Recorded
-    modules["tensorrt_llm._tensorrt_engine"].LLM = FakeLLM
-    modules["tensorrt_llm.llmapi.llm_args"].KvCacheConfig = Recorded
-    modules["tensorrt_llm.llmapi.llm_args"].PeftCacheConfig = Recorded
+    llmapi = modules["tensorrt_llm.llmapi"]
+    for name in (
+        "KvCacheConfig",
+        "CudaGraphConfig",
+        "DraftTargetDecodingConfig",
+        "LoRARequest",
+        "GuidedDecodingParams",
+    ):
+        setattr(llmapi, name, Recorded)
     modules["tensorrt_llm.lora_manager"].LoraConfig = Recorded
-    modules["tensorrt_llm.executor.request"].LoRARequest = Recorded
-    modules["tensorrt_llm.llmapi"].GuidedDecodingParams = Recorded
     modules["xgrammar"].Grammar = FakeXGrammar
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -124,19 +126,13 @@ def fake_trtllm(monkeypatch):
 @pytest.fixture
 def engine_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "llm"
-    (folder / "engine").mkdir(parents=True)
-    (folder / "engine" / "config.json").write_text("{}")
+    for checkpoint in ("checkpoint", "draft/checkpoint"):
+        (folder / checkpoint).mkdir(parents=True)
+        (folder / checkpoint / "config.json").write_text("{}")
     for name in ("aria", "bo"):
         (folder / "adapters" / name).mkdir(parents=True)
         (folder / "adapters" / name / "adapter_config.json").write_text("{}")
-    lora = {
-        "max_rank": 16,
-        "target_modules": ["attn_q", "attn_v"],
-        "max_loras": 4,
-        "max_cpu_loras": 8,
-        "device_cache_fraction": 0.02,
-        "host_cache_bytes": 1 << 30,
-    }
+    lora = {"max_rank": 16, "target_modules": ["attn_q", "attn_v"], "max_loras": 4, "max_cpu_loras": 8}
     manifest = llm_engine_json(
         qformat="nvfp4",
         kv_dtype="fp8",
@@ -180,37 +176,66 @@ def test_importing_the_engine_module_does_not_import_tensorrt_llm():
     assert result.stdout.strip() == "False"
 
 
-def test_engine_json_becomes_a_bounded_kv_cache_and_lora_config(engine, engine_dir):
+def test_engine_json_becomes_the_llm_api_arguments(engine, engine_dir):
     (llm,) = FakeLLM.instances
-    assert llm.kwargs["model"] == str(engine_dir / "engine")
+    assert llm.kwargs["model"] == str(engine_dir / "checkpoint")  # a Hugging Face checkpoint, no engine
     assert llm.kwargs["tokenizer"] == str(engine_dir / "tokenizer")
+    assert (llm.kwargs["backend"], llm.kwargs["max_batch_size"], llm.kwargs["max_seq_len"]) == ("pytorch", 2, 64)
     assert llm.kwargs["kv_cache_config"].kwargs == {
         "max_tokens": 128,
         "free_gpu_memory_fraction": 0.3,
         "enable_block_reuse": True,
+        "dtype": "fp8",
     }
+    assert llm.kwargs["cuda_graph_config"].kwargs == {"max_batch_size": 2, "enable_padding": True}
     assert llm.kwargs["guided_decoding_backend"] == "xgrammar"  # grammar requests need it at load
     lora = llm.kwargs["lora_config"].kwargs
-    assert lora["max_lora_rank"] == 16 and lora["lora_target_modules"] == ["attn_q", "attn_v"]
-    assert llm.kwargs["peft_cache_config"].kwargs == {"device_cache_percent": 0.02, "host_cache_size": 1 << 30}
-    assert len(engine._slots) == 2 and engine.adapter_names() == ["aria", "bo"]
+    assert lora == {
+        "lora_dir": [str(engine_dir / "adapters" / "aria"), str(engine_dir / "adapters" / "bo")],
+        "lora_target_modules": ["attn_q", "attn_v"],
+        "max_lora_rank": 16,
+        "max_loras": 4,
+        "max_cpu_loras": 8,
+    }
+    assert "peft_cache_config" not in llm.kwargs  # counts only: fractions would conflict with them
+    assert "speculative_config" not in llm.kwargs and "disable_overlap_scheduler" not in llm.kwargs
+    assert engine.concurrent_streams == 2 and engine.adapter_names() == ["aria", "bo"]
     assert engine.chat_template().startswith("{{ bos_token }}")
 
 
-def test_model_config_parameters_override_engine_json(fake_trtllm, engine_dir):
+def test_a_draft_model_becomes_draft_target_speculative_decoding(fake_trtllm, engine_dir, caplog):
     from spark_runtime.engines import load_engine
 
-    load_engine(
-        engine_dir,
-        slots="1",
-        max_tokens_in_paged_kv_cache="4096",
-        enable_kv_cache_reuse="false",
-        kv_cache_free_gpu_mem_fraction="",
-        lora_cache_host_memory_bytes="2048",
-    )
-    kv = FakeLLM.instances[-1].kwargs["kv_cache_config"].kwargs
-    assert kv == {"max_tokens": 4096, "free_gpu_memory_fraction": 0.3, "enable_block_reuse": False}
-    assert FakeLLM.instances[-1].kwargs["peft_cache_config"].kwargs["host_cache_size"] == 2048
+    manifest = json.loads((engine_dir / "engine.json").read_text())
+    manifest["draft"] = {"checkpoint_dir": "draft/checkpoint", "max_draft_len": 4}
+    manifest["untested"] = ["draft + lora: LoRA with speculative decoding is 'Untested'"]
+    (engine_dir / "engine.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING"):
+        load_engine(engine_dir)
+    kwargs = FakeLLM.instances[-1].kwargs
+    spec = kwargs["speculative_config"]
+    assert spec.kwargs == {"max_draft_len": 4, "speculative_model_dir": str(engine_dir / "draft" / "checkpoint")}
+    assert kwargs["disable_overlap_scheduler"] is True
+    assert "untested in this TensorRT-LLM version" in caplog.text and "draft + lora" in caplog.text
+
+
+def test_engine_folders_from_another_flow_or_half_built_are_refused(fake_trtllm, engine_dir):
+    from spark_runtime.engines import load_engine
+    from spark_runtime.errors import EngineMissingError
+
+    manifest = json.loads((engine_dir / "engine.json").read_text())
+    (engine_dir / "engine.json").write_text(json.dumps({**manifest, "backend": "tensorrt"}))
+    with pytest.raises(EngineMissingError, match="backend 'tensorrt'.*PyTorch backend: rebuild"):
+        load_engine(engine_dir)
+    draft = {"checkpoint_dir": "draft/missing", "max_draft_len": 4}
+    (engine_dir / "engine.json").write_text(json.dumps({**manifest, "draft": draft}))
+    with pytest.raises(EngineMissingError, match="no draft checkpoint in"):
+        load_engine(engine_dir)
+    lora = {**manifest["lora"], "max_loras": 8, "max_cpu_loras": 4}
+    (engine_dir / "engine.json").write_text(json.dumps({**manifest, "lora": lora}))
+    with pytest.raises(EngineMissingError, match="max_cpu_loras 4 < max_loras 8"):
+        load_engine(engine_dir)
+    assert not FakeLLM.instances
 
 
 def test_streams_deltas_and_maps_sampling(engine):
