@@ -240,6 +240,20 @@ def live(
         str | None,
         typer.Option(help="Triton's metrics endpoint, for the memory watch (default: port 8002 on the LLM's host)."),
     ] = None,
+    screen: Annotated[
+        bool, typer.Option(help="Serve the OBS overlay and the control panel (--no-screen: off).")
+    ] = True,
+    screen_host: Annotated[
+        str, typer.Option(help="Interface for the overlay and panel; beyond loopback needs a token.")
+    ] = "127.0.0.1",
+    screen_port: Annotated[int, typer.Option(help="Port for the overlay and panel.")] = 8765,
+    screen_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the screen's token (else $SPARK_SCREEN_TOKEN); never given in clear here."),
+    ] = None,
+    screen_css: Annotated[
+        Path | None, typer.Option(help="Your stylesheet for the overlay and panel, served as /custom.css.")
+    ] = None,
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
     from spark_client.personas import PersonaFileError, load_personas, shipped_personas
@@ -270,6 +284,7 @@ def live(
             barge_in=barge_in,
         ),
     )
+    screen_settings = _screen_settings(screen, screen_host, screen_port, screen_token_file, screen_css)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         chosen = load_personas(personas) if personas else shipped_personas()
@@ -298,6 +313,7 @@ def live(
         loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
         mic=mic_settings,
         game=game_settings,
+        screen=screen_settings,
         triton_metrics_url=triton_metrics_url or f"http://{(llm_url or triton_url).rsplit(':', 1)[0]}:8002/metrics",
     )
     session = LiveSession(settings, printer=typer.echo)
@@ -360,6 +376,25 @@ def _game_settings(
     mode = "play" if play is not None else "watch"
     connection = GameConnection(host, port, username=name, version=version, mode=mode, watch_player=player)
     return GameSettings(connection, goal=" ".join(goal.split()) or "explore", constrained=grammar)
+
+
+def _screen_settings(on: bool, host: str, port: int, token_file: Path | None, css: Path | None) -> Any:
+    """--screen-* -> ScreenSettings (None with --no-screen); a usage error exits 2 and never shows the token."""
+    if not on:
+        return None
+    from spark_client.screen.auth import ScreenConfigError, check_binding, load_token
+    from spark_client.screen.server import ScreenSettings
+
+    if not 0 <= port <= 65535:
+        _usage_error(f"--screen-port {port}: choose 1-65535 (0: any free port)")
+    try:
+        token = load_token(token_file)
+        check_binding(host, token)
+    except ScreenConfigError as exc:
+        _usage_error(str(exc))
+    if css is not None and not css.is_file():
+        _usage_error(f"--screen-css {css}: no such file")
+    return ScreenSettings(host=host, port=port, token=token, css_path=css)
 
 
 def _usage_error(message: str) -> NoReturn:

@@ -1,7 +1,8 @@
 """Typed events that travel from chat sources into the turn loop, and what the stream shows of speech.
 
 Sources (console, script, Twitch) produce chat events; nothing downstream parses raw protocol text.
-The player produces a `SpokenWord` as each word's audio starts playing (captions subscribe to it).
+The player produces a `SpokenWord` as each word's audio starts playing (captions subscribe to it);
+the turn loop a `TurnStarted` as each turn begins (the streamer's screen shows who speaks and why).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class ChatMessage:
 
 VOICE_SOURCE = "mic"
 GAME_SOURCE = "game"  # narration of the game the personas play or watch (sources/game.py)
+# A line the streamer gives a persona to say word for word (the panel's "say"): no LLM, never
+# shown to the LLM as chat, not remembered; `user` names the persona who says it.
+LINE_SOURCE = "line"
 
 
 class ModerationKind(enum.Enum):
@@ -96,3 +100,13 @@ class SpokenWord:
     piece: int  # the spoken piece of the turn it belongs to
     index: int  # its place in that piece's chunk
     at: float  # monotonic clock: when its first sample plays
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """A turn begins: `persona` is about to speak (its words follow as `SpokenWord`s)."""
+
+    turn: int
+    persona: str
+    kind: str  # turns.coordinator.TurnKind's value: "answer", "interjection", "banter", "silence", "line"
+    answering: ChatMessage | None  # the chat message answered (None for a line nobody in chat asked for)

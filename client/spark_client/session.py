@@ -82,6 +82,7 @@ class LiveSettings:
     loop: LoopOptions = LoopOptions()
     mic: MicSettings | None = None
     game: GameSettings | None = None
+    screen: Any = None  # screen.server.ScreenSettings: the overlay and panel (None: not served)
 
 
 Printer = Callable[[str], None]
@@ -118,6 +119,10 @@ class LiveSession:
         self.game_player: Any = None  # game.player.GamePlayer when the personas play (not watch)
         self.game_narrator: Any = None  # sources.game.GameNarrator
         self.game_board: Any = None  # game.goals.GoalBoard
+        self.screen: Any = None  # screen.server.ScreenServer while the overlay and panel are served
+        self.screen_hub: Any = None  # screen.hub.ScreenHub
+        self.memory_watch: MemoryWatch | None = None
+        self.sources: list[ChatSource] = []
 
     async def check_models(self) -> list[str]:
         problems = []
@@ -136,6 +141,8 @@ class LiveSession:
             status = f" (failed: {record['failed']})" if record["failed"] else ""
         self.print(f"{persona.name}: {spoken or '…'}{status}")
         self.print(timings_line(record))
+        if self.screen_hub is not None:
+            self.screen_hub.turn_ended(persona.name, spoken, record)
         for replier in self.repliers:
             if message.source == replier.name and replier.can_reply and spoken:
                 await replier.reply(spoken, parent_message_id=message.message_id)
@@ -144,6 +151,7 @@ class LiveSession:
         """The stream, until the sources end (0; 1 when one failed) or the task is cancelled
         (Ctrl-C): whatever was started by then is stopped, in every case."""
         tasks: list[asyncio.Task[Any]] = []
+        self.sources = sources
         player: Player | None = None
         avatar: AvatarDriver | None = None
         try:
@@ -203,6 +211,8 @@ class LiveSession:
                 options=self.settings.loop,
                 on_said=self._said,
             )
+            if self.settings.screen is not None:
+                await self._start_screen(player, memory, tasks)
             started = asyncio.get_running_loop().time()
             try:
                 await self.loop.warm_up()
@@ -212,7 +222,7 @@ class LiveSession:
             tasks.append(asyncio.create_task(player.run(), name="player"))
             if self._opened_memory is not None:  # bounded growth: a prune pass now and every hour
                 tasks.append(asyncio.create_task(self._opened_memory.maintain(), name="memory-prune"))
-            watch = MemoryWatch(
+            self.memory_watch = watch = MemoryWatch(
                 metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}")
             )
             tasks.append(asyncio.create_task(watch.run(), name="memory-watch"))
@@ -234,6 +244,48 @@ class LiveSession:
             return 1 if self.source_errors else 0
         finally:
             await self._shutdown(tasks, player, avatar)
+
+    async def _start_screen(self, player: Player, memory: Memory | None, tasks: list[asyncio.Task[Any]]) -> None:
+        """The overlay and the panel (screen/): captions from the player, turns from the loop, the
+        panel's controls on the queue, coordinator and memory. A port that cannot be bound costs
+        the screen with a warning, never the stream."""
+        from spark_client.screen.auth import ScreenConfigError
+        from spark_client.screen.controls import StreamControls
+        from spark_client.screen.hub import ScreenHub
+        from spark_client.screen.server import ScreenServer
+
+        assert self.loop is not None
+        settings = self.settings.screen
+        hub = ScreenHub(max_buffer=settings.max_buffer)
+        controls = StreamControls(
+            hub=hub,
+            queue=self.queue,
+            coordinator=self.loop.coordinator,
+            models=self.models,
+            model_names=(*REQUIRED_MODELS, *(("embed",) if memory is not None else ())),
+            memory=memory,
+            vts=self.vts,
+            sources=lambda: self.sources,
+            voice=lambda: self.voice,
+            memory_watch=lambda: self.memory_watch,
+        )
+        try:
+            server = ScreenServer(settings, hub=hub, controls=controls)
+            url = await server.start()
+        except ScreenConfigError as exc:
+            self.print(f"warning: the overlay and panel are off: {exc}")
+            return
+        except OSError as exc:
+            self.print(
+                f"warning: the overlay and panel are off: cannot listen on {settings.host}:{settings.port} "
+                f"({exc.strerror or exc}); the stream goes on (--screen-port to choose another)"
+            )
+            return
+        self.screen, self.screen_hub = server, hub
+        player.captions.append(hub.word)
+        self.loop.on_turn = hub.turn_started
+        tasks.append(asyncio.create_task(controls.watch(), name="screen-watch"))
+        self.print(f"streamer's screen: {url}/panel (OBS overlay: {url}/overlay)")
 
     async def _microphone(self, player: Player) -> Any:
         """The voice input as a chat source (sources/mic/), or None with a warning when it cannot
@@ -360,6 +412,8 @@ class LiveSession:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
         steps: list[tuple[str, Callable[[], Any]]] = [("avatar", avatar.aclose)] if avatar is not None else []
+        if self.screen is not None:  # first: the pages hear that the stream ended
+            steps.insert(0, ("screen", self.screen.aclose))
         if self.vts is not None:
             steps.append(("VTube Studio", self.vts.aclose))
         if player is not None:

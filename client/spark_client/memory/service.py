@@ -216,6 +216,20 @@ class Memory:
                 self.store.forget_user, user=event.user.casefold() or None, user_id=event.user_id or None
             )
 
+    async def search(self, text: str, *, n: int = 10) -> list[tuple[MemoryRecord, float]]:
+        """The `n` memories nearest in meaning to `text`, nearest first, with cosine distances
+        (the streamer's panel; raises `ModelCallError` without the `embed` model)."""
+        vector = (await self._embed([text]))[0]
+        return await asyncio.to_thread(self.store.query, vector.tolist(), n=n)
+
+    async def forget_ids(self, ids: list[str]) -> int:
+        """Removes these memories (the streamer's choice), from the store and from what recall has
+        loaded; returns how many were found."""
+        wanted = set(ids)
+        for owned in self._owned.values():
+            owned[:] = [(r, v) for r, v in owned if r.id not in wanted]
+        return int(await asyncio.to_thread(self.store.delete, ids=list(wanted)))
+
     async def prune(self, policy: PrunePolicy | None = None) -> PruneReport:
         """Drops decayed memories and what is over the per-viewer and total caps (in a thread)."""
         report = await asyncio.to_thread(self.store.prune, policy or PrunePolicy(), self._clock())

@@ -10,6 +10,8 @@
   unprompted line, and it checks and records in one step: nothing can skip a cooldown.
 - When chat is quiet for the main persona's `silence_after_s`, it fills the silence, at most once
   per `silence_cooldown_s` and `silence_max_in_a_row` times before chat speaks again.
+- The streamer may mute the co-host (`mute`): it then neither answers (even when named) nor
+  follows a line, until unmuted. The main persona cannot be muted (pause answering instead).
 
 Times are wall-clock seconds (`clock`, default `time.time`) so the saved state keeps cooldowns
 across a restart.
@@ -39,6 +41,7 @@ class TurnKind(enum.StrEnum):
     INTERJECTION = "interjection"  # the other persona chimes in unaddressed
     BANTER = "banter"  # a persona answers the other, who addressed it
     SILENCE = "silence"  # the main persona fills a quiet moment
+    LINE = "line"  # the streamer had a persona say a line word for word (events.LINE_SOURCE)
 
     @property
     def persona_to_persona(self) -> bool:
@@ -72,26 +75,45 @@ class Coordinator:
         self.rng = rng or random.Random()
         self.clock = clock
         self._by_name = {p.name: p for p in personas}
+        self.muted: set[str] = set()  # co-hosts the streamer muted
+
+    def persona(self, name: str) -> Persona | None:
+        return self._by_name.get(name)
+
+    def mute(self, name: str, muted: bool = True) -> bool:
+        """Mutes (or unmutes) the co-host `name`; False for the main persona or an unknown name."""
+        persona = self._by_name.get(name)
+        if persona is None or persona is self.main:
+            return False
+        if muted:
+            self.muted.add(name)
+        else:
+            self.muted.discard(name)
+        return True
+
+    def _speaking(self) -> tuple[Persona, ...]:
+        return tuple(p for p in self.personas if p.name not in self.muted)
 
     # --- chat ----------------------------------------------------------------------------------
     def choose(self, message: ChatMessage) -> Persona:
         """The persona that answers `message` (not yet counted: see `answered`)."""
-        for persona in self.personas:
+        speaking = self._speaking()
+        for persona in speaking:
             if persona.is_addressed_in(message.text):
                 return persona
-        if len(self.personas) == 1:
+        if len(speaking) == 1:
             return self.main
-        weights = {p.name: max(0.0, p.turns.share) for p in self.personas}
+        weights = {p.name: max(0.0, p.turns.share) for p in speaking}
         total_weight = sum(weights.values())
         if total_weight <= 0:
             return self.main
-        answered = sum(self.state.answers.get(p.name, 0) for p in self.personas) + 1
+        answered = sum(self.state.answers.get(p.name, 0) for p in speaking) + 1
 
         def deficit(p: Persona) -> tuple[float, bool]:
             due = weights[p.name] / total_weight * answered
             return due - self.state.answers.get(p.name, 0), p is self.main
 
-        return max(self.personas, key=deficit)
+        return max(speaking, key=deficit)
 
     def answered(self, persona: Persona) -> None:
         """`persona` answers a chat message: counted, and any exchange or run of fillers ends."""
@@ -127,7 +149,7 @@ class Coordinator:
         counted (cooldown, depth) before it is returned."""
         state, now = self.state, self.clock()
         other = self.partner(speaker)
-        if other is None or urgent_waiting:
+        if other is None or urgent_waiting or other.name in self.muted:
             state.banter_depth = 0
             return None
         cap = min(speaker.turns.banter_cap, other.turns.banter_cap)

@@ -17,17 +17,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from spark_client.avatar.driver import AvatarDriver
-from spark_client.events import GAME_SOURCE, ChatMessage, ModerationEvent, Priority
+from spark_client.events import GAME_SOURCE, LINE_SOURCE, ChatMessage, ModerationEvent, Priority, TurnStarted
 from spark_client.memory import Memory, Recalled
 from spark_client.memory.writer import MemoryWriter
 from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.personas.model import Persona
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
-from spark_client.speech.chunker import SpeakablePiece
+from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
 from spark_client.speech.guards import GuardContext, RecentAnswers
 from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
@@ -67,6 +67,14 @@ class LoopOptions:
     summary_every: int = 8  # exchanges heard per summary written in quiet time
     final_summary_s: float = 3.0  # the end-of-stream summary's wait for the LLM (then extractive)
     prompt_style: PromptStyle = DEFAULT_PROMPT_STYLE  # how chat is framed (see perf quality)
+
+
+async def _line_pieces(text: str) -> AsyncIterator[SpeakablePiece]:
+    """A line said word for word, cut into speakable pieces as an answer would be (emotion tags
+    like `[happy]` become expressions)."""
+    chunker = SpeechChunker()
+    for piece in (*chunker.feed(text), *chunker.flush()):
+        yield piece
 
 
 @dataclass
@@ -116,6 +124,7 @@ class TurnLoop:
         history: ConversationHistory | None = None,
         options: LoopOptions = LoopOptions(),
         on_said: Callable[[Persona, ChatMessage, str, dict[str, object]], Awaitable[None]] | None = None,
+        on_turn: Callable[[TurnStarted], None] | None = None,
     ) -> None:
         self.queue, self.coordinator, self.llm, self.tts = queue, coordinator, llm, tts
         self.queue.mention_names = tuple(n for p in coordinator.personas for n in (p.name, *p.aliases))
@@ -123,6 +132,7 @@ class TurnLoop:
         self.history = history or ConversationHistory()
         self.options = options
         self.on_said = on_said
+        self.on_turn = on_turn  # told as each turn starts (the streamer's screen); must be quick
         self._turns = 0
         self.failures = 0
         self.busy = False
@@ -184,6 +194,10 @@ class TurnLoop:
                 if isinstance(next_up, NextLine):  # a quiet chat: the main persona fills it
                     request = TurnRequest(ChatMessage("stream", "", "", priority=Priority.NORMAL), ())
                     state = await self._play_turn(request, next_up.persona, self._silence_cue(), kind=next_up.kind)
+                elif next_up.answer.source == LINE_SOURCE:  # the streamer's words for a persona
+                    request = next_up
+                    persona = self.coordinator.persona(request.answer.user) or self.coordinator.main
+                    state = await self._play_turn(request, persona, request.answer.text, kind=TurnKind.LINE)
                 else:
                     request = next_up
                     persona = self.coordinator.choose(request.answer)
@@ -205,7 +219,7 @@ class TurnLoop:
         persona's silence filler (None once the chat is closed and drained)."""
         while True:
             wait = self.coordinator.silence_wait(self._quiet_since)
-            if wait is None or self.queue.closed:
+            if wait is None or self.queue.closed or self.queue.paused:
                 return await self.queue.next_turn()
             try:  # next_turn takes a message only when it returns: cancelling it loses nothing
                 return await asyncio.wait_for(self.queue.next_turn(), timeout=wait + 0.01)
@@ -414,6 +428,12 @@ class TurnLoop:
         # offered before it, and a bare `!stop` while nothing played has nothing to cut).
         mark = self.queue.interrupt_mark()
         self._current = state
+        if self.on_turn is not None:
+            try:
+                answering = None if state.reacting else request.answer
+                self.on_turn(TurnStarted(state.number, persona.name, kind.value, answering))
+            except Exception:  # a listener must never stop the turn
+                log.exception("the turn listener failed")
         turn = asyncio.create_task(self._speak(state, request.answer, chat), name=f"turn-{state.number}")
         interrupt = asyncio.create_task(self.queue.wait_interrupt(mark), name=f"turn-{state.number}-interrupt")
         moderated = asyncio.create_task(state.cut.wait(), name=f"turn-{state.number}-moderated")
@@ -490,48 +510,20 @@ class TurnLoop:
 
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str) -> None:
         timings = state.timings
-        recalled = Recalled() if state.reacting else await self._recall(message)
-        timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
-        memories = timings.memories = list(recalled.lines)
-        messages = build_messages(
-            state.persona,
-            self.history,
-            chat=chat,
-            memories=memories,
-            budget_tokens=self.options.prompt_budget_tokens,
-            style=self.options.prompt_style,
-            recap=self.recap,
-            cast=self.coordinator.personas,
-        )
-        state.sent_chat = messages[-1]["content"]
-        prompt = await self.llm.render(messages)
-        await self._wait_for_prefill(state.persona)
-        timings.mark("prompt_build_ms")
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
-
-        sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
-
-        def prefilled(tokens: int) -> None:  # the first attempt's: the one the turn's timings measure
-            if timings.prefill_tokens is None:
-                timings.prefill_tokens = tokens
-
-        answer = guarded_answer(
-            self.llm,
-            prompt,
-            sampling,
-            self._guard_context(state),
-            recent=self._recent_answers,
-            lora_name=self._lora(state.persona),
-            on_prefill=prefilled,
-        )
-        state.answer = answer
 
         def seen(delta: str) -> None:
             timings.mark("llm_first_token_ms")
 
+        if state.kind is TurnKind.LINE:  # the streamer's words: no memory, no prompt, no LLM
+            timings.mark("prompt_build_ms")
+            stream = _line_pieces(chat)
+        else:
+            stream = await self._answer(state, message, chat, seen)
+
         async def generate() -> None:
             try:
-                async for piece in answer.pieces(on_delta=seen):
+                async for piece in stream:
                     timings.mark("first_piece_ms")
                     pieces.put_nowait(piece)
             finally:
@@ -576,6 +568,48 @@ class TurnLoop:
                 group.create_task(speak(), name=f"turn-{state.number}-tts")
         except* ModelCallError as errors:
             raise errors.exceptions[0] from None
+
+    async def _answer(
+        self, state: _TurnState, message: ChatMessage, chat: str, on_delta: Callable[[str], None]
+    ) -> AsyncIterator[SpeakablePiece]:
+        """The LLM's answer for `state`'s turn as the guards let it be said (memories recalled and
+        the prompt built first)."""
+        timings = state.timings
+        recalled = Recalled() if state.reacting else await self._recall(message)
+        timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
+        memories = timings.memories = list(recalled.lines)
+        messages = build_messages(
+            state.persona,
+            self.history,
+            chat=chat,
+            memories=memories,
+            budget_tokens=self.options.prompt_budget_tokens,
+            style=self.options.prompt_style,
+            recap=self.recap,
+            cast=self.coordinator.personas,
+        )
+        state.sent_chat = messages[-1]["content"]
+        prompt = await self.llm.render(messages)
+        await self._wait_for_prefill(state.persona)
+        timings.mark("prompt_build_ms")
+
+        sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
+
+        def prefilled(tokens: int) -> None:  # the first attempt's: the one the turn's timings measure
+            if timings.prefill_tokens is None:
+                timings.prefill_tokens = tokens
+
+        answer = guarded_answer(
+            self.llm,
+            prompt,
+            sampling,
+            self._guard_context(state),
+            recent=self._recent_answers,
+            lora_name=self._lora(state.persona),
+            on_prefill=prefilled,
+        )
+        state.answer = answer
+        return answer.pieces(on_delta=on_delta)
 
     def _guard_context(self, state: _TurnState) -> GuardContext:
         request = state.request
@@ -656,7 +690,7 @@ class TurnLoop:
             timings.guards = state.answer.reasons
         if state.moderated:
             timings.failed = timings.failed or "moderated"
-        else:
+        elif state.kind is not TurnKind.LINE:  # the streamer's words are no exchange with chat
             self._record_history(state, chat)
             if timings.spoken:
                 self._recent_answers.add(timings.spoken)

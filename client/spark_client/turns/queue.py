@@ -9,6 +9,9 @@ Moderation events remove the messages they name at once and are handed on (`next
 so the loop applies them to history and memory as they arrive. An INTERRUPT event cuts the turn
 running at that moment: a turn takes `interrupt_mark()` when it starts and `wait_interrupt(mark)`
 returns once a later one arrives. An interrupt with no turn to cut does not linger to cut the next one.
+
+The streamer may `pause()` answering (messages keep arriving, ageing and being moderated, and
+none is taken until `resume()`; the streamer's own lines still are) and `skip()` a waiting message.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from spark_client.events import ChatEvent, ChatMessage, ModerationEvent, Priority
+from spark_client.events import LINE_SOURCE, ChatEvent, ChatMessage, ModerationEvent, Priority
 from spark_client.personas.model import calls
 
 # Interest a waiting message loses per second: a plain line 20 s newer outranks one worth one
@@ -86,6 +89,7 @@ class ChatQueue:
     mention_names: tuple[str, ...] = ()
     _urgent: NumberedSignal = field(default_factory=NumberedSignal)  # a persona-to-persona turn stops for one
     closed: bool = False
+    paused: bool = False  # the streamer paused answering: nothing is taken until resumed
 
     def is_urgent(self, message: ChatMessage) -> bool:
         """A viewer message the duo must not keep waiting with banter: a mention, bits, the streamer."""
@@ -117,7 +121,8 @@ class ChatQueue:
             if not event.text.strip():  # a bare "stop talking": nothing to answer
                 self.counts["interrupts"] += 1
                 return True
-        self._recent = [*self._recent[-(self.context_size * 4) :], event]
+        if event.source != LINE_SOURCE:  # a line to say is no chat to show the LLM
+            self._recent = [*self._recent[-(self.context_size * 4) :], event]
         self._pending.append(event)
         if self.is_urgent(event):
             self._urgent.fire()
@@ -157,6 +162,30 @@ class ChatQueue:
         self.closed = True
         self._wakeup.set()
 
+    def pause(self) -> None:
+        """No chat is taken until `resume()` (an interrupt still cuts the turn playing, and a line
+        the streamer gives a persona is still said)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._wakeup.set()
+
+    def waiting(self) -> list[ChatMessage]:
+        """The messages waiting to be answered, oldest first (a copy)."""
+        return list(self._pending)
+
+    def skip(self, message: ChatMessage) -> bool:
+        """Takes `message` (the very object `waiting()` gave) out of the queue unanswered; False when
+        it is no longer waiting (answered, dropped or removed meanwhile)."""
+        for index, waiting in enumerate(self._pending):
+            if waiting is message:
+                del self._pending[index]
+                self._recent = [m for m in self._recent if m is not message]
+                self.counts["skipped"] += 1
+                return True
+        return False
+
     def waiting_from(self, source: str) -> int:
         """Messages from one source still waiting to be answered."""
         return sum(1 for m in self._pending if m.source == source)
@@ -179,7 +208,8 @@ class ChatQueue:
         fresh = [m for m in self._pending if now - m.received_at <= self.max_age_s]
         self.counts["dropped_stale"] += len(self._pending) - len(fresh)
         self._pending = fresh
-        ready = [m for m in fresh if self.answerable_at(m) <= now]
+        # while paused only the streamer's own lines (the panel's "say") go through
+        ready = [m for m in fresh if self.answerable_at(m) <= now and (not self.paused or m.source == LINE_SOURCE)]
         if not ready:
             return None
         best = max(ready, key=lambda m: (self._rank(m, now), m.received_at))
@@ -206,7 +236,7 @@ class ChatQueue:
             if self.closed and not self._pending:
                 return None
             self._wakeup.clear()
-            waiting = [self.answerable_at(m) for m in self._pending]
+            waiting = [self.answerable_at(m) for m in self._pending] if not self.paused else []
             if waiting:  # held for moderation: wake when the first one may be answered
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), max(0.0, min(waiting) - time.monotonic()) + 0.001)

@@ -1,0 +1,210 @@
+"""The streamer's screen in a real browser: headless Chromium (Debian's chromium +
+chromium-driver, driven by Selenium) loads `/overlay` and `/panel` of `spark-client live`
+running a script against the real tritonserver. The overlay's captions appear and grow piece
+by piece with the voice, the panel shows the turns and their timings, its interrupt button
+stops the persona (the server's cancelled-request count goes up), a viewer's markup is shown
+as text and never run, and memory search finds what was said. Screenshots go to
+$SPARK_TEST_ARTIFACTS/screen (default test-artifacts/screen); with SPARK_UPDATE_DOCS_SCREENSHOT=1
+the panel's is also copied to docs/screen-panel.png (the README shows it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+from tests.fakes.personas import write_personas
+from tests.timing import seconds
+from tests.triton_helpers import metric
+
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
+
+SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
+MARKUP = "<script>alert(1)</script><b>hi</b>"
+STORY = "Tell me a very long story about a dragon."
+PERSONAS = [  # greedy decoding; only the interrupt ends Spark's story, Ember answers briefly
+    {"name": "Spark", "description": "A cheerful AI streamer.", "sampling": {"max_tokens": 2000, "temperature": 0.0}},
+    {"name": "Ember", "description": "A calm co-host.", "sampling": {"max_tokens": 40, "temperature": 0.0}},
+]
+PERSONAS[0]["max_sentences"] = 1000
+SCRIPT = [
+    {"user": "mika", "text": STORY, "delay_s": 1.0},
+    {"user": "mallory", "text": f"{MARKUP} Ember, what is your name?", "wait_for_idle": True, "delay_s": 0.5},
+    {"user": "mika", "text": "bye", "wait_for_idle": True, "delay_s": 3600},  # the test ends the stream
+]
+
+
+def artifacts() -> Path:
+    folder = Path(os.environ.get("SPARK_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screen"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser() -> Iterator[Callable[..., object]]:
+    """Headless Chromium windows (closed at the end); skips without chromium/chromedriver."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps installs them as root)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (requirements/base.txt)")
+    from selenium.webdriver.chrome.service import Service
+
+    opened: list[object] = []
+
+    def open_window(width: int, height: int) -> object:
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(arg)
+        options.add_argument(f"--window-size={width},{height}")
+        options.add_argument("--hide-scrollbars")
+        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        opened.append(driver)
+        return driver
+
+    try:
+        yield open_window
+    finally:
+        for driver in opened:
+            driver.quit()
+
+
+def docs_screenshot(source: Path, target: Path) -> None:
+    """The README's copy: the same picture in 128 colours (a flat dark UI loses nothing), small
+    enough to commit."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=128, dither=Image.Dither.NONE).save(target, optimize=True)
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, client: subprocess.Popen) -> object:
+    deadline = time.monotonic() + seconds(timeout_s)
+    while time.monotonic() < deadline:
+        assert client.poll() is None, f"spark-client exited ({client.returncode}) while waiting for {what}"
+        try:
+            value = condition()
+        except Exception:  # a page still loading, an element not there yet
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def text_of(driver, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css).get_attribute("textContent") or ""
+
+
+def test_overlay_and_panel_in_a_browser_follow_a_live_stream(triton, browser, tmp_path: Path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    script = tmp_path / "chat.jsonl"
+    script.write_text("\n".join(json.dumps(line) for line in SCRIPT) + "\n")
+    personas = write_personas(tmp_path / "personas", PERSONAS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    out_dir = artifacts()
+    command = [
+        str(SPARK_CLIENT),
+        "live",
+        *("--script", str(script), "--personas", str(personas), "--duo-state", str(tmp_path / "duo.json")),
+        *("--triton-url", triton.grpc_url, "--no-playback", "--no-vts", "--wav", str(tmp_path / "session.wav")),
+        *("--memory-dir", str(tmp_path / "memory"), "--metrics-jsonl", str(tmp_path / "turns.jsonl")),
+        *("--screen-port", str(port)),
+    ]
+    log_file = (out_dir / "spark-client.log").open("w")
+    client = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+    )
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{base}/panel", timeout=2).status == 200, 120, "the screen", client)
+        overlay = browser(1280, 360)
+        overlay.execute_cdp_cmd(  # a transparent page renders transparent, as in OBS
+            "Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
+        )
+        overlay.get(f"{base}/overlay?chat=1&size=36&colors=Spark:ff7eb6,Ember:ffb347&linger=30&words=200")
+        panel = browser(1280, 1200)
+        panel.get(f"{base}/panel")
+
+        # captions appear when Spark's voice starts, and grow piece by piece with it
+        wait_for(lambda: text_of(overlay, "#words").strip(), 240, "the first caption", client)
+        caption = overlay.find_element(By.ID, "caption")
+        assert caption.get_attribute("data-persona") == "Spark" and text_of(overlay, "#name") == "Spark"
+        first = text_of(overlay, "#words")
+        wait_for(lambda: caption.get_attribute("data-piece") not in (None, "0"), 120, "a second spoken piece", client)
+        grown = text_of(overlay, "#words")
+        assert grown != first and grown.startswith(first.split()[0]), (first, grown)
+        assert text_of(overlay, "#chat .chat-text") == STORY
+        overlay.save_screenshot(str(out_dir / "overlay.png"))
+
+        # the panel shows who speaks, to whom, and what; its interrupt stops her on the server
+        wait_for(lambda: text_of(panel, "#speaker") == "Spark", 30, "Spark on the panel", client)
+        assert text_of(panel, "#chat-answered .text") == STORY
+        wait_for(lambda: text_of(panel, "#speaking-text").strip(), 30, "Spark's words on the panel", client)
+        cancelled = metric(triton.metrics_url, "spark_requests_cancelled_total")  # llm and tts
+        panel.find_element(By.ID, "interrupt").click()
+        wait_for(lambda: "interrupted" in text_of(panel, '#turns-list li[data-turn="1"]'), 30, "turn 1 cut", client)
+        wait_for(
+            lambda: metric(triton.metrics_url, "spark_requests_cancelled_total") >= cancelled + 1,
+            30,
+            "Spark's requests cancelled on the server",
+            client,
+        )
+        wait_for(lambda: caption.get_attribute("data-ended") == "interrupted", 10, "the caption cut", client)
+        assert text_of(overlay, "#words").endswith("—")
+
+        # Ember answers the viewer whose message carries markup: shown as text, never run
+        wait_for(lambda: text_of(panel, '#turns-list li[data-turn="2"]'), 240, "Ember's answer", client)
+        turn_two = panel.find_element(By.CSS_SELECTOR, '#turns-list li[data-turn="2"]')
+        assert MARKUP in (turn_two.find_element(By.CSS_SELECTOR, ".chat").get_attribute("textContent") or "")
+        assert text_of(overlay, "#chat .chat-text").startswith(MARKUP)
+        for page in (panel, overlay):
+            assert page.find_elements(By.CSS_SELECTOR, "main b, .caption b") == []
+            assert len(page.find_elements(By.TAG_NAME, "script")) == (3 if page is panel else 2)
+            with pytest.raises(NoAlertPresentException):
+                page.switch_to.alert  # noqa: B018 - alert(1) never ran
+
+        # timings: both turns charted with their stages; connections and the queue's counts
+        timings = panel.find_element(By.ID, "timings")
+        wait_for(lambda: timings.get_attribute("data-total2"), 30, "turn 2 in the chart", client)
+        assert timings.get_attribute("data-total1")
+        wait_for(lambda: "Triton llm" in text_of(panel, "#connections"), 30, "the connections", client)
+        assert panel.find_elements(By.CSS_SELECTOR, "#connections li.ok")
+        assert text_of(panel, '#queue-counts dd[data-count="answered"]') in ("2", "3")
+        assert text_of(panel, '#queue-counts dd[data-count="interrupts"]') == "1"
+
+        # memory: what mika asked is found and shown as text
+        panel.find_element(By.ID, "memory-query").send_keys("a story about a dragon")
+        panel.find_element(By.ID, "memory-search").click()
+        wait_for(lambda: "dragon" in text_of(panel, "#memories").lower(), 30, "a memory found", client)
+
+        panel.execute_script("window.scrollTo(0, 0)")
+        panel.save_screenshot(str(out_dir / "panel.png"))
+        if os.environ.get("SPARK_UPDATE_DOCS_SCREENSHOT") == "1":
+            docs_screenshot(out_dir / "panel.png", REPO / "docs" / "screen-panel.png")
+    finally:
+        if client.poll() is None:
+            client.send_signal(signal.SIGINT)
+            try:
+                client.wait(timeout=seconds(60))
+            except subprocess.TimeoutExpired:
+                client.kill()
+        log_file.close()
+    output = (out_dir / "spark-client.log").read_text()
+    assert client.returncode == 130, output
+    assert "Traceback" not in output, output
