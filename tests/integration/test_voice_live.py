@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -177,7 +178,10 @@ def test_the_personas_own_voice_in_the_microphone_never_starts_a_turn(triton, tm
     voice = [r for r in records if r["event"] == "voice"]
     assert len([t for t in turns if t["user"] == "mika" and t["spoken"]]) >= 2, output
     spoken_turns = [r for r in voice if r["outcome"] == "turn"]
-    assert len(spoken_turns) == 1 and "game" in spoken_turns[0]["text"].lower(), voice
+    # The one turn is the streamer's question (tiny.en under the echo once heard "Spark, what game"
+    # as "I'm Park, while again"): at least two of its words, which the persona's answers lack.
+    heard = set(re.findall(r"[a-z]+", spoken_turns[0]["text"].lower())) if len(spoken_turns) == 1 else set()
+    assert len(spoken_turns) == 1 and len(heard & {"spark", "what", "game", "play", "next"}) >= 2, voice
     assert len([t for t in turns if t["user"] == "streamer"]) == 1, output
 
 
