@@ -12,7 +12,6 @@ import numpy as np
 
 from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import load_engine
-from spark_runtime.engines.base import SpeechRequest
 from spark_runtime.engines.multi_voice import timed_chunks, voice_catalog
 from spark_runtime.normalise.speech import SpeechNormaliser
 from spark_runtime.requests import (
@@ -74,33 +73,26 @@ class TTSService:
             if not spoken.text.strip():  # only emotes, say: nothing to speak
                 return
             request = replace(request, text=spoken.text)
+        chunks: Iterator[Any]
         if wants_timing(inputs):
-            yield from self._timed(request, rate)
-            return
-        chunks = self.engine.synthesize(request)
-        try:
-            while True:
-                with self._holding_cpu():
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    return
-                yield {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
-        finally:
-            chunks.close()
+            chunks = timed_chunks(self.engine, request)
 
-    def _timed(self, request: SpeechRequest, rate: np.ndarray) -> Iterator[dict[str, np.ndarray] | None]:
-        chunks = timed_chunks(self.engine, request)
+            def response(chunk: Any) -> dict[str, np.ndarray]:
+                timing = np.array([[chunk.timing.to_json()]], dtype=object)
+                return {"waveform": chunk.audio.reshape(1, -1), "sample_rate": rate, "timing": timing}
+        else:
+            chunks = self.engine.synthesize(request)
+
+            def response(chunk: Any) -> dict[str, np.ndarray]:
+                return {"waveform": chunk.reshape(1, -1), "sample_rate": rate}
+
         try:
             while True:
                 with self._holding_cpu():
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
-                yield {
-                    "waveform": chunk.audio.reshape(1, -1),
-                    "sample_rate": rate,
-                    "timing": np.array([[chunk.timing.to_json()]], dtype=object),
-                }
+                yield response(chunk)
         finally:
             chunks.close()
 
