@@ -45,7 +45,6 @@ DEFAULT_LORA_RANK = 16  # used when no persona adapters are given, so adapters c
 class Gb10Options:
     llm: Path
     out: Path
-    work: Path
     draft: Path | None = None
     persona_adapters: Path | None = None
     qformat: str = "nvfp4"
@@ -511,7 +510,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve a NeMo FastPitch + HiFi-GAN voice (the default voice then); exported to ONNX",
     )
     parser.add_argument("--out", type=Path, default=REPO / "engines" / "gb10")
-    parser.add_argument("--work", type=Path, help="scratch folder (default <out>/.work)")
     parser.add_argument(
         "--calib-text",
         type=Path,
@@ -551,7 +549,6 @@ def run(args: argparse.Namespace) -> int:
     options = Gb10Options(
         llm=args.llm,
         out=args.out,
-        work=args.work or args.out / ".work",
         draft=args.draft,
         persona_adapters=args.persona_adapters,
         qformat=args.qformat.lower(),

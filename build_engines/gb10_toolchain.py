@@ -116,7 +116,7 @@ def check_disk(folder: Path, need_gb: float) -> Check:
         "disk",
         free_gb >= need_gb,
         f"{free_gb:.0f} GB free under {probe}, need about {need_gb:.0f} GB",
-        "free space or pass --out/--work on a larger disk",
+        "free space or pass --out on a larger disk",
     )
 
 

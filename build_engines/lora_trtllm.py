@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from build_engines.gb10_shapes import ModelShape
+
 # TensorRT-LLM LoRA module ids (docs: "LoRA Module id mapping").
 MODULE_IDS: dict[str, int] = {
     "attn_qkv": 0,
@@ -150,7 +152,7 @@ def _tensor_names(path: Path) -> list[str]:
 def check_adapter(path: Path, hf_config: dict[str, object]) -> None:
     """Every LoRA tensor fits the base model: layer in range, A [r, in] and B [out, r] per module."""
     num_layers = int(hf_config["num_hidden_layers"])  # type: ignore[arg-type]
-    dims = llama_module_dims(hf_config)
+    dims = ModelShape.from_hf_config(dict(hf_config)).lora_module_dims()
     pairs: dict[tuple[int, str], dict[str, tuple[int, ...]]] = {}
     for key, shape in tensor_shapes(path).items():
         match = _KEY.search(key)
@@ -178,21 +180,3 @@ def check_adapter(path: Path, hf_config: dict[str, object]) -> None:
                 f"{path.name}: layer {layer} {hf_module}: adapter is {a[1]}->{b[0]} but the base model's is "
                 f"{want[0]}->{want[1]}: it was trained for another model"
             )
-
-
-def llama_module_dims(hf_config: dict[str, object]) -> dict[str, tuple[int, int]]:
-    """(in, out) of each LoRA-able Llama projection, from a Hugging Face config.json."""
-    hidden = int(hf_config["hidden_size"])  # type: ignore[arg-type]
-    heads = int(hf_config["num_attention_heads"])  # type: ignore[arg-type]
-    kv_heads = int(hf_config.get("num_key_value_heads") or heads)  # type: ignore[arg-type]
-    head_dim = int(hf_config.get("head_dim") or hidden // heads)  # type: ignore[arg-type]
-    inter = int(hf_config["intermediate_size"])  # type: ignore[arg-type]
-    return {
-        "attn_q": (hidden, heads * head_dim),
-        "attn_k": (hidden, kv_heads * head_dim),
-        "attn_v": (hidden, kv_heads * head_dim),
-        "attn_dense": (heads * head_dim, hidden),
-        "mlp_h_to_4h": (hidden, inter),
-        "mlp_gate": (hidden, inter),
-        "mlp_4h_to_h": (inter, hidden),
-    }

@@ -219,9 +219,7 @@ def test_a_real_build_stops_before_work_when_the_toolchain_is_missing(capsys, so
 
 def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
     llm = make_checkpoint(tmp_path / "llm-fp4", modelopt="NVFP4")
-    options = Gb10Options(
-        llm=llm, out=sources["out"], work=sources["out"] / ".work", persona_adapters=sources["adapters"]
-    )
+    options = Gb10Options(llm=llm, out=sources["out"], persona_adapters=sources["adapters"])
     inputs = gather_inputs(options)
     python_steps = [s for s in make_steps(options, inputs) if s.action is not None]
     assert {s.name for s in python_steps} == {
@@ -272,7 +270,7 @@ def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
 
     # with a draft model: DraftTarget config, and block reuse off as NVIDIA's Spark playbook runs it
     draft = make_checkpoint(tmp_path / "draft-fp8", layers=1, modelopt="FP8")
-    with_draft = Gb10Options(llm=llm, out=out, work=out / ".work", draft=draft, max_draft_len=3)
+    with_draft = Gb10Options(llm=llm, out=out, draft=draft, max_draft_len=3)
     engine = engine_files(with_draft, gather_inputs(with_draft))["llm"]
     assert engine["draft"] == {
         "checkpoint_dir": "draft/checkpoint",
@@ -286,9 +284,7 @@ def test_steps_without_a_gpu_write_the_engines_gb10_layout(tmp_path, sources):
 
 def test_an_adapter_for_another_model_fails_its_step(tmp_path, sources):
     wide = make_checkpoint(tmp_path / "wide", modelopt="NVFP4", hidden_size=128, num_attention_heads=8)
-    options = Gb10Options(
-        llm=wide, out=sources["out"], work=sources["out"] / ".work", persona_adapters=sources["adapters"]
-    )
+    options = Gb10Options(llm=wide, out=sources["out"], persona_adapters=sources["adapters"])
     (step,) = [s for s in make_steps(options, gather_inputs(options)) if s.name == "lora.aria"]
     from build_engines.lora_trtllm import AdapterError
 
