@@ -21,6 +21,7 @@ from spark_runtime.requests import (
     wants_timing,
     wants_voice_list,
 )
+from spark_runtime.speech_timing import CaptionWords
 from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, model_parameters, resolve_engine_dir
 from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DecoupledRunner
 
@@ -65,6 +66,7 @@ class TTSService:
             return
         request = parse_speech(inputs)
         rate = np.array([[self.engine.sample_rate(request.voice)]], dtype=np.int32)
+        captions: CaptionWords | None = None
         if wants_normalised(inputs):
             with self._holding_cpu():
                 spoken = self.normaliser.normalise(request.text)
@@ -72,13 +74,16 @@ class TTSService:
                 self.normalised.increment(1)
             if not spoken.text.strip():  # only emotes, say: nothing to speak
                 return
+            if spoken.text != request.text and wants_timing(inputs):  # captions show it as written
+                captions = CaptionWords(request.text, spoken.text)
             request = replace(request, text=spoken.text)
         chunks: Iterator[Any]
         if wants_timing(inputs):
             chunks = timed_chunks(self.engine, request)
 
             def response(chunk: Any) -> dict[str, np.ndarray]:
-                timing = np.array([[chunk.timing.to_json()]], dtype=object)
+                said = chunk.timing if captions is None else captions.relabel(chunk.timing)
+                timing = np.array([[said.to_json()]], dtype=object)
                 return {"waveform": chunk.audio.reshape(1, -1), "sample_rate": rate, "timing": timing}
         else:
             chunks = self.engine.synthesize(request)

@@ -13,6 +13,7 @@ the words of the text with a small length-based alignment: espeak can merge two 
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -68,6 +69,65 @@ class SpeechTiming:
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _key(word: str) -> str:
+    return "".join(ch for ch in word.casefold() if ch.isalnum())
+
+
+def written_words(written: str, spoken: str) -> list[str]:
+    """What a caption shows for each word of `spoken` (the normalised text the voice says) when the
+    viewer should read `written`: the written word(s) it stands for at the first spoken word of
+    each stretch ("$5" at "five", "" at "dollars"), words that are the same (case and punctuation
+    aside) as written ("WOW" for "wow"), and written words nobody says (an emote) joined to the
+    spoken word after them, or to the last one at the end."""
+    said, wrote = text_words(spoken), text_words(written)
+    shown = [""] * len(said)
+    pending: list[str] = []  # written words with no sound, waiting for the next spoken word
+    matcher = difflib.SequenceMatcher(None, [_key(w) for w in wrote], [_key(w) for w in said], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "delete":
+            pending += wrote[i1:i2]
+            continue
+        if op == "equal":
+            groups = [[w] for w in wrote[i1:i2]]
+        elif op == "replace":
+            groups = [wrote[i1:i2]] + [[] for _ in range(j2 - j1 - 1)]
+        else:  # insert: spoken words with nothing written (shown with the written word before them)
+            groups = [[] for _ in range(j2 - j1)]
+        for j, group in zip(range(j1, j2), groups, strict=True):
+            shown[j] = " ".join([*pending, *group]) if group or pending else ""
+            pending = []
+    if pending and shown:
+        last = max((j for j, text in enumerate(shown) if text), default=len(shown) - 1)
+        shown[last] = " ".join(filter(None, [shown[last], *pending]))
+    return shown
+
+
+class CaptionWords:
+    """Relabels the timed words of a piece's chunks with what was written, in order over its chunks
+    (the `tts` model normalises text before speaking it; captions show the text as written). A
+    spoken word that only continues a written one ("dollars" of "$5") leaves the captions; the
+    written word lasts until it ends (within the chunk)."""
+
+    def __init__(self, written: str, spoken: str) -> None:
+        self._said = text_words(spoken)
+        self._shown = written_words(written, spoken)
+        self._next = 0  # the first spoken word not yet placed in a chunk
+
+    def relabel(self, timing: SpeechTiming) -> SpeechTiming:
+        words: list[TimedSpan] = []
+        for word in timing.words:
+            at = next((j for j in range(self._next, len(self._said)) if self._said[j] == word.text), None)
+            if at is None:  # not one of ours (should not happen): keep it as said
+                words.append(word)
+                continue
+            self._next = at + 1
+            if self._shown[at]:
+                words.append(TimedSpan(self._shown[at], word.start, word.end))
+            elif words:  # "dollars" of "$5": the written word lasts until it ends
+                words[-1] = TimedSpan(words[-1].text, words[-1].start, max(words[-1].end, word.end))
+        return SpeechTiming(timing.samples, timing.sample_rate, timing.source, tuple(words), timing.phonemes)
 
 
 def no_timing(samples: int, sample_rate: int) -> SpeechTiming:

@@ -118,6 +118,30 @@ def test_chat_is_spoken_as_words_not_as_written(triton):
     assert metric(triton.metrics_url, "spark_tts_normalised_total", model="tts") == normalised + 1
 
 
+def test_captions_show_the_line_as_written_while_the_voice_says_it_normalised(triton):
+    """The words of the `timing` output are the written ones: "$5" starts where "five" plays,
+    a handle as typed, the emote nobody says beside its neighbour."""
+    import json
+
+    line = "Thanks @CoolCat99 for the $5 KEKW, see you at 7:30!"
+    inputs = [tensor("target_text", [[line.encode()]], "BYTES"), tensor("timing", [[True]], "BOOL")]
+    client = StreamClient(triton.grpc_url)
+    try:
+        result = client.run("tts", inputs)
+    finally:
+        client.close()
+    assert result.error is None and result.responses
+    timings = [json.loads(r.as_numpy("timing").reshape(-1)[0]) for _, r in result.responses]
+    words = [w for t in timings for w in t["words"]]
+    assert " ".join(w["text"] for w in words).split() == line.split()
+    assert all(w["start"] < w["end"] for w in words)
+    # "$5" lasts while "five dollars" plays: its phonemes run from the f to the z
+    (timing,) = [t for t in timings if any(w["text"].startswith("$5") for w in t["words"])]
+    (five,) = [w for w in timing["words"] if w["text"].startswith("$5")]  # "$5 KEKW,": the emote goes with it
+    said = [p["text"] for p in timing["phonemes"] if five["start"] <= p["start"] < five["end"]]
+    assert said[0] == "f" and said[-1] == "z", said
+
+
 def test_a_line_of_only_emotes_is_silence(triton):
     chunks, _, _, error = speak(triton.grpc_url, "KEKW KEKW LUL")
     assert error is None and chunks == []
