@@ -76,11 +76,19 @@ async def run_doctor(
     await vts.start()
     try:
         authorised = await vts.wait_ready(vts_wait_s)
+        if authorised:
+            await vts.wait_parameters(2.0)
         status = vts.status()
     finally:
         await vts.aclose()
     if authorised:
-        report(True, "VTube Studio", f"authorised at {vts_url} (VTube Studio {status.vts_version})", required=False)
+        mouth = f"; mouth: {', '.join(status.lip_params)}" if status.lip_params else ""
+        report(
+            True,
+            "VTube Studio",
+            f"authorised at {vts_url} (VTube Studio {status.vts_version}){mouth}",
+            required=False,
+        )
     elif status.reachable:
         report(
             False,

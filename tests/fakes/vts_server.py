@@ -8,6 +8,14 @@ Knobs: `deny_tokens` (the user clicks "Deny"), `revoke_all()` (the user revokes 
 tokens become invalid and authenticated sessions get errorID 50 on every request), `stop()`
 with `abrupt=True` (the app crashes), `restart()` (same port; issued tokens survive, as they
 do across real app restarts).
+
+Input parameters: `default_parameters` are VTube Studio's own tracking inputs (a subset, with the
+ranges the app reports); `vbridger=True` adds the mouth inputs the VBridger plugin creates as custom
+parameters (addedBy "VBridger"). InputParameterListRequest lists them; injecting a name not among
+them fails with errorID 453, the whole request, as the app does. `events=False` makes the app one
+without the event API (EventSubscriptionRequest is an unknown messageType). `load_model()` switches
+the model (and optionally the custom parameters) and sends ModelLoadedEvent to subscribed sessions;
+`remove_custom_parameters()` deletes custom parameters without any event (a plugin quitting).
 """
 
 from __future__ import annotations
@@ -18,14 +26,13 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 API_NAME = "VTubeStudioPublicAPI"
-DEFAULT_PARAMETERS = frozenset({"MouthOpen", "MouthSmile", "FaceAngleX", "EyeOpenLeft"})
 NO_AUTH_NEEDED = frozenset({"APIStateRequest", "AuthenticationTokenRequest", "AuthenticationRequest"})
 
 
@@ -45,6 +52,78 @@ DEFAULT_HOTKEYS = (
 
 
 @dataclass(frozen=True)
+class FakeParameter:
+    name: str
+    min: float
+    max: float
+    default: float = 0.0
+    added_by: str = "VTube Studio"
+    value: float | None = None  # None: the default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "addedBy": self.added_by,
+            "value": self.default if self.value is None else self.value,
+            "min": self.min,
+            "max": self.max,
+            "defaultValue": self.default,
+        }
+
+
+def _defaults(ranges: dict[str, tuple[float, float]]) -> tuple[FakeParameter, ...]:
+    return tuple(FakeParameter(name, lo, hi) for name, (lo, hi) in ranges.items())
+
+
+# VTube Studio's own inputs (a subset) with the ranges the app reports for them.
+DEFAULT_INPUT_PARAMETERS = _defaults(
+    {
+        "FacePositionX": (-10.0, 10.0),
+        "FacePositionY": (-10.0, 10.0),
+        "FacePositionZ": (-10.0, 10.0),
+        "FaceAngleX": (-30.0, 30.0),
+        "FaceAngleY": (-30.0, 30.0),
+        "FaceAngleZ": (-30.0, 30.0),
+        "MouthSmile": (0.0, 1.0),
+        "MouthOpen": (0.0, 1.0),
+        "MouthX": (-1.0, 1.0),
+        "CheekPuff": (0.0, 1.0),
+        "TongueOut": (0.0, 1.0),
+        "Brows": (0.0, 1.0),
+        "BrowLeftY": (0.0, 1.0),
+        "BrowRightY": (0.0, 1.0),
+        "EyeOpenLeft": (0.0, 1.0),
+        "EyeOpenRight": (0.0, 1.0),
+        "EyeLeftX": (-1.0, 1.0),
+        "EyeLeftY": (-1.0, 1.0),
+        "EyeRightX": (-1.0, 1.0),
+        "EyeRightY": (-1.0, 1.0),
+        "MousePositionX": (-1.0, 1.0),
+        "MousePositionY": (-1.0, 1.0),
+        "VoiceVolume": (0.0, 1.0),
+        "VoiceFrequency": (0.0, 1.0),
+    }
+)
+DEFAULT_PARAMETERS = frozenset(p.name for p in DEFAULT_INPUT_PARAMETERS)  # the names
+
+# The mouth inputs (and one other) the VBridger plugin adds as custom parameters.
+VBRIDGER_PARAMETERS = tuple(
+    replace(p, added_by="VBridger")
+    for p in _defaults(
+        {
+            "JawOpen": (0.0, 1.0),
+            "MouthFunnel": (0.0, 1.0),
+            "MouthPuckerWiden": (-1.0, 1.0),
+            "MouthPressLipOpen": (-1.0, 1.0),
+            "MouthShrug": (0.0, 1.0),
+            "BrowInnerUp": (0.0, 1.0),
+        }
+    )
+)
+EVENT_NAMES = frozenset({"TestEvent", "ModelLoadedEvent", "TrackingStatusChangedEvent", "HotkeyTriggeredEvent"})
+
+
+@dataclass(frozen=True)
 class Injection:
     at: float  # time.monotonic() when received
     session: int
@@ -58,6 +137,7 @@ class _Session:
     number: int
     authenticated: bool = False
     revoked: bool = False
+    events: set[str] = field(default_factory=set)
 
 
 class APIErrorReply(Exception):
@@ -73,7 +153,12 @@ class FakeVTubeStudio:
     port: int = 0
     deny_tokens: bool = False
     hotkeys: tuple[FakeHotkey, ...] = DEFAULT_HOTKEYS
-    parameters: frozenset[str] = DEFAULT_PARAMETERS
+    default_parameters: tuple[FakeParameter, ...] = DEFAULT_INPUT_PARAMETERS
+    custom_parameters: tuple[FakeParameter, ...] = ()
+    vbridger: bool = False  # preset: the VBridger plugin's custom parameters exist
+    events: bool = True  # False: an app without the event API
+    model_name: str = "Test Model"
+    model_id: str = "0123456789abcdef0123456789abcdef"
     version: str = "1.28.15"
 
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (plugin, dev)
@@ -83,8 +168,54 @@ class FakeVTubeStudio:
     triggered: list[str] = field(default_factory=list)
     errors_sent: list[int] = field(default_factory=list)
     sessions_opened: int = 0
+    parameter_list_requests: int = 0
+    events_sent: list[str] = field(default_factory=list)
     _server: Server | None = None
     _sessions: dict[ServerConnection, _Session] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.vbridger and not self.custom_parameters:
+            self.custom_parameters = VBRIDGER_PARAMETERS
+
+    @property
+    def parameters(self) -> frozenset[str]:
+        """The names of every input parameter, default and custom."""
+        return frozenset(p.name for p in self.default_parameters + self.custom_parameters)
+
+    def subscribed(self, event: str) -> int:
+        """How many open sessions are subscribed to `event`."""
+        return sum(event in s.events for s in self._sessions.values())
+
+    async def load_model(
+        self,
+        name: str,
+        model_id: str = "fedcba9876543210fedcba9876543210",
+        *,
+        custom_parameters: tuple[FakeParameter, ...] | None = None,
+    ) -> int:
+        """The user loads another model (with, if given, another set of custom parameters): every
+        subscribed session gets a ModelLoadedEvent. Returns how many were told."""
+        self.model_name, self.model_id = name, model_id
+        if custom_parameters is not None:
+            self.custom_parameters = custom_parameters
+        data = {"modelLoaded": True, "modelName": name, "modelID": model_id}
+        told = 0
+        for conn, session in list(self._sessions.items()):
+            if "ModelLoadedEvent" in session.events:
+                message = self._envelope(str(uuid.uuid4()), "ModelLoadedEvent", data)
+                try:
+                    await conn.send(json.dumps(message))
+                except ConnectionClosed:
+                    continue
+                told += 1
+                self.events_sent.append("ModelLoadedEvent")
+        return told
+
+    def remove_custom_parameters(self, added_by: str | None = None) -> None:
+        """Custom parameters (of one plugin, or all) are deleted; no event says so."""
+        self.custom_parameters = tuple(
+            p for p in self.custom_parameters if added_by is not None and p.added_by != added_by
+        )
 
     @property
     def url(self) -> str:
@@ -242,9 +373,10 @@ class FakeVTubeStudio:
         if mode not in ("set", "add"):
             raise APIErrorReply(455, f"mode {mode} unknown")
         got: dict[str, float] = {}
+        known = self.parameters
         for item in values:
             pid, value, weight = item.get("id"), item.get("value"), item.get("weight", 1.0)
-            if pid not in self.parameters:
+            if pid not in known:
                 raise APIErrorReply(453, f"parameter {pid} not found")
             if not _is_number(value) or not -1e6 <= value <= 1e6:
                 raise APIErrorReply(451, f"value for {pid} invalid")
@@ -254,11 +386,39 @@ class FakeVTubeStudio:
         self.injections.append(Injection(time.monotonic(), session.number, got, bool(data.get("faceFound")), mode))
         return "InjectParameterDataResponse", {}
 
+    def _on_InputParameterListRequest(self, data: dict, session: _Session) -> tuple[str, dict]:
+        self.parameter_list_requests += 1
+        return "InputParameterListResponse", {
+            "modelLoaded": True,
+            "modelName": self.model_name,
+            "modelID": self.model_id,
+            "customParameters": [p.to_dict() for p in self.custom_parameters],
+            "defaultParameters": [p.to_dict() for p in self.default_parameters],
+        }
+
+    def _on_EventSubscriptionRequest(self, data: dict, session: _Session) -> tuple[str, dict]:
+        if not self.events:  # an app that predates the event API
+            raise APIErrorReply(7, "unknown messageType EventSubscriptionRequest")
+        name = data.get("eventName") or ""
+        subscribe = bool(data.get("subscribe"))
+        if not isinstance(name, str) or (name and name not in EVENT_NAMES) or (subscribe and not name):
+            raise APIErrorReply(950, f"event type {name} unknown")
+        if subscribe:
+            session.events.add(name)
+        elif name:
+            session.events.discard(name)
+        else:
+            session.events.clear()
+        return "EventSubscriptionResponse", {
+            "subscribedEventCount": len(session.events),
+            "subscribedEvents": sorted(session.events),
+        }
+
     def _on_HotkeysInCurrentModelRequest(self, data: dict, session: _Session) -> tuple[str, dict]:
         return "HotkeysInCurrentModelResponse", {
             "modelLoaded": True,
-            "modelName": "Test Model",
-            "modelID": "test-model-id",
+            "modelName": self.model_name,
+            "modelID": self.model_id,
             "availableHotkeys": [
                 {
                     "name": h.name,

@@ -96,12 +96,15 @@ def test_the_kokoro_voice_gives_an_honest_estimate(triton):
     assert [bare(w["text"]) for w in timing["words"]] == ["mama", "bought", "peaches"]
 
 
-async def speak_to_vts(grpc_url: str, text: str, vts: FakeVTubeStudio, tmp_path) -> tuple[dict, list[SpokenWord]]:
+async def speak_to_vts(
+    grpc_url: str, text: str, vts: FakeVTubeStudio, tmp_path, *, lips: bool = False
+) -> tuple[dict, list[SpokenWord]]:
     """Speaks `text` through the real tts model, the player and the avatar driver into the fake VTube
-    Studio; returns the injected (MouthOpen, MouthSmile) values grouped by the viseme then playing, and
-    the caption events."""
+    Studio; returns the injected values grouped by the viseme then playing (as dicts: MouthOpen, form
+    in -1..1 from MouthSmile, and whatever else was injected with them), and the caption events.
+    `lips`: the driver hands the VBridger mouth inputs on, as it does to the real client."""
     labels: dict[tuple[float, float], Viseme | None] = {}
-    grouped: dict[Viseme | None, list[tuple[float, float]]] = defaultdict(list)
+    grouped: dict[Viseme | None, list[dict[str, float]]] = defaultdict(list)
     captions: list[SpokenWord] = []
     client = VTubeStudioClient(
         vts.url, tmp_path / "vts_token", backoff=BackoffPolicy(initial=0.05, maximum=0.3), mouth_stale_after=None
@@ -109,16 +112,19 @@ async def speak_to_vts(grpc_url: str, text: str, vts: FakeVTubeStudio, tmp_path)
     models = TritonModels(grpc_url)
     async with client:
         assert await client.wait_ready(seconds(5))
+        if lips:
+            assert await vts.wait_until(lambda: client.status().mouth_set == "vbridger", seconds(5))
 
         class Recording:
             """Forwards to VTube Studio, remembering which viseme each value was sent for."""
 
             viseme: Viseme | None = None
+            accepts_lip_params = lips
 
-            async def inject_mouth(self, open: float, form: float) -> None:  # noqa: A002
+            async def inject_mouth(self, open: float, form: float, extra=None) -> None:  # noqa: A002
                 values = MouthMapping().values(open, form)  # the client's default mapping
                 labels[(values[0].value, values[1].value)] = self.viseme
-                await client.inject_mouth(open, form)
+                await client.inject_mouth(open, form, extra)
 
             async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool:
                 return False
@@ -144,9 +150,16 @@ async def speak_to_vts(grpc_url: str, text: str, vts: FakeVTubeStudio, tmp_path)
             await models.close()
     for injection in vts.injections:
         key = (injection.values["MouthOpen"], injection.values["MouthSmile"])
-        if key in labels:
-            grouped[labels[key]].append((key[0], key[1] * 2.0 - 1.0))  # MouthSmile 0..1 -> form -1..1
+        if lips and "JawOpen" not in injection.values:
+            continue  # sent before the driver's first value (the client starts with the mouth at rest)
+        if key in labels:  # MouthSmile 0..1 -> form -1..1
+            grouped[labels[key]].append({**injection.values, "form": key[1] * 2.0 - 1.0})
     return grouped, captions
+
+
+def mean(samples: list[dict[str, float]], name: str) -> float:
+    assert samples, "no mouth values sent during these phonemes"
+    return float(np.mean([s[name] for s in samples]))
 
 
 def test_the_mouth_sent_to_vtube_studio_follows_the_phonemes(triton, tmp_path):
@@ -159,18 +172,43 @@ def test_the_mouth_sent_to_vtube_studio_follows_the_phonemes(triton, tmp_path):
 
     rounded, other, words_a, words_b = asyncio.run(asyncio.wait_for(scenario(), seconds(120)))
 
-    def mean(samples, index):
-        assert samples, "no mouth values sent during these phonemes"
-        return float(np.mean([s[index] for s in samples]))
-
     during = {v: rounded.get(v, []) + other.get(v, []) for v in Viseme}
     # rounded vowels (u, o, w) round the mouth; spread vowels (i, e) spread it
-    assert mean(during[Viseme.ROUNDED], 1) < mean(during[Viseme.SPREAD], 1) - 0.3
-    assert mean(rounded[Viseme.ROUNDED], 1) < 0
+    assert mean(during[Viseme.ROUNDED], "form") < mean(during[Viseme.SPREAD], "form") - 0.3
+    assert mean(rounded[Viseme.ROUNDED], "form") < 0
     # closed consonants (m, b, p) close it; open vowels (a, ɑ, æ) open it
-    assert mean(during[Viseme.CLOSED], 0) < mean(during[Viseme.OPEN], 0) - 0.25
+    assert mean(during[Viseme.CLOSED], "MouthOpen") < mean(during[Viseme.OPEN], "MouthOpen") - 0.25
+    assert all(set(s) == {"MouthOpen", "MouthSmile", "form"} for v in during.values() for s in v)
     # captions: every word once, in order, with the persona, as its audio played
     assert [bare(w.text) for w in words_a] == [bare(w) for w in ROUNDED.split()]
     assert [bare(w.text) for w in words_b] == [bare(w) for w in SPREAD_AND_CLOSED.split()]
     assert all(w.persona == "Spark" for w in words_a + words_b)
     assert [w.at for w in words_a] == sorted(w.at for w in words_a)
+
+
+def test_vbridger_mouth_inputs_follow_the_phonemes(triton, tmp_path):
+    async def scenario():
+        async with FakeVTubeStudio(vbridger=True) as vts:
+            rounded, _ = await speak_to_vts(triton.grpc_url, ROUNDED, vts, tmp_path, lips=True)
+            vts.injections.clear()
+            other, _ = await speak_to_vts(triton.grpc_url, SPREAD_AND_CLOSED, vts, tmp_path, lips=True)
+            assert 453 not in vts.errors_sent
+        return rounded, other
+
+    rounded, other = asyncio.run(asyncio.wait_for(scenario(), seconds(120)))
+    during = {v: rounded.get(v, []) + other.get(v, []) for v in Viseme}
+    figures = {
+        v.value: {k: round(mean(s, k), 3) for k in ("MouthOpen", "form", "JawOpen", "MouthFunnel", "MouthPressLipOpen")}
+        for v, s in during.items()
+        if s
+    }
+    print("mean mouth values by viseme:", json.dumps(figures, ensure_ascii=False))
+    # rounded vowels (u, o, w) funnel and pucker the lips; spread ones (i, e) do not, and widen them
+    assert mean(during[Viseme.ROUNDED], "MouthFunnel") > mean(during[Viseme.SPREAD], "MouthFunnel") + 0.3
+    assert mean(during[Viseme.ROUNDED], "MouthPuckerWiden") < 0 < mean(during[Viseme.SPREAD], "MouthPuckerWiden")
+    # m, b, p press the lips together; open vowels part them
+    assert mean(during[Viseme.CLOSED], "MouthPressLipOpen") < mean(during[Viseme.OPEN], "MouthPressLipOpen") - 0.3
+    assert mean(during[Viseme.CLOSED], "MouthPressLipOpen") < 0
+    assert mean(during[Viseme.OPEN], "JawOpen") > mean(during[Viseme.CLOSED], "JawOpen") + 0.2
+    # the two it always had still follow the phonemes as before
+    assert mean(during[Viseme.ROUNDED], "form") < mean(during[Viseme.SPREAD], "form") - 0.3

@@ -17,7 +17,7 @@ from spark_client.avatar.vts import BackoffPolicy, ErrorID, VTSState, VTubeStudi
 from spark_client.avatar.vts import protocol as p
 from websockets.asyncio.client import connect
 
-from tests.fakes.vts_server import FakeVTubeStudio
+from tests.fakes.vts_server import VBRIDGER_PARAMETERS, FakeVTubeStudio
 from tests.timing import seconds
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,6 +182,40 @@ def test_reconnects_after_server_restart(tmp_path: Path) -> None:
                 )
                 assert client.status().sessions == 2
                 assert vts.token_requests == 1  # stored token still valid after the restart
+
+    run(scenario)
+
+
+def test_each_reconnect_reads_the_mouth_inputs_again(tmp_path: Path) -> None:
+    vbridger = ("JawOpen", "MouthFunnel", "MouthPuckerWiden", "MouthPressLipOpen", "MouthShrug")
+
+    async def scenario() -> None:
+        async with FakeVTubeStudio(vbridger=True) as vts:
+            async with make_client(vts.url, tmp_path, mouth_stale_after=None) as client:
+                assert await client.wait_ready(seconds(5))
+                assert await vts.wait_until(lambda: client.status().mouth_set == "vbridger", seconds(3))
+                await client.inject_mouth(0.5, 0.0, {"MouthFunnel": 0.9})
+                assert await vts.wait_until(lambda: any("MouthFunnel" in i.values for i in vts.injections), seconds(3))
+
+                await vts.stop(abrupt=True)  # the app goes; VBridger is not running when it comes back
+                vts.remove_custom_parameters()
+                await vts.start()
+                assert await vts.wait_until(lambda: client.status().sessions == 2, seconds(5))
+                assert await vts.wait_until(lambda: vts.parameter_list_requests == 2, seconds(3))
+                assert await vts.wait_until(lambda: client.status().mouth_set == "default", seconds(3))
+                n = len(vts.injections)
+                assert await vts.wait_until(lambda: len(vts.injections) > n + 1, seconds(3))
+                assert all(set(i.values) == {"MouthOpen", "MouthSmile"} for i in vts.injections[n:])
+
+                await vts.stop(abrupt=True)  # and again, with VBridger back
+                vts.custom_parameters = VBRIDGER_PARAMETERS
+                await vts.start()
+                assert await vts.wait_until(lambda: client.status().sessions == 3, seconds(5))
+                assert await vts.wait_until(lambda: client.status().lip_params == vbridger, seconds(3))
+                assert await vts.wait_until(
+                    lambda: any(i.values.get("MouthFunnel") == 0.9 for i in vts.injections[n:]), seconds(3)
+                )
+                assert 453 not in vts.errors_sent and vts.subscribed("ModelLoadedEvent") == 1
 
     run(scenario)
 

@@ -136,6 +136,7 @@ def test_documented_error_ids() -> None:
         "HOTKEY_COOLDOWN_NOT_OVER": 203,
         "INJECT_DATA_PARAM_NAME_NOT_FOUND": 453,
         "INJECT_DATA_PARAM_CONTROLLED_BY_OTHER_PLUGIN": 454,
+        "EVENT_SUBSCRIPTION_REQUEST_EVENT_TYPE_UNKNOWN": 950,
     }
     for name, value in documented.items():
         assert p.ErrorID[name] == value

@@ -1,8 +1,13 @@
 """The avatar side of a turn: mouth from the audio being played (and its phonemes, when the voice
 gives them), expressions from the text.
 
-VTube Studio gets `MouthOpen` and the form parameter (MouthSmile by default, see vts/state.py). The
-client does not read the model's own parameters, so VBridger-style mouth parameters are not driven.
+VTube Studio gets `MouthOpen` and the form parameter (MouthSmile by default, see vts/state.py). A
+backend that says it takes more (`accepts_lip_params = True`, as VTubeStudioClient does) also gets
+the VBridger mouth inputs each frame (JawOpen, MouthFunnel, MouthPuckerWiden, MouthPressLipOpen,
+MouthShrug, normalised as in avatar/visemes.py) as `inject_mouth(open, form, extra)`; the VTube
+Studio client sends them only when the app has those parameters (VBridger created them) and maps
+them onto their reported ranges, otherwise just the two. Backends with the two-argument
+`inject_mouth(open, form)` keep getting exactly that.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from spark_client.avatar.lipsync import LipSync, LipSyncConfig, VisemeBlend, VisemeBlendConfig
-from spark_client.avatar.visemes import mouth_shape
+from spark_client.avatar.visemes import LIP_REST, mouth_shape
 from spark_client.speech.tts import TimedSpan
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,20 @@ class AvatarBackend(Protocol):
     async def inject_mouth(self, open: float, form: float) -> None: ...  # noqa: A002
 
     async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool: ...
+
+
+class LipParamBackend(AvatarBackend, Protocol):
+    """A backend that also takes the VBridger mouth inputs; it sets `accepts_lip_params = True`."""
+
+    accepts_lip_params: bool
+
+    async def inject_mouth(  # noqa: A002
+        self, open: float, form: float, extra: Mapping[str, float] | None = None
+    ) -> None: ...
+
+
+def _accepts_lips(backend: AvatarBackend | None) -> bool:
+    return backend is not None and getattr(backend, "accepts_lip_params", False) is True
 
 
 class AvatarDriver:
@@ -39,6 +58,7 @@ class AvatarDriver:
         visemes: VisemeBlendConfig | None = None,
     ) -> None:
         self._backend = backend
+        self._lips = _accepts_lips(backend)
         self._config = config
         self._lipsync: dict[int, LipSync] = {}
         self._blend = VisemeBlend(visemes)
@@ -64,8 +84,15 @@ class AvatarDriver:
         last = self._blend.apply(frames[-1], mouth_shape(main.text) if main else None, block.size / rate)
         self.first_mouth_at.setdefault(turn, time.monotonic())
         self.mouth_values_sent += 1
-        if self._backend is not None:
-            await self._backend.inject_mouth(last.open, last.form)
+        await self._send(last.open, last.form, self._blend.lips)
+
+    async def _send(self, mouth_open: float, form: float, lips: Mapping[str, float]) -> None:
+        if self._backend is None:
+            return
+        if self._lips:
+            await self._backend.inject_mouth(mouth_open, form, dict(lips))  # type: ignore[call-arg]
+        else:
+            await self._backend.inject_mouth(mouth_open, form)
 
     def expression(self, name: str, *, hotkey: str | None = None) -> None:
         """Triggers an expression (by the persona's `hotkey` for it when it has one) without holding
@@ -90,8 +117,7 @@ class AvatarDriver:
             sync.reset()
         self._blend.reset()
         self._phonemes = ()
-        if self._backend is not None:
-            await self._backend.inject_mouth(0.0, 0.0)
+        await self._send(0.0, 0.0, LIP_REST)
 
     def forget(self, turn: int) -> None:
         self.first_mouth_at.pop(turn, None)

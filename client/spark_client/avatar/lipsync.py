@@ -14,6 +14,12 @@ When the voice says which phonemes play (the `tts` model's timing), `VisemeBlend
 values towards each phoneme's mouth shape (avatar/visemes.py): lips close on p/b/m even while the
 voice is loud, round on u/o/w, spread on i/e. Loudness still gates it: silence keeps the mouth shut.
 
+`VisemeBlend` also blends the VBridger mouth inputs (JawOpen, MouthFunnel, MouthPuckerWiden,
+MouthPressLipOpen, MouthShrug; targets per viseme in avatar/visemes.py) the same way: smoothed
+towards each phoneme's targets, scaled by loudness presence (silence leaves them at rest, 0), and
+mixed with values derived from the loudness-based open/form (`lips_from_audio`), which alone drive
+them while no phoneme plays. They are read from `VisemeBlend.lips` after each `apply`.
+
 Pure numpy, no allocation-heavy work per frame beyond one real FFT of `nfft` samples.
 """
 
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spark_client.avatar.visemes import MouthShape
+from spark_client.avatar.visemes import LIP_PARAMS, LIP_REST, MouthShape, clamp_lips
 
 _EPS = 1e-12
 
@@ -178,8 +184,26 @@ class VisemeBlendConfig:
             raise ValueError("need smoothing_s >= 0 and presence_open > 0")
 
 
+def lips_from_audio(mouth_open: float, form: float) -> dict[str, float]:
+    """VBridger mouth inputs implied by an open/form pair alone (no phoneme known): the jaw follows
+    the opening, a rounded form funnels and puckers, a spread one widens, and an open mouth parts
+    the lips. At rest (0, 0) every value is at rest."""
+    o = min(1.0, max(0.0, mouth_open))
+    f = min(1.0, max(-1.0, form))
+    return {
+        "JawOpen": 0.8 * o,
+        "MouthFunnel": 0.6 * max(0.0, -f),
+        "MouthPuckerWiden": 0.6 * f,
+        "MouthPressLipOpen": 0.3 * o,
+        "MouthShrug": 0.0,
+    }
+
+
 class VisemeBlend:
-    """Blends phoneme mouth shapes into loudness-based frames, smoothing between shapes."""
+    """Blends phoneme mouth shapes into loudness-based frames, smoothing between shapes.
+
+    After each `apply`, `lips` holds the VBridger mouth inputs for that frame (normalised ranges of
+    visemes.LIP_PARAMS; all 0 at rest)."""
 
     def __init__(self, config: VisemeBlendConfig | None = None) -> None:
         self.config = config or VisemeBlendConfig()
@@ -188,18 +212,35 @@ class VisemeBlend:
     def reset(self) -> None:
         self._open = 0.0
         self._form = 0.0
+        self._lips: dict[str, float] = dict(LIP_REST)
+        self.lips: dict[str, float] = dict(LIP_REST)
+
+    def _smooth_lips(self, targets: dict[str, float], dt: float) -> None:
+        tau = self.config.smoothing_s
+        self._lips = {name: _smooth(self._lips[name], targets[name], dt, tau) for name in LIP_PARAMS}
 
     def apply(self, frame: MouthFrame, shape: MouthShape | None, dt: float) -> MouthFrame:
         """`frame` with its phoneme's `shape` blended in (None: no phoneme plays, the frame as it is)."""
         cfg = self.config
+        audio_lips = lips_from_audio(frame.open, frame.form)
         if shape is None:  # follow the audio, so the next shape starts from where the mouth is
             self._open = _smooth(self._open, frame.open, dt, cfg.smoothing_s)
             self._form = _smooth(self._form, frame.form, dt, cfg.smoothing_s)
+            self._smooth_lips(audio_lips, dt)
+            self.lips = audio_lips
             return frame
         self._open = _smooth(self._open, shape.open, dt, cfg.smoothing_s)
         self._form = _smooth(self._form, shape.form, dt, cfg.smoothing_s)
+        targets = shape.lips.as_dict() if shape.lips is not None else lips_from_audio(shape.open, shape.form)
+        self._smooth_lips(targets, dt)
         presence = min(1.0, frame.open / cfg.presence_open)  # silence keeps the mouth shut
         w = cfg.weight
         mouth_open = (1.0 - w) * frame.open + w * self._open * presence
         form = (1.0 - w) * frame.form + w * self._form
+        self.lips = clamp_lips(
+            {
+                name: (1.0 - w) * audio_lips[name] + w * (rest + (self._lips[name] - rest) * presence)
+                for name, rest in LIP_REST.items()
+            }
+        )
         return MouthFrame(frame.time, min(1.0, max(0.0, mouth_open)), min(1.0, max(-1.0, form)), frame.level_db)

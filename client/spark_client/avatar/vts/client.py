@@ -6,6 +6,15 @@ State changes are logged once each, never per frame; the token is never logged.
 
 VTube Studio releases an injected parameter about one second after the last data for it, so
 a pump task re-sends the latest mouth values every `keepalive_interval` even in silence.
+
+Mouth sets: after each authentication the client reads the app's input parameter list and
+subscribes to ModelLoadedEvent (reading the list again whenever a model is loaded). When the list
+has VBridger's mouth inputs (JawOpen, MouthFunnel, MouthPuckerWiden, MouthPressLipOpen,
+MouthShrug; created by the VBridger plugin), the values given as `inject_mouth(open, form, extra)`
+are sent for them too, mapped onto each one's reported range; otherwise only MouthOpen and the
+form parameter go out, as before. If the app refuses an injection because one of them no longer
+exists (or another plugin now drives it), the client drops them, logs it once and goes back to
+the two, until the next model load or reconnect finds them again.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from ..visemes import LIP_PARAMS
 from . import bookkeeping as bk
 from . import protocol as p
-from .state import MouthMapping, VTSState, VTSStatus
+from .state import LipRanges, MouthMapping, VTSState, VTSStatus
 from .token_store import TokenStore, default_token_path
 
 log = logging.getLogger(__name__)
@@ -43,7 +53,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# An injection naming one of these is refused as a whole: a VBridger input that went away.
+_LIP_PARAM_GONE = frozenset(
+    {p.ErrorID.INJECT_DATA_PARAM_NAME_NOT_FOUND, p.ErrorID.INJECT_DATA_PARAM_CONTROLLED_BY_OTHER_PLUGIN}
+)
+
+
 class VTubeStudioClient:
+    accepts_lip_params = True  # inject_mouth takes the VBridger mouth inputs (avatar/driver.py)
+
     def __init__(
         self,
         url: str = "ws://localhost:8001",
@@ -99,7 +117,13 @@ class VTubeStudioClient:
         self._reauth = asyncio.Event()
         self._mouth_dirty = asyncio.Event()
         self._mouth: tuple[float, float] = (0.0, 0.0)
+        self._lips_wanted: dict[str, float] | None = None  # VBridger inputs from the last inject_mouth
         self._mouth_at = -math.inf
+        self._lip_ranges = LipRanges()  # the VBridger inputs the app has (empty: the default set)
+        self._model_name = ""
+        self._params_dirty = asyncio.Event()  # a model was loaded: read the parameter list again
+        self._params_read = asyncio.Event()  # this session's parameter list was asked for (doctor)
+        self._subscription_refused_logged = False
         self._hotkeys: list[p.Hotkey] | None = None
         self._hotkeys_at = -math.inf
         # Expressions are numbered as they are wanted and triggered in that order; the newest one
@@ -156,9 +180,20 @@ class VTubeStudioClient:
 
     # ---- public calls: never raise for connection or API trouble ------------------------------
 
-    async def inject_mouth(self, open: float, form: float) -> None:  # noqa: A002 - API name
-        """Set the mouth (open 0..1, form -1..1); the pump sends it without blocking the caller."""
+    async def inject_mouth(  # noqa: A002 - API name
+        self, open: float, form: float, extra: Mapping[str, float] | None = None
+    ) -> None:
+        """Set the mouth (open 0..1, form -1..1, and optionally the VBridger mouth inputs in `extra`,
+        normalised as visemes.LIP_PARAMS says); the pump sends it without blocking the caller.
+        `extra` goes out only while the app has those inputs; names it does not know are ignored."""
+        lips: dict[str, float] | None = None
+        if extra is not None:
+            try:
+                lips = {k: float(v) for k, v in extra.items() if k in LIP_PARAMS}
+            except (TypeError, ValueError, AttributeError):
+                lips = None
         self._mouth = (float(open), float(form))
+        self._lips_wanted = lips
         self._mouth_at = self._clock()
         self._mouth_dirty.set()
 
@@ -233,6 +268,9 @@ class VTubeStudioClient:
             vts_version=self._version,
             sessions=self._sessions,
             injections_sent=self._injections,
+            mouth_set=self._lip_ranges.mouth_set,
+            lip_params=self._lip_ranges.names,
+            model_name=self._model_name,
         )
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -240,6 +278,16 @@ class VTubeStudioClient:
         try:
             async with asyncio.timeout(timeout):
                 await self._authed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_parameters(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until this session has asked for the app's parameter list
+        (then `status().mouth_set` says which mouth inputs are driven)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._params_read.wait()
         except TimeoutError:
             return False
         return True
@@ -287,6 +335,8 @@ class VTubeStudioClient:
             await self._probe()
             while True:
                 self._reauth.clear()
+                self._lip_ranges = LipRanges()  # until this session's parameter list says otherwise
+                self._params_read.clear()
                 await self._authenticate()
                 self._sessions += 1
                 self._backoff.reset()
@@ -299,12 +349,14 @@ class VTubeStudioClient:
                     if self._missed_expression is missed:
                         break  # the connection went while sending: the next session retries it
                 self._authed.set()
+                params = asyncio.create_task(self._watch_parameters(), name="vts-parameters")
                 waiter = asyncio.create_task(self._reauth.wait())
                 try:
                     await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waiter.cancel()
-                    await asyncio.wait({waiter})
+                    params.cancel()
+                    await asyncio.wait({waiter, params})
                 self._authed.clear()
                 if reader.done():
                     return
@@ -323,12 +375,100 @@ class VTubeStudioClient:
                 except p.ProtocolError as exc:
                     self._log_once("frame", 0, "ignoring malformed VTube Studio frame: %s", exc)
                     continue
+                if p.is_event(response):
+                    self._on_event(response)
+                    continue
                 if not self._pending.resolve(response):
                     log.debug("unmatched VTube Studio message %s", response.message_type)
         except ConnectionClosed:
             pass
         finally:
             self._pending.fail_all(bk.ConnectionLost("connection closed"))
+
+    def _on_event(self, event: p.Response) -> None:
+        if event.message_type != p.MODEL_LOADED_EVENT:
+            log.debug("ignoring VTube Studio event %s", event.message_type)
+            return
+        model = p.parse_model_loaded_event(event)
+        log.info(
+            "VTube Studio %s model %r; reading its parameters again",
+            "loaded" if model.loaded else "unloaded",
+            model.model_name,
+        )
+        self._hotkeys = None  # another model has other hotkeys
+        self._params_dirty.set()
+
+    # ---- input parameters: which mouth set the app has ----------------------------------------
+
+    async def _watch_parameters(self) -> None:
+        """For one authenticated session: subscribe to model loads, read the parameter list now and
+        after each model load. Never raises; the pump keeps the mouth set it has meanwhile."""
+        try:
+            await self._subscribe_model_loaded()
+            while True:
+                self._params_dirty.clear()
+                try:
+                    await self._read_parameters()
+                finally:
+                    self._params_read.set()
+                await self._params_dirty.wait()
+        except bk.ConnectionLost:
+            pass  # the session is going: the next one reads again
+        except Exception as exc:
+            self._log_once("parameters", 0, "reading VTube Studio's input parameters failed: %s", _describe(exc))
+
+    async def _subscribe_model_loaded(self) -> None:
+        rid = self._pending.new_id()
+        try:
+            response = await self._request(
+                p.event_subscription_request(rid, p.MODEL_LOADED_EVENT), self._request_timeout
+            )
+            p.parse_event_subscription(response)
+        except (p.VTSAPIError, p.ProtocolError, bk.RequestTimeout) as exc:
+            if isinstance(exc, p.VTSAPIError) and exc.session_auth_lost:
+                raise bk.ConnectionLost("authentication lost") from None
+            if not self._subscription_refused_logged:
+                self._subscription_refused_logged = True
+                log.info(
+                    "VTube Studio did not take the model-loaded event subscription (%s); "
+                    "its parameters are read again on reconnect only",
+                    _describe(exc),
+                )
+
+    async def _read_parameters(self) -> None:
+        rid = self._pending.new_id()
+        try:
+            listing = p.parse_input_parameter_list(
+                await self._request(p.input_parameter_list_request(rid), self._request_timeout)
+            )
+        except p.VTSAPIError as exc:
+            if exc.session_auth_lost:
+                raise bk.ConnectionLost("authentication lost") from None
+            self._log_once("parameters", exc.error_id, "VTube Studio refused its parameter list: %s", exc.message)
+            return
+        except (p.ProtocolError, bk.RequestTimeout) as exc:  # keep the set we have; a model load asks again
+            self._log_once("parameters", 0, "no usable parameter list from VTube Studio: %s", _describe(exc))
+            return
+        self._model_name = listing.model_name if listing.model_loaded else ""
+        ranges = LipRanges.from_parameters(listing.all())
+        if ranges != self._lip_ranges:
+            if ranges:
+                log.info("VTube Studio has VBridger mouth inputs: driving %s", ", ".join(ranges.names))
+            else:
+                log.info("VTube Studio has no VBridger mouth inputs: driving MouthOpen and the form parameter")
+            self._lip_ranges = ranges
+            self._mouth_dirty.set()  # send the new set now rather than at the next keep-alive
+
+    def _drop_lips(self, ranges: LipRanges, exc: p.VTSAPIError) -> None:
+        if self._lip_ranges is not ranges:
+            return  # already replaced (a newer list was read meanwhile)
+        self._lip_ranges = LipRanges()
+        log.warning(
+            "VTube Studio refused the VBridger mouth inputs (%s); back to MouthOpen and the form "
+            "parameter until a model is loaded or it reconnects",
+            exc.message,
+        )
+        self._mouth_dirty.set()
 
     async def _probe(self) -> None:
         rid = self._pending.new_id()
@@ -405,21 +545,31 @@ class VTubeStudioClient:
                 continue
             self._mouth_dirty.clear()
             mouth_open, form = self._mouth
+            lips = self._lips_wanted
             if self._stale_after is not None and self._clock() - self._mouth_at > self._stale_after:
                 mouth_open = 0.0
+                lips = {} if lips is not None else None  # at rest
+            ranges = self._lip_ranges
+            values = self._mouth_map.values(mouth_open, form)
+            with_lips = False
+            if ranges and lips is not None:
+                values += ranges.values(lips)
+                with_lips = True
             last_sent = self._clock()
             rid = self._pending.new_id()
-            request = p.inject_parameter_data_request(
-                rid, self._mouth_map.values(mouth_open, form), face_found=self._face_found
-            )
             try:
+                request = p.inject_parameter_data_request(rid, values, face_found=self._face_found)
                 await self._request(request, self._request_timeout)
                 self._injections += 1
             except p.VTSAPIError as exc:
-                if not exc.session_auth_lost:  # that one is reported as a state change
+                if with_lips and exc.error_id in _LIP_PARAM_GONE:
+                    self._drop_lips(ranges, exc)
+                elif not exc.session_auth_lost:  # that one is reported as a state change
                     self._log_once("inject", exc.error_id, "VTube Studio refused mouth data: %s", exc.message)
             except (bk.RequestTimeout, bk.ConnectionLost, p.ProtocolError):
                 pass
+            except ValueError as exc:  # a value no request may carry (NaN): skip this one
+                self._log_once("inject-value", 0, "not sending mouth data: %s", exc)
 
     async def model_hotkeys(self) -> tuple[str, list[p.Hotkey]]:
         """The loaded model's name and its hotkeys, asked now (needs an authenticated session)."""

@@ -11,7 +11,10 @@ Constraints from the public API documentation (DenchiSoft/VTubeStudio README, Er
 - an authentication token is an ASCII string of at most 64 characters;
 - an invalid or revoked token is answered with AuthenticationResponse authenticated=false,
   not with an APIError;
-- injected parameter values lie in [-1e6, 1e6], weights in [0, 1], mode is "set" or "add".
+- injected parameter values lie in [-1e6, 1e6], weights in [0, 1], mode is "set" or "add";
+- an injection naming a parameter that does not exist fails as a whole with errorID 453;
+- events (Events/README.md) arrive on the same socket once subscribed, as messages whose
+  messageType is the event's name (e.g. "ModelLoadedEvent"); they answer no pending request.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ErrorID(enum.IntEnum):
     INJECT_DATA_PARAM_NAME_NOT_FOUND = 453
     INJECT_DATA_PARAM_CONTROLLED_BY_OTHER_PLUGIN = 454
     INJECT_DATA_MODE_UNKNOWN = 455
+    EVENT_SUBSCRIPTION_REQUEST_EVENT_TYPE_UNKNOWN = 950
 
 
 # A session that gets one of these on an ordinary request is no longer authenticated: the
@@ -260,6 +264,28 @@ def hotkey_trigger_request(request_id: str, hotkey_id: str) -> Request:
     return Request("HotkeyTriggerRequest", request_id, {"hotkeyID": hotkey_id})
 
 
+def input_parameter_list_request(request_id: str) -> Request:
+    """All input parameters VTube Studio has now: its default tracking ones and plugins' custom ones."""
+    return Request("InputParameterListRequest", request_id)
+
+
+MODEL_LOADED_EVENT = "ModelLoadedEvent"
+
+
+def event_subscription_request(
+    request_id: str,
+    event_name: str,
+    *,
+    subscribe: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> Request:
+    """Subscribe to (or unsubscribe from) an event; `event_name` "" with subscribe=False drops them all."""
+    if subscribe and not event_name:
+        raise ValueError("subscribing needs an event name")
+    data: dict[str, Any] = {"eventName": event_name, "subscribe": subscribe, "config": dict(config or {})}
+    return Request("EventSubscriptionRequest", request_id, data)
+
+
 # ---- typed response data -------------------------------------------------------------------
 
 
@@ -276,6 +302,109 @@ class Hotkey:
     name: str
     type: str
     file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InputParameter:
+    """One input parameter (not a Live2D parameter: a model maps these onto its own)."""
+
+    name: str
+    value: float
+    min: float
+    max: float
+    default: float
+    added_by: str  # "VTube Studio" for default ones, else the plugin that created it
+    custom: bool  # created by a plugin
+
+
+@dataclass(frozen=True, slots=True)
+class InputParameterList:
+    model_loaded: bool
+    model_name: str
+    model_id: str
+    custom: tuple[InputParameter, ...]
+    default: tuple[InputParameter, ...]
+
+    def all(self) -> tuple[InputParameter, ...]:
+        return self.default + self.custom
+
+    def get(self, name: str) -> InputParameter | None:
+        """By exact name, custom parameters first (names are unique in the app)."""
+        for param in self.custom + self.default:
+            if param.name == name:
+                return param
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoaded:
+    """A ModelLoadedEvent: a model was loaded (`loaded`) or unloaded."""
+
+    loaded: bool
+    model_name: str
+    model_id: str
+
+
+def _number(value: object, fallback: float) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return fallback
+
+
+def _input_parameters(items: object, *, custom: bool) -> tuple[InputParameter, ...]:
+    out: list[InputParameter] = []
+    if not isinstance(items, list):
+        return ()
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            continue
+        lo, hi = _number(item.get("min"), 0.0), _number(item.get("max"), 1.0)
+        default = _number(item.get("defaultValue"), min(max(0.0, lo), hi))
+        out.append(
+            InputParameter(
+                name=item["name"],
+                value=_number(item.get("value"), default),
+                min=lo,
+                max=hi,
+                default=default,
+                added_by=str(item.get("addedBy", "")),
+                custom=custom,
+            )
+        )
+    return tuple(out)
+
+
+def parse_input_parameter_list(response: Response) -> InputParameterList:
+    d = response.expect("InputParameterListResponse")
+    return InputParameterList(
+        model_loaded=bool(d.get("modelLoaded", False)),
+        model_name=str(d.get("modelName", "")),
+        model_id=str(d.get("modelID", "")),
+        custom=_input_parameters(d.get("customParameters"), custom=True),
+        default=_input_parameters(d.get("defaultParameters"), custom=False),
+    )
+
+
+def parse_event_subscription(response: Response) -> list[str]:
+    """The events this session is now subscribed to."""
+    events = response.expect("EventSubscriptionResponse").get("subscribedEvents")
+    return [e for e in events if isinstance(e, str)] if isinstance(events, list) else []
+
+
+def is_event(response: Response) -> bool:
+    """An event message (answers no request), not a response or an APIError."""
+    return response.message_type.endswith("Event")
+
+
+def parse_model_loaded_event(response: Response) -> ModelLoaded:
+    if response.message_type != MODEL_LOADED_EVENT:
+        raise ProtocolError(f"expected {MODEL_LOADED_EVENT}, got {response.message_type}")
+    d = response.data
+    return ModelLoaded(
+        loaded=bool(d.get("modelLoaded", False)),
+        model_name=str(d.get("modelName", "")),
+        model_id=str(d.get("modelID", "")),
+    )
 
 
 def parse_api_state(response: Response) -> APIState:
