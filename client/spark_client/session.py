@@ -284,6 +284,10 @@ class LiveSession:
         self.screen, self.screen_hub = server, hub
         player.captions.append(hub.word)
         self.loop.on_turn = hub.turn_started
+        listeners = getattr(memory, "listeners", None)
+        if isinstance(listeners, list):  # the panel's memory watch: recalled, remembered, forgotten
+            loop = self.loop
+            listeners.append(hub.memory_listener(lambda: loop.current_turn))
         tasks.append(asyncio.create_task(controls.watch(), name="screen-watch"))
         self.print(f"streamer's screen: {url}/panel (OBS overlay: {url}/overlay)")
 

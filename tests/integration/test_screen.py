@@ -3,12 +3,15 @@ chromium-driver, driven by Selenium) loads `/overlay` and `/panel` of `spark-cli
 running a script against the real tritonserver. The overlay's captions appear and grow piece
 by piece with the voice, the panel shows the turns and their timings, its interrupt button
 stops the persona (the server's cancelled-request count goes up), a viewer's markup is shown
-as text and never run, and memory search finds what was said. Screenshots go to
+as text and never run, memory search finds what was said, and the memory watch lists a fact
+recalled into a turn's prompt (stored before the stream) whose forget button removes it from the
+store and the list. Screenshots go to
 $SPARK_TEST_ARTIFACTS/screen (default test-artifacts/screen); with SPARK_UPDATE_DOCS_SCREENSHOT=1
 the panel's is also copied to docs/screen-panel.png (the README shows it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -37,6 +40,9 @@ PERSONAS = [  # greedy decoding; only the interrupt ends Spark's story, Ember an
     {"name": "Ember", "description": "A calm co-host.", "sampling": {"max_tokens": 40, "temperature": 0.0}},
 ]
 PERSONAS[0]["max_sentences"] = 1000
+# A fact recalled for mallory's question (cosine distance ~0.27 with all-MiniLM-L6-v2) and not for
+# mika's story (~0.80, past recall's 0.75): in Spark's prompt the small model would only repeat it.
+SEED = "mallory wants to know Ember's name."
 SCRIPT = [
     {"user": "mika", "text": STORY, "delay_s": 1.0},
     {"user": "mallory", "text": f"{MARKUP} Ember, what is your name?", "wait_for_idle": True, "delay_s": 0.5},
@@ -89,6 +95,34 @@ def docs_screenshot(source: Path, target: Path) -> None:
         image.convert("RGB").quantize(colors=128, dither=Image.Dither.NONE).save(target, optimize=True)
 
 
+def seed_memory(folder: Path, grpc_url: str) -> str:
+    """A fact about mallory, embedded by the served `embed` model and imported before the stream
+    (as `memory import` restores a backup); returns its id."""
+    from spark_client.memory.cli import _embed_one
+    from spark_client.memory.records import MemoryKind, MemoryRecord
+
+    vector = asyncio.run(_embed_one(SEED, grpc_url))
+    record = MemoryRecord(SEED, MemoryKind.FACT, user="mallory", importance=0.8, created_at=time.time() - 3600)
+    backup = folder.with_name("seed.jsonl")
+    backup.write_text(json.dumps(record.to_json() | {"embedding": vector}) + "\n")
+    done = subprocess.run(
+        [str(SPARK_CLIENT), "memory", "import", str(backup), "--memory-dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=seconds(120),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return record.id
+
+
+def api(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{base}/api/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str, client: subprocess.Popen) -> object:
     deadline = time.monotonic() + seconds(timeout_s)
     while time.monotonic() < deadline:
@@ -119,6 +153,7 @@ def test_overlay_and_panel_in_a_browser_follow_a_live_stream(triton, browser, tm
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     out_dir = artifacts()
+    seed_id = seed_memory(tmp_path / "memory", triton.grpc_url)
     command = [
         str(SPARK_CLIENT),
         "live",
@@ -192,6 +227,22 @@ def test_overlay_and_panel_in_a_browser_follow_a_live_stream(triton, browser, tm
         panel.find_element(By.ID, "memory-query").send_keys("a story about a dragon")
         panel.find_element(By.ID, "memory-search").click()
         wait_for(lambda: "dragon" in text_of(panel, "#memories").lower(), 30, "a memory found", client)
+
+        # memory watch: the fact recalled for mallory's turn, and mika's story remembered; the
+        # fact's forget button removes it from the store and from the list
+        seeded = f'#memory-watch li[data-id="{seed_id}"]'
+        wait_for(lambda: panel.find_elements(By.CSS_SELECTOR, seeded), 30, "the recalled fact in the watch", client)
+        row = panel.find_element(By.CSS_SELECTOR, seeded)
+        assert row.get_attribute("data-event") == "recalled" and row.get_attribute("data-turn") == "2"
+        assert text_of(panel, f"{seeded} .text") == SEED
+        remembered = panel.find_elements(By.CSS_SELECTOR, '#memory-watch li[data-event="remembered"] .text')
+        assert any(STORY in (r.get_attribute("textContent") or "") for r in remembered)
+        assert seed_id in [m["id"] for m in api(base, "memory/search", {"text": SEED})["memories"]]
+        panel.execute_script("arguments[0].scrollIntoView()", row)
+        row.find_element(By.CSS_SELECTOR, "button.forget").click()
+        wait_for(lambda: not panel.find_elements(By.CSS_SELECTOR, seeded), 30, "the fact gone from the watch", client)
+        assert seed_id not in [m["id"] for m in api(base, "memory/search", {"text": SEED})["memories"]]
+        assert panel.find_elements(By.CSS_SELECTOR, "#memory-watch li")  # the rest stays
 
         panel.execute_script("window.scrollTo(0, 0)")
         panel.save_screenshot(str(out_dir / "panel.png"))

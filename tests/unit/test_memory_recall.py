@@ -81,6 +81,18 @@ def test_lines_the_history_shows_already_are_left_out():
     assert block.lines == ("pixelhound likes jazz",)
 
 
+def test_the_block_carries_its_memories_with_text_distance_and_score_for_the_watch():
+    long_fact = fact("pixelhound plays bass in a band called Low Tide and " + "practises every night " * 8)
+    jazz, other = fact("pixelhound likes jazz"), fact("rin_7 likes ramen", user="rin_7")
+    options = RecallOptions(budget_tokens=200)
+    block = select([(other, 0.3), (long_fact, 0.2), (jazz, 0.25)], user="pixelhound", now=NOW, options=options)
+    assert [m.id for m in block.memories] == list(block.ids) and [m.line for m in block.memories] == list(block.lines)
+    by_id = {m.id: m for m in block.memories}
+    assert by_id[long_fact.id].text == long_fact.text != by_id[long_fact.id].line  # the whole memory, not the line
+    assert by_id[jazz.id].distance == 0.25 and by_id[other.id].user == "rin_7" and by_id[jazz.id].kind == "fact"
+    assert by_id[jazz.id].score == round(score(jazz, 0.25, NOW, RecallOptions()), 4)
+
+
 def test_an_empty_budget_gives_an_empty_block():
     block = select([(fact("x"), 0.1)], user="a", now=NOW, options=RecallOptions(budget_tokens=0))
     assert block.lines == () and block.tokens == 0

@@ -38,13 +38,35 @@ class RecallOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class RecalledMemory:
+    """One memory as the streamer's memory watch shows it: what was stored, who it is about, and
+    (when it was recalled) its prompt line, cosine distance to the message and recall score."""
+
+    id: str
+    text: str
+    user: str = ""
+    kind: str = str(MemoryKind.EXCHANGE)
+    line: str = ""  # the line the prompt showed ("" for a memory just written)
+    distance: float | None = None
+    score: float | None = None
+
+    @classmethod
+    def of(
+        cls, record: MemoryRecord, *, line: str = "", distance: float | None = None, score: float | None = None
+    ) -> RecalledMemory:
+        return cls(record.id, record.text, record.user, str(record.kind), line, distance, score)
+
+
+@dataclass(frozen=True, slots=True)
 class Recalled:
-    """What one recall put into the prompt, and what it cost."""
+    """What one recall put into the prompt, and what it cost. `memories` are the same memories
+    as `lines` and `ids` (in their order), with their text and scores, for the memory watch."""
 
     lines: tuple[str, ...] = ()
     ids: tuple[str, ...] = ()
     tokens: int = 0
     ms: float = 0.0
+    memories: tuple[RecalledMemory, ...] = ()
 
 
 def score(record: MemoryRecord, distance: float, now: float, options: RecallOptions) -> float:
@@ -110,21 +132,29 @@ def select(
         best.values(),
         key=lambda rd: (rd[0].user != viewer, -score(rd[0], rd[1], now, options), rd[0].created_at, rd[0].id),
     )
-    chosen: list[tuple[MemoryRecord, str]] = []
+    chosen: list[tuple[MemoryRecord, str, float]] = []
     used = 0
     seen_lines: set[str] = set()
-    for record, _ in ranked:
+    for record, distance in ranked:
         line = memory_line(record, options.max_line_words)
         if line in seen_lines or exclude(record.text):
             continue
         cost = line_tokens(line)
         if used + cost > options.budget_tokens:
             continue  # a shorter, lower-ranked memory may still fit
-        chosen.append((record, line))
+        chosen.append((record, line, distance))
         seen_lines.add(line)
         used += cost
     chosen.sort(key=lambda rl: (rl[0].user != viewer, rl[0].created_at, rl[0].id))
-    return Recalled(tuple(line for _, line in chosen), tuple(r.id for r, _ in chosen), used)
+    return Recalled(
+        tuple(line for _, line, _ in chosen),
+        tuple(r.id for r, _, _ in chosen),
+        used,
+        memories=tuple(
+            RecalledMemory.of(r, line=line, distance=round(d, 4), score=round(score(r, d, now, options), 4))
+            for r, line, d in chosen
+        ),
+    )
 
 
 class EmbeddingCache:

@@ -1,6 +1,10 @@
 """Long-term memory as the turn loop uses it: remember an exchange, recall for a message, forget
 what moderation removes. The store is ChromaDB (`store.py`), embedded by the served `embed` model;
 blocking Chroma calls run in a thread.
+
+`Memory.listeners` hear what memory does (the streamer's memory watch): each is called with a
+`MemoryEvent` on the event loop, synchronously, and must be quick; one that raises is logged and
+never costs the recall, the write or the turn.
 """
 
 from __future__ import annotations
@@ -9,14 +13,22 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
-from spark_client.memory.recall import EmbeddingCache, Recalled, RecallOptions, importance_of, select
+from spark_client.memory.recall import (
+    EmbeddingCache,
+    Recalled,
+    RecalledMemory,
+    RecallOptions,
+    importance_of,
+    select,
+)
 from spark_client.memory.records import MemoryKind, MemoryRecord
 from spark_client.memory.store import MemoryStore, PrunePolicy, PruneReport
 from spark_client.speech.triton import ModelCallError, TritonModels, infer_input
@@ -56,6 +68,35 @@ def candidates(store: MemoryStore, vector: np.ndarray, owned: Owned, n: int) -> 
     return nearest(vector, owned, n) + store.query(vector.tolist(), n=n)
 
 
+RECALLED = "recalled"  # memories put into a turn's prompt
+REMEMBERED = "remembered"  # a memory written (an exchange, a fact, a summary)
+FORGOTTEN = "forgotten"  # memories removed (by the panel, moderation or prune)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    """What a `Memory` listener hears.
+
+    - `recalled`: `memories` went into the prompt for a message of `user` (with lines, distances
+      and scores), in the prompt's order.
+    - `remembered`: `memories` holds the one memory written (a fact that updated an older one of
+      the viewer's keeps that one's id).
+    - `forgotten`: `ids` were removed, `reason` says why ("panel", "moderation", "prune"). The
+      panel's removal names the ids it asked for; a bulk removal (moderation, prune) names those
+      of the memories listeners were told of lately that are gone (a watch shows no others).
+    """
+
+    event: str
+    memories: tuple[RecalledMemory, ...] = ()
+    ids: tuple[str, ...] = ()
+    reason: str = ""
+    user: str = ""
+
+
+MemoryListener = Callable[[MemoryEvent], None]
+WATCHED_MAX = 256  # ids told to listeners that a bulk removal checks for
+
+
 def exchange_text(message: ChatMessage, spoken: str, persona: str) -> str:
     return f"{message.user} said: {message.text} / {persona} answered: {spoken}"
 
@@ -84,6 +125,8 @@ class Memory:
         self._owned: OrderedDict[str, Owned] = OrderedDict()
         self._owned_max = 256
         self._warned = False
+        self.listeners: list[MemoryListener] = []
+        self._watched: OrderedDict[str, None] = OrderedDict()  # ids listeners were told of, newest last
 
     @classmethod
     def open(
@@ -116,6 +159,7 @@ class Memory:
                 self.store.mark_recalled(sorted(recalled), self._clock())
 
         await asyncio.to_thread(write)
+        self._told_remembered(record)
         if record.user in self._owned:
             self._owned[record.user].append((record, np.asarray(vector, dtype=np.float32)))
         if recalled:
@@ -128,12 +172,14 @@ class Memory:
         vector = (await self._embed([fact]))[0]
         record = self._about(message, fact, MemoryKind.FACT, persona, 0.8)
 
-        def write() -> None:
-            self.store.remember_fact(record, vector.tolist())
+        def write() -> str:
+            stored, _updated = self.store.remember_fact(record, vector.tolist())
             if record.user in self._owned:  # a fact may have replaced an older one: read theirs again
                 self._owned[record.user] = self.store.get_with_embeddings(where={"user": record.user})
+            return stored
 
-        await asyncio.to_thread(write)
+        stored = await asyncio.to_thread(write)
+        self._told_remembered(replace(record, id=stored))
 
     def _about(
         self, message: ChatMessage, text: str, kind: MemoryKind, persona: str, importance: float
@@ -159,6 +205,7 @@ class Memory:
             text=text, kind=MemoryKind.SUMMARY, session=self.session, importance=0.7, created_at=self._clock()
         )
         await asyncio.to_thread(self.store.add, record, vector.tolist())
+        self._told_remembered(record)
 
     async def recap(self, *, most: int = 2, max_words: int = 60) -> str:
         """ "Last time on stream": the newest summaries of earlier streams, oldest first."""
@@ -188,7 +235,11 @@ class Memory:
         recalled = select(found, user=message.user, now=self._clock(), options=self.options, exclude=exclude)
         self._recalled.update(recalled.ids)
         ms = (time.perf_counter() - started) * 1000
-        return Recalled(recalled.lines, recalled.ids, recalled.tokens, ms)
+        result = replace(recalled, ms=ms)
+        if self.listeners:
+            self._watch(recalled.ids)
+            self._emit(MemoryEvent(RECALLED, recalled.memories, recalled.ids, user=user))
+        return result
 
     async def _load_owned(self, user: str) -> Owned:
         owned = await asyncio.to_thread(self.store.get_with_embeddings, where={"user": user})
@@ -205,6 +256,7 @@ class Memory:
             for owned in self._owned.values():
                 owned[:] = [(r, v) for r, v in owned if r.message_id != event.message_id]
             await asyncio.to_thread(self.store.delete, where={"message_id": event.message_id})
+            await self._told_gone("moderation")
         elif event.kind is ModerationKind.CLEAR_USER and (event.user_id or event.user):
             for key in [
                 k
@@ -215,6 +267,7 @@ class Memory:
             await asyncio.to_thread(
                 self.store.forget_user, user=event.user.casefold() or None, user_id=event.user_id or None
             )
+            await self._told_gone("moderation")
 
     async def search(self, text: str, *, n: int = 10) -> list[tuple[MemoryRecord, float]]:
         """The `n` memories nearest in meaning to `text`, nearest first, with cosine distances
@@ -228,13 +281,16 @@ class Memory:
         wanted = set(ids)
         for owned in self._owned.values():
             owned[:] = [(r, v) for r, v in owned if r.id not in wanted]
-        return int(await asyncio.to_thread(self.store.delete, ids=list(wanted)))
+        found = int(await asyncio.to_thread(self.store.delete, ids=list(wanted)))
+        self._told_forgotten(list(dict.fromkeys(ids)), "panel")
+        return found
 
     async def prune(self, policy: PrunePolicy | None = None) -> PruneReport:
         """Drops decayed memories and what is over the per-viewer and total caps (in a thread)."""
         report = await asyncio.to_thread(self.store.prune, policy or PrunePolicy(), self._clock())
         if report.removed:
             self._owned.clear()  # read again from the store on each viewer's next recall
+            await self._told_gone("prune")
         return report
 
     async def maintain(self, every_s: float = 3600.0, policy: PrunePolicy | None = None) -> None:
@@ -254,6 +310,44 @@ class Memory:
 
     def close(self) -> None:
         self.store.close()
+
+    # --- listeners ---------------------------------------------------------------------------
+    def _emit(self, event: MemoryEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # the watch is an extra: memory and the turn go on
+                log.exception("memory: a listener failed on a %r event", event.event)
+
+    def _watch(self, ids: Iterable[str]) -> None:
+        for id_ in ids:
+            self._watched[id_] = None
+            self._watched.move_to_end(id_)
+        while len(self._watched) > WATCHED_MAX:
+            self._watched.popitem(last=False)
+
+    def _told_remembered(self, record: MemoryRecord) -> None:
+        if self.listeners:
+            self._watch([record.id])
+            self._emit(MemoryEvent(REMEMBERED, (RecalledMemory.of(record),), (record.id,), user=record.user))
+
+    def _told_forgotten(self, ids: list[str], reason: str) -> None:
+        for id_ in ids:
+            self._watched.pop(id_, None)
+        if self.listeners and ids:
+            self._emit(MemoryEvent(FORGOTTEN, ids=tuple(ids), reason=reason))
+
+    async def _told_gone(self, reason: str) -> None:
+        """After a bulk removal: which memories the listeners know of are gone (one read by id)."""
+        if not self.listeners or not self._watched:
+            return
+        watched = list(self._watched)
+        try:
+            kept = {r.id for r in await asyncio.to_thread(self.store.get, ids=watched)}
+        except Exception as exc:  # the watch is an extra: the removal itself is done
+            log.warning("memory: could not tell the watch what was removed: %s", exc)
+            return
+        self._told_forgotten([i for i in watched if i not in kept], reason)
 
     def _warn(self, exc: Exception) -> None:
         if not self._warned:

@@ -41,6 +41,8 @@
   let pending = null;  // a turn started: shown when its first word plays
   let words = [];
   let hideTimer = null;
+  const ended = new Set();  // turns whose line ended: a word of theirs that comes late is dropped
+  let newest = 0;  // the newest turn heard of on this connection: an older turn's word is dropped
 
   function render() {
     wordsNode.textContent = words.slice(-maxWords).join(" ");
@@ -67,9 +69,13 @@
   }
 
   function update(u) {
+    if ((u.type === "turn" || u.type === "said") && typeof u.turn === "number") newest = Math.max(newest, u.turn);
     if (u.type === "turn") {
       pending = u;
     } else if (u.type === "word") {
+      // only the line being spoken: never a late word of an ended turn, nor one of an older turn
+      if (ended.has(u.turn) || u.turn < newest) return;
+      newest = u.turn;
       if (turn !== u.turn) {
         if (!pending || pending.turn !== u.turn) pending = { turn: u.turn, persona: u.persona, chat: null };
         show(pending);
@@ -77,7 +83,10 @@
       words.push(u.text);
       caption.dataset.piece = String(u.piece);
       render();
-    } else if (u.type === "said" && u.turn === turn) {
+    } else if (u.type === "said") {
+      ended.add(u.turn);
+      if (ended.size > 64) ended.delete(ended.values().next().value);
+      if (u.turn !== turn || caption.dataset.ended) return;  // not captioned, or replayed on a reconnect
       if (u.interrupted && words.length) { words.push("—"); render(); }
       caption.dataset.ended = u.interrupted ? "interrupted" : "done";
       clearTimeout(hideTimer);
@@ -85,5 +94,9 @@
     }
   }
 
-  SparkScreen.connect(update, (up) => { document.body.dataset.connected = up ? "1" : "0"; });
+  SparkScreen.connect(update, (up) => {
+    document.body.dataset.connected = up ? "1" : "0";
+    // the server replays the line's words; a restarted stream counts turns from 1
+    if (up) { ended.clear(); newest = 0; pending = null; words = []; }
+  });
 })();

@@ -11,6 +11,8 @@
   let words = [];
   let paused = false;
   let personas = [];
+  const ended = new Set();  // turns whose line ended: a word of theirs that comes late is dropped
+  const MEMORY_SHOWN = 50;  // memory watch rows kept in the page
 
   function fail(error) { $("control-error").textContent = error ? String(error.message || error) : ""; }
   async function control(path, body) {
@@ -35,6 +37,7 @@
   }
 
   function onWord(u) {
+    if (ended.has(u.turn) || (current && u.turn < current.turn)) return;  // not the line being spoken
     if (!current || current.turn !== u.turn) onTurn({ turn: u.turn, persona: u.persona, kind: "", chat: null });
     words.push(u.text);
     $("speaking-text").textContent = words.slice(-60).join(" ");
@@ -44,6 +47,8 @@
     const known = turns.findIndex((t) => t.turn === u.turn);
     if (known >= 0) turns[known] = u; else turns.push(u);
     while (turns.length > 50) turns.shift();
+    ended.add(u.turn);
+    if (ended.size > 64) ended.delete(ended.values().next().value);
     if (current && current.turn === u.turn) {
       $("speaker").textContent = "—";
       $("turn-kind").textContent = u.interrupted ? "interrupted" : "done";
@@ -129,6 +134,49 @@
     }
     if (chosen) select.value = chosen;
     $("memory-form").classList.toggle("hidden", !u.memory);
+    $("memory-watch-card").classList.toggle("hidden", !u.memory);
+  }
+
+  // memory watch: one row per memory (its latest event), newest first, each with a Forget button
+  function forgetRows(ids) {
+    const gone = new Set(ids);
+    for (const list of [$("memory-watch"), $("memories")]) {
+      for (const row of [...list.children]) if (gone.has(row.dataset.id)) row.remove();
+    }
+  }
+
+  function forgetButton(id) {
+    const forget = el("button", "forget", "forget");
+    forget.type = "button";
+    forget.addEventListener("click", async () => {
+      if (await control("memory/forget", { ids: [id] })) forgetRows([id]);
+    });
+    return forget;
+  }
+
+  function watchRow(m) {
+    const item = el("li", m.event);
+    item.dataset.id = m.id;
+    item.dataset.event = m.event;
+    if (m.turn !== null && m.turn !== undefined) item.dataset.turn = String(m.turn);
+    const when = m.event === "recalled" ? `recalled${m.turn ? " for #" + m.turn : ""}` : "remembered";
+    item.append(el("span", "meta", `${when} · ${m.kind}`));
+    if (m.user) item.append(el("span", "user", m.user));
+    item.append(el("span", "text", m.text));
+    if (typeof m.distance === "number") item.append(el("span", "detail", `d=${m.distance.toFixed(2)}`));
+    item.append(forgetButton(m.id));
+    return item;
+  }
+
+  function onMemory(u) {
+    const list = $("memory-watch");
+    if (u.event === "forgotten") { forgetRows(u.ids || []); return; }
+    if (u.event === "recent") list.replaceChildren();
+    for (const m of u.items || []) {
+      for (const row of [...list.children]) if (row.dataset.id === m.id) row.remove();
+      list.prepend(watchRow({ ...m, event: m.event || u.event, turn: m.turn ?? u.turn }));
+    }
+    while (list.children.length > MEMORY_SHOWN) list.lastElementChild.remove();
   }
 
   function update(u) {
@@ -137,6 +185,7 @@
     else if (u.type === "said") onSaid(u);
     else if (u.type === "queue") onQueue(u);
     else if (u.type === "status") onStatus(u);
+    else if (u.type === "memory") onMemory(u);
   }
 
   $("interrupt").addEventListener("click", () => control("interrupt", {}));
@@ -153,13 +202,9 @@
     list.replaceChildren();
     for (const m of (result && result.memories) || []) {
       const item = el("li");
+      item.dataset.id = m.id;
       item.append(el("span", "meta", `${m.kind} ${m.user || ""}`), el("span", "text", m.text));
-      const forget = el("button", "", "forget");
-      forget.type = "button";
-      forget.addEventListener("click", async () => {
-        if (await control("memory/forget", { ids: [m.id] })) item.remove();
-      });
-      item.append(forget);
+      item.append(forgetButton(m.id));
       list.append(item);
     }
     if (result && !result.memories.length) list.append(el("li", "meta", "nothing found"));
@@ -170,6 +215,8 @@
   SparkScreen.connect(update, (up) => {
     $("link").textContent = up ? "live" : "reconnecting…";
     $("link").className = "pill " + (up ? "on" : "off");
-    if (up) { turns.length = 0; current = null; }  // the server replays the state on connect
+    if (up) {  // the server replays the state on connect (a restarted stream counts turns from 1)
+      turns.length = 0; current = null; ended.clear(); $("memory-watch").replaceChildren();
+    }
   });
 })();
