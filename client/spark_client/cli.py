@@ -254,6 +254,11 @@ def live(
     screen_css: Annotated[
         Path | None, typer.Option(help="Your stylesheet for the overlay and panel, served as /custom.css.")
     ] = None,
+    screen_tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain): serve the overlay and panel over HTTPS (with --screen-tls-key)."),
+    ] = None,
+    screen_tls_key: Annotated[Path | None, typer.Option(help="The certificate's PEM private key.")] = None,
 ) -> None:
     """Run the stream: chat in, persona voice and avatar out, until the chat ends or Ctrl-C."""
     from spark_client.personas import PersonaFileError, load_personas, shipped_personas
@@ -284,7 +289,9 @@ def live(
             barge_in=barge_in,
         ),
     )
-    screen_settings = _screen_settings(screen, screen_host, screen_port, screen_token_file, screen_css)
+    screen_settings = _screen_settings(
+        screen, screen_host, screen_port, screen_token_file, screen_css, (screen_tls_cert, screen_tls_key)
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         chosen = load_personas(personas) if personas else shipped_personas()
@@ -378,11 +385,18 @@ def _game_settings(
     return GameSettings(connection, goal=" ".join(goal.split()) or "explore", constrained=grammar)
 
 
-def _screen_settings(on: bool, host: str, port: int, token_file: Path | None, css: Path | None) -> Any:
+def _screen_settings(
+    on: bool,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    css: Path | None,
+    tls: tuple[Path | None, Path | None] = (None, None),
+) -> Any:
     """--screen-* -> ScreenSettings (None with --no-screen); a usage error exits 2 and never shows the token."""
     if not on:
         return None
-    from spark_client.screen.auth import ScreenConfigError, check_binding, load_token
+    from spark_client.screen.auth import ScreenConfigError, check_binding, load_token, tls_context
     from spark_client.screen.server import ScreenSettings
 
     if not 0 <= port <= 65535:
@@ -390,11 +404,12 @@ def _screen_settings(on: bool, host: str, port: int, token_file: Path | None, cs
     try:
         token = load_token(token_file)
         check_binding(host, token)
+        context = tls_context(*tls)
     except ScreenConfigError as exc:
         _usage_error(str(exc))
     if css is not None and not css.is_file():
         _usage_error(f"--screen-css {css}: no such file")
-    return ScreenSettings(host=host, port=port, token=token, css_path=css)
+    return ScreenSettings(host=host, port=port, token=token, css_path=css, tls=context)
 
 
 def _usage_error(message: str) -> NoReturn:

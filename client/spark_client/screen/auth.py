@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import os
 import socket
+import ssl
 from pathlib import Path
 
 TOKEN_ENV = "SPARK_SCREEN_TOKEN"
@@ -87,3 +88,24 @@ def check_binding(host: str, token: ScreenToken | None) -> None:
             f"--screen-host {host} reaches beyond this machine: set a token first "
             f"({TOKEN_ENV} or --screen-token-file), or keep the default 127.0.0.1"
         )
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS context from a PEM certificate (chain) and its private key, or None without
+    them; both or neither, readable and matching, else a ScreenConfigError that says which."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ScreenConfigError("--screen-tls-cert and --screen-tls-key go together: give both or neither")
+    for flag, path in (("--screen-tls-cert", cert), ("--screen-tls-key", key)):
+        if not path.is_file():
+            raise ScreenConfigError(f"{flag} {path}: no such file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        # the message names the problem (no PEM, a key that is not the certificate's), never the key
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ScreenConfigError(f"cannot use {cert.name} with {key.name} for TLS: {reason}") from None
+    return context

@@ -12,6 +12,8 @@ and the panel's control requests.
   refused (their `Origin` is not this server), so a web page the streamer visits cannot drive
   the stream, and on loopback only loopback host names are answered (no DNS rebinding).
 - No access log line carries a query string (a token may be in one).
+- With a certificate and key (`tls`: `--screen-tls-cert/--screen-tls-key`) it serves HTTPS and
+  WSS only, so a token sent from another machine is not readable on the network.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,7 @@ class ScreenSettings:
     max_buffer: int = 256  # updates a page may fall behind before its oldest are dropped
     send_timeout_s: float = 5.0  # a page that takes longer to take one update is disconnected
     heartbeat_s: float = 10.0  # WebSocket pings: a vanished page is noticed within about this
+    tls: ssl.SSLContext | None = None  # HTTPS and WSS (auth.tls_context); None: plain HTTP
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -91,7 +95,8 @@ class ScreenServer:
     def url(self) -> str:
         host = self.settings.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
-        return f"http://{shown}:{self.port}"
+        scheme = "https" if self.settings.tls is not None else "http"
+        return f"{scheme}://{shown}:{self.port}"
 
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
@@ -119,7 +124,7 @@ class ScreenServer:
         """Binds and serves; raises OSError when the address cannot be bound. Returns the URL."""
         runner = web.AppRunner(self.app, access_log_class=PathOnlyAccessLogger, access_log=log, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port)
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=self.settings.tls)
         try:
             await site.start()
         except BaseException:
