@@ -55,9 +55,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[gb10.Gb10Options, s
     )
     assert made.returncode == 0, made.stderr[-3000:]
     fastpitch, vocoder = (Path(p) for p in made.stdout.split())
-    options = gb10.Gb10Options(
-        llm=work / "no-llm", out=work / "gb10", work=work / ".work", tts_nemo=(fastpitch, vocoder), nemo_env=env
-    )
+    options = gb10.Gb10Options(llm=work / "no-llm", out=work / "gb10", tts_nemo=(fastpitch, vocoder), nemo_env=env)
     steps = [s for s in gb10._speech_steps(options) if s.name.startswith("tts.")]
     assert [s.name for s in steps] == [
         "tts.nemo.env",
