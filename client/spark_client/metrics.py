@@ -44,6 +44,7 @@ class TurnTimings:
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
     prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
+    writer_stood_aside: bool = False  # a memory write (facts, summary) held the LLM and was cut for this turn
     kind: str = "answer"  # answer, interjection, banter or silence (turns/coordinator.py)
     voice: str | None = None  # the TTS voice asked for (None: the server's default)
     recorded_s: tuple[float, float] | None = None  # where its audio sits in the session WAV (seconds)
@@ -63,6 +64,7 @@ class TurnTimings:
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
         data["prefill_tokens"] = self.prefill_tokens
+        data["writer_stood_aside"] = self.writer_stood_aside
         data["rss_mb"] = resident_mb()
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]

@@ -97,6 +97,35 @@ def test_writing_waits_for_quiet_gives_way_to_chat_and_tries_again():
     assert writer.stats.cancelled == 1 and writer.stats.facts == 1
 
 
+def test_a_turn_starting_cuts_the_running_job_at_once_not_at_the_next_poll():
+    async def scenario():
+        memory = RecordingMemory()
+        long_fact = "pixelhound plays bass in a band called Low Tide " + "and " * 200
+        llm = ScriptedLLM(answers=[long_fact, "pixelhound plays bass"], token_delay_s=0.02)
+        quiet = Quiet()
+        quiet.value = True
+        writer = MemoryWriter(memory, llm, quiet=quiet, poll_s=seconds(30))  # the poll alone would wait 30 s
+        assert writer.stand_aside() is False  # nothing running: nothing to cut
+        task = asyncio.create_task(writer.run())
+        writer.heard(said("pixelhound", "I play bass in a band called Low Tide"), "Spark")
+        while llm.started == 0:  # noqa: ASYNC110 - the fake LLM has no event to wait on
+            await asyncio.sleep(0.01)
+        quiet.value = False  # the loop marks itself busy, then asks the writer to stand aside
+        stood_aside = writer.stand_aside()
+        for _ in range(int(seconds(5) / 0.01)):
+            if llm.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        cancelled, jobs = llm.cancelled, len(writer.jobs)
+        task.cancel()
+        await asyncio.wait({task})
+        return stood_aside, cancelled, jobs, writer, memory
+
+    stood_aside, cancelled, jobs, writer, memory = asyncio.run(scenario())
+    assert stood_aside is True and cancelled == 1 and writer.stats.cancelled == 1
+    assert jobs == 1 and memory.facts == []  # back in line for the next quiet time, nothing half-written
+
+
 def test_every_few_exchanges_make_a_summary_and_the_end_of_stream_sums_up_the_rest():
     async def scenario():
         memory = RecordingMemory()

@@ -89,6 +89,8 @@ class MemoryWriter:
         self._max_jobs = max_jobs
         self._lines: list[ExchangeLine] = []  # heard since the last summary
         self._wake = asyncio.Event()
+        self._aside = asyncio.Event()  # the stream wants the LLM now: cut the running job at once
+        self._running = False
         self.stats = WriterStats()
 
     # --- what the turn loop tells it ----------------------------------------------------------
@@ -101,6 +103,14 @@ class MemoryWriter:
         if len(self._lines) >= self.summary_every:
             self._add(SummaryJob(tuple(self._lines)))
             self._lines = []
+
+    def stand_aside(self) -> bool:
+        """A turn starts: a job running now is cancelled at once (its LLM stream closed, so the
+        server stops it), not at the next `poll_s` check. Returns whether one was running."""
+        if not self._running:
+            return False
+        self._aside.set()
+        return True
 
     def forget(self, event: ModerationEvent) -> None:
         """Moderation: nothing is written from a removed message (the store forgets what was)."""
@@ -133,11 +143,14 @@ class MemoryWriter:
             while not self.quiet():  # noqa: ASYNC110 - two owners' state: the loop and the queue
                 await asyncio.sleep(self.poll_s)
             job = self.jobs.popleft()
+            self._aside.clear()
             task = asyncio.create_task(self._do(job), name="memory-write")
+            aside = asyncio.create_task(self._aside.wait(), name="memory-write-aside")
+            self._running = True
             try:
                 while not task.done():
-                    await asyncio.wait({task}, timeout=self.poll_s)
-                    if not task.done() and not self.quiet():
+                    await asyncio.wait({task, aside}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                    if not task.done() and (aside.done() or not self.quiet()):
                         task.cancel()  # the LLM stream is closed: cancelled on the server
                         await asyncio.wait({task})
                         self.jobs.appendleft(job)
@@ -146,6 +159,9 @@ class MemoryWriter:
                 task.cancel()
                 await asyncio.wait({task}, timeout=5.0)
                 raise
+            finally:
+                self._running = False
+                aside.cancel()
             if task.cancelled():
                 continue
             exc = task.exception()

@@ -141,6 +141,7 @@ class TurnLoop:
         # the other persona's prompt read while this one's audio plays (see _warm_partner)
         self._warming: tuple[Persona, asyncio.Task[None]] | None = None
         self._current: _TurnState | None = None  # the turn being played
+        self._writer_stood_aside = False  # a memory write was cut for the turn starting
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
         self._said: deque[tuple[float, str]] = deque(maxlen=16)  # (monotonic, words played), for the mic
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
@@ -190,6 +191,8 @@ class TurnLoop:
             if next_up is None:
                 return
             self.busy = True
+            # a memory write holding the LLM gives way now (it runs again in the next quiet time)
+            self._writer_stood_aside = self.writer is not None and self.writer.stand_aside()
             try:
                 if isinstance(next_up, NextLine):  # a quiet chat: the main persona fills it
                     request = TurnRequest(ChatMessage("stream", "", "", priority=Priority.NORMAL), ())
@@ -422,6 +425,7 @@ class TurnLoop:
         self._turns += 1
         received = request.answer.received_at if kind is TurnKind.ANSWER else time.monotonic()
         timings = TurnTimings(self._turns, request.answer.user, persona.name, received, kind=kind.value)
+        timings.writer_stood_aside, self._writer_stood_aside = self._writer_stood_aside, False
         state = _TurnState(self._turns, persona, timings, request, kind)
         timings.mark("queue_wait_ms")
         # Only an interrupt offered from now on cuts this turn (one answering an `!ask` was
