@@ -8,37 +8,18 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from spark_client.avatar.vts import BackoffPolicy, ErrorID, VTSState, VTubeStudioClient
+from spark_client.avatar.vts import BackoffPolicy, ErrorID, VTSState
 from spark_client.avatar.vts import protocol as p
 from websockets.asyncio.client import connect
 
 from tests.fakes.vts_server import VBRIDGER_PARAMETERS, FakeVTubeStudio
 from tests.timing import seconds
+from tests.vts_helpers import make_client, run, token_path
 
 pytestmark = pytest.mark.timeout(60)
-
-T = TypeVar("T")
-FAST = BackoffPolicy(initial=0.05, maximum=0.3)
-
-
-def run(fn: Callable[[], Awaitable[T]], limit: float = 20) -> T:
-    async def main() -> T:
-        async with asyncio.timeout(seconds(limit)):
-            return await fn()
-
-    return asyncio.run(main())
-
-
-def make_client(url: str, tmp_path: Path, **kw: object) -> VTubeStudioClient:
-    kw.setdefault("backoff", FAST)
-    kw.setdefault("request_timeout", seconds(2))
-    token_path = tmp_path / "cfg" / "spark" / "vts_token"
-    return VTubeStudioClient(url, token_path, **kw)  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -49,7 +30,7 @@ def free_port() -> int:
 
 def test_auth_flow_stores_token_user_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    token_file = tmp_path / "cfg" / "spark" / "vts_token"
+    token_file = token_path(tmp_path)
 
     async def scenario() -> None:
         async with FakeVTubeStudio() as vts:
@@ -92,7 +73,7 @@ def test_denied_token_leaves_client_quiet(tmp_path: Path) -> None:
 
 
 def test_revoked_token_is_replaced(tmp_path: Path) -> None:
-    token_file = tmp_path / "cfg" / "spark" / "vts_token"
+    token_file = token_path(tmp_path)
 
     async def scenario() -> None:
         async with FakeVTubeStudio() as vts:

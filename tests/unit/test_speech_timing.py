@@ -26,6 +26,7 @@ from spark_runtime.speech_timing import (
     text_words,
 )
 from spark_runtime.speech_timing import TimedSpan as RuntimeSpan
+from tests.fakes.avatar import TwoValueMouth
 from tests.timing import seconds
 
 # What Piper's espeak gives for "Who moved my blue boots?" (one symbol per code point, NFD)
@@ -202,23 +203,12 @@ def test_spans_within_clips_to_the_block():
     assert spans_within(spans, 90, 260) == [TimedSpan("a", 0, 10), TimedSpan("b", 10, 160), TimedSpan("c", 160, 170)]
 
 
-class _Mouth:
-    def __init__(self) -> None:
-        self.sent: list[tuple[float, float]] = []
-
-    async def inject_mouth(self, open: float, form: float) -> None:  # noqa: A002
-        self.sent.append((open, form))
-
-    async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool:
-        return False
-
-
 def test_captions_fire_as_words_play_and_stop_where_the_audio_stopped():
     rate = 8000
     words = tuple(TimedSpan(w, i * 800, i * 800 + 700) for i, w in enumerate(["one", "two", "three", "four"]))
     timing = ChunkTiming("alignment", words, tuple(TimedSpan("ʌ", w.start, w.end) for w in words))
     heard: list = []
-    mouth = _Mouth()
+    mouth = TwoValueMouth()
     driver = AvatarDriver(mouth)
     player = Player(None, None, block_ms=10, on_block=driver.on_block, on_phonemes=driver.on_phonemes)
     two_heard = asyncio.Event()

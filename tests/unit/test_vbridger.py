@@ -6,38 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.avatar.lipsync import MouthFrame, VisemeBlend, lips_from_audio
 from spark_client.avatar.visemes import LIP_PARAMS, LIP_REST, SHAPES, LipShape, mouth_shape
-from spark_client.avatar.vts import BackoffPolicy, VTubeStudioClient
+from spark_client.avatar.vts import VTubeStudioClient
 from spark_client.avatar.vts import protocol as p
 from spark_client.avatar.vts.state import DEFAULT_MOUTH_SET, VBRIDGER_MOUTH_SET, LipRange, LipRanges
 
+from tests import vts_helpers
+from tests.fakes.avatar import LipMouth, TwoValueMouth
 from tests.fakes.vts_server import VBRIDGER_PARAMETERS, FakeParameter, FakeVTubeStudio
 from tests.timing import seconds
+from tests.vts_helpers import frame, run
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 VB = ("JawOpen", "MouthFunnel", "MouthPuckerWiden", "MouthPressLipOpen", "MouthShrug")
-
-
-def frame(message_type: str, data: dict, request_id: str = "r1") -> str:
-    return json.dumps(
-        {
-            "apiName": "VTubeStudioPublicAPI",
-            "apiVersion": "1.0",
-            "timestamp": 1625405710728,
-            "requestID": request_id,
-            "messageType": message_type,
-            "data": data,
-        }
-    )
 
 
 # ---- protocol ------------------------------------------------------------------------------
@@ -198,31 +186,6 @@ def test_blend_drives_lips_and_silence_keeps_them_at_rest() -> None:
     assert blend.lips == LIP_REST
 
 
-class TwoArgs:
-    def __init__(self) -> None:
-        self.sent: list[tuple[float, float]] = []
-
-    async def inject_mouth(self, open: float, form: float) -> None:  # noqa: A002
-        self.sent.append((open, form))
-
-    async def trigger_expression(self, name: str, *, hotkey: str | None = None) -> bool:
-        return False
-
-
-class WithLips(TwoArgs):
-    accepts_lip_params = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lips: list[dict[str, float] | None] = []
-
-    async def inject_mouth(  # noqa: A002
-        self, open: float, form: float, extra: Mapping[str, float] | None = None
-    ) -> None:
-        self.sent.append((open, form))
-        self.lips.append(dict(extra) if extra is not None else None)
-
-
 def test_driver_hands_lips_only_to_backends_that_take_them() -> None:
     import numpy as np
     from spark_client.speech.tts import TimedSpan
@@ -230,14 +193,14 @@ def test_driver_hands_lips_only_to_backends_that_take_them() -> None:
     rate = 16000
     loud = (0.5 * np.sin(np.arange(1600) * 2 * np.pi * 200 / rate)).astype(np.float32)
 
-    async def scenario(backend: TwoArgs) -> None:
+    async def scenario(backend: TwoValueMouth) -> None:
         driver = AvatarDriver(backend)
         for _ in range(5):
             driver.on_phonemes(1, [TimedSpan("uː", 0, 1600)], rate)
             await driver.on_block(1, loud, rate)
         await driver.silence()
 
-    old, new = TwoArgs(), WithLips()
+    old, new = TwoValueMouth(), LipMouth()
     asyncio.run(scenario(old))
     asyncio.run(scenario(new))
     assert len(old.sent) == len(new.sent) == 6 and old.sent == new.sent
@@ -248,23 +211,12 @@ def test_driver_hands_lips_only_to_backends_that_take_them() -> None:
 
 # ---- the client against the fake app ------------------------------------------------------------
 
-FAST = BackoffPolicy(initial=0.05, maximum=0.3)
 SAMPLE = {"JawOpen": 0.5, "MouthFunnel": 0.8, "MouthPuckerWiden": -0.6, "MouthPressLipOpen": -1.0, "MouthShrug": 0.2}
 
 
-def run(fn: Callable[[], Awaitable[T]], limit: float = 20) -> T:
-    async def main() -> T:
-        async with asyncio.timeout(seconds(limit)):
-            return await fn()
-
-    return asyncio.run(main())
-
-
 def make_client(url: str, tmp_path: Path, **kw: object) -> VTubeStudioClient:
-    kw.setdefault("backoff", FAST)
-    kw.setdefault("request_timeout", seconds(2))
     kw.setdefault("mouth_stale_after", None)
-    return VTubeStudioClient(url, tmp_path / "vts_token", **kw)  # type: ignore[arg-type]
+    return vts_helpers.make_client(url, tmp_path, **kw)
 
 
 def last_with(vts: FakeVTubeStudio, name: str) -> dict[str, float] | None:

@@ -19,24 +19,13 @@ from spark_client.avatar.vts.bookkeeping import (
 )
 from spark_client.avatar.vts.token_store import TokenStore
 
+from tests.vts_helpers import APP_TIMESTAMP, frame
+
 pytestmark = pytest.mark.timeout(30)
 
 
 def envelope(req: p.Request) -> dict:
     return json.loads(req.to_json())
-
-
-def response(message_type: str, data: dict | None, request_id: str = "r1") -> str:
-    return json.dumps(
-        {
-            "apiName": "VTubeStudioPublicAPI",
-            "apiVersion": "1.0",
-            "timestamp": 1625405710728,
-            "requestID": request_id,
-            "messageType": message_type,
-            "data": data,
-        }
-    )
 
 
 # ---- requests ----------------------------------------------------------------------------
@@ -69,9 +58,9 @@ def test_token_and_authentication_requests() -> None:
 def test_token_never_in_repr() -> None:
     req = p.authentication_request("a", "secret-token-123")
     assert "secret-token-123" not in repr(req)
-    resp = p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "secret-token-123"}))
+    resp = p.parse_response(frame("AuthenticationTokenResponse", {"authenticationToken": "secret-token-123"}))
     assert "secret-token-123" not in repr(resp)
-    bad = p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "x" * 65}))
+    bad = p.parse_response(frame("AuthenticationTokenResponse", {"authenticationToken": "x" * 65}))
     with pytest.raises(p.ProtocolError) as info:
         p.parse_token(bad)
     assert "x" * 65 not in str(info.value)
@@ -143,7 +132,7 @@ def test_documented_error_ids() -> None:
 
 
 def test_api_error_response() -> None:
-    resp = p.parse_response(response("APIError", {"errorID": 50, "message": "denied"}, "x"))
+    resp = p.parse_response(frame("APIError", {"errorID": 50, "message": "denied"}, "x"))
     err = resp.error()
     assert resp.is_error and err is not None
     assert (err.error_id, err.message, err.request_id) == (50, "denied", "x")
@@ -161,7 +150,7 @@ def test_which_errors_mean_the_session_lost_authentication(error_id: int, lost: 
 def test_typed_responses() -> None:
     state = p.parse_api_state(
         p.parse_response(
-            response(
+            frame(
                 "APIStateResponse",
                 {"active": True, "vTubeStudioVersion": "1.9.0", "currentSessionAuthenticated": False},
             )
@@ -170,17 +159,17 @@ def test_typed_responses() -> None:
     assert state == p.APIState(active=True, version="1.9.0", authenticated=False)
     assert (
         p.parse_authentication(
-            p.parse_response(response("AuthenticationResponse", {"authenticated": False, "reason": "revoked"}))
+            p.parse_response(frame("AuthenticationResponse", {"authenticated": False, "reason": "revoked"}))
         )
         is False
     )
     assert (
-        p.parse_token(p.parse_response(response("AuthenticationTokenResponse", {"authenticationToken": "abcd-123"})))
+        p.parse_token(p.parse_response(frame("AuthenticationTokenResponse", {"authenticationToken": "abcd-123"})))
         == "abcd-123"
     )
     hotkeys = p.parse_hotkeys(
         p.parse_response(
-            response(
+            frame(
                 "HotkeysInCurrentModelResponse",
                 {
                     "modelLoaded": True,
@@ -204,9 +193,9 @@ def test_typed_responses() -> None:
 
 
 def test_null_data_and_unknown_fields_are_accepted() -> None:
-    resp = p.parse_response(response("InjectParameterDataResponse", None))
-    assert resp.data == {} and resp.timestamp == 1625405710728
-    assert p.parse_response(response("X", {"a": 1}).encode()).message_type == "X"
+    resp = p.parse_response(frame("InjectParameterDataResponse", None))
+    assert resp.data == {} and resp.timestamp == APP_TIMESTAMP
+    assert p.parse_response(frame("X", {"a": 1}).encode()).message_type == "X"
 
 
 @pytest.mark.parametrize(
@@ -226,7 +215,7 @@ def test_malformed_messages(raw: str | bytes) -> None:
 
 
 def test_expect_wrong_type() -> None:
-    resp = p.parse_response(response("SomethingElse", {}))
+    resp = p.parse_response(frame("SomethingElse", {}))
     with pytest.raises(p.ProtocolError):
         p.parse_api_state(resp)
 

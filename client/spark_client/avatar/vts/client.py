@@ -275,22 +275,12 @@ class VTubeStudioClient:
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for an authenticated session."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._authed.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await _wait(self._authed, timeout)
 
     async def wait_parameters(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until this session has asked for the app's parameter list
         (then `status().mouth_set` says which mouth inputs are driven)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._params_read.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await _wait(self._params_read, timeout)
 
     # ---- connection loop ---------------------------------------------------------------------
 
@@ -611,3 +601,13 @@ class VTubeStudioClient:
         if key not in self._logged_errors:
             self._logged_errors.add(key)
             log.warning(msg, *args)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """True once `event` is set, False when `timeout` seconds pass first."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
