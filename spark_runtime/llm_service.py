@@ -102,7 +102,8 @@ class LLMService:
                 if time.monotonic() - reported_at >= METRIC_INTERVAL_S:  # each update is an IPC round trip
                     self.tokens.increment(stats.generated_tokens - generated)
                     generated, reported_at = stats.generated_tokens, time.monotonic()
-                if stream and (delta or first):
+                # the first response waits for the first token (an empty delta before it: a prompt chunk read)
+                if stream and (delta or (first and stats.generated_tokens)):
                     outputs = {"text_output": _text_tensor(delta)}
                     if first:
                         outputs["prefill_tokens"] = _count_tensor(stats.prefill_tokens)

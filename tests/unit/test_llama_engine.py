@@ -147,3 +147,48 @@ def test_a_bad_grammar_fails_its_request_only(engine, grammar, message):
     assert not any(slot.busy for slot in engine._slots) and not any(slot.llama.guide for slot in engine._slots)
     text, _ = run(engine, max_tokens=4)
     assert text.strip()
+
+
+LONG = (
+    "<|im_start|>system\nYou are Spark, a cheerful streamer.<|im_end|>\n<|im_start|>user\n"
+    + " ".join(f"viewer{i} says: what is your favourite thing number {i}?" for i in range(30))
+    + "<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_a_long_prompt_is_read_in_chunks_and_a_cancel_stops_it_within_one(engine):
+    """A prompt is read `prefill_chunk` tokens per step with an empty delta between steps, so
+    closing the stream (the server's cancel) stops it after the chunk being read, not after the
+    whole prompt: a memory write cut short for a viewer's turn gives the cores back at once."""
+    chunk = engine._prefill_chunk
+    tokens = engine.tokenize(LONG)
+    assert chunk > 0 and len(tokens) > 4 * chunk
+    stats = GenerationStats()
+    stream = engine.generate(GenerationRequest(prompt=LONG, max_tokens=8, end_id=-1), stats)
+    assert next(stream) == ""  # one chunk read, nothing generated yet
+    (slot,) = [s for s in engine._slots if s.busy]
+    read = slot.llama.n_tokens
+    assert 0 < read - stats.reused_prompt_tokens <= chunk and read < len(tokens) - chunk
+    stream.close()
+    assert stats.finish_reason == "cancelled" and stats.generated_tokens == 0
+    assert slot.llama.n_tokens == read and not slot.busy  # nothing more was read
+
+
+def test_a_prompt_read_in_chunks_gives_the_same_answer_as_one_step(engine_dir: Path):
+    from spark_runtime.engines import load_engine
+
+    one = load_engine(engine_dir / "llm", slots=1, threads=2, prefill_chunk=0)
+    try:
+        whole = "".join(one.generate(GenerationRequest(prompt=LONG, max_tokens=24, end_id=-1)))
+    finally:
+        one.close()
+    chunked = load_engine(engine_dir / "llm", slots=1, threads=2, prefill_chunk=16)
+    try:
+        stats = GenerationStats()
+        deltas = list(chunked.generate(GenerationRequest(prompt=LONG, max_tokens=24, end_id=-1), stats))
+        n_prompt = len(chunked.tokenize(LONG))
+    finally:
+        chunked.close()
+    assert stats.prefill_tokens == n_prompt and stats.generated_tokens == 24
+    assert deltas[: stats.prefill_tokens // 16 - 1] == [""] * (stats.prefill_tokens // 16 - 1)
+    assert "".join(deltas) == whole and whole.strip()
