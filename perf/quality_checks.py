@@ -106,3 +106,45 @@ class Checker:
         if not words:
             failed.append("empty")
         return failed
+
+
+# --- over a stream: what a run of answers sounds like (the e2e run's answers, in order) ---------
+
+MIN_ANSWER_WORDS = 3  # fewer words besides the persona's catchphrase: no answer at all
+OPENING_WORDS = 4  # an answer that opens with the same words as one of the last few
+RECENT_ANSWERS = 5
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    """One answer of a stream, judged against the answers before it."""
+
+    words: int  # besides the persona's catchphrase
+    bare: bool  # fewer than MIN_ANSWER_WORDS of them: only the sign-off ("Stay sparky!"), or next to it
+    duplicate: bool  # the same words as an earlier answer
+    same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS
+
+
+def stream_answers(answers: list[tuple[str, str]], catchphrases: dict[str, str]) -> list[StreamAnswer]:
+    """`answers`: (persona, what was said) in stream order; `catchphrases`: persona -> sign-off."""
+    seen: set[tuple[str, ...]] = set()
+    openings: list[tuple[str, ...]] = []
+    judged: list[StreamAnswer] = []
+    for persona, text in answers:
+        said = tokens(text)
+        sign_off = tokens(catchphrases.get(persona, ""))
+        if sign_off and said[-len(sign_off) :] == sign_off:
+            said = said[: -len(sign_off)]
+        key = tuple(said)
+        opening = key[:OPENING_WORDS]
+        judged.append(
+            StreamAnswer(
+                words=len(said),
+                bare=len(said) < MIN_ANSWER_WORDS,
+                duplicate=bool(key) and key in seen,
+                same_opening=len(opening) == OPENING_WORDS and opening in openings[-RECENT_ANSWERS:],
+            )
+        )
+        seen.add(key)
+        openings.append(opening)
+    return judged

@@ -13,7 +13,7 @@ from perf.llm_bench import LLMLoadResult
 from perf.parsers import TURN_FIELDS, TurnLog
 from perf.pipelines import PipelineResult
 from perf.quality import QualityRun
-from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO
+from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO, stream_answers
 from perf.report import Section, Table
 from perf.speech_bench import SpeechResult
 from perf.stats import Distribution, fmt
@@ -267,6 +267,7 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
             )
         )
     _aging(section, log, folder)
+    _what_was_said(section, log)
     samples = {
         name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
         for name in ("first_audio_out_ms", "first_mouth_ms", "llm_first_token_ms")
@@ -323,6 +324,41 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
         "client RSS MB": [(t.turn, t.rss_mb) for t in answered if t.rss_mb is not None],
     }
     section.plots.append(plots.over_turns("As the stream ages", series, folder, "e2e_aging.png"))
+
+
+def _what_was_said(section: Section, log: TurnLog) -> None:
+    """Latency over answers nobody would want is no figure: what the answers were, window by
+    window (a stream once collapsed into "Stay sparky!" after a dozen turns and got faster)."""
+    from spark_client.personas import shipped_personas  # the set `live` loads
+
+    answered = log.answered()
+    catchphrases = {p.name: p.catchphrase for p in shipped_personas()}
+    judged = stream_answers([(t.persona, t.spoken) for t in answered], catchphrases)
+    size = AGING_WINDOW if len(answered) <= 500 else -(-len(answered) // 10)
+
+    def share(flags: list[bool]) -> str:
+        return f"{sum(flags)} ({100 * sum(flags) / len(flags):.0f}%)"
+
+    rows = []
+    for i in range(0, len(answered), size):
+        window = judged[i : i + size]
+        words = Distribution.of([float(a.words) for a in window])
+        rows.append(
+            (
+                f"{answered[i].turn}-{answered[min(i + size, len(answered)) - 1].turn}",
+                fmt(words.p50 if words else None),
+                share([a.bare for a in window]),
+                share([a.duplicate for a in window]),
+                share([a.same_opening for a in window]),
+            )
+        )
+    section.tables.append(
+        Table(
+            ("turns", "words p50", "only the catchphrase", "same as an earlier answer", "opens like a recent one"),
+            tuple(rows),
+            title="What was said, as the stream ages (answered turns; words besides the catchphrase)",
+        )
+    )
 
 
 def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:

@@ -123,3 +123,24 @@ def test_whatever_the_model_writes_the_guard_never_lets_markup_or_too_many_sente
     said = g.text
     assert "<|" not in said and "</chat>" not in said.casefold()
     assert len(split_sentences(said)) <= 3
+
+
+def test_the_bare_catchphrase_is_held_back_and_said_only_when_nothing_else_comes():
+    """An answer that is only the persona's sign-off is asked again (a small model that hears
+    itself answer "Stay sparky!" answers everything with it); after other words it is said."""
+    first = guard(catchphrase="Stay sparky!")
+    assert say(first, "Stay sparky!") == ("", False)
+    assert first.finish(last_attempt=False) == "" and first.reasons == ["catchphrase"] and first.text == ""
+    last = guard(catchphrase="Stay sparky!")
+    say(last, "stay SPARKY")
+    assert last.finish(last_attempt=True) == "stay SPARKY" and last.text == "stay SPARKY" and last.reasons == []
+    answer = guard(catchphrase="Stay sparky!")
+    assert say(answer, "Black holes are stars that fell in.", "Stay sparky!") == (
+        "Black holes are stars that fell in. Stay sparky!",
+        False,
+    )
+    assert answer.finish(last_attempt=False) == "" and answer.reasons == []
+    first_then_more = guard(catchphrase="Stay sparky!")  # the sign-off first: said with what follows
+    assert first_then_more.check("Stay sparky!").text == ""
+    assert first_then_more.check("Dogs are great.").text == "Stay sparky! Dogs are great."
+    assert guard().check("Stay sparky!").text == "Stay sparky!"  # a persona without one: just words

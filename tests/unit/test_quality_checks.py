@@ -95,3 +95,21 @@ def test_shares_and_targets():
     shares, met = run.shares(), run.meets_targets()
     assert set(shares) == set(CHECKS) and shares["loop"] == pytest.approx(0.05)
     assert not met["loop"] and met["markup"] and met["duplicate"]  # 5% is not under 5%
+
+
+def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
+    from perf.quality_checks import stream_answers
+
+    said = [
+        ("Spark", "Black holes are stars that folded in. Stay sparky!"),
+        ("Spark", "Stay sparky!"),  # nothing but the sign-off
+        ("Spark", "No sir. Stay sparky!"),  # two words besides it: still no answer
+        ("Ember", "Stay sparky! is not mine to say, but fine."),  # another persona's catchphrase is words
+        ("Spark", "Black holes are stars that folded in."),  # the first one again, sign-off aside
+        ("Spark", "Black holes are stars, big ones."),  # opens like a recent one
+    ]
+    judged = stream_answers(said, {"Spark": "Stay sparky!", "Ember": "Moving on."})
+    assert [a.bare for a in judged] == [False, True, True, False, False, False]
+    assert [a.duplicate for a in judged] == [False, False, False, False, True, False]
+    assert [a.same_opening for a in judged] == [False, False, False, False, True, True]
+    assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6]

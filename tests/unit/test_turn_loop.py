@@ -345,6 +345,31 @@ def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_s
     assert s.said[1][3]["guards"] == ["repeat"] and s.llm.started == 3
 
 
+def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_answer():
+    """Over a long stream the 135M model once answered everything with "Stay sparky!": each bare
+    sign-off in the history taught it the next. Now a bare one is asked again, said only when the
+    retry has nothing else, and kept out of the prompt's history either way."""
+
+    async def scenario():
+        bare, real = "Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
+        llm = ScriptedLLM(answers=[bare, real, bare, bare, "Dogs are the best."])
+        async with Stream(llm=llm) as s:
+            for text in ("what are black holes?", "and quasars?", "dogs or cats?"):
+                s.queue.offer(chat(text, user="mika"))
+                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    spoken = [said for _, _, said, _ in s.said]
+    assert spoken == ["Black holes are stars that folded in. Stay sparky!", "Stay sparky!", "Dogs are the best."]
+    assert [r["guards"] for *_, r in s.said] == [["catchphrase"], ["catchphrase"], []]
+    assert s.llm.started == 5  # one retry for each of the first two turns
+    assert [e.spoken for e in s.loop.history.window()] == [spoken[0], spoken[2]]  # like a turn nobody heard
+    answers = [m["content"] for m in s.llm.prompts[-1] if m["role"] == "assistant"]
+    assert answers[-1] == spoken[0] and "Stay sparky!" not in answers
+
+
 def test_a_retry_samples_differently_even_for_a_greedy_persona():
     from spark_client.speech.answer import retry_sampling
     from spark_client.speech.llm import SamplingOptions

@@ -44,11 +44,28 @@ async def guarded_pieces(
     *,
     chunker: SpeechChunker | None = None,
     on_delta: Callable[[str], None] | None = None,
+    last_attempt: bool = True,
 ) -> AsyncIterator[SpeakablePiece]:
     """The pieces of `deltas` that `guard` lets through, in order. When the guard stops the
     answer, `deltas` is closed at once (for a served LLM: its request is cancelled on the
-    server). A dropped piece's emotion tags go with it: what was not said shows nothing either."""
+    server). A dropped piece's emotion tags go with it: what was not said shows nothing either.
+    What the guard held back to the end (a bare catchphrase) comes last, if it is said at all."""
     chunker = chunker or SpeechChunker()
+    last_index = -1
+    async with contextlib.aclosing(_guarded(deltas, guard, chunker, on_delta)) as pieces:  # closed at once when cut
+        async for piece in pieces:
+            last_index = piece.index
+            yield piece
+    if tail := guard.finish(last_attempt=last_attempt):
+        yield SpeakablePiece(last_index + 1, tail)
+
+
+async def _guarded(
+    deltas: AsyncIterator[str],
+    guard: SpeechGuard,
+    chunker: SpeechChunker,
+    on_delta: Callable[[str], None] | None,
+) -> AsyncIterator[SpeakablePiece]:
     generated = ""
 
     def admit(piece: SpeakablePiece) -> tuple[SpeakablePiece | None, bool]:
@@ -81,7 +98,7 @@ async def guarded_pieces(
 
 class AnswerAttempts:
     """An answer with one more try: when the guards let nothing of the first attempt through
-    (it only repeated a recent answer, or copied chat), the LLM is asked again (`open_stream`
+    (it only repeated a recent answer, copied chat or was the bare catchphrase), the LLM is asked again (`open_stream`
     gets the attempt number and samples differently), so the viewer hears an answer rather than
     silence. `guards` holds every attempt's guard."""
 
@@ -115,7 +132,8 @@ class AnswerAttempts:
             self.guards.append(guard)
             self.generated = ""
             said = False
-            async for piece in guarded_pieces(self._open(attempt), guard, on_delta=self._seen):
+            last = attempt == self._attempts - 1
+            async for piece in guarded_pieces(self._open(attempt), guard, on_delta=self._seen, last_attempt=last):
                 said = True
                 yield piece
             if said or not guard.reasons:  # heard something, or the model itself said nothing

@@ -18,6 +18,11 @@ Rules, in the order they apply to a piece:
   loop          one word 4+ times in a row or a phrase 3+ times in a row: cut after its first
                 occurrence, stop
   sentences     past the persona's sentence limit: cut at the limit, stop
+  catchphrase   the persona's catchphrase with nothing else said: held back until something
+                else is said; an answer that is only the catchphrase is asked again (`finish`),
+                and said only when the last attempt has nothing else either. Over a long
+                stream a small model that hears itself answer with the bare catchphrase copies
+                it until every answer is "Stay sparky!"
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ def words(text: str) -> list[str]:
     return [w.strip("'") for w in _WORD.findall(text.casefold()) if w.strip("'")]
 
 
+def is_catchphrase(text: str, catchphrase: str) -> bool:
+    """Whether `text` is `catchphrase` and nothing else (case and punctuation aside)."""
+    said = words(text)
+    return bool(said) and said == words(catchphrase)
+
+
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
@@ -82,6 +93,7 @@ class GuardContext:
     speakers: tuple[str, ...] = ()  # names that may show up as labels: chat users and personas
     internal: tuple[str, ...] = ()  # instructions that must never be said (rules, cues)
     max_sentences: int = 3
+    catchphrase: str = ""  # the persona's sign-off: never an answer on its own (see `finish`)
 
 
 @dataclass
@@ -138,6 +150,7 @@ class SpeechGuard:
         self._sentence: tuple[str, ...] = ()  # words of the sentence in progress
         self._held: list[str] = []  # its beginning, not said yet: it may become a repeat
         self._begun = False  # part of the sentence in progress was said already
+        self._held_catchphrase = ""  # the catchphrase said before anything else, held back
 
     @property
     def text(self) -> str:
@@ -151,11 +164,33 @@ class SpeechGuard:
         if not any(ch.isalnum() for ch in verdict.text):
             verdict.text = ""
         if verdict.text:
-            self.said.append(verdict.text)
             self._sentences += len(_SENTENCE_END.findall(verdict.text))  # sentences completed so far
+            if not self.said and not self._held_catchphrase and self.is_catchphrase(verdict.text):
+                self._held_catchphrase, verdict.text = verdict.text, ""  # wait for more than the sign-off
+            elif self._held_catchphrase:
+                verdict.text, self._held_catchphrase = f"{self._held_catchphrase} {verdict.text}", ""
+        if verdict.text:
+            self.said.append(verdict.text)
         self._stopped = verdict.stop
         self.reasons.extend(r for r in verdict.reasons if r not in self.reasons)
         return verdict
+
+    def is_catchphrase(self, text: str) -> bool:
+        return is_catchphrase(text, self.context.catchphrase)
+
+    def finish(self, *, last_attempt: bool) -> str:
+        """The answer has ended: what is still to be said. A catchphrase held back with nothing
+        said after it is said on the last attempt only; otherwise it is dropped (reason
+        "catchphrase": nothing was let through, so the answer is asked again)."""
+        held, self._held_catchphrase = self._held_catchphrase, ""
+        if not held:
+            return ""
+        if not last_attempt:
+            if "catchphrase" not in self.reasons:
+                self.reasons.append("catchphrase")
+            return ""
+        self.said.append(held)
+        return held
 
     def runaway(self, generated: str) -> bool:
         """Whether the raw text generated so far must stop now, before it is even cut into

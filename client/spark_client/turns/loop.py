@@ -28,7 +28,7 @@ from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.personas.model import Persona
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
-from spark_client.speech.guards import GuardContext, RecentAnswers
+from spark_client.speech.guards import GuardContext, RecentAnswers, is_catchphrase
 from spark_client.speech.llm import LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
@@ -727,15 +727,18 @@ class TurnLoop:
         # A turn heard in full keeps the LLM's own text (tags included): the server's KV cache
         # already holds exactly those tokens, so the next prompt reuses them instead of reading a
         # re-worded copy. A cut turn keeps only what was heard.
+        # An answer that was only the catchphrase is kept out, like one nobody heard: a small model
+        # copies its own bare sign-off until every answer is one.
         timings = state.timings
         untouched = state.answer is None or not state.answer.reasons  # the guards cut or dropped nothing
         complete = not timings.interrupted and not timings.failed and untouched and state.generated.strip()
+        bare = is_catchphrase(timings.spoken, state.persona.catchphrase)
         self.history.add(
             Exchange(
                 chat=state.sent_chat or chat,
-                spoken=timings.spoken,
+                spoken="" if bare else timings.spoken,
                 persona=state.persona.name,
-                generated=state.generated if complete else "",
+                generated=state.generated if complete and not bare else "",
                 messages=state.shown,
             )
         )

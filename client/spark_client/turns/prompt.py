@@ -132,6 +132,7 @@ def guard_context(
         internal=(style.rules, *cues, SILENCE_CUE.split("{topic}")[0]),
         # a trained catchphrase closes the answer: it gets a sentence of its own
         max_sentences=persona.max_sentences + (1 if persona.catchphrase else 0),
+        catchphrase=persona.catchphrase,
     )
 
 
