@@ -372,3 +372,25 @@ def test_the_llm_pauses_for_the_voice_on_the_same_cpu(triton, prompt):
     assert speech.error is None and speech.responses
     assert answer.error is None and len("".join(answer.texts())) > 100
     assert metric(triton.metrics_url, "spark_llm_gate_wait_seconds_total", model="llm") > waited
+
+
+def test_a_long_prompt_read_in_chunks_sends_nothing_before_the_first_token(triton):
+    """The engine reads a long prompt chunk by chunk (a cancel can stop it in between); the client
+    still gets its first response with the first token, carrying what the server read."""
+    long = render(
+        triton.grpc_url,
+        [
+            {"role": "system", "content": "You are Spark, a cheerful streamer."},
+            *[{"role": "user", "content": f"viewer{i} asks about favourite game number {i}"} for i in range(40)],
+        ],
+    )
+    client = StreamClient(triton.grpc_url)
+    try:
+        answer = client.run("llm", llm_inputs(long, 3, stream=True, end_id=-1), timeout=120)
+    finally:
+        client.close()
+    assert answer.error is None
+    texts = answer.texts()
+    assert 1 <= len(texts) <= 3 and all(texts)  # token responses only (merged or not), none for a chunk read
+    first = answer.responses[0][1].as_numpy("prefill_tokens")
+    assert first is not None and int(first.reshape(-1)[0]) > 400  # far more than one 64-token chunk
