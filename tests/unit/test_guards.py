@@ -144,3 +144,49 @@ def test_the_bare_catchphrase_is_held_back_and_said_only_when_nothing_else_comes
     assert first_then_more.check("Stay sparky!").text == ""
     assert first_then_more.check("Dogs are great.").text == "Stay sparky! Dogs are great."
     assert guard().check("Stay sparky!").text == "Stay sparky!"  # a persona without one: just words
+
+
+def test_a_held_beginning_is_said_once_the_words_after_it_leave_every_recent_sentence():
+    recent = RecentAnswers()
+    recent.add("Welcome to the stream, friend!")
+    g = SpeechGuard(GuardContext(), recent=recent)
+    assert g.check("Welcome to the stream,").text == ""  # held: it may become a repeat
+    assert g.release("fri") == ""  # a word cut mid-token says nothing yet
+    assert g.release("friend") == ""  # still the recent sentence
+    assert g.release("friend. Rin") == ""  # a sentence end: the piece comes in a moment anyway
+    assert g.release("Rin ") == "Welcome to the stream,"  # no recent sentence goes on like this
+    assert g.release("Rin, glad") == ""  # said once
+    assert g.check("Rin, glad you came!").text == "Rin, glad you came!"
+    assert g.text == "Welcome to the stream, Rin, glad you came!" and g.reasons == []
+    repeat = SpeechGuard(GuardContext(), recent=recent)
+    repeat.check("Welcome to the stream,")
+    assert repeat.release("friend") == "" and repeat.check("friend!").text == ""  # the repeat goes unsaid
+    assert "repeat" in repeat.reasons
+
+
+def test_an_answer_that_opens_like_a_recent_one_starts_before_its_sentence_ends():
+    """Streamed word by word, the first piece of an answer whose first clause opens a sentence
+    of a recent answer is said when the next words differ, not when the sentence ends."""
+    import asyncio
+
+    from spark_client.speech.answer import guarded_pieces
+
+    recent = RecentAnswers()
+    recent.add("I'm not sure what you mean, but I love games.")
+    answer = "I'm not sure what you mean, but cats are the best pets ever. Stay sparky!"
+    read: list[str] = []
+
+    async def deltas():
+        for word in answer.split(" "):
+            read.append(word)
+            yield word + " "
+
+    async def collect():
+        guard = SpeechGuard(GuardContext(catchphrase="Stay sparky!", max_sentences=4), recent=recent)
+        return [(piece.index, piece.text, len(read)) async for piece in guarded_pieces(deltas(), guard)]
+
+    pieces = asyncio.run(collect())
+    assert pieces[0][:2] == (0, "I'm not sure what you mean,")
+    assert read[pieces[0][2] - 1] == "cats"  # said as soon as "cats" left the recent sentence
+    assert [i for i, *_ in pieces] == list(range(len(pieces)))
+    assert " ".join(text for _, text, _ in pieces) == answer

@@ -347,13 +347,13 @@ def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_s
 
 def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_answer():
     """Over a long stream the 135M model once answered everything with "Stay sparky!": each bare
-    sign-off in the history taught it the next. Now a bare one is asked again, said only when the
-    retry has nothing else, and kept out of the prompt's history either way."""
+    sign-off in the history (and in recalled memories) taught it the next. Now a bare one is asked
+    again, said only when the retry has nothing else, and kept out of history and memory."""
 
     async def scenario():
         bare, real = "Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
         llm = ScriptedLLM(answers=[bare, real, bare, bare, "Dogs are the best."])
-        async with Stream(llm=llm) as s:
+        async with Stream(llm=llm, memory=RecordingMemory()) as s:
             for text in ("what are black holes?", "and quasars?", "dogs or cats?"):
                 s.queue.offer(chat(text, user="mika"))
                 await s.until(lambda n=len(s.said): len(s.said) == n + 1)
@@ -364,10 +364,12 @@ def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_an
     spoken = [said for _, _, said, _ in s.said]
     assert spoken == ["Black holes are stars that folded in. Stay sparky!", "Stay sparky!", "Dogs are the best."]
     assert [r["guards"] for *_, r in s.said] == [["catchphrase"], ["catchphrase"], []]
-    assert s.llm.started == 5  # one retry for each of the first two turns
+    assert s.llm.started == 6  # a retry for each of the first two turns, and the end-of-stream summary
     assert [e.spoken for e in s.loop.history.window()] == [spoken[0], spoken[2]]  # like a turn nobody heard
-    answers = [m["content"] for m in s.llm.prompts[-1] if m["role"] == "assistant"]
-    assert answers[-1] == spoken[0] and "Stay sparky!" not in answers
+    last_turn = [m["content"] for m in next(p for p in s.llm.prompts if "dogs or cats?" in p[-1]["content"])]
+    assert any(spoken[0] in m for m in last_turn)  # the real answer is shown, the bare one is not
+    assert not any(m == "Stay sparky!" or '"Stay sparky!"' in m for m in last_turn)
+    assert s.loop.memory.remembered == [("what are black holes?", spoken[0]), ("dogs or cats?", spoken[2])]
 
 
 def test_a_retry_samples_differently_even_for_a_greedy_persona():

@@ -51,13 +51,13 @@ async def guarded_pieces(
     server). A dropped piece's emotion tags go with it: what was not said shows nothing either.
     What the guard held back to the end (a bare catchphrase) comes last, if it is said at all."""
     chunker = chunker or SpeechChunker()
-    last_index = -1
+    said = 0  # pieces are numbered as they are said: a held beginning said early is one of them
     async with contextlib.aclosing(_guarded(deltas, guard, chunker, on_delta)) as pieces:  # closed at once when cut
         async for piece in pieces:
-            last_index = piece.index
+            piece.index, said = said, said + 1
             yield piece
     if tail := guard.finish(last_attempt=last_attempt):
-        yield SpeakablePiece(last_index + 1, tail)
+        yield SpeakablePiece(said, tail)
 
 
 async def _guarded(
@@ -86,6 +86,8 @@ async def _guarded(
                     yield said
                 if stop:
                     return
+            if early := guard.release(chunker.pending):
+                yield SpeakablePiece(-1, early)  # numbered by guarded_pieces
             if guard.runaway(generated):
                 break  # closes the stream; what was generated is cut into pieces and judged below
     for piece in chunker.flush():

@@ -128,6 +128,11 @@ class SpeechChunker:
         self._buffer += parsed.text
         return self._cut(final=False)
 
+    @property
+    def pending(self) -> str:
+        """Text fed but not cut into a piece yet."""
+        return self._buffer
+
     def flush(self) -> list[SpeakablePiece]:
         parsed = self._tags.flush()
         self._pending_emotions.extend(tag.name for tag in parsed.tags)

@@ -165,15 +165,39 @@ class SpeechGuard:
             verdict.text = ""
         if verdict.text:
             self._sentences += len(_SENTENCE_END.findall(verdict.text))  # sentences completed so far
-            if not self.said and not self._held_catchphrase and self.is_catchphrase(verdict.text):
-                self._held_catchphrase, verdict.text = verdict.text, ""  # wait for more than the sign-off
-            elif self._held_catchphrase:
-                verdict.text, self._held_catchphrase = f"{self._held_catchphrase} {verdict.text}", ""
-        if verdict.text:
-            self.said.append(verdict.text)
+            verdict.text = self._let_through(verdict.text)
         self._stopped = verdict.stop
         self.reasons.extend(r for r in verdict.reasons if r not in self.reasons)
         return verdict
+
+    def _let_through(self, text: str) -> str:
+        """What of checked `text` is said now: the catchphrase alone first is held back, and said
+        with what comes next."""
+        if not self.said and not self._held_catchphrase and self.is_catchphrase(text):
+            self._held_catchphrase = text  # wait for more than the sign-off
+            return ""
+        if self._held_catchphrase:
+            text, self._held_catchphrase = f"{self._held_catchphrase} {text}", ""
+        self.said.append(text)
+        return text
+
+    def release(self, pending: str) -> str:
+        """The beginning of a sentence held back because a recent answer has a sentence that
+        begins the same way, said as soon as the words written after it (`pending`: text the
+        chunker has not cut into a piece yet) leave every such sentence, rather than when the
+        sentence ends: it can no longer become a repeat, and the first piece of an answer that
+        opens like an earlier one is not held for a whole sentence. Returns what to say now."""
+        if not self._held or self._stopped or self._recent is None or _SENTENCE_END.search(pending):
+            return ""
+        written = words(STAGE_DIRECTION.sub(" ", pending))
+        if written and pending[-1:].isalnum():
+            written.pop()  # the last word may be cut mid-token
+        key = (*self._sentence, *written)
+        if len(key) == len(self._sentence) or key in self._recent or self._recent.begins(key):
+            return ""
+        held = " ".join(" ".join(self._held).split())
+        self._held, self._begun = [], True  # later pieces of this sentence are said as they come
+        return self._let_through(held) if any(ch.isalnum() for ch in held) else ""
 
     def is_catchphrase(self, text: str) -> bool:
         return is_catchphrase(text, self.context.catchphrase)

@@ -703,8 +703,9 @@ class TurnLoop:
         # The game's narration is no viewer to remember.
         remembered = message.source != GAME_SOURCE and not (state.reacting or state.moderated or state.stopping)
         if self.memory is not None and timings.spoken and remembered:
-            try:
-                await self.memory.remember(message, timings.spoken, state.persona.name)
+            try:  # a bare catchphrase is no answer to remember (recalled, it teaches the model to say it)
+                if not is_catchphrase(timings.spoken, state.persona.catchphrase):
+                    await self.memory.remember(message, timings.spoken, state.persona.name)
             except Exception as exc:  # memory is an extra: the stream goes on without it
                 log.warning("memory: turn %d not stored: %s", state.number, exc)
             if self.writer is not None and not timings.interrupted:
