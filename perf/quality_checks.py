@@ -120,7 +120,8 @@ class StreamAnswer:
     """One answer of a stream, judged against the answers before it."""
 
     words: int  # besides the persona's catchphrase
-    bare: bool  # fewer than MIN_ANSWER_WORDS of them: only the sign-off ("Stay sparky!"), or next to it
+    silent: bool  # nothing said at all (the guards let nothing through): no first audio to time
+    bare: bool  # something said, but fewer than MIN_ANSWER_WORDS words besides the sign-off ("Stay sparky!")
     duplicate: bool  # the same words as an earlier answer
     same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS
 
@@ -132,6 +133,7 @@ def stream_answers(answers: list[tuple[str, str]], catchphrases: dict[str, str])
     judged: list[StreamAnswer] = []
     for persona, text in answers:
         said = tokens(text)
+        silent = not said
         sign_off = tokens(catchphrases.get(persona, ""))
         if sign_off and said[-len(sign_off) :] == sign_off:
             said = said[: -len(sign_off)]
@@ -140,7 +142,8 @@ def stream_answers(answers: list[tuple[str, str]], catchphrases: dict[str, str])
         judged.append(
             StreamAnswer(
                 words=len(said),
-                bare=len(said) < MIN_ANSWER_WORDS,
+                silent=silent,
+                bare=not silent and len(said) < MIN_ANSWER_WORDS,
                 duplicate=bool(key) and key in seen,
                 same_opening=len(opening) == OPENING_WORDS and opening in openings[-RECENT_ANSWERS:],
             )

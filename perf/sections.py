@@ -328,7 +328,9 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
 
 def _what_was_said(section: Section, log: TurnLog) -> None:
     """Latency over answers nobody would want is no figure: what the answers were, window by
-    window (a stream once collapsed into "Stay sparky!" after a dozen turns and got faster)."""
+    window (a stream once collapsed into "Stay sparky!" after a dozen turns and got faster).
+    A turn where nothing was said has no first audio, so the latency rows do not count it: the
+    "nothing said" column does."""
     from spark_client.personas import shipped_personas  # the set `live` loads
 
     answered = log.answered()
@@ -347,6 +349,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
             (
                 f"{answered[i].turn}-{answered[min(i + size, len(answered)) - 1].turn}",
                 fmt(words.p50 if words else None),
+                share([a.silent for a in window]),
                 share([a.bare for a in window]),
                 share([a.duplicate for a in window]),
                 share([a.same_opening for a in window]),
@@ -354,7 +357,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
         )
     section.tables.append(
         Table(
-            ("turns", "words p50", "only the catchphrase", "same as an earlier answer", "opens like a recent one"),
+            ("turns", "words p50", "nothing said", "only the catchphrase", "same as earlier", "opens like a recent"),
             tuple(rows),
             title="What was said, as the stream ages (answered turns; words besides the catchphrase)",
         )

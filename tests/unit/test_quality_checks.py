@@ -107,9 +107,11 @@ def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
         ("Ember", "Stay sparky! is not mine to say, but fine."),  # another persona's catchphrase is words
         ("Spark", "Black holes are stars that folded in."),  # the first one again, sign-off aside
         ("Spark", "Black holes are stars, big ones."),  # opens like a recent one
+        ("Spark", ""),  # the guards let nothing through
     ]
     judged = stream_answers(said, {"Spark": "Stay sparky!", "Ember": "Moving on."})
-    assert [a.bare for a in judged] == [False, True, True, False, False, False]
-    assert [a.duplicate for a in judged] == [False, False, False, False, True, False]
-    assert [a.same_opening for a in judged] == [False, False, False, False, True, True]
-    assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6]
+    assert [a.silent for a in judged] == [False] * 6 + [True]
+    assert [a.bare for a in judged] == [False, True, True, False, False, False, False]
+    assert [a.duplicate for a in judged] == [False, False, False, False, True, False, False]
+    assert [a.same_opening for a in judged] == [False, False, False, False, True, True, False]
+    assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6, 0]
