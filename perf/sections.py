@@ -287,12 +287,18 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
 AGING_WINDOW = 10  # answered turns per row of the "as the stream ages" table
 
 
+def _windows(n: int) -> list[slice]:
+    """The rows of the tables over a stream's answered turns: AGING_WINDOW turns each; a long run
+    gets ten rows, not fifty."""
+    size = AGING_WINDOW if n <= 500 else -(-n // 10)
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
 def _aging(section: Section, log: TurnLog, folder: Path) -> None:
     """First audio, prompt tokens read and the client's memory, window by window: a stream must
     answer as fast at its end as at its start."""
     answered = log.answered()
-    size = AGING_WINDOW if len(answered) <= 500 else -(-len(answered) // 10)  # a long run: ten rows, not fifty
-    windows = [answered[i : i + size] for i in range(0, len(answered), size)]
+    windows = [answered[w] for w in _windows(len(answered))]
 
     def p50(values: list[float | None]) -> str:
         d = Distribution.of([v for v in values if v is not None])
@@ -336,18 +342,17 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
     answered = log.answered()
     catchphrases = {p.name: p.catchphrase for p in shipped_personas()}
     judged = stream_answers([(t.persona, t.spoken) for t in answered], catchphrases)
-    size = AGING_WINDOW if len(answered) <= 500 else -(-len(answered) // 10)
 
     def share(flags: list[bool]) -> str:
         return f"{sum(flags)} ({100 * sum(flags) / len(flags):.0f}%)"
 
     rows = []
-    for i in range(0, len(answered), size):
-        window = judged[i : i + size]
+    for turns in _windows(len(answered)):
+        window = judged[turns]
         words = Distribution.of([float(a.words) for a in window])
         rows.append(
             (
-                f"{answered[i].turn}-{answered[min(i + size, len(answered)) - 1].turn}",
+                f"{answered[turns][0].turn}-{answered[turns][-1].turn}",
                 fmt(words.p50 if words else None),
                 share([a.silent for a in window]),
                 share([a.bare for a in window]),

@@ -81,6 +81,12 @@ class Stream:
         await asyncio.wait(self._tasks, timeout=seconds(5))
         self.player.close()
 
+    async def answer_each(self, *texts: str, user: str) -> None:
+        """Offers each chat line once the one before it has been answered."""
+        for text in texts:
+            self.queue.offer(chat(text, user=user))
+            await self.until(lambda n=len(self.said): len(self.said) == n + 1)
+
     @property
     def loop_task(self) -> asyncio.Task:
         return self._tasks[1]
@@ -315,9 +321,7 @@ def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generat
             ]
         )
         async with Stream(llm=llm) as s:
-            for text in ("hi spark", "say no a lot", "what's up"):
-                s.queue.offer(chat(text, user="mika"))
-                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.answer_each("hi spark", "say no a lot", "what's up", user="mika")
             await s.finish()
             return s
 
@@ -334,9 +338,7 @@ def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_s
         welcome = "Welcome to the stream, friend!"
         llm = ScriptedLLM(answers=[welcome, welcome, "Good to see you."])
         async with Stream(llm=llm) as s:
-            for text in ("hi!", "hello!"):
-                s.queue.offer(chat(text, user="mika"))
-                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.answer_each("hi!", "hello!", user="mika")
             await s.finish()
             return s
 
@@ -354,9 +356,7 @@ def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_an
         bare, real = "Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
         llm = ScriptedLLM(answers=[bare, real, bare, bare, "Dogs are the best."])
         async with Stream(llm=llm, memory=RecordingMemory()) as s:
-            for text in ("what are black holes?", "and quasars?", "dogs or cats?"):
-                s.queue.offer(chat(text, user="mika"))
-                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.answer_each("what are black holes?", "and quasars?", "dogs or cats?", user="mika")
             await s.finish()
             return s
 
@@ -386,9 +386,7 @@ def test_each_turn_records_the_expressions_it_showed_and_rests_when_nothing_was_
     async def scenario():
         llm = ScriptedLLM(answers=["[surprised] Oh wow, a raid! [excited] Welcome in!", "Good to see you."])
         async with Stream(llm=llm) as s:
-            for text in ("raid incoming", "hello!"):
-                s.queue.offer(chat(text, user="mika"))
-                await s.until(lambda n=len(s.said): len(s.said) == n + 1)
+            await s.answer_each("raid incoming", "hello!", user="mika")
             await s.finish()
             return s
 

@@ -173,7 +173,7 @@ class SpeechGuard:
     def _let_through(self, text: str) -> str:
         """What of checked `text` is said now: the catchphrase alone first is held back, and said
         with what comes next."""
-        if not self.said and not self._held_catchphrase and self.is_catchphrase(text):
+        if not self.said and not self._held_catchphrase and is_catchphrase(text, self.context.catchphrase):
             self._held_catchphrase = text  # wait for more than the sign-off
             return ""
         if self._held_catchphrase:
@@ -198,9 +198,6 @@ class SpeechGuard:
         held = " ".join(" ".join(self._held).split())
         self._held, self._begun = [], True  # later pieces of this sentence are said as they come
         return self._let_through(held) if any(ch.isalnum() for ch in held) else ""
-
-    def is_catchphrase(self, text: str) -> bool:
-        return is_catchphrase(text, self.context.catchphrase)
 
     def finish(self, *, last_attempt: bool) -> str:
         """The answer has ended: what is still to be said. A catchphrase held back with nothing

@@ -692,10 +692,13 @@ class TurnLoop:
             self.avatar.forget(state.number)
         if state.answer is not None:
             timings.guards = state.answer.reasons
+        # A bare catchphrase is no answer to show the model again or to remember: a small model
+        # copies its own bare sign-off until every answer is one.
+        bare = is_catchphrase(timings.spoken, state.persona.catchphrase)
         if state.moderated:
             timings.failed = timings.failed or "moderated"
         elif state.kind is not TurnKind.LINE:  # the streamer's words are no exchange with chat
-            self._record_history(state, chat)
+            self._record_history(state, chat, bare=bare)
             if timings.spoken:
                 self._recent_answers.add(timings.spoken)
         if timings.spoken:
@@ -703,8 +706,8 @@ class TurnLoop:
         # The game's narration is no viewer to remember.
         remembered = message.source != GAME_SOURCE and not (state.reacting or state.moderated or state.stopping)
         if self.memory is not None and timings.spoken and remembered:
-            try:  # a bare catchphrase is no answer to remember (recalled, it teaches the model to say it)
-                if not is_catchphrase(timings.spoken, state.persona.catchphrase):
+            try:
+                if not bare:
                     await self.memory.remember(message, timings.spoken, state.persona.name)
             except Exception as exc:  # memory is an extra: the stream goes on without it
                 log.warning("memory: turn %d not stored: %s", state.number, exc)
@@ -724,16 +727,14 @@ class TurnLoop:
             except Exception:
                 log.exception("the listener of turn %d failed", state.number)
 
-    def _record_history(self, state: _TurnState, chat: str) -> None:
+    def _record_history(self, state: _TurnState, chat: str, *, bare: bool) -> None:
         # A turn heard in full keeps the LLM's own text (tags included): the server's KV cache
         # already holds exactly those tokens, so the next prompt reuses them instead of reading a
         # re-worded copy. A cut turn keeps only what was heard.
-        # An answer that was only the catchphrase is kept out, like one nobody heard: a small model
-        # copies its own bare sign-off until every answer is one.
+        # An answer that was only the catchphrase (`bare`) is kept out, like one nobody heard.
         timings = state.timings
         untouched = state.answer is None or not state.answer.reasons  # the guards cut or dropped nothing
         complete = not timings.interrupted and not timings.failed and untouched and state.generated.strip()
-        bare = is_catchphrase(timings.spoken, state.persona.catchphrase)
         self.history.add(
             Exchange(
                 chat=state.sent_chat or chat,
