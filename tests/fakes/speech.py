@@ -158,6 +158,7 @@ class RecordingMemory:
 
     fail: bool = False
     recall_delay_s: float = 0.0
+    store_delay_s: float = 0.0  # a store like Chroma's: written in a thread, then the caller wakes
     remembered: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[object] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
@@ -186,10 +187,12 @@ class RecordingMemory:
     async def remember_fact(self, message: object, fact: str, persona: str) -> None:
         self._maybe_fail("remember_fact")
         self.facts.append(fact)
+        await asyncio.sleep(self.store_delay_s)  # the write has landed: cancelling now cannot undo it
 
     async def remember_summary(self, text: str, users: list[str]) -> None:
         self._maybe_fail("remember_summary")
         self.summaries.append(text)
+        await asyncio.sleep(self.store_delay_s)
 
     async def recap(self) -> str:
         self._maybe_fail("recap")

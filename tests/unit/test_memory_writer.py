@@ -126,6 +126,49 @@ def test_a_turn_starting_cuts_the_running_job_at_once_not_at_the_next_poll():
     assert jobs == 1 and memory.facts == []  # back in line for the next quiet time, nothing half-written
 
 
+def test_a_write_the_store_is_making_is_not_cut_and_never_stored_twice():
+    # seen in a live run: a turn started while Chroma wrote a summary in its thread; the job went
+    # back in line and the end of the stream stored the same summary again
+    async def scenario():
+        memory = RecordingMemory(store_delay_s=0.3)
+        llm = ScriptedLLM(answers=["viewer0 and viewer1 said hello and talked about games."])
+        quiet = Quiet()
+        quiet.value = True
+        writer = MemoryWriter(memory, llm, quiet=quiet, summary_every=2, poll_s=0.01)
+        task = asyncio.create_task(writer.run())
+        for n in range(2):
+            writer.heard(said(f"viewer{n}", "hello there, games are fun"), "Spark")
+        while not memory.summaries:  # noqa: ASYNC110 - the fake store has no event to wait on
+            await asyncio.sleep(0.005)
+        quiet.value = False  # a turn starts while the store is still busy
+        stood_aside = writer.stand_aside()
+        await asyncio.sleep(0.5)
+        queued = len(writer.jobs)
+        task.cancel()
+        await asyncio.wait({task})
+        await writer.finish(timeout=1.0)
+        return stood_aside, queued, memory, writer
+
+    stood_aside, queued, memory, writer = asyncio.run(scenario())
+    assert stood_aside is False  # the LLM was free: nothing to give way
+    assert queued == 0 and writer.stats.cancelled == 0
+    assert memory.summaries == ["viewer0 and viewer1 said hello and talked about games."]
+    assert writer.stats.summaries == 1 and writer.stats.runs == ["summary"]
+
+
+def test_the_end_of_stream_summary_is_stored_once_when_the_store_is_slow():
+    async def scenario():
+        memory = RecordingMemory(store_delay_s=0.3)
+        llm = ScriptedLLM(answers=["viewer0 said hello and talked about games."])
+        writer = MemoryWriter(memory, llm, quiet=lambda: False, summary_every=8)
+        writer.heard(said("viewer0", "hello there, games are fun"), "Spark")
+        await writer.finish(timeout=0.2)  # the LLM answers in time, the store takes longer
+        return memory
+
+    memory = asyncio.run(scenario())
+    assert memory.summaries == ["viewer0 said hello and talked about games."]
+
+
 def test_every_few_exchanges_make_a_summary_and_the_end_of_stream_sums_up_the_rest():
     async def scenario():
         memory = RecordingMemory()

@@ -1,9 +1,10 @@
 """Memory written in quiet time: facts from what viewers say about themselves, and a summary of
 every few exchanges, by the served LLM, never while a viewer waits.
 
-A job starts only while the stream is quiet (no turn running, no chat waiting, no prefill) and is
-cancelled, with its LLM stream on the server, the moment that changes; it goes back to the front
-of the line and runs again at the next quiet moment. The line is bounded: past `max_jobs` the
+A job starts only while the stream is quiet (no turn running, no chat waiting, no prefill) and its
+LLM part is cancelled, with its stream on the server, the moment that changes; it goes back to the
+front of the line and runs again at the next quiet moment. What the LLM wrote is stored in a
+separate step that nothing cuts, so a job is never stored twice. The line is bounded: past `max_jobs` the
 oldest job is dropped (and counted).
 """
 
@@ -143,35 +144,56 @@ class MemoryWriter:
             while not self.quiet():  # noqa: ASYNC110 - two owners' state: the loop and the queue
                 await asyncio.sleep(self.poll_s)
             job = self.jobs.popleft()
-            self._aside.clear()
-            task = asyncio.create_task(self._do(job), name="memory-write")
-            aside = asyncio.create_task(self._aside.wait(), name="memory-write-aside")
-            self._running = True
-            try:
-                while not task.done():
-                    await asyncio.wait({task, aside}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
-                    if not task.done() and (aside.done() or not self.quiet()):
-                        task.cancel()  # the LLM stream is closed: cancelled on the server
-                        await asyncio.wait({task})
-                        self.jobs.appendleft(job)
-                        self.stats.cancelled += 1
-            except asyncio.CancelledError:
-                task.cancel()
-                await asyncio.wait({task}, timeout=5.0)
-                raise
-            finally:
-                self._running = False
-                aside.cancel()
-            if task.cancelled():
+            draft = await self._draft_in_quiet(job)
+            if draft is None:
                 continue
-            exc = task.exception()
-            if exc is not None:
-                job.tries += 1
-                if job.tries < self.max_tries:
-                    self.jobs.append(job)  # retried later, after what is waiting
-                else:
-                    self.stats.failed += 1
-                log.warning("memory: writing a %s failed (%s)", _kind(job), exc)
+            # the LLM's part is done: what it wrote is stored whatever happens now (a turn starting
+            # does not cut a write that a thread is already making, and the job is not run twice)
+            store = asyncio.create_task(self._store(job, draft), name="memory-store")
+            try:
+                await asyncio.shield(store)
+            except asyncio.CancelledError:
+                await asyncio.wait({store}, timeout=5.0)
+                raise
+            except Exception as exc:
+                self._failed(job, exc)
+
+    async def _draft_in_quiet(self, job: FactJob | SummaryJob) -> list[str] | str | None:
+        """The LLM's part of `job`, cut (and the job put back in front) when a turn starts or chat
+        arrives; None when it was cut or failed."""
+        self._aside.clear()
+        task = asyncio.create_task(self._draft(job), name="memory-write")
+        aside = asyncio.create_task(self._aside.wait(), name="memory-write-aside")
+        self._running = True
+        try:
+            while not task.done():
+                await asyncio.wait({task, aside}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done() and (aside.done() or not self.quiet()):
+                    task.cancel()  # the LLM stream is closed: cancelled on the server
+                    await asyncio.wait({task})
+                    self.jobs.appendleft(job)
+                    self.stats.cancelled += 1
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+            raise
+        finally:
+            self._running = False
+            aside.cancel()
+        if task.cancelled():
+            return None
+        if (exc := task.exception()) is not None:
+            self._failed(job, exc)
+            return None
+        return task.result()
+
+    def _failed(self, job: FactJob | SummaryJob, exc: BaseException) -> None:
+        job.tries += 1
+        if job.tries < self.max_tries:
+            self.jobs.append(job)  # retried later, after what is waiting
+        else:
+            self.stats.failed += 1
+        log.warning("memory: writing a %s failed (%s)", _kind(job), exc)
 
     async def finish(self, timeout: float) -> None:
         """End of the stream: the summaries still to write, and one of what was heard since the
@@ -189,27 +211,36 @@ class MemoryWriter:
             try:
                 if left <= 0:
                     raise TimeoutError
-                await asyncio.wait_for(self._summarise(lines), left)
+                text = await asyncio.wait_for(self._summary_text(lines), left)
             except (TimeoutError, ModelCallError) as exc:
-                log.info("memory: end-of-stream summary written without the LLM (%s)", exc or "timed out")
-                await self.memory.remember_summary(extractive_summary(lines), _users(lines))
-                self.stats.summaries += 1
+                log.info("memory: end-of-stream summary written without the LLM (%s)", str(exc) or "timed out")
+                text = extractive_summary(lines)
+            # stored outside the LLM's time limit: a slow store does not add the extractive one too
+            await self.memory.remember_summary(text, _users(lines))
+            self.stats.summaries += 1
 
-    async def _do(self, job: FactJob | SummaryJob) -> None:
+    async def _draft(self, job: FactJob | SummaryJob) -> list[str] | str:
+        """What the LLM makes of `job`, checked: the facts grounded in the viewer's words, or the
+        summary text. Nothing is stored here (a cut job leaves no trace)."""
         if isinstance(job, FactJob):
             message = job.message
             output = await self._generate(fact_messages(message.user, message.text), FACT_SAMPLING)
-            for fact in grounded_facts(output, message.user, message.text):
-                await self.memory.remember_fact(message, fact, job.persona)
+            return grounded_facts(output, message.user, message.text)
+        return await self._summary_text(job.lines)
+
+    async def _store(self, job: FactJob | SummaryJob, draft: list[str] | str) -> None:
+        if isinstance(job, FactJob) and isinstance(draft, list):
+            for fact in draft:
+                await self.memory.remember_fact(job.message, fact, job.persona)
                 self.stats.facts += 1
-        else:
-            await self._summarise(job.lines)
+        elif isinstance(job, SummaryJob) and isinstance(draft, str):
+            await self.memory.remember_summary(draft, _users(job.lines))
+            self.stats.summaries += 1
         self.stats.runs.append(_kind(job))
 
-    async def _summarise(self, lines: tuple[ExchangeLine, ...]) -> None:
+    async def _summary_text(self, lines: tuple[ExchangeLine, ...]) -> str:
         output = await self._generate(summary_messages([f"{x.user}: {x.said}" for x in lines]), SUMMARY_SAMPLING)
-        await self.memory.remember_summary(checked_summary(output, lines), _users(lines))
-        self.stats.summaries += 1
+        return checked_summary(output, lines)
 
     async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> str:
         prompt = await self.llm.render(messages)
