@@ -117,6 +117,7 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("repetition_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("presence_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("frequency_penalty", "TYPE_FP32", (1,), optional=True),
+            Tensor("bad_words", "TYPE_STRING", (-1,), optional=True),
             Tensor("grammar", "TYPE_STRING", (1,), optional=True),
         ),
         # prefill_tokens rides on the first response only: prompt tokens the engine had to read.

@@ -21,6 +21,8 @@ Inputs = Mapping[str, np.ndarray]
 MAX_PROMPT_CHARS = 64_000
 MAX_TOKENS_LIMIT = 4096
 MAX_GRAMMAR_CHARS = 64_000  # room for a skill grammar that lists every Minecraft block by name
+MAX_BAD_WORDS = 1024  # the persona sends ~100-300 (4-word runs of its recent answers)
+MAX_BAD_WORD_CHARS = 200
 MAX_TTS_CHARS = 4000
 STT_SAMPLE_RATE = 16_000
 MAX_STT_SECONDS = 600.0
@@ -80,6 +82,19 @@ def _grammar(inputs: Inputs) -> str | None:
     return text
 
 
+def _bad_words(inputs: Inputs) -> tuple[str, ...]:
+    """`bad_words`: strings the output must not contain (TensorRT-LLM's meaning)."""
+    words = _strings(inputs, "bad_words")
+    if len(words) > MAX_BAD_WORDS:
+        raise RequestError(f"bad_words: {len(words)} strings; the limit is {MAX_BAD_WORDS}")
+    for word in words:
+        if len(word) > MAX_BAD_WORD_CHARS:
+            raise RequestError(f"bad_words: a string of {len(word)} characters; the limit is {MAX_BAD_WORD_CHARS}")
+        if "\0" in word:
+            raise RequestError("bad_words: contains a NUL character")
+    return words
+
+
 def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
     """Returns (request, stream, exclude_input_in_output)."""
     raw = _one(inputs, "text_input")
@@ -108,6 +123,7 @@ def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
         repetition_penalty=_number(inputs, "repetition_penalty", 1.0, lo=0.01, hi=10.0),
         presence_penalty=_number(inputs, "presence_penalty", 0.0, lo=-2.0, hi=2.0),
         frequency_penalty=_number(inputs, "frequency_penalty", 0.0, lo=-2.0, hi=2.0),
+        bad_words=_bad_words(inputs),
         grammar=_grammar(inputs),
     )
     return request, _flag(inputs, "stream", False), _flag(inputs, "exclude_input_in_output", True)

@@ -34,6 +34,10 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # Strings the output must not contain (TensorRT-LLM's `bad_words`): the token that would
+    # complete one is masked; each is matched as written and after a space
+    # (spark_runtime/engines/bad_words.py).
+    bad_words: tuple[str, ...] = ()
     # A GBNF grammar the whole output must match (None: free text). The engine masks every token
     # the grammar refuses; once the grammar is complete only an end-of-generation token is left,
     # which ends the stream (end_id does not apply). max_tokens and stop words still apply, so a

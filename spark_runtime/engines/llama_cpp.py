@@ -34,6 +34,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 
 from spark_runtime.cpu_gate import CpuGate
 from spark_runtime.engines import kv_reuse
+from spark_runtime.engines.bad_words import BadWords
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.engines.llama_grammar import GrammarCache, GrammarGuide, guided_llama_class
 from spark_runtime.errors import EngineMissingError, RequestError
@@ -51,6 +53,7 @@ from spark_runtime.text import StopWordFilter, Utf8Accumulator
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFILL_CHUNK = 64  # prompt tokens read per step; a cancel or the TTS gets in between steps
+BAD_WORD_CACHE = 4096  # bad word spellings kept tokenized
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -109,6 +112,7 @@ class LlamaCppEngine:
         self._gate = CpuGate.from_env()
         self._cond = threading.Condition()
         self._adapter_lock = threading.Lock()
+        self._spelled: OrderedDict[str, list[int]] = OrderedDict()  # bad word spelling -> tokens
 
     @classmethod
     def from_manifest(cls, engine_dir: Path, manifest: dict[str, Any], **options: Any) -> LlamaCppEngine:
@@ -259,6 +263,7 @@ class LlamaCppEngine:
         text = Utf8Accumulator()
         stops = StopWordFilter(request.stop_words)
         stats.finish_reason = "length"
+        bad = self._bad_words(request.bad_words)
         generator = llama.generate(
             tokens,
             top_k=request.top_k,
@@ -271,6 +276,7 @@ class LlamaCppEngine:
             reset=True,
         )
         llama.guide = guide
+        llama.bad, llama.output_from = bad, len(tokens)
         if self._gate is not None:  # the prompt's last step: let a TTS chunk in progress finish first
             stats.gate_wait_s += self._gate.wait()
         try:
@@ -305,7 +311,25 @@ class LlamaCppEngine:
             raise
         finally:
             generator.close()
-            llama.guide = None
+            llama.guide = llama.bad = None
+
+    def _bad_words(self, words: tuple[str, ...]) -> BadWords | None:
+        """The request's bad words as token masks; spellings are tokenized once (the persona sends
+        mostly the same runs turn after turn)."""
+        if not words:
+            return None
+        llama = self._slots[0].llama
+
+        def tokenize(spelling: str) -> list[int]:
+            tokens = self._spelled.get(spelling)
+            if tokens is None:
+                tokens = list(llama.tokenize(spelling.encode("utf-8"), add_bos=False, special=False))
+                self._spelled[spelling] = tokens
+                while len(self._spelled) > BAD_WORD_CACHE:
+                    self._spelled.popitem(last=False)
+            return tokens
+
+        return BadWords.of(words, tokenize) or None
 
     def _read_prompt(self, llama: Any, tokens: list[int], stats: GenerationStats) -> Iterator[str]:
         """Reads what the cache lacks of the prompt, all but its last token, `prefill_chunk` tokens

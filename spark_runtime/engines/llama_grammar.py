@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from spark_runtime.engines.bad_words import BadWords
 from spark_runtime.errors import RequestError
 
 GRAMMAR_CACHE_SIZE = 32
@@ -275,8 +276,12 @@ def guided_llama_class(lib: Any) -> type:
 
     class GuidedLlama(lib.Llama):  # type: ignore[misc, name-defined]
         guide: GrammarGuide | None = None
+        bad: BadWords | None = None  # the request's bad words (spark_runtime/engines/bad_words.py)
+        output_from = 0  # where the request's output starts in input_ids
 
         def sample(self, *args: Any, idx: int | None = None, **kwargs: Any) -> int:
+            if self.bad is not None:
+                self._mask_bad_words(self.bad, -1 if idx is None else idx - self.n_tokens)
             guide = self.guide
             if guide is None or self._sampler is None:
                 return int(super().sample(*args, idx=idx, **kwargs))
@@ -285,5 +290,12 @@ def guided_llama_class(lib: Any) -> type:
             except DeadEnd:
                 so_far = self.detokenize(guide.tokens).decode("utf-8", "replace")
                 raise RequestError(f"grammar: no token can continue it after {so_far!r}") from None
+
+        def _mask_bad_words(self, bad: BadWords, ridx: int) -> None:
+            """Masks the tokens that would complete a bad word, on the logits the sampler reads next."""
+            banned = bad.banned(self.input_ids[self.output_from : self.n_tokens].tolist())
+            if banned:
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx.ctx, ridx), shape=(self._n_vocab,))
+                logits[list(banned)] = -np.inf
 
     return GuidedLlama

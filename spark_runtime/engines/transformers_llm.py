@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from spark_runtime.engines.bad_words import BadWords
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import StopWordFilter
@@ -233,11 +234,14 @@ class TransformersEngine:
         emitted = ""
         stats.prompt_tokens, stats.finish_reason = int(ids.shape[1]), "length"
         try:
+            bad = BadWords.of(request.bad_words, lambda w: self.tokenizer.encode(w, add_special_tokens=False))
             out = self._forward(request.lora_name, input_ids=ids)
             while len(generated) < budget:
                 with torch.inference_mode():
                     seen = torch.unique(torch.cat([ids[0], ids.new_tensor(generated)]))
                     logits = self._penalise(out.logits[0, -1], request, seen, generated)
+                    if bad and (banned := bad.banned(generated)):
+                        logits[list(banned)] = float("-inf")
                     token = self._pick(logits, request, generator)
                 if self._ended(token, request):
                     stats.finish_reason = "stop"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from spark_runtime.engines.bad_words import spellings
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.errors import EngineMissingError, RequestError
 from spark_runtime.text import StopWordFilter
@@ -267,6 +268,8 @@ class TensorRTLLMEngine:
             value = getattr(request, name)
             if value != (1.0 if name == "repetition_penalty" else 0.0):
                 kwargs[name] = value
+        if request.bad_words:
+            kwargs["bad"] = spellings(request.bad_words)  # as written and after a space, as the CPU engines match them
         if request.grammar:
             # A complete grammar allows only the end token, which ends it: end_id does not apply.
             kwargs["guided_decoding"] = self._guided_decoding(request.grammar)

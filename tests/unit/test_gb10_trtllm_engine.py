@@ -258,6 +258,12 @@ def test_streams_deltas_and_maps_sampling(engine):
     }
 
 
+def test_bad_words_go_to_the_llm_api_as_written_and_after_a_space(engine):
+    run(engine, max_tokens=5, bad_words=("not sure what", "a topic"))
+    kwargs = FakeLLM.instances[0].calls[-1]["sampling_params"].kwargs
+    assert kwargs["bad"] == ["not sure what", " not sure what", "a topic", " a topic"]
+
+
 def test_a_character_split_across_tokens_is_held_back(engine):
     # the detokenizer shows a partial UTF-8 sequence as U+FFFD until the next token completes it
     FakeLLM.script = ["caf", "caf\ufffd", "café!"]

@@ -65,6 +65,20 @@ def test_a_grammar_is_passed_as_written_and_empty_means_none():
         assert parse_generation({"text_input": b("x"), "grammar": b(blank)})[0].grammar is None
 
 
+def test_bad_words_are_a_list_of_strings_with_limits():
+    words = np.array([[b"not sure what", b"", b"a topic of debate"]], dtype=object)
+    request, _, _ = parse_generation({"text_input": b("x"), "bad_words": words})
+    assert request.bad_words == ("not sure what", "a topic of debate")  # empty strings are nothing
+    assert parse_generation({"text_input": b("x")})[0].bad_words == ()
+    too_many = np.array([[b"w"] * 1025], dtype=object)
+    with pytest.raises(RequestError, match="bad_words: 1025 strings; the limit is 1024"):
+        parse_generation({"text_input": b("x"), "bad_words": too_many})
+    with pytest.raises(RequestError, match="bad_words: a string of 201 characters"):
+        parse_generation({"text_input": b("x"), "bad_words": np.array([[b"w" * 201]], dtype=object)})
+    with pytest.raises(RequestError, match="bad_words: contains a NUL"):
+        parse_generation({"text_input": b("x"), "bad_words": np.array([[b"a\0b"]], dtype=object)})
+
+
 @pytest.mark.parametrize(
     ("grammar", "message"),
     [

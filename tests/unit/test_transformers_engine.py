@@ -120,6 +120,15 @@ def test_max_tokens_greedy_determinism_and_stop_words(engine):
     assert stats.finish_reason == "stop" and full.startswith("".join(cut)) and stop not in "".join(cut)
 
 
+def test_a_one_token_bad_word_is_never_sampled(engine):
+    free, _ = stream(engine, max_tokens=12, end_id=-1)
+    # a generated token whose text tokenizes back into one token (the test model's random output
+    # has pieces that do not)
+    i = next(i for i in range(1, 9) if len(engine.tokenizer.encode(free[i], add_special_tokens=False)) == 1)
+    steered, _ = stream(engine, max_tokens=12, end_id=-1, bad_words=(free[i],))
+    assert steered[:i] == free[:i] and steered[i] != free[i] and free[i] not in steered
+
+
 def test_sampling_is_seeded(engine):
     a, _ = stream(engine, max_tokens=10, end_id=-1, temperature=1.0, top_p=0.9, top_k=50, seed=7)
     b, _ = stream(engine, max_tokens=10, end_id=-1, temperature=1.0, top_p=0.9, top_k=50, seed=7)
