@@ -40,6 +40,7 @@ class ScriptedLLM:
     fail_with: ModelCallError | None = None
     loras: list[str | None] = field(default_factory=list)  # lora_name of every answer's stream
     prefills: list[str | None] = field(default_factory=list)  # lora_name of every 1-token prefix prefill
+    banned: list[tuple[str, ...]] = field(default_factory=list)  # bad_words of every answer's stream
     served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
     _next: int = 0
 
@@ -54,6 +55,7 @@ class ScriptedLLM:
         *,
         lora_name: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
+        bad_words: tuple[str, ...] = (),
     ) -> AsyncIterator[str]:
         if self.fail_with is not None:
             raise self.fail_with
@@ -68,6 +70,7 @@ class ScriptedLLM:
         if on_prefill is not None:  # the newest message's words stand for what a server would read
             on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
         self.loras.append(lora_name)
+        self.banned.append(bad_words)
         self.started += 1
         finished = False
         try:
@@ -158,6 +161,7 @@ class RecordingMemory:
 
     fail: bool = False
     recall_delay_s: float = 0.0
+    recall_lines: tuple[str, ...] = ()  # what every recall finds (less what the prompt shows already)
     store_delay_s: float = 0.0  # a store like Chroma's: written in a thread, then the caller wakes
     remembered: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[object] = field(default_factory=list)
@@ -171,10 +175,17 @@ class RecordingMemory:
         if self.fail:
             raise RuntimeError(f"chroma: {what} failed (database is locked)")
 
-    async def recall(self, message: object, *, exclude: Callable[[str], bool] = lambda line: False) -> Recalled:
+    async def recall(
+        self,
+        message: object,
+        *,
+        exclude: Callable[[str], bool] = lambda line: False,
+        shown: Callable[[str], bool] = lambda line: False,
+    ) -> Recalled:
         await asyncio.sleep(self.recall_delay_s)
         self._maybe_fail("recall")
-        return Recalled()
+        lines = tuple(line for line in self.recall_lines if not exclude(line) and not shown(line))
+        return Recalled(lines, tuple(f"m{i}" for i in range(len(lines))), sum(len(x.split()) for x in lines))
 
     async def remember(self, message: object, spoken: str, persona: str) -> None:
         self._maybe_fail("remember")

@@ -268,6 +268,38 @@ def test_a_skill_call_grammar_gives_one_valid_call_through_the_client(triton, mi
         assert CALL_PATTERN.fullmatch(answer), answer
 
 
+def test_the_client_s_bad_words_keep_a_copy_of_an_earlier_answer_out_of_the_new_one(triton, prompt):
+    """What the persona sends (4-word runs of its recent answers): greedy, the server writes the
+    same words until a run would be complete, then something else; the next request is as before."""
+    from spark_client.speech.guards import RecentAnswers
+    from spark_client.speech.llm import LLMClient, RenderedPrompt, SamplingOptions
+    from spark_client.speech.triton import TritonModels
+
+    greedy = SamplingOptions(max_tokens=40, temperature=0.0)
+
+    async def answers() -> tuple[str, str, str, tuple[str, ...]]:
+        models = TritonModels(triton.grpc_url)
+        try:
+            llm = LLMClient(models)
+            rendered = RenderedPrompt(prompt, ("<|im_end|>",))
+            free = "".join([d async for d in llm.stream(rendered, greedy)])
+            recent = RecentAnswers()
+            recent.add(free)
+            runs = recent.runs()
+            steered = "".join([d async for d in llm.stream(rendered, greedy, bad_words=runs)])
+            again = "".join([d async for d in llm.stream(rendered, greedy)])
+            return free, steered, again, runs
+        finally:
+            await models.close()
+
+    free, steered, again, runs = asyncio.run(answers())
+    assert len(runs) >= 4, free
+    probe = RecentAnswers()
+    probe.add(steered)
+    assert steered.strip() and not set(probe.runs()) & set(runs), (free, steered)
+    assert again == free
+
+
 @pytest.mark.parametrize(
     ("grammar", "reason"),
     [

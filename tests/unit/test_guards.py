@@ -190,3 +190,25 @@ def test_an_answer_that_opens_like_a_recent_one_starts_before_its_sentence_ends(
     assert read[pieces[0][2] - 1] == "cats"  # said as soon as "cats" left the recent sentence
     assert [i for i, *_ in pieces] == list(range(len(pieces)))
     assert " ".join(text for _, text, _ in pieces) == answer
+
+
+def test_the_runs_of_recent_answers_are_what_the_llm_may_not_copy():
+    recent = RecentAnswers()
+    recent.add("I'm not sure what that is, but it's a topic! Stay sparky!")
+    runs = recent.runs(leave="Stay sparky!")
+    # the answer's first 3 words, then its 4-word runs, as written (punctuation between the words
+    # kept), each also with its first letter's case flipped (a run may open a sentence or follow
+    # a word); none crosses a sentence end
+    assert runs[:4] == ("I'm not sure", "i'm not sure", "I'm not sure what", "i'm not sure what")
+    assert "what that is, but" in runs and "What that is, but" in runs
+    assert runs[-2:] == ("but it's a topic", "But it's a topic")
+    assert len(runs) == 2 * (1 + 7)  # 10 words in the first sentence; "Stay sparky!" is the catchphrase
+    # the catchphrase is said on purpose: no run touches it, even inside a sentence
+    recent.add("That is a topic of debate, stay sparky!")
+    runs = recent.runs(leave="Stay sparky!")
+    assert "a topic of debate" in runs
+    assert not any("stay" in run.casefold() or "sparky" in run.casefold() for run in runs)
+    # only the last few answers count (about what the prompt's history shows)
+    for n in range(8):
+        recent.add(f"Answer number {n} is here.")
+    assert "I'm not sure what" not in recent.runs() and "Answer number 0 is" in recent.runs()

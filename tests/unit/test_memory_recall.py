@@ -81,6 +81,17 @@ def test_lines_the_history_shows_already_are_left_out():
     assert block.lines == ("pixelhound likes jazz",)
 
 
+def test_lines_an_earlier_block_still_shows_keep_their_budget_but_are_not_sent_again():
+    jazz, band, rain = fact("pixelhound likes jazz"), fact("pixelhound plays bass"), fact("pixelhound likes rain")
+    found = [(jazz, 0.1), (band, 0.2), (rain, 0.3)]
+    options = RecallOptions(budget_tokens=2 * line_tokens("pixelhound likes jazz"))
+    first = select(found, user="pixelhound", now=NOW, options=options)
+    assert set(first.lines) == {"pixelhound likes jazz", "pixelhound plays bass"}
+    again = select(found, user="pixelhound", now=NOW, options=options, shown=lambda line: "jazz" in line)
+    # jazz is in the prompt already: only bass is sent, and rain does not take jazz's place
+    assert again.lines == ("pixelhound plays bass",) and again.tokens == line_tokens("pixelhound plays bass")
+
+
 def test_the_block_carries_its_memories_with_text_distance_and_score_for_the_watch():
     long_fact = fact("pixelhound plays bass in a band called Low Tide and " + "practises every night " * 8)
     jazz, other = fact("pixelhound likes jazz"), fact("rin_7 likes ramen", user="rin_7")

@@ -372,6 +372,47 @@ def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_an
     assert s.loop.memory.remembered == [("what are black holes?", spoken[0]), ("dogs or cats?", spoken[2])]
 
 
+def test_the_llm_may_not_copy_runs_of_the_answers_it_gave_before():
+    """A 135M persona that sees its earlier answers copies them word for word; the repeat guard
+    then drops the copy and the answer is asked again. Each stream now names the runs of the
+    recent answers as `bad_words`, so the server masks a copy before it is written."""
+
+    async def scenario():
+        llm = ScriptedLLM(answers=["Black holes are stars that folded in. Stay sparky!", "Dogs are the best."])
+        async with Stream(llm=llm) as s:
+            await s.answer_each("what are black holes?", "dogs or cats?", user="mika")
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    first, second = s.llm.banned[:2]
+    assert first == ()  # nothing said yet
+    assert "Black holes are stars" in second and "are stars that folded" in second
+    assert not any("sparky" in run.casefold() for run in second)  # the catchphrase stays sayable
+
+
+def test_a_memory_the_prompt_still_shows_is_not_sent_again():
+    """Each exchange keeps its user message as sent, memory block included, so a memory recalled
+    turn after turn for the same viewer is in the prompt already: the server would read it again
+    for nothing (~4 ms a token on 2 cores)."""
+
+    async def scenario():
+        memory = RecordingMemory(recall_lines=("mika plays bass in a band called Low Tide",))
+        async with Stream(llm=ScriptedLLM(answers=["Nice!", "Cool!"]), memory=memory) as s:
+            await s.answer_each("I practised all day", "what should I play next?", user="mika")
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    bullet = "- mika plays bass in a band called Low Tide"
+    first = next(p for p in s.llm.prompts if "practised" in p[-1]["content"])
+    second = next(p for p in s.llm.prompts if "play next" in p[-1]["content"])
+    assert bullet in first[-1]["content"]
+    assert bullet not in second[-1]["content"]  # the new message alone
+    assert any(bullet in m["content"] for m in second[:-1])  # still there, in the first exchange
+    assert [r["memory_tokens"] for *_, r in s.said] == [9, 0]  # the fake counts words
+
+
 def test_a_retry_samples_differently_even_for_a_greedy_persona():
     from spark_client.speech.answer import retry_sampling
     from spark_client.speech.llm import SamplingOptions

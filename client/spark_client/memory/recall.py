@@ -115,10 +115,14 @@ def select(
     now: float,
     options: RecallOptions,
     exclude: Callable[[str], bool] = lambda line: False,
+    shown: Callable[[str], bool] = lambda line: False,
 ) -> Recalled:
     """The best memories that fit the budget, the speaking viewer's own first, in a stable order:
     the viewer's own first, each group by creation time. `exclude` drops memories (by their whole
-    text) that the prompt shows already (recent history)."""
+    text) that the prompt shows already (recent history). `shown` lines (by the line) are in the
+    prompt already, in the memory block of an exchange its history still shows: they keep their
+    share of the budget but are not sent again, so a viewer who talks turn after turn costs the
+    server only the memories it has not read yet."""
     best: dict[str, tuple[MemoryRecord, float]] = {}
     for record, distance in found:
         if distance >= options.max_distance:
@@ -142,14 +146,15 @@ def select(
         cost = line_tokens(line)
         if used + cost > options.budget_tokens:
             continue  # a shorter, lower-ranked memory may still fit
-        chosen.append((record, line, distance))
         seen_lines.add(line)
         used += cost
+        if not shown(line):
+            chosen.append((record, line, distance))
     chosen.sort(key=lambda rl: (rl[0].user != viewer, rl[0].created_at, rl[0].id))
     return Recalled(
         tuple(line for _, line, _ in chosen),
         tuple(r.id for r, _, _ in chosen),
-        used,
+        sum(line_tokens(line) for _, line, _ in chosen),  # what is sent
         memories=tuple(
             RecalledMemory.of(r, line=line, distance=round(d, 4), score=round(score(r, d, now, options), 4))
             for r, line, d in chosen

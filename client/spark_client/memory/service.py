@@ -217,9 +217,16 @@ class Memory:
         words = " ".join(r.text for r in await asyncio.to_thread(newest)).split()
         return " ".join(words[-max_words:])
 
-    async def recall(self, message: ChatMessage, *, exclude: Callable[[str], bool] = lambda line: False) -> Recalled:
+    async def recall(
+        self,
+        message: ChatMessage,
+        *,
+        exclude: Callable[[str], bool] = lambda line: False,
+        shown: Callable[[str], bool] = lambda line: False,
+    ) -> Recalled:
         """The memory block for `message`: the viewer's own memories and everyone's nearest, scored
-        and cut to the budget. An unavailable `embed` model gives an empty block."""
+        and cut to the budget, less the `shown` lines the prompt has already (`select`). An
+        unavailable `embed` model gives an empty block."""
         started = time.perf_counter()
         user = message.user.casefold()
         # a viewer's first recall reads their memories while the chat line is being embedded
@@ -232,7 +239,8 @@ class Memory:
         finally:
             owned = await loading if loading is not None else self._owned.get(user, [])
         found = await asyncio.to_thread(candidates, self.store, vector, owned, self.options.candidates)
-        recalled = select(found, user=message.user, now=self._clock(), options=self.options, exclude=exclude)
+        now = self._clock()
+        recalled = select(found, user=message.user, now=now, options=self.options, exclude=exclude, shown=shown)
         self._recalled.update(recalled.ids)
         ms = (time.perf_counter() - started) * 1000
         result = replace(recalled, ms=ms)

@@ -35,6 +35,7 @@ class StreamingLLM(Protocol):
         *,
         lora_name: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
+        bad_words: tuple[str, ...] = (),
     ) -> AsyncIterator[str]: ...
 
 
@@ -153,11 +154,15 @@ def guarded_answer(
     on_prefill: Callable[[int], None] | None = None,
 ) -> AnswerAttempts:
     """The answer to `prompt` as the guards let it be said: the server stops where the guards
-    would (their stop sequences join the prompt's), and a retry samples differently.
+    would (their stop sequences join the prompt's), it may not copy runs of the recent answers
+    (`RecentAnswers.runs`, sent as `bad_words`), and a retry samples differently.
     `on_prefill` hears how many prompt tokens the server read for each attempt."""
     prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
+    bad_words = recent.runs(leave=context.catchphrase)
 
     def open_stream(attempt: int) -> AsyncIterator[str]:
-        return llm.stream(prompt, retry_sampling(sampling, attempt), lora_name=lora_name, on_prefill=on_prefill)
+        return llm.stream(
+            prompt, retry_sampling(sampling, attempt), lora_name=lora_name, on_prefill=on_prefill, bad_words=bad_words
+        )
 
     return AnswerAttempts(open_stream, lambda: SpeechGuard(context, recent=recent))

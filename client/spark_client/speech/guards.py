@@ -36,6 +36,9 @@ WORD_LOOP = 4  # one word this many times in a row
 PHRASE_LOOP = 3  # a phrase of 2-6 words this many times in a row
 REMEMBERED_ANSWERS = 100  # a sentence from one of the last answers is not said again
 MIN_REPEAT_WORDS = 3  # ... when it has at least this many words ("Welcome in!" may be said twice)
+OWN_RUN_WORDS = 4  # the LLM may not write this many words in a row from one of its last answers
+OWN_RUN_ANSWERS = 8  # ... of this many answers (about what the prompt's history shows)
+OWN_OPENING_WORDS = 3  # nor open with the first words of one of them
 
 RUNAWAY_WINDOW_CHARS = 300  # holds a phrase loop (3 x 6 words) and a label line with room to spare
 
@@ -108,10 +111,38 @@ class RecentAnswers:
 
     def __init__(self, size: int = REMEMBERED_ANSWERS) -> None:
         self._answers: deque[frozenset[tuple[str, ...]]] = deque(maxlen=size)
+        self._texts: deque[str] = deque(maxlen=OWN_RUN_ANSWERS)
 
     def add(self, answer: str) -> None:
         sentences = {tuple(words(s)) for s in split_sentences(answer)}
         self._answers.append(frozenset(s for s in sentences if len(s) >= MIN_REPEAT_WORDS))
+        self._texts.append(answer)
+
+    def runs(self, *, leave: str = "") -> tuple[str, ...]:
+        """The `OWN_RUN_WORDS`-word runs of the last `OWN_RUN_ANSWERS` answers as written, for the
+        server's `bad_words`: a small model that sees its earlier answers in the prompt copies them
+        word for word, the repeat rule drops the copy and the answer is asked again (the second
+        attempt is what a turn's first audio paid for). With the runs banned it cannot copy more
+        than three words in a row. Nor can it open (or say anywhere) the first `OWN_OPENING_WORDS`
+        words of one of them: with the long runs banned, a 135M persona fell into opening every
+        answer with "I'm not sure, ...". Runs inside a sentence only, none that touches the `leave`
+        phrase (the catchphrase, said on purpose); each as written and with its first letter's
+        case flipped (a run can open a sentence or follow a word)."""
+        leave_words = words(leave)
+        found: dict[str, None] = {}
+        for text in self._texts:
+            for n, sentence in enumerate(split_sentences(text)):
+                spans = [(m.start(), m.end()) for m in _WORD.finditer(sentence)]
+                kept = _outside([sentence[a:b].casefold().strip("'") for a, b in spans], leave_words)
+                starts = [(i, OWN_RUN_WORDS) for i in range(len(spans) - OWN_RUN_WORDS + 1)]
+                if n == 0:
+                    starts.insert(0, (0, OWN_OPENING_WORDS))
+                for i, length in starts:
+                    if len(spans) >= i + length and all(kept[i : i + length]):
+                        run = sentence[spans[i][0] : spans[i + length - 1][1]]
+                        found[run] = None
+                        found[run[0].swapcase() + run[1:]] = None
+        return tuple(found)
 
     def __contains__(self, sentence: object) -> bool:
         return any(sentence in answer for answer in self._answers)
@@ -120,6 +151,16 @@ class RecentAnswers:
         """Whether a remembered sentence begins with these words."""
         n = len(start)
         return any(len(s) > n and s[:n] == start for answer in self._answers for s in answer)
+
+
+def _outside(said: list[str], phrase: list[str]) -> list[bool]:
+    """For each word of `said`: whether it is outside every occurrence of `phrase`."""
+    kept = [True] * len(said)
+    n = len(phrase)
+    for i in range(len(said) - n + 1) if n else ():
+        if said[i : i + n] == phrase:
+            kept[i : i + n] = [False] * n
+    return kept
 
 
 def split_sentences(text: str) -> list[str]:

@@ -54,13 +54,16 @@ class LLMClient:
         lora_name: str | None = None,
         grammar: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
+        bad_words: tuple[str, ...] = (),
     ) -> AsyncIterator[str]:
         """Text deltas as they are generated; closing the iterator cancels generation on the server.
 
         `grammar` (GBNF, llama.cpp's syntax) constrains the whole answer; the server refuses one it
         cannot parse with an error naming the grammar. Leave max_tokens room for all of its text.
         `on_prefill` gets, with the first token, how many prompt tokens the server had to read
-        (the rest came from its KV cache); a server that does not say is never asked again."""
+        (the rest came from its KV cache); a server that does not say is never asked again.
+        `bad_words` are strings the answer must not contain (TensorRT-LLM's meaning: the token that
+        would complete one is masked)."""
         inputs = [
             infer_input("text_input", np.array([[prompt.text]], dtype=object)),
             infer_input("max_tokens", np.array([[options.max_tokens]], dtype=np.int32)),
@@ -80,6 +83,8 @@ class LLMClient:
             inputs.append(infer_input("lora_name", np.array([[lora_name]], dtype=object)))
         if grammar:
             inputs.append(infer_input("grammar", np.array([[grammar]], dtype=object)))
+        if bad_words:
+            inputs.append(infer_input("bad_words", np.array([list(bad_words)], dtype=object)))
         async for result in self._models.stream(self._model, inputs):
             if on_prefill is not None:
                 prefill = result.as_numpy("prefill_tokens")

@@ -41,6 +41,7 @@ from spark_client.turns.prompt import (
     PromptStyle,
     build_messages,
     guard_context,
+    memories_in_history,
     shown_in_history,
 )
 from spark_client.turns.queue import ChatQueue, TurnRequest
@@ -635,7 +636,10 @@ class TurnLoop:
         started = time.perf_counter()
         try:
             # recent exchanges are in the history already: the budget goes to older memories
-            recall = self.memory.recall(message, exclude=shown_in_history(self.history))
+            # and memories shown in an earlier turn's block that the history still has are not sent again
+            recall = self.memory.recall(
+                message, exclude=shown_in_history(self.history), shown=memories_in_history(self.history)
+            )
             return await asyncio.wait_for(recall, timeout=self.options.memory_timeout_s)
         except Exception as exc:  # TimeoutError included: the turn goes on without memories
             log.warning("memory recall skipped for this turn: %s", exc or type(exc).__name__)

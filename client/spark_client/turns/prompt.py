@@ -231,6 +231,18 @@ def shown_in_history(history: ConversationHistory) -> Callable[[str], bool]:
     return lambda memory: any(spoken in memory for spoken in shown)
 
 
+def memory_bullet(line: str) -> str:
+    """A recalled memory line as the prompt's memory block shows it."""
+    return f"- {neutralise(clip_words(line, MEMORY_MAX_WORDS))}"
+
+
+def memories_in_history(history: ConversationHistory) -> Callable[[str], bool]:
+    """Whether a memory line is in the memory block of an exchange the history still shows (an
+    exchange keeps its user message as it was sent, memory block included)."""
+    sent = [e.chat for e in history.window()]
+    return lambda line: any("\n" + memory_bullet(line) + "\n" in chat for chat in sent)
+
+
 def clip_words(text: str, limit: int) -> str:
     """`text` cut after `limit` words, with " ..." for what was cut."""
     words = text.split()
@@ -264,12 +276,7 @@ def build_messages(
             opening += [{"role": "assistant", "content": answer}]
     last = chat
     if memories:
-        last = (
-            "Things you remember about this chat:\n"
-            + "\n".join(f"- {neutralise(clip_words(m, MEMORY_MAX_WORDS))}" for m in memories)
-            + "\n\n"
-            + chat
-        )
+        last = "Things you remember about this chat:\n" + "\n".join(memory_bullet(m) for m in memories) + "\n\n" + chat
     fixed = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in opening)
     remaining = budget_tokens - fixed - estimate_tokens(last)
     messages = [{"role": "system", "content": system}, *opening]
