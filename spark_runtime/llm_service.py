@@ -90,7 +90,9 @@ class LLMService:
     def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
         """Streams text deltas. The first response also carries `prefill_tokens`: how many prompt
         tokens the engine had to read (the prompt less what its KV cache held), which is what the
-        time to first token paid for; a non-streaming answer carries it with its text."""
+        time to first token paid for; a stream that ends before its first token (a prompt the model
+        ends at once, a read-ahead of one token) sends it in one empty response; a non-streaming
+        answer carries it with its text."""
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
         generated = 0
@@ -114,6 +116,8 @@ class LLMService:
                 else:
                     parts.append(delta)
                     yield None
+            if stream and first:  # ended before a first token (the model's end came first): the count still goes out
+                yield {"text_output": _text_tensor(""), "prefill_tokens": _count_tensor(stats.prefill_tokens)}
             if not stream:
                 yield {
                     "text_output": _text_tensor("".join(parts)),

@@ -1,0 +1,61 @@
+"""What every `llm` stream tells the client besides its text (LLMService with a stand-in engine
+and the stub pb_utils): how many prompt tokens the engine had to read, also when the model
+ends the answer before its first token."""
+
+from __future__ import annotations
+
+from spark_runtime.llm_service import LLMService
+from spark_runtime.paths import ENGINE_DIR_ENV
+from tests.fakes import pb_utils
+from tests.timing import seconds
+from tests.unit.test_engine_concurrency import llm_request, service_args
+
+
+class ReadingEngine:
+    """Reads `read` prompt tokens, then says `tokens` (none: the model's end came first)."""
+
+    concurrent_streams = 1
+
+    def __init__(self, read: int, tokens: list[str]) -> None:
+        self.read, self.tokens = read, tokens
+
+    def generate(self, request, stats=None):
+        stats.prompt_tokens = self.read
+        for token in self.tokens:
+            stats.generated_tokens += 1
+            yield token
+
+    def close(self) -> None:
+        pass
+
+
+def served(engine: ReadingEngine, monkeypatch) -> pb_utils.ResponseSender:
+    monkeypatch.setattr("spark_runtime.llm_service.load_engine", lambda *a, **kw: engine)
+    monkeypatch.setenv(ENGINE_DIR_ENV, "/nonexistent")
+    service = LLMService(pb_utils, service_args({}))
+    try:
+        request = llm_request(1)
+        service.runner.submit(request)
+        assert request.sender.done.wait(seconds(10))
+        assert request.sender.errors() == []
+        return request.sender
+    finally:
+        service.close()
+
+
+def counts(sender: pb_utils.ResponseSender) -> list[int]:
+    return [int(a.reshape(-1)[0]) for a in sender.outputs("prefill_tokens")]
+
+
+def test_the_first_token_carries_what_the_engine_read(monkeypatch):
+    sender = served(ReadingEngine(17, ["Hi", " there"]), monkeypatch)
+    assert counts(sender) == [17]
+    assert "".join(a.reshape(-1)[0].decode() for a in sender.outputs("text_output")) == "Hi there"
+
+
+def test_a_stream_that_ends_before_its_first_token_still_says_what_was_read(monkeypatch):
+    """A read-ahead of the chat (one token asked, the model's end of turn came first) is how a
+    turn learns what its prompt cost: without this response the count was lost."""
+    sender = served(ReadingEngine(23, []), monkeypatch)
+    assert counts(sender) == [23]
+    assert [a.reshape(-1)[0] for a in sender.outputs("text_output")] == [b""]
