@@ -202,7 +202,10 @@ MODELS: dict[str, ModelSpec] = {
         inputs=(Tensor("text", "TYPE_STRING", (-1,)),),
         outputs=(Tensor("embedding", "TYPE_FP32", (-1, -1)),),
         instances=_CPU,
-        parameters=(("engine", "embed"), ("threads", "")),
+        # One thread: an embedding is ~10 ms of work, asked while the LLM reads a prompt on the
+        # same cores (a turn's recall beside its chat read-ahead); two thread teams on two cores
+        # stalled it for ~0.5 s now and then.
+        parameters=(("engine", "embed"), ("threads", "1")),
     ),
 }
 
