@@ -34,6 +34,7 @@ class ScriptedLLM:
     answers: list[str] = field(default_factory=lambda: list(ANSWERS))
     token_delay_s: float = 0.002
     prompts: list[list[dict[str, str]]] = field(default_factory=list)  # every rendered conversation
+    asked: list[list[dict[str, str]]] = field(default_factory=list)  # the conversation of every answer's stream
     started: int = 0
     completed: int = 0
     cancelled: int = 0  # streams closed before their end (cancelled on the server)
@@ -61,14 +62,15 @@ class ScriptedLLM:
             raise self.fail_with
         if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:
             raise ModelCallError("llm", f"unknown LoRA adapter {lora_name!r}", retryable=False)
-        if options.max_tokens <= 1:  # a prefix prefill: one token, never spoken
+        if on_prefill is not None:  # the newest message's words stand for what a server would read
+            on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
+        if options.max_tokens <= 1:  # a prefix prefill or a read-ahead: one token, never spoken
             self.prefills.append(lora_name)
             yield "."
             return
+        self.asked.append(json.loads(prompt.text))
         answer = self.answers[min(self._next, len(self.answers) - 1)]
         self._next += 1
-        if on_prefill is not None:  # the newest message's words stand for what a server would read
-            on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
         self.loras.append(lora_name)
         self.banned.append(bad_words)
         self.started += 1

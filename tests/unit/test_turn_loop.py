@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -391,6 +392,42 @@ def test_the_llm_may_not_copy_runs_of_the_answers_it_gave_before():
     assert not any("sparky" in run.casefold() for run in second)  # the catchphrase stays sayable
 
 
+def test_the_chat_is_read_while_memories_are_recalled_and_the_block_follows_it():
+    """The memory block comes after the chat line, so the server reads the chat (a one-token
+    stream) while memory is recalled and the answer's request adds only the block; the turn
+    record counts what both requests read. Without memory there is nothing to wait for: no
+    read-ahead."""
+    events: list[tuple[str, str]] = []
+
+    class Watched(ScriptedLLM):
+        async def stream(self, prompt, options, **kw):
+            events.append(("read" if options.max_tokens <= 1 else "answer", json.loads(prompt.text)[-1]["content"]))
+            async for delta in super().stream(prompt, options, **kw):
+                yield delta
+
+    async def scenario(memory):
+        async with Stream(llm=Watched(answers=["Nice!"]), memory=memory) as s:
+            await s.answer_each("I practised all day", user="mika")
+            await s.finish()
+            return s
+
+    line = "mika plays bass in a band called Low Tide"
+    memory = RecordingMemory(recall_delay_s=0.2, recall_lines=(line,), on_call=lambda what: events.append((what, "")))
+    s = asyncio.run(scenario(memory))
+    chat_line = 'mika says: "I practised all day"'
+    block = f"\n\nThings you remember about this chat:\n- {line}"
+    turn = [e for e in events if e[0] == "recall" or chat_line in e[1]]
+    assert turn == [("read", chat_line), ("recall", ""), ("answer", chat_line + block)]
+    record = s.said[0][3]
+    assert record["prefill_tokens"] == len(chat_line.split()) + len(
+        (chat_line + block).split()
+    )  # the fake counts words
+
+    events.clear()
+    asyncio.run(scenario(None))
+    assert [e[0] for e in events if chat_line in e[1]] == ["answer"]
+
+
 def test_a_memory_the_prompt_still_shows_is_not_sent_again():
     """Each exchange keeps its user message as sent, memory block included, so a memory recalled
     turn after turn for the same viewer is in the prompt already: the server would read it again
@@ -405,8 +442,7 @@ def test_a_memory_the_prompt_still_shows_is_not_sent_again():
 
     s = asyncio.run(scenario())
     bullet = "- mika plays bass in a band called Low Tide"
-    first = next(p for p in s.llm.prompts if "practised" in p[-1]["content"])
-    second = next(p for p in s.llm.prompts if "play next" in p[-1]["content"])
+    first, second = s.llm.asked[:2]  # the two answers (the memory writer asks after them)
     assert bullet in first[-1]["content"]
     assert bullet not in second[-1]["content"]  # the new message alone
     assert any(bullet in m["content"] for m in second[:-1])  # still there, in the first exchange

@@ -64,6 +64,8 @@ class LoopOptions:
     # so when the history window must drop old exchanges it drops them in the prefill, in quiet
     # time, and not in the next viewer's turn.
     prefill_reserve_tokens: int = 250
+    # what a turn's read-ahead of its chat leaves of the budget for the memory block that follows
+    memory_reserve_tokens: int = 80
     memory_timeout_s: float = 3.0  # a recall slower than this is skipped: the viewer is waiting
     summary_every: int = 8  # exchanges heard per summary written in quiet time
     final_summary_s: float = 3.0  # the end-of-stream summary's wait for the LLM (then extractive)
@@ -335,6 +337,33 @@ class TurnLoop:
         async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona)):
             pass
 
+    async def _read_chat(self, persona: Persona, chat: str, on_prefill: Callable[[int], None]) -> None:
+        """Has the server read `persona`'s prompt for this turn up to the end of its chat while
+        memory is recalled (an embedding and a Chroma query, ~20-150 ms): the memory block comes
+        after the chat line (`memory_block`), so the turn's own request then reads only the block.
+        The history is windowed as that request will be (its budget less the memory block's)."""
+        await self._wait_for_prefill(persona)
+        messages = build_messages(
+            persona,
+            self.history,
+            chat=chat,
+            memories=[],
+            budget_tokens=self.options.prompt_budget_tokens - self.options.memory_reserve_tokens,
+            style=self.options.prompt_style,
+            recap=self.recap,
+            cast=self.coordinator.personas,
+        )
+        prompt = await self.llm.render(messages)
+        end = prompt.text.rfind(chat)
+        if end >= 0:  # what follows the chat (end of message, the assistant's turn) may not come next
+            prompt = replace(prompt, text=prompt.text[: end + len(chat)])
+        sampling = replace(persona.sampling, max_tokens=1)
+        try:
+            async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill):
+                pass
+        except ModelCallError as exc:  # an optimisation only: the turn's request reads the chat itself
+            log.debug("%s's chat read-ahead skipped: %s", persona.name, exc)
+
     async def _wait_for_prefill(self, persona: Persona) -> None:
         # The prefill holds the KV cache this turn's prompt starts with; waiting for it is never
         # slower than prefilling the same prefix again, and it leaves the cores to one request.
@@ -580,7 +609,19 @@ class TurnLoop:
         """The LLM's answer for `state`'s turn as the guards let it be said (memories recalled and
         the prompt built first)."""
         timings = state.timings
-        recalled = Recalled() if state.reacting else await self._recall(message)
+        read_ahead: list[int] = []  # prompt tokens the server read while memories were recalled
+        reading = None
+        if not state.reacting and self.memory is not None:
+            reading = asyncio.create_task(
+                self._read_chat(state.persona, chat, read_ahead.append), name=f"turn-{state.number}-read-chat"
+            )
+        try:
+            recalled = Recalled() if state.reacting else await self._recall(message)
+            if reading is not None:
+                await asyncio.wait({reading}, timeout=self.options.prefill_wait_s)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()  # closing its stream cancels the request on the server
         timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
         memories = timings.memories = list(recalled.lines)
         messages = build_messages(
@@ -602,7 +643,7 @@ class TurnLoop:
 
         def prefilled(tokens: int) -> None:  # the first attempt's: the one the turn's timings measure
             if timings.prefill_tokens is None:
-                timings.prefill_tokens = tokens
+                timings.prefill_tokens = tokens + sum(read_ahead)
 
         answer = guarded_answer(
             self.llm,

@@ -236,11 +236,23 @@ def memory_bullet(line: str) -> str:
     return f"- {neutralise(clip_words(line, MEMORY_MAX_WORDS))}"
 
 
+MEMORY_HEADER = "Things you remember about this chat:"
+
+
+def memory_block(memories: list[str]) -> str:
+    """What follows the chat line in a turn's user message when memories were recalled. It comes
+    after the chat, not before: the chat line is known before recall ends, so the server reads it
+    while the memories are looked up (turns/loop.py) and only the block is left to read."""
+    if not memories:
+        return ""
+    return "\n\n" + MEMORY_HEADER + "\n" + "\n".join(memory_bullet(m) for m in memories)
+
+
 def memories_in_history(history: ConversationHistory) -> Callable[[str], bool]:
     """Whether a memory line is in the memory block of an exchange the history still shows (an
     exchange keeps its user message as it was sent, memory block included)."""
-    sent = [e.chat for e in history.window()]
-    return lambda line: any("\n" + memory_bullet(line) + "\n" in chat for chat in sent)
+    sent = {line for e in history.window() for line in e.chat.splitlines()}
+    return lambda line: memory_bullet(line) in sent
 
 
 def clip_words(text: str, limit: int) -> str:
@@ -274,9 +286,7 @@ def build_messages(
         for user, text, answer in persona.examples:
             opening += [{"role": "user", "content": style.wrap([style.line(user, text)])}]
             opening += [{"role": "assistant", "content": answer}]
-    last = chat
-    if memories:
-        last = "Things you remember about this chat:\n" + "\n".join(memory_bullet(m) for m in memories) + "\n\n" + chat
+    last = chat + memory_block(memories)
     fixed = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in opening)
     remaining = budget_tokens - fixed - estimate_tokens(last)
     messages = [{"role": "system", "content": system}, *opening]
