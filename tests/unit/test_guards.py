@@ -196,10 +196,10 @@ def test_the_runs_of_recent_answers_are_what_the_llm_may_not_copy():
     recent = RecentAnswers()
     recent.add("I'm not sure what that is, but it's a topic! Stay sparky!")
     runs = recent.runs(leave="Stay sparky!")
-    # the answer's first 3 words, then its 4-word runs, as written (punctuation between the words
+    # the answer's first 2 words, then its 4-word runs, as written (punctuation between the words
     # kept), each also with its first letter's case flipped (a run may open a sentence or follow
     # a word); none crosses a sentence end
-    assert runs[:4] == ("I'm not sure", "i'm not sure", "I'm not sure what", "i'm not sure what")
+    assert runs[:4] == ("I'm not", "i'm not", "I'm not sure what", "i'm not sure what")
     assert "what that is, but" in runs and "What that is, but" in runs
     assert runs[-2:] == ("but it's a topic", "But it's a topic")
     assert len(runs) == 2 * (1 + 7)  # 10 words in the first sentence; "Stay sparky!" is the catchphrase

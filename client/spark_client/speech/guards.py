@@ -38,7 +38,7 @@ REMEMBERED_ANSWERS = 100  # a sentence from one of the last answers is not said 
 MIN_REPEAT_WORDS = 3  # ... when it has at least this many words ("Welcome in!" may be said twice)
 OWN_RUN_WORDS = 4  # the LLM may not write this many words in a row from one of its last answers
 OWN_RUN_ANSWERS = 8  # ... of this many answers (about what the prompt's history shows)
-OWN_OPENING_WORDS = 3  # nor open with the first words of one of them
+OWN_OPENING_WORDS = 2  # nor open with the first words of one of them
 
 RUNAWAY_WINDOW_CHARS = 300  # holds a phrase loop (3 x 6 words) and a label line with room to spare
 
@@ -125,7 +125,8 @@ class RecentAnswers:
         attempt is what a turn's first audio paid for). With the runs banned it cannot copy more
         than three words in a row. Nor can it open (or say anywhere) the first `OWN_OPENING_WORDS`
         words of one of them: with the long runs banned, a 135M persona fell into opening every
-        answer with "I'm not sure, ...". Runs inside a sentence only, none that touches the `leave`
+        answer with "I'm not sure, ..."; with the first 3 words banned, into 'The answer's "X"!'
+        (the third word changed every time). Runs inside a sentence only, none that touches the `leave`
         phrase (the catchphrase, said on purpose); each as written and with its first letter's
         case flipped (a run can open a sentence or follow a word)."""
         leave_words = words(leave)
