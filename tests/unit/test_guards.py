@@ -112,6 +112,13 @@ def test_a_sentence_from_a_recent_answer_is_not_said_again():
 def test_emoji_and_stage_directions_are_not_spoken():
     assert say(guard(), "*waves excitedly* Hi chat! 🎉✨")[0] == "Hi chat!"
     assert say(guard(), "[sparkle] Hey there! [noo already?")[0] == "Hey there! already?"
+    # what the 135M persona wrote in the e2e runs: a parenthesised action, markdown bold left open
+    assert say(guard(), "(smiling) I'm glad you're here!")[0] == "I'm glad you're here!"
+    assert say(guard(), "I'm sorry to ask, (dismisses the idea entirely) Stay sparky!")[0] == (
+        "I'm sorry to ask, Stay sparky!"
+    )
+    assert say(guard(), "**Lemmis! What's a great way to relax?")[0] == "Lemmis! What's a great way to relax?"
+    assert say(guard(), "It's big (Jupiter-sized), really.")[0] == "It's big (Jupiter-sized), really."
 
 
 @given(st.lists(st.text(alphabet="abc .,!?:<>|", max_size=30), max_size=8))

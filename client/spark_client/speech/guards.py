@@ -61,7 +61,9 @@ _SAYS_LABEL = re.compile(
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 _ENDS_SENTENCE = re.compile(r"[.!?…]+[\"')\]]*\s*$")
-STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]")  # *waves*, [sparkle], a stray bracket
+# *waves*, [sparkle], (smiling), (dismisses the idea entirely); a stray bracket or run of stars
+# ("**Wow!": markdown bold a small model leaves open)
+STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]|\([a-z][^()\n]{0,40}\)|\*+")
 _SYMBOLS = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d]")  # emoji are not speakable
 _WORD = re.compile(r"[\w']+")
 
