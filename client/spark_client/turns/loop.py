@@ -339,7 +339,7 @@ class TurnLoop:
 
     async def _read_chat(self, persona: Persona, chat: str, on_prefill: Callable[[int], None]) -> None:
         """Has the server read `persona`'s prompt for this turn up to the end of its chat while
-        memory is recalled (an embedding and a Chroma query, ~20-150 ms): the memory block comes
+        memory is recalled (an embedding and a Chroma query, ~30 ms): the memory block comes
         after the chat line (`memory_block`), so the turn's own request then reads only the block.
         The history is windowed as that request will be (its budget less the memory block's)."""
         await self._wait_for_prefill(persona)
