@@ -317,15 +317,23 @@ class TurnLoop:
         except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
             log.debug("%s's prefix prefill skipped: %s", persona.name, exc)
 
-    async def _prefill_prefix(self, persona: Persona, budget_tokens: int) -> None:
+    async def _prefill_prefix(
+        self,
+        persona: Persona,
+        budget_tokens: int,
+        *,
+        chat: str | None = None,
+        on_prefill: Callable[[int], None] | None = None,
+    ) -> None:
         """Has the server read `persona`'s prompt up to the next chat message (history within
-        `budget_tokens`) and generate one token, which leaves that prefix in its KV cache."""
+        `budget_tokens`) and generate one token, which leaves that prefix in its KV cache. With
+        `chat`, the prompt holds that chat and is read up to its end only (what follows it, the
+        end of the message, may not come next: a memory block does)."""
         style = self.options.prompt_style
-        chat = style.empty_chat  # the prefix ends where the next message starts
         messages = build_messages(
             persona,
             self.history,
-            chat=chat,
+            chat=style.empty_chat if chat is None else chat,  # empty: the prefix ends where a message starts
             memories=[],
             budget_tokens=budget_tokens,
             style=style,
@@ -333,8 +341,10 @@ class TurnLoop:
             cast=self.coordinator.personas,
         )
         prompt = await self.llm.render(messages)
+        if chat is not None and (end := prompt.text.rfind(chat)) >= 0:
+            prompt = replace(prompt, text=prompt.text[: end + len(chat)])
         sampling = replace(persona.sampling, max_tokens=1)
-        async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona)):
+        async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill):
             pass
 
     async def _read_chat(self, persona: Persona, chat: str, on_prefill: Callable[[int], None]) -> None:
@@ -343,24 +353,9 @@ class TurnLoop:
         after the chat line (`memory_block`), so the turn's own request then reads only the block.
         The history is windowed as that request will be (its budget less the memory block's)."""
         await self._wait_for_prefill(persona)
-        messages = build_messages(
-            persona,
-            self.history,
-            chat=chat,
-            memories=[],
-            budget_tokens=self.options.prompt_budget_tokens - self.options.memory_reserve_tokens,
-            style=self.options.prompt_style,
-            recap=self.recap,
-            cast=self.coordinator.personas,
-        )
-        prompt = await self.llm.render(messages)
-        end = prompt.text.rfind(chat)
-        if end >= 0:  # what follows the chat (end of message, the assistant's turn) may not come next
-            prompt = replace(prompt, text=prompt.text[: end + len(chat)])
-        sampling = replace(persona.sampling, max_tokens=1)
+        budget = self.options.prompt_budget_tokens - self.options.memory_reserve_tokens
         try:
-            async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill):
-                pass
+            await self._prefill_prefix(persona, budget, chat=chat, on_prefill=on_prefill)
         except ModelCallError as exc:  # an optimisation only: the turn's request reads the chat itself
             log.debug("%s's chat read-ahead skipped: %s", persona.name, exc)
 
