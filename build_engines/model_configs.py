@@ -119,6 +119,7 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("frequency_penalty", "TYPE_FP32", (1,), optional=True),
             Tensor("bad_words", "TYPE_STRING", (-1,), optional=True),
             Tensor("grammar", "TYPE_STRING", (1,), optional=True),
+            Tensor("prefill_chunk", "TYPE_INT32", (1,), optional=True),
         ),
         # prefill_tokens rides on the first response only: prompt tokens the engine had to read.
         outputs=(Tensor("text_output", "TYPE_STRING", (-1,)), Tensor("prefill_tokens", "TYPE_INT32", (1,))),

@@ -20,6 +20,7 @@ Inputs = Mapping[str, np.ndarray]
 
 MAX_PROMPT_CHARS = 64_000
 MAX_TOKENS_LIMIT = 4096
+MIN_PREFILL_CHUNK, MAX_PREFILL_CHUNK = 8, 512  # prompt tokens read per step, when a request says
 MAX_GRAMMAR_CHARS = 64_000  # room for a skill grammar that lists every Minecraft block by name
 MAX_BAD_WORDS = 1024  # the persona sends ~100-300 (4-word runs of its recent answers)
 MAX_BAD_WORD_CHARS = 200
@@ -95,6 +96,16 @@ def _bad_words(inputs: Inputs) -> tuple[str, ...]:
     return words
 
 
+def _prefill_chunk(inputs: Inputs) -> int:
+    """`prefill_chunk`: prompt tokens read per step; 0 or absent: the engine's default."""
+    chunk = int(_number(inputs, "prefill_chunk", 0, lo=0, hi=MAX_PREFILL_CHUNK))
+    if 0 < chunk < MIN_PREFILL_CHUNK:
+        raise RequestError(
+            f"prefill_chunk: {chunk} tokens a step is too few; use 0 or {MIN_PREFILL_CHUNK}-{MAX_PREFILL_CHUNK}"
+        )
+    return chunk
+
+
 def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
     """Returns (request, stream, exclude_input_in_output)."""
     raw = _one(inputs, "text_input")
@@ -125,6 +136,7 @@ def parse_generation(inputs: Inputs) -> tuple[GenerationRequest, bool, bool]:
         frequency_penalty=_number(inputs, "frequency_penalty", 0.0, lo=-2.0, hi=2.0),
         bad_words=_bad_words(inputs),
         grammar=_grammar(inputs),
+        prefill_chunk=_prefill_chunk(inputs),
     )
     return request, _flag(inputs, "stream", False), _flag(inputs, "exclude_input_in_output", True)
 

@@ -43,6 +43,11 @@ class GenerationRequest:
     # which ends the stream (end_id does not apply). max_tokens and stop words still apply, so a
     # budget too small for the grammar's text cuts it short.
     grammar: str | None = None
+    # Prompt tokens an engine that reads a prompt in steps reads per step (0: its own default).
+    # Work that a viewer's turn may cut (a memory write in quiet time) asks for small steps: a
+    # cancel reaches the request between steps, so the cores are free sooner. The llama.cpp engine
+    # honours it; the batching engines schedule prompts themselves and ignore it.
+    prefill_chunk: int = 0
 
 
 @dataclass(slots=True)

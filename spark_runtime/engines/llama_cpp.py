@@ -256,7 +256,7 @@ class LlamaCppEngine:
         stats.shifted_prompt_tokens = plan.shifted
         llama.set_seed(request.seed)
         try:
-            yield from self._read_prompt(llama, tokens, stats)
+            yield from self._read_prompt(llama, tokens, stats, request.prefill_chunk)
         except GeneratorExit:
             stats.finish_reason = "cancelled"
             raise
@@ -331,12 +331,15 @@ class LlamaCppEngine:
 
         return BadWords.of(words, tokenize) or None
 
-    def _read_prompt(self, llama: Any, tokens: list[int], stats: GenerationStats) -> Iterator[str]:
+    def _read_prompt(
+        self, llama: Any, tokens: list[int], stats: GenerationStats, request_chunk: int = 0
+    ) -> Iterator[str]:
         """Reads what the cache lacks of the prompt, all but its last token, `prefill_chunk` tokens
-        at a time, yielding an empty delta after each chunk (the server checks for a cancel there;
-        nothing is sent for it). `llama.generate` then finds all but the last token cached, reads
-        that one and samples. A prompt within one chunk of the cache is left to `generate`."""
-        chunk = self._prefill_chunk
+        at a time (the request's own, when it names one), yielding an empty delta after each chunk
+        (the server checks for a cancel there; nothing is sent for it). `llama.generate` then
+        finds all but the last token cached, reads that one and samples. A prompt within one chunk
+        of the cache is left to `generate`."""
+        chunk = request_chunk or self._prefill_chunk
         last = len(tokens) - 1
         cached = llama.input_ids[: llama.n_tokens]
         n = min(len(cached), last)

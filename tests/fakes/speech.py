@@ -42,6 +42,7 @@ class ScriptedLLM:
     loras: list[str | None] = field(default_factory=list)  # lora_name of every answer's stream
     prefills: list[str | None] = field(default_factory=list)  # lora_name of every 1-token prefix prefill
     banned: list[tuple[str, ...]] = field(default_factory=list)  # bad_words of every answer's stream
+    chunks: list[int] = field(default_factory=list)  # prefill_chunk of every stream (0: the engine's)
     served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
     _next: int = 0
 
@@ -57,7 +58,9 @@ class ScriptedLLM:
         lora_name: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
         bad_words: tuple[str, ...] = (),
+        prefill_chunk: int = 0,
     ) -> AsyncIterator[str]:
+        self.chunks.append(prefill_chunk)
         if self.fail_with is not None:
             raise self.fail_with
         if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:

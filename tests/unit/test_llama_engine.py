@@ -192,3 +192,29 @@ def test_a_prompt_read_in_chunks_gives_the_same_answer_as_one_step(engine_dir: P
     assert stats.prefill_tokens == n_prompt and stats.generated_tokens == 24
     assert deltas[: stats.prefill_tokens // 16 - 1] == [""] * (stats.prefill_tokens // 16 - 1)
     assert "".join(deltas) == whole and whole.strip()
+
+
+def test_a_request_may_ask_for_smaller_prompt_steps(engine):
+    """The engine reads a prompt in steps and a cancel reaches the request between them (an empty
+    delta marks each); a memory write asks for 16-token steps so that a viewer's turn that cuts it
+    waits for less. The answer is the same whatever the steps."""
+    prompt = (
+        "<|im_start|>user\n" + " ".join(f"item{i}" for i in range(80)) + "\nName three colours.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+    def steps_and_text(chunk: int) -> tuple[int, str]:
+        for slot in engine._slots:  # nothing cached: the whole prompt is read
+            slot.llama.reset()
+            engine._lib.llama_memory_clear(engine._lib.llama_get_memory(slot.llama._ctx.ctx), True)
+        deltas = list(
+            engine.generate(GenerationRequest(prompt=prompt, max_tokens=8, prefill_chunk=chunk), GenerationStats())
+        )
+        first = next(i for i, d in enumerate(deltas) if d)
+        return first, "".join(deltas)
+
+    default_steps, default_text = steps_and_text(0)
+    small_steps, small_text = steps_and_text(16)
+    tokens = len(engine.tokenize(prompt))
+    assert default_steps == -(-(tokens - 1) // 64) and small_steps == -(-(tokens - 1) // 16)
+    assert small_text == default_text

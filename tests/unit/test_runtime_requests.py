@@ -79,6 +79,20 @@ def test_bad_words_are_a_list_of_strings_with_limits():
         parse_generation({"text_input": b("x"), "bad_words": np.array([[b"a\0b"]], dtype=object)})
 
 
+def test_a_request_may_name_its_prompt_steps_within_bounds():
+    def chunk(value: int) -> int:
+        return parse_generation({"text_input": b("x"), "prefill_chunk": np.array([[value]], dtype=np.int32)})[
+            0
+        ].prefill_chunk
+
+    assert parse_generation({"text_input": b("x")})[0].prefill_chunk == 0  # the engine's own
+    assert (chunk(0), chunk(8), chunk(16), chunk(512)) == (0, 8, 16, 512)
+    with pytest.raises(RequestError, match="prefill_chunk: 4 tokens a step is too few; use 0 or 8-512"):
+        chunk(4)
+    with pytest.raises(RequestError, match=r"prefill_chunk: must be within \[0, 512\]"):
+        chunk(513)
+
+
 @pytest.mark.parametrize(
     ("grammar", "message"),
     [

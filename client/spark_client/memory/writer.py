@@ -34,11 +34,17 @@ from spark_client.speech.triton import ModelCallError
 
 log = logging.getLogger(__name__)
 
+# A job's prompt is read in steps of this many tokens (the engine's default is 64): a turn that
+# cuts the job waits for the step in progress, so small steps give the viewer the cores sooner.
+WRITER_PREFILL_CHUNK = 16
+
 
 class LLM(Protocol):
     async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt: ...
 
-    def stream(self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None): ...  # noqa: ANN201
+    def stream(  # noqa: ANN201
+        self, prompt: RenderedPrompt, options: SamplingOptions, *, lora_name: str | None = None, prefill_chunk: int = 0
+    ): ...
 
 
 class FactSink(Protocol):
@@ -245,7 +251,7 @@ class MemoryWriter:
     async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> str:
         prompt = await self.llm.render(messages)
         parts: list[str] = []
-        stream = self.llm.stream(prompt, sampling)
+        stream = self.llm.stream(prompt, sampling, prefill_chunk=WRITER_PREFILL_CHUNK)
         try:
             async for delta in stream:
                 parts.append(delta)
