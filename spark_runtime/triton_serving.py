@@ -76,6 +76,7 @@ def coalesced(
     name: str,
     pool: ThreadPoolExecutor,
     interval_s: float = 0.0,
+    cancelled: threading.Event | None = None,
 ) -> Iterator[Outputs | None]:
     """Runs `source` on a thread of `pool` and yields merged batches of what it produced.
 
@@ -87,18 +88,24 @@ def coalesced(
     teams in llama.cpp), which a new thread per request would multiply.
 
     Yields None when nothing arrived for CANCEL_POLL_S, so the caller can check cancellation.
-    Closing this generator stops the producer at its next step and closes `source` there.
+    Closing this generator stops the producer at its next step and closes `source` there; so does
+    `cancelled` once set (an in-band cancel), without waiting for the caller's next check: the
+    producer ends the stream after the step in progress, and the generation thread is free for the
+    next request then, not up to CANCEL_POLL_S later.
     An error in `source` is raised here after the outputs produced before it.
     """
     items: queue.SimpleQueue[object] = queue.SimpleQueue()
     stop = threading.Event()
 
+    def stopped() -> bool:
+        return stop.is_set() or (cancelled is not None and cancelled.is_set())
+
     def produce() -> None:
         try:
-            if stop.is_set():  # cancelled while waiting for a generation thread
+            if stopped():  # cancelled while waiting for a generation thread
                 return
             for outputs in source:
-                if stop.is_set():
+                if stopped():
                     break
                 if outputs is not None:
                     items.put(outputs)
@@ -321,7 +328,12 @@ class DecoupledRunner:
             stream = self._handler(inputs)
             if self._merge is not None and self._producers is not None:
                 stream = coalesced(
-                    stream, self._merge, name=self._name, pool=self._producers, interval_s=self._merge_interval_s
+                    stream,
+                    self._merge,
+                    name=self._name,
+                    pool=self._producers,
+                    interval_s=self._merge_interval_s,
+                    cancelled=stop,
                 )
             for outputs in stream:
                 with IPC_LOCK:
@@ -331,6 +343,9 @@ class DecoupledRunner:
                     break
                 if outputs is not None:
                     send(pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in outputs.items()]))
+            else:
+                if stop.is_set():  # the producer saw the in-band stop first and ended the stream
+                    self._cancelled()
             send(flags=final)
         except RequestError as exc:
             self.counters.add(failed=1)

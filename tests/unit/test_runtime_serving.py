@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -247,4 +248,36 @@ def test_without_a_cancel_parameter_a_request_with_the_parameter_is_served():
     runner.submit(request)
     assert request.sender.done.wait(seconds(5))
     assert [bytes(a.reshape(-1)[0]) for a in request.sender.outputs("text_output")] == [b"x"]
+    runner.close()
+
+
+def test_an_in_band_stop_ends_a_merged_stream_at_the_engine_step_it_arrives_in():
+    """A memory write's prompt read is cut when a viewer's turn starts; the engine thread must be
+    free after the step in progress, not at the worker's next cancellation poll (up to 50 ms of
+    further prompt reading that the viewer's turn waits for)."""
+    steps: list[int] = []
+    closed = threading.Event()
+    runner = None
+    stop = _request("llm-w1-1-stop", spark_cancel="llm-w1-1")
+
+    def handler(inputs):
+        try:
+            for step in range(10_000):  # a prompt read in steps: nothing to send until its end
+                steps.append(step)
+                if step == 3:
+                    runner.submit(stop)  # the cancel arrives while step 3 is being read
+                time.sleep(0.001)
+                yield None
+            yield text("never reached")
+        finally:
+            closed.set()
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=2, merge=join_text_outputs)
+    running = _request("llm-w1-1")
+    runner.submit(running)
+    assert running.sender.done.wait(seconds(5)) and closed.wait(seconds(5))
+    assert steps == [0, 1, 2, 3]  # the step in progress finished, no further one began
+    assert running.sender.outputs("text_output") == []
+    assert running.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    assert runner.counters.cancelled == 1
     runner.close()
