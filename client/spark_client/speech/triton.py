@@ -62,7 +62,10 @@ def infer_input(name: str, value: Any) -> InferInput:
 
 CANCEL_CONFIG_KEY = "cancel_parameter"  # as in spark_runtime/triton_serving.py (the client ships alone)
 _CALL_ENDED = object()
-FINAL_GRACE_S = 0.05  # a stream left after its last useful response usually ends within this
+# A stream left after its last useful response usually ends within this; a stream cut in the
+# middle (a memory write a viewer's turn cuts, a barge-in) is stopped after it, and the work it
+# does meanwhile takes the cores from the turn: 50 ms cost a cut memory write's turn ~50 ms.
+FINAL_GRACE_S = 0.005
 
 
 async def _read_call(call: Any, responses: asyncio.Queue[Any]) -> None:
