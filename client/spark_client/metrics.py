@@ -45,6 +45,7 @@ class TurnTimings:
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
     prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
     writer_stood_aside: bool = False  # a memory write (facts, summary) held the LLM and was cut for this turn
+    warming_cut: bool = False  # the co-host's prompt read (turns/loop.py _warm_partner) was cut for this turn
     kind: str = "answer"  # answer, interjection, banter or silence (turns/coordinator.py)
     voice: str | None = None  # the TTS voice asked for (None: the server's default)
     recorded_s: tuple[float, float] | None = None  # where its audio sits in the session WAV (seconds)
@@ -65,6 +66,7 @@ class TurnTimings:
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
         data["prefill_tokens"] = self.prefill_tokens
         data["writer_stood_aside"] = self.writer_stood_aside
+        data["warming_cut"] = self.warming_cut
         data["rss_mb"] = resident_mb()
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]

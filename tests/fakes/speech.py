@@ -42,7 +42,8 @@ class ScriptedLLM:
     loras: list[str | None] = field(default_factory=list)  # lora_name of every answer's stream
     prefills: list[str | None] = field(default_factory=list)  # lora_name of every 1-token prefix prefill
     banned: list[tuple[str, ...]] = field(default_factory=list)  # bad_words of every answer's stream
-    chunks: list[int] = field(default_factory=list)  # prefill_chunk of every stream (0: the engine's)
+    chunks: list[tuple[str | None, int]] = field(default_factory=list)  # (lora_name, prefill_chunk) of every stream
+    hold_prefills_of: str | None = None  # 1-token streams with this lora_name wait until cancelled
     served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
     _next: int = 0
 
@@ -60,7 +61,7 @@ class ScriptedLLM:
         bad_words: tuple[str, ...] = (),
         prefill_chunk: int = 0,
     ) -> AsyncIterator[str]:
-        self.chunks.append(prefill_chunk)
+        self.chunks.append((lora_name, prefill_chunk))
         if self.fail_with is not None:
             raise self.fail_with
         if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:
@@ -69,6 +70,11 @@ class ScriptedLLM:
             on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
         if options.max_tokens <= 1:  # a prefix prefill or a read-ahead: one token, never spoken
             self.prefills.append(lora_name)
+            if lora_name is not None and lora_name == self.hold_prefills_of:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    self.cancelled += 1
             yield "."
             return
         self.asked.append(json.loads(prompt.text))

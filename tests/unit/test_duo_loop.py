@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from spark_client.events import Priority
 from spark_client.personas import StateFile, shipped_personas
+from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK
 from spark_client.turns.coordinator import Coordinator
 
 from tests.fakes.speech import FakeTTS, ScriptedLLM
@@ -41,8 +42,11 @@ def test_cohost_interjects_in_its_own_voice_with_its_own_adapter():
     ]
     assert [r["kind"] for *_, r in s.said] == ["answer", "interjection"]
     assert llm.loras == ["spark", "ember"]
-    # Ember's prompt was read into her cache while Spark's answer played, before she spoke
+    # Ember's prompt was read into her cache while Spark's answer played, before she spoke, in
+    # the small steps of work a viewer's turn may cut; their answers in the engine's own steps
     assert llm.prefills[:1] == ["ember"]
+    assert llm.chunks[:2] == [("spark", 0), ("ember", CUTTABLE_PREFILL_CHUNK)]  # Spark's answer, Ember's read
+    assert ("ember", 0) in llm.chunks  # her answer
     assert set(zip(s.tts.voices, s.tts.spoken, strict=True)) == {
         ("joe", "Welcome in,"),  # the first piece: a short clause, synthesised while the rest comes
         ("joe", "chat!"),
@@ -53,6 +57,26 @@ def test_cohost_interjects_in_its_own_voice_with_its_own_adapter():
     assert 'Spark (co-host) says: \\"Welcome in, chat!\\"' in ember_prompt  # Spark's words, as Spark's
     assert "Add one short comment of your own on what Spark just said" in ember_prompt
     assert "On stream with you: Spark. A cheerful" in ember_turn[0]["content"]  # who else is on stream
+
+
+def test_a_viewer_cuts_the_cohost_prompt_read_and_the_turn_record_says_so():
+    """The co-host's prompt is read while the other persona's answer plays; a viewer's message
+    for that persona stops the read (its stream closed), and that turn's record says it did."""
+
+    async def scenario():
+        llm = ScriptedLLM(answers=["Welcome in!", "Cats, always."], hold_prefills_of="ember")
+        async with Stream(llm=llm, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(chat("hello!", user="mika"))
+            await s.until(lambda: len(s.said) == 1 and "ember" in llm.prefills)
+            s.queue.offer(chat("@Spark cats or dogs?", user="rin"))
+            await s.until(lambda: len(s.said) == 2)
+            await s.finish()
+            return s, llm
+
+    s, llm = asyncio.run(scenario())
+    assert [(name, said) for name, _, said, _ in s.said] == [("Spark", "Welcome in!"), ("Spark", "Cats, always.")]
+    assert [r["warming_cut"] for *_, r in s.said] == [False, True]
+    assert llm.cancelled >= 1  # the held read of Ember's prompt was closed, not left running
 
 
 def test_banter_stops_at_the_cap():

@@ -8,7 +8,8 @@ import asyncio
 
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
 from spark_client.memory.extract import ExchangeLine, checked_summary, extractive_summary, grounded_facts
-from spark_client.memory.writer import WRITER_PREFILL_CHUNK, MemoryWriter
+from spark_client.memory.writer import MemoryWriter
+from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK
 
 from tests.fakes.speech import RecordingMemory, ScriptedLLM
 from tests.timing import seconds
@@ -93,7 +94,7 @@ def test_writing_waits_for_quiet_gives_way_to_chat_and_tries_again():
     started_while_busy, cancelled, facts_while_busy, memory, writer, llm = asyncio.run(scenario())
     assert started_while_busy == 0  # nothing ran while a viewer could be waiting
     # its prompts are read in small steps, so the turn that cuts a job waits for less
-    assert llm.chunks and set(llm.chunks) == {WRITER_PREFILL_CHUNK}
+    assert llm.chunks and {chunk for _, chunk in llm.chunks} == {CUTTABLE_PREFILL_CHUNK}
     assert cancelled == 1 and facts_while_busy == []  # the stream was cut on the server, nothing half-written
     assert memory.facts == ["pixelhound plays bass in a band called Low Tide"]  # the retry, when quiet again
     assert writer.stats.cancelled == 1 and writer.stats.facts == 1

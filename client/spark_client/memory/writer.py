@@ -29,14 +29,10 @@ from spark_client.memory.extract import (
     summary_messages,
 )
 from spark_client.memory.recall import self_disclosure
-from spark_client.speech.llm import RenderedPrompt, SamplingOptions
+from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK, RenderedPrompt, SamplingOptions
 from spark_client.speech.triton import ModelCallError
 
 log = logging.getLogger(__name__)
-
-# A job's prompt is read in steps of this many tokens (the engine's default is 64): a turn that
-# cuts the job waits for the step in progress, so small steps give the viewer the cores sooner.
-WRITER_PREFILL_CHUNK = 16
 
 
 class LLM(Protocol):
@@ -251,7 +247,7 @@ class MemoryWriter:
     async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> str:
         prompt = await self.llm.render(messages)
         parts: list[str] = []
-        stream = self.llm.stream(prompt, sampling, prefill_chunk=WRITER_PREFILL_CHUNK)
+        stream = self.llm.stream(prompt, sampling, prefill_chunk=CUTTABLE_PREFILL_CHUNK)  # a turn cuts it
         try:
             async for delta in stream:
                 parts.append(delta)

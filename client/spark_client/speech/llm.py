@@ -10,6 +10,13 @@ import numpy as np
 
 from spark_client.speech.triton import TritonModels, infer_input
 
+# Work a viewer's turn may cut (a memory write, the co-host's prompt read while the other persona
+# speaks) asks for its prompt in steps of this many tokens (the CPU engine's own is 64, ~150 ms
+# on 2 cores): the cut waits for the step in progress, so the viewer waits ~50 ms at most, not
+# ~150. Measured in-process on 2 cores, a 544-token prompt: 1.3-1.4 s in 64-token steps,
+# 1.5-1.9 s in 16 (its longest step 55-65 ms against 160-200); such work runs in quiet time.
+CUTTABLE_PREFILL_CHUNK = 16
+
 
 @dataclass(frozen=True)
 class RenderedPrompt:

@@ -29,7 +29,7 @@ from spark_client.personas.model import Persona
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
 from spark_client.speech.guards import GuardContext, RecentAnswers, is_catchphrase
-from spark_client.speech.llm import LLMClient
+from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK, LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
@@ -145,6 +145,7 @@ class TurnLoop:
         self._warming: tuple[Persona, asyncio.Task[None]] | None = None
         self._current: _TurnState | None = None  # the turn being played
         self._writer_stood_aside = False  # a memory write was cut for the turn starting
+        self._warming_cut = False  # the other persona's prompt read was cut for the turn starting
         self._recent_answers = RecentAnswers()  # no sentence of the last answers is said again
         self._said: deque[tuple[float, str]] = deque(maxlen=16)  # (monotonic, words played), for the mic
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
@@ -207,7 +208,8 @@ class TurnLoop:
                 else:
                     request = next_up
                     persona = self.coordinator.choose(request.answer)
-                    self._stop_warming(unless=persona)  # a viewer is waiting: the cores are theirs
+                    # a viewer is waiting: the cores are theirs
+                    self._warming_cut = self._stop_warming(unless=persona)
                     self.coordinator.answered(persona)
                     chat = self.options.prompt_style.chat(request.answer, request.context)
                     state = await self._play_turn(request, persona, chat)
@@ -306,14 +308,14 @@ class TurnLoop:
         if self._prefill is None or self._prefill.done():
             self._prefill = asyncio.create_task(self._prefill_next(self.coordinator.main), name="llm-prefill")
 
-    async def _prefill_next(self, persona: Persona) -> None:
+    async def _prefill_next(self, persona: Persona, prefill_chunk: int = 0) -> None:
         """Puts `persona`'s next prompt prefix (history with the exchange just heard) in the
         server's KV cache before it is needed, so a new message is the only text the LLM has to
         read when it arrives. It matters most when the history window has just dropped its oldest
         exchanges: then the whole history is new to the server (seconds of prefill on a CPU)."""
         budget = self.options.prompt_budget_tokens - self.options.prefill_reserve_tokens
         try:
-            await self._prefill_prefix(persona, budget)
+            await self._prefill_prefix(persona, budget, prefill_chunk=prefill_chunk)
         except ModelCallError as exc:  # an optimisation only: the next turn prefills by itself
             log.debug("%s's prefix prefill skipped: %s", persona.name, exc)
 
@@ -324,11 +326,13 @@ class TurnLoop:
         *,
         chat: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
+        prefill_chunk: int = 0,
     ) -> None:
         """Has the server read `persona`'s prompt up to the next chat message (history within
         `budget_tokens`) and generate one token, which leaves that prefix in its KV cache. With
         `chat`, the prompt holds that chat and is read up to its end only (what follows it, the
-        end of the message, may not come next: a memory block does)."""
+        end of the message, may not come next: a memory block does). `prefill_chunk`: see
+        LLMClient.stream (work a viewer's turn may cut asks for CUTTABLE_PREFILL_CHUNK)."""
         style = self.options.prompt_style
         messages = build_messages(
             persona,
@@ -344,7 +348,10 @@ class TurnLoop:
         if chat is not None and (end := prompt.text.rfind(chat)) >= 0:
             prompt = replace(prompt, text=prompt.text[: end + len(chat)])
         sampling = replace(persona.sampling, max_tokens=1)
-        async for _ in self.llm.stream(prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill):
+        stream = self.llm.stream(
+            prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill, prefill_chunk=prefill_chunk
+        )
+        async for _ in stream:
             pass
 
     async def _read_chat(self, persona: Persona, chat: str, on_prefill: Callable[[int], None]) -> None:
@@ -367,9 +374,12 @@ class TurnLoop:
         if self._warming is not None and self._warming[0] is persona and not self._warming[1].done():
             await asyncio.wait({self._warming[1]}, timeout=self.options.prefill_wait_s)
 
-    def _stop_warming(self, *, unless: Persona) -> None:
+    def _stop_warming(self, *, unless: Persona) -> bool:
+        """Cuts the other persona's prompt read for a viewer's turn; whether one was running."""
         if self._warming is not None and self._warming[0] is not unless and not self._warming[1].done():
             self._warming[1].cancel()  # closing its stream cancels the request on the server
+            return True
+        return False
 
     def _warm_partner(self, speaker: Persona) -> None:
         """Once `speaker`'s answer is generated (its audio still playing), the server reads the
@@ -381,7 +391,9 @@ class TurnLoop:
         partner = self.coordinator.co_host(speaker)
         if partner is None or self.queue.pending or (self._warming is not None and not self._warming[1].done()):
             return
-        self._warming = (partner, asyncio.create_task(self._prefill_next(partner), name=f"llm-warm-{partner.name}"))
+        # in small steps: a viewer's turn cuts it (_stop_warming) and waits for the step in progress
+        warm = self._prefill_next(partner, prefill_chunk=CUTTABLE_PREFILL_CHUNK)
+        self._warming = (partner, asyncio.create_task(warm, name=f"llm-warm-{partner.name}"))
 
     async def warm_up(self) -> None:
         """Puts each persona's fixed prompt prefix in the server's KV cache and wakes the TTS, so
@@ -451,6 +463,7 @@ class TurnLoop:
         received = request.answer.received_at if kind is TurnKind.ANSWER else time.monotonic()
         timings = TurnTimings(self._turns, request.answer.user, persona.name, received, kind=kind.value)
         timings.writer_stood_aside, self._writer_stood_aside = self._writer_stood_aside, False
+        timings.warming_cut, self._warming_cut = self._warming_cut, False
         state = _TurnState(self._turns, persona, timings, request, kind)
         timings.mark("queue_wait_ms")
         # Only an interrupt offered from now on cuts this turn (one answering an `!ask` was
