@@ -79,6 +79,23 @@ def test_a_viewer_cuts_the_cohost_prompt_read_and_the_turn_record_says_so():
     assert llm.cancelled >= 1  # the held read of Ember's prompt was closed, not left running
 
 
+def test_the_main_prefix_is_read_first_after_a_turn_and_the_cohost_read_after_it():
+    """A co-host read still running when the answer has played is cut for the main persona's
+    next prefix (what the next viewer's turn waits for), then runs again."""
+
+    async def scenario():
+        llm = ScriptedLLM(answers=["Welcome in!"], hold_prefills_of="ember")
+        async with Stream(llm=llm, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(chat("hello!", user="mika"))
+            await s.until(lambda: llm.prefills.count("ember") == 2)
+            await s.finish()
+            return llm
+
+    llm = asyncio.run(scenario())
+    assert llm.prefills[-3:] == ["ember", "spark", "ember"]  # cut, the main prefix, read again
+    assert llm.cancelled >= 1
+
+
 def test_banter_stops_at_the_cap():
     async def scenario():
         lines = ["Ember, are you awake?", "Spark, sadly yes.", "Ember, then say hi!", "Spark, hi. Happy?", "Later."]
