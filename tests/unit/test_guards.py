@@ -42,6 +42,10 @@ def test_a_leading_echoed_label_is_stripped_and_the_answer_kept():
 def test_a_label_later_in_the_answer_is_a_new_chat_line_and_ends_it():
     text, stop = say(guard(), "That sounds fun!", "SomeViewer: yeah it was great")
     assert (text, stop) == ("That sounds fun!", True)
+    # the memory block's line format written on ("X said: ... / Spark answered: ..."): seen in an
+    # e2e run once memory lines read like a transcript
+    assert say(guard(), "I'm lost! / Spark answered: I'll find it... Stay sparky!") == ("I'm lost!", True)
+    assert say(guard(), "Spark answered: Pasta, always!")[0] == "Pasta, always!"
     # a generic word with a colon inside a sentence is just speech
     assert say(guard(), "So I asked chat: what should we play next?") == (
         "So I asked chat: what should we play next?",

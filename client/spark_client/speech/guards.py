@@ -52,8 +52,12 @@ _MARKUP = re.compile(
 )
 _LABEL = re.compile(
     r"(?P<name>[A-Za-z0-9_][\w.-]{0,30})(?:\s*\((?:co-host|viewer|streamer|mod|moderator)\))?"
-    r"\s*(?:says|said|asks|asked|wrote)?\s*:(?=\s|$)",
+    r"\s*(?:says|said|asks|asked|wrote|answers|answered)?\s*:(?=\s|$)",
 )
+# What may stand between a sentence's end and a label that starts a new line: quotes, a dash, and
+# the " / " that joins a memory line's two halves ("orbit said: ... / Spark answered: ...").
+_BEFORE_LABEL = " \"'-/"
+_TRAILING_SLASH = re.compile(r"\s*/\s*$")
 # The `name says: "..."` chat framing echoed back, whatever the name (the model often mangles
 # it: "Smolstreamer-1 (co-host) says:"), or a bare `says:`.
 _SAYS_LABEL = re.compile(
@@ -311,16 +315,16 @@ class SpeechGuard:
         if cut is None:
             return text, False
         reasons.append("label")
-        return text[:cut], True
+        return _TRAILING_SLASH.sub("", text[:cut]), True
 
     def _leading_label(self, text: str) -> int | None:
         """Where the answer begins after a label echoed at its start (`name says:`, whatever the
         name, or a speaker's `Name:`), or None."""
         for match in _SAYS_LABEL.finditer(text):
-            if not text[: match.start()].strip(" \"'-"):
+            if not text[: match.start()].strip(_BEFORE_LABEL):
                 return match.end()
         for match in _LABEL.finditer(text):
-            if not text[: match.start()].strip(" \"'-") and match.group("name").casefold() in self._speakers:
+            if not text[: match.start()].strip(_BEFORE_LABEL) and match.group("name").casefold() in self._speakers:
                 return match.end()
         return None
 
@@ -331,7 +335,7 @@ class SpeechGuard:
         starts = [m.start() for m in _SAYS_LABEL.finditer(text)]
         starts += [m.start() for m in _LABEL.finditer(text) if m.group("name").casefold() in self._named]
         for start in starts:
-            before = text[:start].strip(" \"'-")
+            before = text[:start].strip(_BEFORE_LABEL)
             if (before and before[-1] in ".!?…\n") or (at_start and not before):
                 return start
         return None
