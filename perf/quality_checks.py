@@ -29,8 +29,13 @@ MARKERS = ("(no new chat)", "untrusted data", "system prompt:")
 
 _WORD = re.compile(r"[a-z0-9']+")
 _MARKUP = re.compile(r"<\|?/?\s*[a-z_]*\s*\|?>|<\||\|>|\[/?inst\]|</?s>|</?chat|<</?sys>>", re.IGNORECASE)
-_LEADING_LABEL = re.compile(r"^\W*([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said|asks|wrote)?\s*:", re.IGNORECASE)
-_INNER_LABEL = re.compile(r"[.!?…]\s+([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said)?\s*:", re.IGNORECASE)
+_LEADING_LABEL = re.compile(
+    r"^\W*([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said|asks|wrote|answered)?\s*:", re.IGNORECASE
+)
+# after a sentence, also across the " / " of a memory line ("Hi! / Spark answered: ...")
+_INNER_LABEL = re.compile(
+    r"[.!?…]\s+(?:/\s+)?([\w.-]+)\s*(?:\([^)]{0,20}\))?\s*(?:says|said|answered)?\s*:", re.IGNORECASE
+)
 _SAYS = re.compile(
     r"(?:^\W*|[.!?…]\s+)(?:[\w.-]+\s*)?(?:\([^)]{0,20}\)\s*)?says\s*:", re.IGNORECASE
 )  # the chat framing

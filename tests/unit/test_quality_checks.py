@@ -59,6 +59,7 @@ def test_the_stream_mixes_kinds_and_the_short_form_takes_a_few_of_each():
         ("pixelhound: hi, I am here to help!", "label_echo"),
         ("Spark says: hello there!", "label_echo"),
         ("That is fun. pixelhound: me too", "label_echo"),
+        ("I'm lost! / Spark answered: I'll find it.", "label_echo"),  # the memory block's format
         ('Smolstreamer-1 (co-host) says: "hi"', "label_echo"),
         ('Sure! rin says: "me too"', "label_echo"),
         ("You asked what's your favourite game to play, right?", "chat_copy"),
