@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, split_sentences
+from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, is_thin, split_sentences
 
 RULES = "You are live on stream, speaking out loud. Answer in one to three short spoken sentences."
 CUE = "(no new chat) React briefly to what Spark just said."
@@ -223,3 +223,11 @@ def test_the_runs_of_recent_answers_are_what_the_llm_may_not_copy():
     for n in range(8):
         recent.add(f"Answer number {n} is here.")
     assert "I'm not sure what" not in recent.runs() and "Answer number 0 is" in recent.runs()
+
+
+def test_a_few_words_closed_by_the_catchphrase_are_a_thin_answer():
+    assert is_thin("Stay sparky!", "Stay sparky!") and is_thin("I'm lost... Stay sparky!", "Stay sparky!")
+    assert is_thin("I'm so lost, stay SPARKY", "Stay sparky!")
+    assert not is_thin("I'm a little lost today... Stay sparky!", "Stay sparky!")  # four words
+    assert not is_thin("Welcome in, chat!", "Stay sparky!")  # short, but an answer of its own
+    assert not is_thin("I'm lost.", "")  # a persona without a catchphrase

@@ -373,6 +373,27 @@ def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_an
     assert s.loop.memory.remembered == [("what are black holes?", spoken[0]), ("dogs or cats?", spoken[2])]
 
 
+def test_a_thin_answer_is_said_but_never_shown_to_the_model_or_remembered():
+    """Seen in e2e runs: once a few "I'm lost... Stay sparky!" answers were in its history, the
+    135M persona wrote nothing else. Such an answer is said, and kept out like a bare one."""
+
+    async def scenario():
+        thin, real = "I'm lost... Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
+        llm = ScriptedLLM(answers=[thin, real, "Hi!"])
+        async with Stream(llm=llm, memory=RecordingMemory()) as s:
+            await s.answer_each("what are black holes?", "and quasars?", "hello", user="mika")
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    spoken = [said for _, _, said, _ in s.said]
+    assert spoken == ["I'm lost... Stay sparky!", "Black holes are stars that folded in. Stay sparky!", "Hi!"]
+    assert [e.spoken for e in s.loop.history.window()] == spoken[1:]  # "Hi!" has no sign-off: an answer
+    later = [m["content"] for m in next(p for p in s.llm.prompts if "hello" in p[-1]["content"])]
+    assert not any("lost" in m for m in later)
+    assert s.loop.memory.remembered == [("and quasars?", spoken[1]), ("hello", "Hi!")]
+
+
 def test_the_llm_may_not_copy_runs_of_the_answers_it_gave_before():
     """A 135M persona that sees its earlier answers copies them word for word; the repeat guard
     then drops the copy and the answer is asked again. Each stream now names the runs of the

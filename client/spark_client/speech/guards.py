@@ -83,6 +83,23 @@ def is_catchphrase(text: str, catchphrase: str) -> bool:
     return bool(said) and said == words(catchphrase)
 
 
+# An answer that says fewer words than this before its closing catchphrase ("I'm lost... Stay
+# sparky!") is no example for the model to learn from (see is_thin).
+THIN_ANSWER_WORDS = 4
+
+
+def is_thin(text: str, catchphrase: str) -> bool:
+    """Whether `text` is the bare `catchphrase`, or fewer than THIN_ANSWER_WORDS words closed by
+    it. A small model that sees such answers in its history writes shorter ones until every
+    answer is one: in e2e runs the 135M persona went from ~25 words per answer to "I'm lost...
+    Stay sparky!" within 20-30 turns. A short answer without the sign-off ("Welcome in, chat!")
+    is an answer."""
+    said, phrase = words(text), words(catchphrase)
+    if not phrase or said[-len(phrase) :] != phrase:
+        return False
+    return len(said) - len(phrase) < THIN_ANSWER_WORDS
+
+
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 

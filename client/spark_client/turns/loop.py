@@ -28,7 +28,7 @@ from spark_client.metrics import TurnMetrics, TurnTimings
 from spark_client.personas.model import Persona
 from spark_client.speech.answer import AnswerAttempts, guarded_answer
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
-from spark_client.speech.guards import GuardContext, RecentAnswers, is_catchphrase
+from spark_client.speech.guards import GuardContext, RecentAnswers, is_catchphrase, is_thin
 from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK, LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
@@ -757,13 +757,15 @@ class TurnLoop:
             self.avatar.forget(state.number)
         if state.answer is not None:
             timings.guards = state.answer.reasons
-        # A bare catchphrase is no answer to show the model again or to remember: a small model
-        # copies its own bare sign-off until every answer is one.
-        bare = is_catchphrase(timings.spoken, state.persona.catchphrase)
+        # A bare catchphrase, or a thin answer ("I'm lost... Stay sparky!"), is no answer to show
+        # the model again or to remember: a small model copies its own bare sign-off until every
+        # answer is one, and writes shorter answers the more short ones it sees.
+        spoken, catchphrase = timings.spoken, state.persona.catchphrase
+        thin = is_catchphrase(spoken, catchphrase) or (not timings.interrupted and is_thin(spoken, catchphrase))
         if state.moderated:
             timings.failed = timings.failed or "moderated"
         elif state.kind is not TurnKind.LINE:  # the streamer's words are no exchange with chat
-            self._record_history(state, chat, bare=bare)
+            self._record_history(state, chat, thin=thin)
             if timings.spoken:
                 self._recent_answers.add(timings.spoken)
         if timings.spoken:
@@ -772,7 +774,7 @@ class TurnLoop:
         remembered = message.source != GAME_SOURCE and not (state.reacting or state.moderated or state.stopping)
         if self.memory is not None and timings.spoken and remembered:
             try:
-                if not bare:
+                if not thin:
                     await self.memory.remember(message, timings.spoken, state.persona.name)
             except Exception as exc:  # memory is an extra: the stream goes on without it
                 log.warning("memory: turn %d not stored: %s", state.number, exc)
@@ -792,20 +794,21 @@ class TurnLoop:
             except Exception:
                 log.exception("the listener of turn %d failed", state.number)
 
-    def _record_history(self, state: _TurnState, chat: str, *, bare: bool) -> None:
+    def _record_history(self, state: _TurnState, chat: str, *, thin: bool) -> None:
         # A turn heard in full keeps the LLM's own text (tags included): the server's KV cache
         # already holds exactly those tokens, so the next prompt reuses them instead of reading a
         # re-worded copy. A cut turn keeps only what was heard.
-        # An answer that was only the catchphrase (`bare`) is kept out, like one nobody heard.
+        # A thin answer (only the catchphrase, or a few words before it) is kept out, like one
+        # nobody heard.
         timings = state.timings
         untouched = state.answer is None or not state.answer.reasons  # the guards cut or dropped nothing
         complete = not timings.interrupted and not timings.failed and untouched and state.generated.strip()
         self.history.add(
             Exchange(
                 chat=state.sent_chat or chat,
-                spoken="" if bare else timings.spoken,
+                spoken="" if thin else timings.spoken,
                 persona=state.persona.name,
-                generated=state.generated if complete and not bare else "",
+                generated=state.generated if complete and not thin else "",
                 messages=state.shown,
             )
         )
