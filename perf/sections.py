@@ -472,8 +472,14 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         section.commands.append(f"python {c.command}")
     else:
         section.notes.append(f"llama.cpp comparison not measured: {c.skipped if c else _not_measured(m, 'llama_cpp')}")
-    failures = [f"{key}: {m.failed[key]}" for key in ("pipelines", "overhead", "llama_cpp") if key in m.failed]
+    parts = ("pipelines", "overhead", "llama_cpp")
+    failures = [f"{key}: {m.failed[key]}" for key in parts if key in m.failed]
     section.failed = "; ".join(failures) or None
+    if not section.failed and not section.tables:  # e.g. `--only e2e`: nothing side by side was run
+        why = {key: _not_measured(m, key) for key in parts}
+        if c is not None and c.skipped:
+            why["llama_cpp"] = c.skipped
+        section.skipped = "; ".join(f"{key}: {reason}" for key, reason in why.items())
     return section
 
 

@@ -187,3 +187,17 @@ def test_a_measurement_that_raises_is_a_failure() -> None:
     assert failures(report) == ["llm: RuntimeError: stub not healthy"]
     section = report.section("llm")
     assert section is not None and section.skipped is None
+
+
+def test_a_run_of_the_end_to_end_part_only_is_complete(tmp_path: Path) -> None:
+    """`python -m perf --only e2e` measures nothing side by side: the ratios section says so and
+    the report lacks nothing (it used to fail the run: "section 'ratios' names no command")."""
+    parts = ("llm", "tts", "stt", "speech", "pipelines", "overhead", "llama_cpp", "quality")
+    m = Measurements(skipped=dict.fromkeys(parts, "not selected (--only/--skip)"))
+    m.commands["ratios"] = []
+    report = _report(m, tmp_path)
+    ratios = report.section("ratios")
+    assert ratios is not None and ratios.failed is None
+    assert ratios.skipped == "; ".join(f"{key}: not selected (--only/--skip)" for key in parts[4:7])
+    write_report(report, tmp_path)
+    assert not [p for p in missing_parts(tmp_path) if "ratios" in p]
