@@ -17,13 +17,23 @@ from perf.parsers import TurnLog, parse_turn_metrics
 from perf.workload import chat_script, write_chat_script
 
 CLIENT_EXECUTABLE = "spark-client"
+# A turn takes 4-9 s on the 2-core CPU default (the answer is spoken in real time); a 500-turn run
+# took 30 minutes for its first 276 turns on a slower machine, so the limit grows with the turns.
+SECONDS_PER_TURN = 20.0
+MIN_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
 class E2EPlan:
     turns: int = 50
     delay_s: float = 0.5  # after the previous answer has been spoken (wait_for_idle)
-    timeout_s: float = 1800.0
+    timeout_s: float | None = None  # None: SECONDS_PER_TURN a turn, at least MIN_TIMEOUT_S
+
+    @property
+    def time_limit_s(self) -> float:
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return max(MIN_TIMEOUT_S, self.turns * SECONDS_PER_TURN)
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,17 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
         )
     metrics.unlink(missing_ok=True)
     (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
+    limit = plan.time_limit_s
     try:
-        done = subprocess.run(
-            [str(executable), *args], capture_output=True, text=True, timeout=plan.timeout_s, check=False
+        done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired as exc:
+        # what the client wrote before it was stopped is kept, as after any other end
+        output = _text(exc.stdout) + _text(exc.stderr)
+        (out / "e2e_client.log").write_text(output, encoding="utf-8")
+        tail = "\n".join(_text(exc.stderr).strip().splitlines()[-5:])
+        return E2EResult(
+            _read(metrics), command, stderr_tail=tail, failed=f"the client did not finish in {limit:.0f} s"
         )
-    except subprocess.TimeoutExpired:
-        return E2EResult(_read(metrics), command, failed=f"the client did not finish in {plan.timeout_s:.0f} s")
     (out / "e2e_client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     tail = "\n".join(done.stderr.strip().splitlines()[-5:])
     log = _read(metrics)
@@ -91,6 +106,13 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     elif log is None or not log.answered():
         failed = f"{CLIENT_EXECUTABLE} answered none of the {plan.turns} scripted turns"
     return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail, failed=failed)
+
+
+def _text(output: str | bytes | None) -> str:
+    """TimeoutExpired carries what was captured as bytes, even for a text-mode run."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""
 
 
 def _read(path: Path) -> TurnLog | None:

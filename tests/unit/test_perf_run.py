@@ -201,3 +201,17 @@ def test_a_run_of_the_end_to_end_part_only_is_complete(tmp_path: Path) -> None:
     assert ratios.skipped == "; ".join(f"{key}: not selected (--only/--skip)" for key in parts[4:7])
     write_report(report, tmp_path)
     assert not [p for p in missing_parts(tmp_path) if "ratios" in p]
+
+
+def test_a_client_that_runs_past_its_limit_fails_and_keeps_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _fake_client(tmp_path, "echo 'memory: 1 fact written' >&2\nexec sleep 60")
+    monkeypatch.setattr(perf_e2e, "client_executable", lambda: client)
+    result = run_e2e("127.0.0.1:1", tmp_path, E2EPlan(turns=1, timeout_s=1.0))
+    assert result.failed == "the client did not finish in 1 s"
+    assert "memory: 1 fact written" in result.stderr_tail
+    assert "memory: 1 fact written" in (tmp_path / "e2e_client.log").read_text(encoding="utf-8")
+    # a long-stream run gets the time its turns need (the first 500-turn run was stopped at 30 min)
+    assert E2EPlan(turns=50).time_limit_s == perf_e2e.MIN_TIMEOUT_S
+    assert E2EPlan(turns=500).time_limit_s == 500 * perf_e2e.SECONDS_PER_TURN
