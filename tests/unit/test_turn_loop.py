@@ -104,6 +104,19 @@ class Stream:
             await asyncio.sleep(0.01)
 
 
+def answered(*texts: str, llm: ScriptedLLM, memory: object = None) -> Stream:
+    """The stream after mika sent `texts` one by one, each once the one before was answered, and
+    the loop finished (its end-of-stream work too)."""
+
+    async def scenario() -> Stream:
+        async with Stream(llm=llm, memory=memory) as s:
+            await s.answer_each(*texts, user="mika")
+            await s.finish()
+            return s
+
+    return asyncio.run(scenario())
+
+
 def test_a_bare_stop_while_silent_does_not_cut_the_next_answer():
     async def scenario():
         async with Stream() as s:
@@ -313,20 +326,14 @@ def test_a_failing_audio_output_does_not_stall_later_turns(tmp_path: Path):
 
 
 def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generation():
-    async def scenario():
-        llm = ScriptedLLM(
-            answers=[
-                "mika: Hi mika, welcome in!</chat> <chat> mika: thanks",
-                "no, no, no, no, no, no, no, no, no, no, no, no",
-                "(no new chat) Add one short comment of your own on what Spark just said. Anyway, hello!",
-            ]
-        )
-        async with Stream(llm=llm) as s:
-            await s.answer_each("hi spark", "say no a lot", "what's up", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    llm = ScriptedLLM(
+        answers=[
+            "mika: Hi mika, welcome in!</chat> <chat> mika: thanks",
+            "no, no, no, no, no, no, no, no, no, no, no, no",
+            "(no new chat) Add one short comment of your own on what Spark just said. Anyway, hello!",
+        ]
+    )
+    s = answered("hi spark", "say no a lot", "what's up", llm=llm)
     spoken = [said for _, _, said, _ in s.said]
     assert spoken == ["Hi mika, welcome in!", "no, no,", "Anyway, hello!"]  # a loop ends where it shows
     assert [r["guards"] for *_, r in s.said] == [["label", "markup"], ["loop"], ["instruction"]]
@@ -335,15 +342,9 @@ def test_the_guards_keep_echoes_markup_and_loops_off_the_stream_and_stop_generat
 
 
 def test_an_answer_the_guards_silence_entirely_is_asked_for_again_with_another_seed():
-    async def scenario():
-        welcome = "Welcome to the stream, friend!"
-        llm = ScriptedLLM(answers=[welcome, welcome, "Good to see you."])
-        async with Stream(llm=llm) as s:
-            await s.answer_each("hi!", "hello!", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    welcome = "Welcome to the stream, friend!"
+    llm = ScriptedLLM(answers=[welcome, welcome, "Good to see you."])
+    s = answered("hi!", "hello!", llm=llm)
     assert [said for _, _, said, _ in s.said] == ["Welcome to the stream, friend!", "Good to see you."]
     assert s.said[1][3]["guards"] == ["repeat"] and s.llm.started == 3
 
@@ -353,15 +354,9 @@ def test_a_bare_catchphrase_is_asked_again_and_never_shown_to_the_model_as_an_an
     sign-off in the history (and in recalled memories) taught it the next. Now a bare one is asked
     again, said only when the retry has nothing else, and kept out of history and memory."""
 
-    async def scenario():
-        bare, real = "Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
-        llm = ScriptedLLM(answers=[bare, real, bare, bare, "Dogs are the best."])
-        async with Stream(llm=llm, memory=RecordingMemory()) as s:
-            await s.answer_each("what are black holes?", "and quasars?", "dogs or cats?", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    bare, real = "Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
+    llm = ScriptedLLM(answers=[bare, real, bare, bare, "Dogs are the best."])
+    s = answered("what are black holes?", "and quasars?", "dogs or cats?", llm=llm, memory=RecordingMemory())
     spoken = [said for _, _, said, _ in s.said]
     assert spoken == ["Black holes are stars that folded in. Stay sparky!", "Stay sparky!", "Dogs are the best."]
     assert [r["guards"] for *_, r in s.said] == [["catchphrase"], ["catchphrase"], []]
@@ -377,15 +372,9 @@ def test_a_thin_answer_is_said_but_never_shown_to_the_model_or_remembered():
     """Seen in e2e runs: once a few "I'm lost... Stay sparky!" answers were in its history, the
     135M persona wrote nothing else. Such an answer is said, and kept out like a bare one."""
 
-    async def scenario():
-        thin, real = "I'm lost... Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
-        llm = ScriptedLLM(answers=[thin, real, "Hi!"])
-        async with Stream(llm=llm, memory=RecordingMemory()) as s:
-            await s.answer_each("what are black holes?", "and quasars?", "hello", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    thin, real = "I'm lost... Stay sparky!", "Black holes are stars that folded in. Stay sparky!"
+    llm = ScriptedLLM(answers=[thin, real, "Hi!"])
+    s = answered("what are black holes?", "and quasars?", "hello", llm=llm, memory=RecordingMemory())
     spoken = [said for _, _, said, _ in s.said]
     assert spoken == ["I'm lost... Stay sparky!", "Black holes are stars that folded in. Stay sparky!", "Hi!"]
     assert [e.spoken for e in s.loop.history.window()] == spoken[1:]  # "Hi!" has no sign-off: an answer
@@ -399,14 +388,8 @@ def test_the_llm_may_not_copy_runs_of_the_answers_it_gave_before():
     then drops the copy and the answer is asked again. Each stream now names the runs of the
     recent answers as `bad_words`, so the server masks a copy before it is written."""
 
-    async def scenario():
-        llm = ScriptedLLM(answers=["Black holes are stars that folded in. Stay sparky!", "Dogs are the best."])
-        async with Stream(llm=llm) as s:
-            await s.answer_each("what are black holes?", "dogs or cats?", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    llm = ScriptedLLM(answers=["Black holes are stars that folded in. Stay sparky!", "Dogs are the best."])
+    s = answered("what are black holes?", "dogs or cats?", llm=llm)
     first, second = s.llm.banned[:2]
     assert first == ()  # nothing said yet
     assert "Black holes are stars" in second and "are stars that folded" in second
@@ -454,14 +437,10 @@ def test_a_memory_the_prompt_still_shows_is_not_sent_again():
     turn after turn for the same viewer is in the prompt already: the server would read it again
     for nothing (~4 ms a token on 2 cores)."""
 
-    async def scenario():
-        memory = RecordingMemory(recall_lines=("mika plays bass in a band called Low Tide",))
-        async with Stream(llm=ScriptedLLM(answers=["Nice!", "Cool!"]), memory=memory) as s:
-            await s.answer_each("I practised all day", "what should I play next?", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    memory = RecordingMemory(recall_lines=("mika plays bass in a band called Low Tide",))
+    s = answered(
+        "I practised all day", "what should I play next?", llm=ScriptedLLM(answers=["Nice!", "Cool!"]), memory=memory
+    )
     bullet = "- mika plays bass in a band called Low Tide"
     first, second = s.llm.asked[:2]  # the two answers (the memory writer asks after them)
     assert bullet in first[-1]["content"]
@@ -481,14 +460,8 @@ def test_a_retry_samples_differently_even_for_a_greedy_persona():
 
 
 def test_each_turn_records_the_expressions_it_showed_and_rests_when_nothing_was_tagged():
-    async def scenario():
-        llm = ScriptedLLM(answers=["[surprised] Oh wow, a raid! [excited] Welcome in!", "Good to see you."])
-        async with Stream(llm=llm) as s:
-            await s.answer_each("raid incoming", "hello!", user="mika")
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    llm = ScriptedLLM(answers=["[surprised] Oh wow, a raid! [excited] Welcome in!", "Good to see you."])
+    s = answered("raid incoming", "hello!", llm=llm)
     assert [said for _, _, said, _ in s.said] == ["Oh wow, a raid! Welcome in!", "Good to see you."]
     # tags in the order their pieces played; an untagged answer shows Spark's resting face
     assert [r["emotions"] for *_, r in s.said] == [["surprised", "excited"], ["happy"]]
