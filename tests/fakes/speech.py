@@ -29,7 +29,9 @@ ANSWERS = (
 
 @dataclass
 class ScriptedLLM:
-    """Answers with the next line of `answers` (the last one repeats), one word per delta."""
+    """Answers with the next line of `answers` (the last one repeats), one word per delta. A prompt
+    that goes on from text an earlier stream wrote (the rendered prompt, then that text) gets the
+    rest of its answer, as a greedy model would write it."""
 
     answers: list[str] = field(default_factory=lambda: list(ANSWERS))
     token_delay_s: float = 0.002
@@ -45,6 +47,8 @@ class ScriptedLLM:
     chunks: list[tuple[str | None, int]] = field(default_factory=list)  # (lora_name, prefill_chunk) of every stream
     hold_prefills_of: str | None = None  # 1-token streams with this lora_name wait until cancelled
     served_adapters: tuple[str, ...] | None = None  # None: any adapter; else others are an error
+    continued: list[str] = field(default_factory=list)  # the text each answer's prompt went on from
+    max_tokens: list[int] = field(default_factory=list)  # of every answer's stream
     _next: int = 0
 
     async def render(self, messages: list[dict[str, str]]) -> RenderedPrompt:
@@ -66,8 +70,10 @@ class ScriptedLLM:
             raise self.fail_with
         if lora_name is not None and self.served_adapters is not None and lora_name not in self.served_adapters:
             raise ModelCallError("llm", f"unknown LoRA adapter {lora_name!r}", retryable=False)
+        messages, end = json.JSONDecoder().raw_decode(prompt.text)
+        continued = prompt.text[end:]
         if on_prefill is not None:  # the newest message's words stand for what a server would read
-            on_prefill(len(json.loads(prompt.text)[-1]["content"].split()))
+            on_prefill(len(messages[-1]["content"].split()))
         if options.max_tokens <= 1:  # a prefix prefill or a read-ahead: one token, never spoken
             self.prefills.append(lora_name)
             if lora_name is not None and lora_name == self.hold_prefills_of:
@@ -77,17 +83,21 @@ class ScriptedLLM:
                     self.cancelled += 1
             yield "."
             return
-        self.asked.append(json.loads(prompt.text))
-        answer = self.answers[min(self._next, len(self.answers) - 1)]
+        self.asked.append(messages)
+        self.continued.append(continued)
+        self.max_tokens.append(options.max_tokens)
+        answer = " ".join(self.answers[min(self._next, len(self.answers) - 1)].split())  # words, as streamed
         self._next += 1
+        if continued and answer.startswith(continued):
+            answer = answer[len(continued) :]
         self.loras.append(lora_name)
         self.banned.append(bad_words)
         self.started += 1
         finished = False
         try:
-            for i, word in enumerate(answer.split()):
+            for word in re.findall(r"\s*\S+", answer):
                 await asyncio.sleep(self.token_delay_s)
-                yield word if i == 0 else " " + word
+                yield word
             finished = True
             self.completed += 1
         finally:

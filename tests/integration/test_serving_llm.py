@@ -388,6 +388,51 @@ def test_a_trimmed_history_is_shifted_on_the_server_and_the_client_hears_what_wa
     assert metric(triton.metrics_url, "spark_llm_shifted_prompt_tokens_total", model="llm") - shifted > 150
 
 
+def test_a_memory_write_cut_by_a_turn_goes_on_from_what_it_wrote(triton):
+    """The memory writer's summary, cut after a few deltas and asked again with what it wrote at
+    the end of the prompt, comes out as the same text as one uncut stream (greedy), and the server
+    reads almost nothing for the second part: the written tokens are in its cache."""
+    from spark_client.memory.extract import SUMMARY_SAMPLING, summary_messages
+    from spark_client.memory.writer import MemoryWriter
+    from spark_client.speech.llm import LLMClient
+    from spark_client.speech.triton import TritonModels
+
+    messages = summary_messages(
+        ["mika: I just got back from a trip to Oslo with my dog Biscuit", "kai: my band Low Tide plays on Friday"]
+    )
+
+    class Heard(LLMClient):
+        """The served LLM, noting what the server read for each stream (its `prefill_tokens`)."""
+
+        read: list[int] = []
+
+        def stream(self, prompt, options, **kw):
+            return super().stream(prompt, options, on_prefill=self.read.append, **kw)
+
+    async def drafts() -> tuple[list[str], str, list[int], str]:
+        models = TritonModels(triton.grpc_url)
+        try:
+            llm = Heard(models)
+            writer = MemoryWriter(None, llm, quiet=lambda: True)  # type: ignore[arg-type]
+            written: list[str] = []
+            cut = asyncio.create_task(writer._generate(messages, SUMMARY_SAMPLING, written))
+            while len(written) < 4 and not cut.done():  # noqa: ASYNC110 - the deltas are the signal
+                await asyncio.sleep(0.005)
+            cut.cancel()
+            await asyncio.wait({cut})
+            before = list(written)
+            resumed = await writer._generate(messages, SUMMARY_SAMPLING, written)
+            whole = await writer._generate(messages, SUMMARY_SAMPLING, [])
+            return before, resumed, llm.read, whole
+        finally:
+            await models.close()
+
+    before, resumed, read, whole = asyncio.run(drafts())
+    assert 4 <= len(before) and resumed.startswith("".join(before)), (before, resumed)
+    assert resumed == whole and len(whole.split()) > 4, (resumed, whole)
+    assert read[0] > 40 and read[1] <= 4, read  # then the prompt and the written tokens were cached
+
+
 def test_the_llm_pauses_for_the_voice_on_the_same_cpu(triton, prompt):
     """While `tts` synthesises, `llm` waits between tokens (the CPU gate): the first chunk a
     viewer waits for does not share two cores with a decode that nobody hears yet."""

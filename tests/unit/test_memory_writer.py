@@ -7,7 +7,13 @@ from __future__ import annotations
 import asyncio
 
 from spark_client.events import ChatMessage, ModerationEvent, ModerationKind
-from spark_client.memory.extract import ExchangeLine, checked_summary, extractive_summary, grounded_facts
+from spark_client.memory.extract import (
+    SUMMARY_SAMPLING,
+    ExchangeLine,
+    checked_summary,
+    extractive_summary,
+    grounded_facts,
+)
 from spark_client.memory.writer import MemoryWriter
 from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK
 
@@ -127,6 +133,41 @@ def test_a_turn_starting_cuts_the_running_job_at_once_not_at_the_next_poll():
     stood_aside, cancelled, jobs, writer, memory = asyncio.run(scenario())
     assert stood_aside is True and cancelled == 1 and writer.stats.cancelled == 1
     assert jobs == 1 and memory.facts == []  # back in line for the next quiet time, nothing half-written
+
+
+def test_a_job_longer_than_any_quiet_gap_goes_on_where_it_was_cut_until_it_is_written():
+    """Seen in a 500-turn e2e run: the stream was quiet for well under a second between turns, a
+    summary needs ~60 tokens, and each try started over, so no summary and a single fact were
+    written in 276 turns (the jobs behind it waited forever). A cut job now goes on from the text
+    it wrote: the next prompt ends with it and asks only for what is left of the budget."""
+    summary = "viewer0 and viewer1 said hello there and talked about games, and they said games are fun to everyone"
+
+    async def scenario():
+        memory = RecordingMemory()
+        llm = ScriptedLLM(answers=[summary], token_delay_s=0.02)  # 18 words: 0.36 s in one go
+        quiet = Quiet()
+        writer = MemoryWriter(memory, llm, quiet=quiet, summary_every=2, poll_s=0.01)
+        task = asyncio.create_task(writer.run())
+        for n in range(2):
+            writer.heard(said(f"viewer{n}", "hello there, games are fun"), "Spark")
+        gaps = 0
+        while not memory.summaries and gaps < 40:
+            quiet.value = True  # a gap of ~0.1 s (~5 words) between turns
+            await asyncio.sleep(0.1)
+            quiet.value = False
+            writer.stand_aside()
+            await asyncio.sleep(0.05)
+            gaps += 1
+        task.cancel()
+        await asyncio.wait({task})
+        return memory, writer, llm, gaps
+
+    memory, writer, llm, gaps = asyncio.run(scenario())
+    assert memory.summaries == [summary]  # whole, as one stream would have written it
+    assert writer.stats.cancelled >= 2 and writer.stats.resumed == writer.stats.cancelled
+    assert llm.continued[0] == "" and all(summary.startswith(c) for c in llm.continued)
+    assert [len(c) for c in llm.continued] == sorted(len(c) for c in llm.continued)  # never back to the start
+    assert llm.max_tokens[0] == SUMMARY_SAMPLING.max_tokens and llm.max_tokens[-1] < llm.max_tokens[0]
 
 
 def test_a_write_the_store_is_making_is_not_cut_and_never_stored_twice():

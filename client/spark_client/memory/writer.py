@@ -3,7 +3,10 @@ every few exchanges, by the served LLM, never while a viewer waits.
 
 A job starts only while the stream is quiet (no turn running, no chat waiting, no prefill) and its
 LLM part is cancelled, with its stream on the server, the moment that changes; it goes back to the
-front of the line and runs again at the next quiet moment. What the LLM wrote is stored in a
+front of the line and goes on at the next quiet moment from where it was cut: the text written so
+far ends the prompt, so the server (whose cache holds those tokens) writes only the rest. Without
+that, a job needing more time than a busy stream's gaps (a summary: ~60 tokens) started over in
+every gap and never ended, and every job behind it waited. What the LLM wrote is stored in a
 separate step that nothing cuts, so a job is never stored twice. The line is bounded: past `max_jobs` the
 oldest job is dropped (and counted).
 """
@@ -14,7 +17,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from spark_client.events import ChatMessage, ModerationEvent
@@ -54,19 +57,22 @@ class FactJob:
     message: ChatMessage
     persona: str
     tries: int = 0
+    written: list[str] = field(default_factory=list)  # the LLM's deltas before a turn cut it
 
 
 @dataclass
 class SummaryJob:
     lines: tuple[ExchangeLine, ...]
     tries: int = 0
+    written: list[str] = field(default_factory=list)
 
 
 @dataclass
 class WriterStats:
     facts: int = 0  # facts stored (new or updated)
     summaries: int = 0
-    cancelled: int = 0  # jobs cut short by chat, to run again later
+    cancelled: int = 0  # jobs cut short by chat, to go on later
+    resumed: int = 0  # LLM streams that went on from text a cut one had written
     failed: int = 0  # jobs given up after `max_tries`
     dropped: int = 0  # jobs dropped because the line was full
     runs: list[str] = field(default_factory=list)  # "fact" / "summary", in the order they finished
@@ -191,6 +197,7 @@ class MemoryWriter:
 
     def _failed(self, job: FactJob | SummaryJob, exc: BaseException) -> None:
         job.tries += 1
+        job.written.clear()  # a failed stream's text is not built on
         if job.tries < self.max_tries:
             self.jobs.append(job)  # retried later, after what is waiting
         else:
@@ -226,9 +233,9 @@ class MemoryWriter:
         summary text. Nothing is stored here (a cut job leaves no trace)."""
         if isinstance(job, FactJob):
             message = job.message
-            output = await self._generate(fact_messages(message.user, message.text), FACT_SAMPLING)
+            output = await self._generate(fact_messages(message.user, message.text), FACT_SAMPLING, job.written)
             return grounded_facts(output, message.user, message.text)
-        return await self._summary_text(job.lines)
+        return await self._summary_text(job.lines, job.written)
 
     async def _store(self, job: FactJob | SummaryJob, draft: list[str] | str) -> None:
         if isinstance(job, FactJob) and isinstance(draft, list):
@@ -240,20 +247,31 @@ class MemoryWriter:
             self.stats.summaries += 1
         self.stats.runs.append(_kind(job))
 
-    async def _summary_text(self, lines: tuple[ExchangeLine, ...]) -> str:
-        output = await self._generate(summary_messages([f"{x.user}: {x.said}" for x in lines]), SUMMARY_SAMPLING)
+    async def _summary_text(self, lines: tuple[ExchangeLine, ...], written: list[str] | None = None) -> str:
+        messages = summary_messages([f"{x.user}: {x.said}" for x in lines])
+        output = await self._generate(messages, SUMMARY_SAMPLING, [] if written is None else written)
         return checked_summary(output, lines)
 
-    async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> str:
+    async def _generate(self, messages: list[dict[str, str]], sampling: SamplingOptions, written: list[str]) -> str:
+        """The LLM's text for `messages`, going on from `written` (what a cut stream wrote before;
+        greedy sampling writes the same text whole or in parts). Deltas are added to `written` as
+        they come, so a cut leaves them for the next try."""
         prompt = await self.llm.render(messages)
-        parts: list[str] = []
+        # each delta is at least one token: the budget left is at most this
+        left = sampling.max_tokens - len(written)
+        if left <= 0:
+            return "".join(written)
+        if written:
+            self.stats.resumed += 1
+            prompt = replace(prompt, text=prompt.text + "".join(written))
+            sampling = replace(sampling, max_tokens=left)
         stream = self.llm.stream(prompt, sampling, prefill_chunk=CUTTABLE_PREFILL_CHUNK)  # a turn cuts it
         try:
             async for delta in stream:
-                parts.append(delta)
+                written.append(delta)
         finally:
             await stream.aclose()
-        return "".join(parts)
+        return "".join(written)
 
 
 def _removes(event: ModerationEvent, line: ExchangeLine) -> bool:
