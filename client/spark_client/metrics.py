@@ -44,6 +44,11 @@ class TurnTimings:
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
     prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
+    # The chat read beside the recall (turns/loop.py _read_chat): how long it first waited for the
+    # persona's prefix read still running from the last turn, then how long the read took (its
+    # prompt rendered, the server's queue and its reading); None: no read-ahead, or it was cut.
+    prefix_wait_ms: float | None = None
+    chat_read_ms: float | None = None
     writer_stood_aside: bool = False  # a memory write (facts, summary) held the LLM and was cut for this turn
     warming_cut: bool = False  # the co-host's prompt read (turns/loop.py _warm_partner) was cut for this turn
     kind: str = "answer"  # answer, interjection, banter or silence (turns/coordinator.py)
@@ -65,6 +70,8 @@ class TurnTimings:
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
         data["prefill_tokens"] = self.prefill_tokens
+        data["prefix_wait_ms"] = None if self.prefix_wait_ms is None else round(self.prefix_wait_ms, 1)
+        data["chat_read_ms"] = None if self.chat_read_ms is None else round(self.chat_read_ms, 1)
         data["writer_stood_aside"] = self.writer_stood_aside
         data["warming_cut"] = self.warming_cut
         data["rss_mb"] = resident_mb()

@@ -426,10 +426,14 @@ def test_the_chat_is_read_while_memories_are_recalled_and_the_block_follows_it()
     assert record["prefill_tokens"] == len(chat_line.split()) + len(
         (chat_line + block).split()
     )  # the fake counts words
+    # where the prompt build went: a wait for a prefix read still running (none here), the read
+    assert record["prefix_wait_ms"] is not None and record["chat_read_ms"] is not None
+    assert 0 <= record["prefix_wait_ms"] and 0 < record["chat_read_ms"]
 
     events.clear()
-    asyncio.run(scenario(None))
+    s = asyncio.run(scenario(None))
     assert [e[0] for e in events if chat_line in e[1]] == ["answer"]
+    assert s.said[0][3]["chat_read_ms"] is None and s.said[0][3]["prefix_wait_ms"] is None
 
 
 def test_a_memory_the_prompt_still_shows_is_not_sent_again():

@@ -366,15 +366,22 @@ class TurnLoop:
         async for _ in stream:
             pass
 
-    async def _read_chat(self, persona: Persona, chat: str, on_prefill: Callable[[int], None]) -> None:
+    async def _read_chat(
+        self, persona: Persona, chat: str, on_prefill: Callable[[int], None], timings: TurnTimings
+    ) -> None:
         """Has the server read `persona`'s prompt for this turn up to the end of its chat while
         memory is recalled (an embedding and a Chroma query, ~30 ms): the memory block comes
         after the chat line (`memory_block`), so the turn's own request then reads only the block.
-        The history is windowed as that request will be (its budget less the memory block's)."""
+        The history is windowed as that request will be (its budget less the memory block's).
+        The turn record gets how long it waited for a prefix read and how long it read."""
+        started = time.monotonic()
         await self._wait_for_prefill(persona)
+        reading = time.monotonic()
+        timings.prefix_wait_ms = (reading - started) * 1000
         budget = self.options.prompt_budget_tokens - self.options.memory_reserve_tokens
         try:
             await self._prefill_prefix(persona, budget, chat=chat, on_prefill=on_prefill)
+            timings.chat_read_ms = (time.monotonic() - reading) * 1000
         except ModelCallError as exc:  # an optimisation only: the turn's request reads the chat itself
             log.debug("%s's chat read-ahead skipped: %s", persona.name, exc)
 
@@ -633,7 +640,7 @@ class TurnLoop:
         reading = None
         if not state.reacting and self.memory is not None:
             reading = asyncio.create_task(
-                self._read_chat(state.persona, chat, read_ahead.append), name=f"turn-{state.number}-read-chat"
+                self._read_chat(state.persona, chat, read_ahead.append, timings), name=f"turn-{state.number}-read-chat"
             )
         try:
             recalled = Recalled() if state.reacting else await self._recall(message)
