@@ -164,7 +164,7 @@ def test_a_job_longer_than_any_quiet_gap_goes_on_where_it_was_cut_until_it_is_wr
 
     memory, writer, llm, gaps = asyncio.run(scenario())
     assert memory.summaries == [summary]  # whole, as one stream would have written it
-    assert writer.stats.cancelled >= 2 and writer.stats.resumed == writer.stats.cancelled
+    assert writer.stats.cancelled >= 2 and writer.stats.resumed >= 2  # (a gap with no delta resumes nothing)
     assert llm.continued[0] == "" and all(summary.startswith(c) for c in llm.continued)
     assert [len(c) for c in llm.continued] == sorted(len(c) for c in llm.continued)  # never back to the start
     assert llm.max_tokens[0] == SUMMARY_SAMPLING.max_tokens and llm.max_tokens[-1] < llm.max_tokens[0]
