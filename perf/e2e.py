@@ -87,25 +87,23 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     metrics.unlink(missing_ok=True)
     (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
     limit = plan.time_limit_s
+    exit_code: int | None = None
     try:
         done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
-    except subprocess.TimeoutExpired as exc:
-        # what the client wrote before it was stopped is kept, as after any other end
-        output = _text(exc.stdout) + _text(exc.stderr)
-        (out / "e2e_client.log").write_text(output, encoding="utf-8")
-        tail = "\n".join(_text(exc.stderr).strip().splitlines()[-5:])
-        return E2EResult(
-            _read(metrics), command, stderr_tail=tail, failed=f"the client did not finish in {limit:.0f} s"
-        )
-    (out / "e2e_client.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:  # what the client wrote before it was stopped is kept too
+        stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+    (out / "e2e_client.log").write_text(stdout + stderr, encoding="utf-8")
+    tail = "\n".join(stderr.strip().splitlines()[-5:])
     log = _read(metrics)
     failed = None
-    if done.returncode != 0:
-        failed = f"{CLIENT_EXECUTABLE} exited with code {done.returncode}"
+    if exit_code is None:
+        failed = f"the client did not finish in {limit:.0f} s"
+    elif exit_code != 0:
+        failed = f"{CLIENT_EXECUTABLE} exited with code {exit_code}"
     elif log is None or not log.answered():
         failed = f"{CLIENT_EXECUTABLE} answered none of the {plan.turns} scripted turns"
-    return E2EResult(log, command, exit_code=done.returncode, stderr_tail=tail, failed=failed)
+    return E2EResult(log, command, exit_code=exit_code, stderr_tail=tail, failed=failed)
 
 
 def _text(output: str | bytes | None) -> str:

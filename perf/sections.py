@@ -429,7 +429,9 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
     else:
         section.notes.append(f"Serving overhead not measured: {_not_measured(m, 'overhead')}")
     c = m.llama_cpp
-    if c is not None and not c.skipped:
+    # why the llama.cpp comparison is missing, when it is
+    llama_cpp_missing = _not_measured(m, "llama_cpp") if c is None else c.skipped
+    if c is not None and not llama_cpp_missing:
         rows = []
         for label, runs in (("served llm (Triton)", c.ours), ("llama.cpp server", c.llama_cpp)):
             cold, warm, rate = runs.ttft("cold"), runs.ttft("persona"), runs.tokens_per_s()
@@ -471,14 +473,12 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         )
         section.commands.append(f"python {c.command}")
     else:
-        section.notes.append(f"llama.cpp comparison not measured: {c.skipped if c else _not_measured(m, 'llama_cpp')}")
+        section.notes.append(f"llama.cpp comparison not measured: {llama_cpp_missing}")
     parts = ("pipelines", "overhead", "llama_cpp")
     failures = [f"{key}: {m.failed[key]}" for key in parts if key in m.failed]
     section.failed = "; ".join(failures) or None
     if not section.failed and not section.tables:  # e.g. `--only e2e`: nothing side by side was run
-        why = {key: _not_measured(m, key) for key in parts}
-        if c is not None and c.skipped:
-            why["llama_cpp"] = c.skipped
+        why = {key: _not_measured(m, key) for key in parts[:2]} | {"llama_cpp": llama_cpp_missing}
         section.skipped = "; ".join(f"{key}: {reason}" for key, reason in why.items())
     return section
 
