@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -85,14 +86,18 @@ class LLMService:
             merge=join_text_outputs,
             generation_threads=streams,
             merge_interval_s=RESPONSE_INTERVAL_S,
+            pass_cancel=True,
         )
 
-    def handle(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray] | None]:
+    def handle(
+        self, inputs: Mapping[str, np.ndarray], cancelled: threading.Event | None = None
+    ) -> Iterator[dict[str, np.ndarray] | None]:
         """Streams text deltas. The first response also carries `prefill_tokens`: how many prompt
         tokens the engine had to read (the prompt less what its KV cache held), which is what the
         time to first token paid for; a stream that ends before its first token (a prompt the model
         ends at once, a read-ahead of one token) sends it in one empty response; a non-streaming
-        answer carries it with its text."""
+        answer carries it with its text. `cancelled` is set when the request is cancelled: the
+        engine may stop a step in progress then."""
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
         generated = 0
@@ -100,7 +105,7 @@ class LLMService:
         parts: list[str] = [] if exclude_input else [request.prompt]
         first = True
         try:
-            for delta in self.engine.generate(request, stats):
+            for delta in self.engine.generate(request, stats, cancelled):
                 if time.monotonic() - reported_at >= METRIC_INTERVAL_S:  # each update is an IPC round trip
                     self.tokens.increment(stats.generated_tokens - generated)
                     generated, reported_at = stats.generated_tokens, time.monotonic()

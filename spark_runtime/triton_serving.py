@@ -49,7 +49,8 @@ Outputs = Mapping[str, np.ndarray]
 # threads made them at the same time.
 IPC_LOCK = threading.Lock()
 
-Handler = Callable[[Mapping[str, np.ndarray]], Iterator[Outputs | None]]
+# handler(inputs), or handler(inputs, cancelled) for a runner made with pass_cancel
+Handler = Callable[..., Iterator[Outputs | None]]
 # Several outputs produced while a send was in flight -> one output with the same meaning.
 Merge = Callable[[list[Outputs]], Outputs]
 
@@ -199,6 +200,9 @@ class DecoupledRunner:
     merge_interval_s: with a merge, responses after the first go at most this often.
     cancel_parameter: the request parameter of an in-band cancel ("" turns them off): a request
         carrying it stops the running (or queued) request with that id and ends at once.
+    pass_cancel: the handler is called as handler(inputs, cancelled): a threading.Event set once
+        the request is cancelled (in-band or by its client), which an engine may watch inside a
+        step (see LlamaCppEngine) rather than only between the steps it yields.
     """
 
     def __init__(
@@ -215,11 +219,13 @@ class DecoupledRunner:
         generation_threads: int = 1,
         merge_interval_s: float = 0.0,
         cancel_parameter: str = CANCEL_PARAMETER,
+        pass_cancel: bool = False,
     ) -> None:
         if max_workers < 1 or max_queued < 0 or generation_threads < 1:
             raise ValueError(f"{name}: max_workers and generation_threads >= 1, max_queued >= 0")
         self._pb = pb_utils
         self._handler = handler
+        self._pass_cancel = pass_cancel
         self._merge = merge
         self._merge_interval_s = merge_interval_s
         self._name = name
@@ -325,7 +331,7 @@ class DecoupledRunner:
                 self._cancelled()
                 send(flags=final)
                 return
-            stream = self._handler(inputs)
+            stream = self._handler(inputs, stop) if self._pass_cancel else self._handler(inputs)
             if self._merge is not None and self._producers is not None:
                 stream = coalesced(
                     stream,
@@ -355,6 +361,7 @@ class DecoupledRunner:
             log.exception("request failed")
             send(pb.InferenceResponse(error=pb.TritonError(f"internal error: {exc}")), flags=final)
         finally:
+            stop.set()  # a step still in progress (the client went away) may end early
             if stream is not None and hasattr(stream, "close"):
                 stream.close()  # stops the engine's generator (and frees its slot) at once
             self._unregister(request_id)

@@ -46,6 +46,8 @@ def llm_inputs(prompt: str, max_tokens: int, *, stream: bool, **extra: Any) -> l
         inputs.append(tensor("end_id", [[extra.pop("end_id")]], "INT32"))
     if "grammar" in extra:
         inputs.append(tensor("grammar", [[extra.pop("grammar").encode()]], "BYTES"))
+    if "prefill_chunk" in extra:
+        inputs.append(tensor("prefill_chunk", [[extra.pop("prefill_chunk")]], "INT32"))
     assert not extra, f"unknown options {extra}"
     return inputs
 

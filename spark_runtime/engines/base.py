@@ -7,6 +7,7 @@ cancels) stops the work at the next step.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -72,8 +73,12 @@ class LLMEngine(Protocol):
     # must stay on one thread (llama.cpp: its OpenMP team belongs to the calling thread) says 1.
     concurrent_streams: int
 
-    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
-        """Yield text deltas (possibly empty while text is held back), one per decoding step."""
+    def generate(
+        self, request: GenerationRequest, stats: GenerationStats | None = None, cancelled: threading.Event | None = None
+    ) -> Iterator[str]:
+        """Yield text deltas (possibly empty while text is held back), one per decoding step.
+        Closing the iterator stops it between steps; `cancelled`, once set, may also end a step in
+        progress (an engine that cannot interrupt one ignores it)."""
         ...
 
     def adapter_names(self) -> list[str]: ...

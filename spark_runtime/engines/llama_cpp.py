@@ -21,6 +21,15 @@ of after its whole prompt) and a TTS chunk waiting at the CPU gate gets the core
 64-token chunk reads as fast per token as llama.cpp's 512-token batch (~2.5 ms a token, ~150 ms a
 chunk); 32 was ~15% slower.
 
+Work a viewer's turn may cut (a request that names its own `prefill_chunk`: a memory write, a
+prefix read in quiet time) can also be stopped inside a step: its slot's llama.cpp abort callback
+(checked between the nodes of each compute graph) reads the request's cancel, so a cut ends within
+a few milliseconds instead of after the chunk or token in progress, and the viewer's request
+queued behind it starts that much sooner. What the aborted step would have added is not kept
+(llama.cpp drops its cache entries; the token record is unchanged), so the next request on the
+slot reuses exactly what was read before it. Other requests run without the callback: it takes the
+GIL at every node, which a stream a viewer waits on should not pay.
+
 A request's GBNF grammar constrains sampling through spark_runtime.engines.llama_grammar: parsed
 once per distinct text, a fresh copy of its state per request, and a clean error (never a crash)
 for a grammar that does not parse or that no token can continue.
@@ -65,6 +74,17 @@ class _Slot:
     last_used: float = 0.0
     kv_adapter: str | None = None  # adapter the cached KV was computed with
     adapters: dict[str, Any] = field(default_factory=dict)  # name -> llama_adapter_lora_p
+    cancelled: threading.Event | None = None  # the running request's cancel, while it may abort a step
+    abort_callback: Any = None  # the ctypes callback llama.cpp holds (kept alive with the slot)
+
+    def watch(self, lib: Any, cancelled: threading.Event | None) -> None:
+        """Has llama.cpp abort this slot's compute step in progress once `cancelled` is set; None
+        removes the callback."""
+        if self.abort_callback is None:
+            self.abort_callback = lib.ggml_abort_callback(lambda _: bool(self.cancelled and self.cancelled.is_set()))
+        self.cancelled = cancelled
+        callback = self.abort_callback if cancelled is not None else ctypes.cast(None, lib.ggml_abort_callback)
+        lib.llama_set_abort_callback(self.llama._ctx.ctx, callback, None)
 
 
 class LlamaCppEngine:
@@ -220,7 +240,9 @@ class LlamaCppEngine:
             slot.kv_adapter = name
 
     # --- generation --------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
+    def generate(
+        self, request: GenerationRequest, stats: GenerationStats | None = None, cancelled: threading.Event | None = None
+    ) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
         tokens = self.tokenize(request.prompt)
         if len(tokens) >= self._n_ctx:
@@ -231,8 +253,17 @@ class LlamaCppEngine:
             slot, plan = self._acquire(tokens, request.lora_name)
             try:
                 self._apply_adapter(slot, request.lora_name)
-                yield from self._decode(slot, plan, tokens, budget, request, stats, guide)
+                if cancelled is not None and request.prefill_chunk > 0:  # cuttable work: see the module doc
+                    slot.watch(self._lib, cancelled)
+                try:
+                    yield from self._decode(slot, plan, tokens, budget, request, stats, guide)
+                except RuntimeError:
+                    if slot.cancelled is None or not slot.cancelled.is_set():
+                        raise
+                    stats.finish_reason = "cancelled"  # llama.cpp aborted the step in progress
             finally:
+                if slot.cancelled is not None:
+                    slot.watch(self._lib, None)
                 self._release(slot)
         finally:
             if guide is not None:

@@ -211,7 +211,10 @@ class TransformersEngine:
             return token in self._end_ids
         return token == request.end_id  # -1 never matches: generation runs to max_tokens
 
-    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
+    def generate(
+        self, request: GenerationRequest, stats: GenerationStats | None = None, cancelled: threading.Event | None = None
+    ) -> Iterator[str]:
+        """`cancelled` is not watched: a cancel stops the stream between its steps."""
         stats = stats if stats is not None else GenerationStats()
         _refuse_grammar(request)
         ids = self._encode(request.prompt)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -299,7 +300,10 @@ class TensorRTLLMEngine:
 
         return GuidedDecodingParams(grammar=grammar)
 
-    def generate(self, request: GenerationRequest, stats: GenerationStats | None = None) -> Iterator[str]:
+    def generate(
+        self, request: GenerationRequest, stats: GenerationStats | None = None, cancelled: threading.Event | None = None
+    ) -> Iterator[str]:
+        """`cancelled` is not watched: a cancel stops the stream between its steps."""
         stats = stats if stats is not None else GenerationStats()
         prompt_tokens = len(self._tokenizer().encode(request.prompt, add_special_tokens=False))
         if prompt_tokens >= self._settings.max_seq_len:

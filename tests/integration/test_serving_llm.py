@@ -433,6 +433,57 @@ def test_a_memory_write_cut_by_a_turn_goes_on_from_what_it_wrote(triton):
     assert read[0] > 40 and read[1] <= 4, read  # then the prompt and the written tokens were cached
 
 
+def test_a_cut_write_stops_inside_the_prompt_step_it_is_reading(triton):
+    """Work a turn may cut names its prompt steps; its stop reaches llama.cpp inside the step in
+    progress (the abort callback), so the cores come back within milliseconds rather than at the
+    end of the step. Here the first step is 512 of the prompt's ~850 tokens (over a second on 2
+    cores) and the stop comes 0.3 s in: nothing of that step is kept, and the next request on the
+    prompt reads all of it. Had the step run to its end, its 512 tokens would have been cached
+    (and, over half the prompt, reused by the next request)."""
+    from spark_client.speech.triton import TritonModels
+
+    tag = f"run{time.time_ns()}"  # a prompt no slot has seen, in no earlier prompt's words
+    long = render(
+        triton.grpc_url,
+        [
+            {"role": "system", "content": f"{tag} You are Spark."},
+            *[{"role": "user", "content": f"{tag} line {i}: which colour is lucky number {i}?"} for i in range(22)],
+        ],
+    )
+
+    answered: list[object] = []
+
+    async def cut_write() -> None:
+        models = TritonModels(triton.grpc_url)
+        try:
+            write = llm_inputs(long, 4, stream=True, end_id=-1, prefill_chunk=512)
+
+            async def read() -> None:
+                async for response in models.stream("llm", write):
+                    answered.append(response)
+
+            task = asyncio.create_task(read())
+            await asyncio.sleep(seconds(0.3))
+            task.cancel()  # a turn starts: the stream closes and the stop goes in band
+            await asyncio.wait({task})
+        finally:
+            await models.close()
+
+    prompt_tokens = lambda: metric(triton.metrics_url, "spark_llm_prompt_tokens_total", model="llm")  # noqa: E731
+    before = prompt_tokens()
+    asyncio.run(cut_write())
+    assert answered == []  # cut long before its first token
+    client = StreamClient(triton.grpc_url)
+    try:
+        answer = client.run("llm", llm_inputs(long, 1, stream=True, end_id=-1), timeout=120)
+    finally:
+        client.close()
+    assert answer.error is None
+    read = int(answer.responses[0][1].as_numpy("prefill_tokens").reshape(-1)[0])
+    total = (prompt_tokens() - before) / 2  # both requests counted the whole prompt
+    assert 600 < total < 1000 and read >= total - 8, (read, total)  # all but the template's first tokens
+
+
 def test_the_llm_pauses_for_the_voice_on_the_same_cpu(triton, prompt):
     """While `tts` synthesises, `llm` waits between tokens (the CPU gate): the first chunk a
     viewer waits for does not share two cores with a decode that nobody hears yet."""

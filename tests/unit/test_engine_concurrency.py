@@ -117,7 +117,7 @@ class DeclaredEngine:
         self.concurrent_streams = streams
         self.together = threading.Barrier(streams)
 
-    def generate(self, request, stats=None):
+    def generate(self, request, stats=None, cancelled=None):
         self.together.wait(seconds(5))  # BrokenBarrierError: the server ran fewer at once
         yield "ok"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -174,6 +176,46 @@ def test_a_long_prompt_is_read_in_chunks_and_a_cancel_stops_it_within_one(engine
     assert slot.llama.n_tokens == read and not slot.busy  # nothing more was read
 
 
+def _forget_everything(engine) -> None:
+    for slot in engine._slots:
+        slot.llama.reset()
+        engine._lib.llama_memory_clear(engine._lib.llama_get_memory(slot.llama._ctx.ctx), True)
+
+
+def test_cut_work_stops_inside_the_step_it_is_in_and_keeps_what_was_read_before(engine):
+    """Work a turn may cut (it names its prompt steps) has llama.cpp abort the step in progress
+    once its cancel is set, here a read of the whole prompt in one step, which closing the stream
+    could only stop after. The slot keeps what was read before that request, and the next request
+    on the same prompt answers as if no abort had happened."""
+    request = GenerationRequest(prompt=LONG, max_tokens=8, end_id=-1)
+    expected = "".join(engine.generate(request))
+    _forget_everything(engine)
+    half = LONG[: len(LONG) // 2]
+    list(engine.generate(GenerationRequest(prompt=half, max_tokens=1)))  # a slot holds the first half
+    cached = len(engine.tokenize(half)) - 1
+    cancelled = threading.Event()
+    cancelled.set()  # already cut: without the abort the engine would only notice at its first delta
+    stats = GenerationStats()
+    whole_in_one_step = replace(request, prefill_chunk=4 * len(engine.tokenize(LONG)))
+    assert list(engine.generate(whole_in_one_step, stats, cancelled)) == []
+    assert stats.finish_reason == "cancelled" and stats.generated_tokens == 0
+    assert not any(slot.busy or slot.cancelled for slot in engine._slots)
+    again = GenerationStats()
+    assert "".join(engine.generate(request, again)) == expected
+    assert again.reused_prompt_tokens >= cached  # the first half was still cached, nothing else
+
+
+def test_a_request_a_viewer_waits_on_is_not_aborted_inside_a_step(engine):
+    """Without prompt steps of its own a request runs without the abort callback (it takes the GIL
+    at every node of the compute graph): a cancel reaches it between steps, when its stream is
+    closed."""
+    cancelled = threading.Event()
+    cancelled.set()
+    stats = GenerationStats()
+    text = "".join(engine.generate(GenerationRequest(prompt=PROMPT, max_tokens=4, end_id=-1), stats, cancelled))
+    assert stats.generated_tokens == 4 and text.strip()
+
+
 def test_a_prompt_read_in_chunks_gives_the_same_answer_as_one_step(engine_dir: Path):
     from spark_runtime.engines import load_engine
 
@@ -204,9 +246,7 @@ def test_a_request_may_ask_for_smaller_prompt_steps(engine):
     )
 
     def steps_and_text(chunk: int) -> tuple[int, str]:
-        for slot in engine._slots:  # nothing cached: the whole prompt is read
-            slot.llama.reset()
-            engine._lib.llama_memory_clear(engine._lib.llama_get_memory(slot.llama._ctx.ctx), True)
+        _forget_everything(engine)  # nothing cached: the whole prompt is read
         deltas = list(
             engine.generate(GenerationRequest(prompt=prompt, max_tokens=8, prefill_chunk=chunk), GenerationStats())
         )

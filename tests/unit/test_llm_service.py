@@ -19,7 +19,7 @@ class ReadingEngine:
     def __init__(self, read: int, tokens: list[str]) -> None:
         self.read, self.tokens = read, tokens
 
-    def generate(self, request, stats=None):
+    def generate(self, request, stats=None, cancelled=None):
         stats.prompt_tokens = self.read
         for token in self.tokens:
             stats.generated_tokens += 1

@@ -281,3 +281,29 @@ def test_an_in_band_stop_ends_a_merged_stream_at_the_engine_step_it_arrives_in()
     assert running.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
     assert runner.counters.cancelled == 1
     runner.close()
+
+
+@pytest.mark.parametrize("how", ["in-band", "client"])
+def test_a_handler_that_asks_for_the_cancel_sees_it_inside_the_step_it_is_in(how):
+    """With pass_cancel the handler gets the request's cancel event: an engine step that watches it
+    (llama.cpp's abort callback) ends when the stop arrives, in band or from the client going away,
+    rather than when the step would have ended."""
+    inside, seen = threading.Event(), []
+
+    def handler(inputs, cancelled):
+        yield text("first")
+        inside.set()
+        seen.append(cancelled.wait(seconds(5)))  # one long engine step that watches its cancel
+        yield None
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=2, merge=join_text_outputs, pass_cancel=True)
+    running = _request("llm-s1-1")
+    runner.submit(running)
+    assert inside.wait(seconds(5))
+    if how == "in-band":
+        runner.submit(_request("llm-s1-1-stop", spark_cancel="llm-s1-1"))
+    else:
+        running.sender.cancel()
+    assert running.sender.done.wait(seconds(5))
+    assert seen == [True] and runner.counters.cancelled == 1
+    runner.close()
