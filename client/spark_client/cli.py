@@ -59,6 +59,19 @@ def main(
     )
     for noisy in ("websockets", "chromadb", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    one_blas_thread()
+
+
+def one_blas_thread() -> None:
+    """Runs numpy's BLAS on one thread in this process. OpenBLAS splits a product of more than a
+    few thousand elements over every core, and its threads then spin for ~100 ms waiting for the
+    next: a recall scoring a viewer's 24 or more memories (`nearest`) kept a core busy while the
+    server read the same turn's chat, +50-90 ms a turn once a stream's viewers had that many. The
+    client's products are small: one thread does them in microseconds."""
+    import numpy  # noqa: F401 - its BLAS must be loaded to be limited
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 # After a first Ctrl-C or SIGTERM the clean shutdown gets this long before the process exits anyway.

@@ -68,16 +68,20 @@ class TurnTimings:
         data["emotions"] = list(self.emotions)
         data["memories"] = list(self.memories)
         data["memory_tokens"] = self.memory_tokens
-        data["recall_ms"] = None if self.recall_ms is None else round(self.recall_ms, 1)
+        data["recall_ms"] = _ms(self.recall_ms)
         data["prefill_tokens"] = self.prefill_tokens
-        data["prefix_wait_ms"] = None if self.prefix_wait_ms is None else round(self.prefix_wait_ms, 1)
-        data["chat_read_ms"] = None if self.chat_read_ms is None else round(self.chat_read_ms, 1)
+        data["prefix_wait_ms"] = _ms(self.prefix_wait_ms)
+        data["chat_read_ms"] = _ms(self.chat_read_ms)
         data["writer_stood_aside"] = self.writer_stood_aside
         data["warming_cut"] = self.warming_cut
         data["rss_mb"] = resident_mb()
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]
         return data
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def resident_mb() -> float | None:

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import TEST_ADAPTER
 from tests.timing import seconds
-from tests.triton_helpers import StreamClient, llm_inputs, metric, tensor
+from tests.triton_helpers import StreamClient, Streamed, llm_inputs, metric, tensor
 
 pytestmark = pytest.mark.server
 
@@ -39,14 +39,24 @@ def prompt(triton) -> str:
     )
 
 
-def generate(url: str, prompt: str, max_tokens: int = 40, *, stream: bool, **extra) -> list[str]:
+def streamed(url: str, prompt: str, max_tokens: int = 40, *, stream: bool, timeout: float = 60, **extra) -> Streamed:
+    """One `llm` request on its own stream, read to its end; it must not fail."""
     client = StreamClient(url)
     try:
-        result = client.run("llm", llm_inputs(prompt, max_tokens, stream=stream, **extra))
+        result = client.run("llm", llm_inputs(prompt, max_tokens, stream=stream, **extra), timeout=timeout)
     finally:
         client.close()
     assert result.error is None, result.error
-    return result.texts()
+    return result
+
+
+def generate(url: str, prompt: str, max_tokens: int = 40, *, stream: bool, **extra) -> list[str]:
+    return streamed(url, prompt, max_tokens, stream=stream, **extra).texts()
+
+
+def prefill_tokens(result: Streamed) -> int:
+    """What the server read of the prompt, as its first response says."""
+    return int(result.responses[0][1].as_numpy("prefill_tokens").reshape(-1)[0])
 
 
 def test_all_models_ready(triton):
@@ -473,13 +483,7 @@ def test_a_cut_write_stops_inside_the_prompt_step_it_is_reading(triton):
     before = prompt_tokens()
     asyncio.run(cut_write())
     assert answered == []  # cut long before its first token
-    client = StreamClient(triton.grpc_url)
-    try:
-        answer = client.run("llm", llm_inputs(long, 1, stream=True, end_id=-1), timeout=120)
-    finally:
-        client.close()
-    assert answer.error is None
-    read = int(answer.responses[0][1].as_numpy("prefill_tokens").reshape(-1)[0])
+    read = prefill_tokens(streamed(triton.grpc_url, long, 1, stream=True, end_id=-1, timeout=120))
     total = (prompt_tokens() - before) / 2  # both requests counted the whole prompt
     assert 600 < total < 1000 and read >= total - 8, (read, total)  # all but the template's first tokens
 
@@ -512,13 +516,7 @@ def test_a_long_prompt_read_in_chunks_sends_nothing_before_the_first_token(trito
             *[{"role": "user", "content": f"viewer{i} asks about favourite game number {i}"} for i in range(40)],
         ],
     )
-    client = StreamClient(triton.grpc_url)
-    try:
-        answer = client.run("llm", llm_inputs(long, 3, stream=True, end_id=-1), timeout=120)
-    finally:
-        client.close()
-    assert answer.error is None
+    answer = streamed(triton.grpc_url, long, 3, stream=True, end_id=-1, timeout=120)
     texts = answer.texts()
     assert 1 <= len(texts) <= 3 and all(texts)  # token responses only (merged or not), none for a chunk read
-    first = answer.responses[0][1].as_numpy("prefill_tokens")
-    assert first is not None and int(first.reshape(-1)[0]) > 400  # far more than one 64-token chunk
+    assert prefill_tokens(answer) > 400  # far more than one 64-token chunk

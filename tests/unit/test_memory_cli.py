@@ -137,3 +137,15 @@ def test_search_without_a_server_says_so_clearly(folder: Path):
     assert result.exit_code == 1
     assert "cannot search" in result.output and url in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_client_runs_numpy_s_blas_on_one_thread():
+    """A recall scores a viewer's memories with one matrix product; on more than one BLAS thread
+    the second thread spins for ~100 ms after it, taking a core from the LLM reading the turn's
+    chat. Every `spark-client` command limits BLAS to one thread first."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        assert invoke("--help").exit_code == 0
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(lib["num_threads"] == 1 for lib in blas)
