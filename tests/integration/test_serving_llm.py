@@ -483,7 +483,13 @@ def test_a_cut_write_stops_inside_the_prompt_step_it_is_reading(triton):
     before = prompt_tokens()
     asyncio.run(cut_write())
     assert answered == []  # cut long before its first token
-    read = prefill_tokens(streamed(triton.grpc_url, long, 1, stream=True, end_id=-1, timeout=120))
+    client = StreamClient(triton.grpc_url)
+    try:
+        answer = client.run("llm", llm_inputs(long, 1, stream=True, end_id=-1), timeout=120)
+    finally:
+        client.close()
+    assert answer.error is None
+    read = int(answer.responses[0][1].as_numpy("prefill_tokens").reshape(-1)[0])
     total = (prompt_tokens() - before) / 2  # both requests counted the whole prompt
     assert 600 < total < 1000 and read >= total - 8, (read, total)  # all but the template's first tokens
 
