@@ -35,12 +35,18 @@ def tensor(name: str, value: Any, dtype: str) -> grpcclient.InferInput:
 
 
 def llm_inputs(
-    prompt: str, max_tokens: int, *, temperature: float = 0.0, stop_words: tuple[str, ...] = ()
+    prompt: str,
+    max_tokens: int,
+    *,
+    temperature: float = 0.0,
+    stop_words: tuple[str, ...] = (),
+    stream: bool = True,
 ) -> list[grpcclient.InferInput]:
+    """One llm request; with `stream` off the answer comes whole in one response."""
     inputs = [
         tensor("text_input", [[prompt.encode()]], "BYTES"),
         tensor("max_tokens", [[max_tokens]], "INT32"),
-        tensor("stream", [[True]], "BOOL"),
+        tensor("stream", [[stream]], "BOOL"),
         tensor("temperature", [[temperature]], "FP32"),
     ]
     if stop_words:

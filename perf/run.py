@@ -61,7 +61,7 @@ class RunPlan:
             stt_repeats=5,
             pipeline_turns=16,
             pipeline_max_tokens=64,
-            overhead_requests=10,
+            overhead_requests=30,
             overhead_max_tokens=64,
             llama_requests=10,
             llama_max_tokens=64,
@@ -179,7 +179,7 @@ def measure_all(
         )
         ratios.append(
             f"(perf/inprocess.py: load_engine({engine_root}/llm|tts) vs gRPC, {plan.overhead_requests} "
-            "requests each, alternating)"
+            "requests each; the llm also served with streaming off; each request's calls in rotating order)"
         )
     if "llama_cpp" in only:
 

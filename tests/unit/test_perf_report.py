@@ -171,6 +171,8 @@ def _measurements() -> Measurements:
     overhead = OverheadResult()
     overhead.llm.served = [Call(30.0, 110.0), Call(31.0, 112.0)]
     overhead.llm.in_process = [Call(28.0, 100.0), Call(29.0, 100.0)]
+    overhead.llm_whole.served = [Call(103.0, 103.0), Call(104.0, 104.0)]
+    overhead.llm_whole.in_process = overhead.llm.in_process
     overhead.tts.served = [Call(70.0, 101.0)]
     overhead.tts.in_process = [Call(69.0, 100.0)]
     log = parse_turn_metrics((FIXTURES / "client_turns.jsonl").read_text(encoding="utf-8").splitlines())
@@ -239,6 +241,13 @@ def test_report_is_complete_with_plots_and_says_what_was_skipped(tmp_path: Path)
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["machine"]["cpu_model"] == "Test CPU 9000"
     assert "chat -> first audio p50" in summary_text(report)
+
+
+def test_the_llm_s_serving_overhead_is_split_into_per_request_and_per_response(tmp_path: Path) -> None:
+    text = render_markdown(_report(_measurements(), tmp_path))
+    assert "| llm, streaming off (one response) | Triton-served | 103.5 | 103.5 |  |" in text
+    # streamed 11 %, one response 3.5 %: the rest is what streaming each token costs
+    assert "11.0 % served overhead, 3.5 points are per request" in text and "and 7.5 per response" in text
 
 
 def test_missing_parts_finds_a_lost_plot_and_a_missing_section(tmp_path: Path) -> None:
