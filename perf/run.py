@@ -179,7 +179,7 @@ def measure_all(
         )
         ratios.append(
             f"(perf/inprocess.py: load_engine({engine_root}/llm|tts) vs gRPC, {plan.overhead_requests} "
-            "requests each; the llm also served with streaming off; each request's calls in rotating order)"
+            "requests each, the llm streamed and with streaming off; each pair's order alternating)"
         )
     if "llama_cpp" in only:
 

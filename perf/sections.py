@@ -369,11 +369,9 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
     )
 
 
-def _pair_rows(name: str, pair: PathPair, *, in_process: bool = True) -> list[tuple[str, ...]]:
-    """The served and in-process rows of `pair` (the served row alone with `in_process` off: a pair
-    that shares its in-process calls with the rows above) and their overhead."""
+def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
-    for label, served in (("Triton-served", True), ("in-process", False))[: 2 if in_process else 1]:
+    for label, served in (("Triton-served", True), ("in-process", False)):
         first, total = pair.first(served), pair.total(served)
         rows.append((name, label, fmt(first.p50 if first else None), fmt(total.p50 if total else None), ""))
     overhead = pair.overhead()
@@ -426,11 +424,7 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
                 ("engine", "path", "first output p50 ms", "whole request p50 ms", "overhead"),
                 tuple(
                     _pair_rows(f"llm ({o.max_tokens} tokens)", o.llm)
-                    + (
-                        _pair_rows("llm, streaming off (one response)", o.llm_whole, in_process=False)
-                        if o.llm_whole.served
-                        else []
-                    )
+                    + (_pair_rows("llm, streaming off (one response)", o.llm_whole) if o.llm_whole.served else [])
                     + _pair_rows("tts (medium)", o.tts)
                 ),
                 title="Serving overhead: Triton-served vs the same engine in-process",
@@ -441,8 +435,8 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
             section.notes.append(
                 f"Of the llm's {streamed * 100:.1f} % served overhead, {whole * 100:.1f} points are per request "
                 f"(the same answer served in one response) and {(streamed - whole) * 100:.1f} per response "
-                "(a stub round trip per streamed token). Each request's calls ran back to back in an order "
-                "rotating through every permutation (a call right after the in-process engine's runs slower)."
+                "(a stub round trip per streamed token). Each pair's order alternated (a call right after the "
+                "in-process engine's runs slower)."
             )
     else:
         section.notes.append(f"Serving overhead not measured: {_not_measured(m, 'overhead')}")

@@ -172,7 +172,7 @@ def _measurements() -> Measurements:
     overhead.llm.served = [Call(30.0, 110.0), Call(31.0, 112.0)]
     overhead.llm.in_process = [Call(28.0, 100.0), Call(29.0, 100.0)]
     overhead.llm_whole.served = [Call(103.0, 103.0), Call(104.0, 104.0)]
-    overhead.llm_whole.in_process = overhead.llm.in_process
+    overhead.llm_whole.in_process = [Call(100.0, 100.0), Call(100.0, 100.0)]
     overhead.tts.served = [Call(70.0, 101.0)]
     overhead.tts.in_process = [Call(69.0, 100.0)]
     log = parse_turn_metrics((FIXTURES / "client_turns.jsonl").read_text(encoding="utf-8").splitlines())
