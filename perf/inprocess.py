@@ -6,12 +6,13 @@ paths alternate request by request with identical greedy requests, so all decode
 tokens and see the same prefix-cache state.
 
 The llm is also measured with streaming off (one response per request): what the streamed
-call costs beyond that is the per-response cost (a stub round trip a token), the rest is per
-request. Each pair's order alternates: a call right after the in-process engine's ran slower (the
-served llm's overhead read 9.3 % when it followed the in-process call and 5.7 % when it went first,
-80 pairs on 2 cores), so the fixed order used before (every served call after an in-process one)
-moved the figure by itself. Served calls with and without streaming run in separate passes, so
-that neither reads a prompt the other has just cached.
+call costs beyond that comes with streaming (a response a token, each a stub round trip, a
+gRPC write and a client callback), the rest is per request. Each pair's order alternates: a
+call right after the in-process engine's ran slower (the served llm's overhead read 9.3 % when
+it followed the in-process call and 5.7 % when it went first, 80 pairs on 2 cores), so the fixed
+order used before (every served call after an in-process one) moved the figure by itself.
+Served calls with and without streaming run in separate passes, so that neither reads a prompt
+the other has just cached.
 """
 
 from __future__ import annotations

@@ -434,8 +434,8 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
         if streamed is not None and whole is not None:
             section.notes.append(
                 f"Of the llm's {streamed * 100:.1f} % served overhead, {whole * 100:.1f} points are per request "
-                f"(the same answer served in one response) and {(streamed - whole) * 100:.1f} per response "
-                "(a stub round trip per streamed token). Each pair's order alternated (a call right after the "
+                f"(the same answer served in one response) and {(streamed - whole) * 100:.1f} come with streaming "
+                "(the answer sent token by token). Each pair's order alternated (a call right after the "
                 "in-process engine's runs slower)."
             )
     else:

@@ -247,7 +247,7 @@ def test_the_llm_s_serving_overhead_is_split_into_per_request_and_per_response(t
     text = render_markdown(_report(_measurements(), tmp_path))
     assert "| llm, streaming off (one response) | Triton-served | 103.5 | 103.5 |  |" in text
     # streamed 11 %, one response 3.5 %: the rest is what streaming each token costs
-    assert "11.0 % served overhead, 3.5 points are per request" in text and "and 7.5 per response" in text
+    assert "11.0 % served overhead, 3.5 points are per request" in text and "and 7.5 come with streaming" in text
 
 
 def test_missing_parts_finds_a_lost_plot_and_a_missing_section(tmp_path: Path) -> None:
