@@ -18,7 +18,9 @@ the other has just cached.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from perf.grpc_stream import StreamingClient, llm_inputs, tts_inputs
@@ -90,6 +92,19 @@ def _served(client: StreamingClient, model: str, inputs: list) -> Call:  # type:
     return Call(done.first_ms(), done.total_ms())
 
 
+def _run_pair(
+    pair: PathPair, *, served_first: bool, served: Callable[[], Call], in_process: Callable[[], Call]
+) -> None:
+    """One served and one in-process call back to back, in the order given (callers alternate it:
+    a call right after the in-process engine's runs slower)."""
+    if served_first:
+        pair.served.append(served())
+        pair.in_process.append(in_process())
+    else:
+        pair.in_process.append(in_process())
+        pair.served.append(served())
+
+
 def measure_overhead(url: str, engine_root: Path, *, requests: int, max_tokens: int = 64) -> OverheadResult:
     result = OverheadResult(max_tokens=max_tokens)
     with StreamingClient(url) as client:
@@ -104,12 +119,12 @@ def measure_overhead(url: str, engine_root: Path, *, requests: int, max_tokens: 
                 for i in range(requests):
                     prompt, stops = rendered[i % len(rendered)]
                     inputs = llm_inputs(prompt, max_tokens, stop_words=stops, stream=stream)
-                    if i % 2 == 0:
-                        pair.served.append(_served(client, "llm", inputs))
-                        pair.in_process.append(_local_llm(llm, prompt, max_tokens, stops))
-                    else:
-                        pair.in_process.append(_local_llm(llm, prompt, max_tokens, stops))
-                        pair.served.append(_served(client, "llm", inputs))
+                    _run_pair(
+                        pair,
+                        served_first=i % 2 == 0,
+                        served=partial(_served, client, "llm", inputs),
+                        in_process=partial(_local_llm, llm, prompt, max_tokens, stops),
+                    )
         finally:
             llm.close()
         tts = load_engine(engine_root / "tts")
@@ -118,12 +133,12 @@ def measure_overhead(url: str, engine_root: Path, *, requests: int, max_tokens: 
             _local_tts(tts, "Warm up.")
             _served(client, "tts", tts_inputs("Warm up."))
             for i in range(requests):
-                if i % 2 == 0:
-                    result.tts.served.append(_served(client, "tts", tts_inputs(text)))
-                    result.tts.in_process.append(_local_tts(tts, text))
-                else:
-                    result.tts.in_process.append(_local_tts(tts, text))
-                    result.tts.served.append(_served(client, "tts", tts_inputs(text)))
+                _run_pair(
+                    result.tts,
+                    served_first=i % 2 == 0,
+                    served=partial(_served, client, "tts", tts_inputs(text)),
+                    in_process=partial(_local_tts, tts, text),
+                )
         finally:
             tts.close()
     return result
