@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from spark_client.health import heap_released_mb, resident_mb
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class TurnTimings:
         data["writer_stood_aside"] = self.writer_stood_aside
         data["warming_cut"] = self.warming_cut
         data["rss_mb"] = resident_mb()
+        data["heap_released_mb"] = round(heap_released_mb(), 1)
         data["voice"] = self.voice
         data["recorded_s"] = None if self.recorded_s is None else [round(t, 3) for t in self.recorded_s]
         return data
@@ -82,15 +84,6 @@ class TurnTimings:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
-
-
-def resident_mb() -> float | None:
-    """This process's resident memory (Linux), so a long stream's records show a leak as it grows."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 MAX_KEPT_TURNS = 20_000  # for the summary; a long stream's older turns live on in the JSONL file

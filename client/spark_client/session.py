@@ -16,7 +16,7 @@ import numpy as np
 
 from spark_client.avatar.driver import AvatarDriver
 from spark_client.events import GAME_SOURCE, ChatMessage
-from spark_client.health import MemoryWatch
+from spark_client.health import HeapRelease, MemoryWatch
 from spark_client.memory import Embedder, Memory
 from spark_client.memory.errors import MemoryStoreError
 from spark_client.metrics import TurnMetrics, timings_line
@@ -122,6 +122,7 @@ class LiveSession:
         self.screen: Any = None  # screen.server.ScreenServer while the overlay and panel are served
         self.screen_hub: Any = None  # screen.hub.ScreenHub
         self.memory_watch: MemoryWatch | None = None
+        self.heap_release: HeapRelease | None = None
         self.sources: list[ChatSource] = []
 
     async def check_models(self) -> list[str]:
@@ -226,6 +227,8 @@ class LiveSession:
                 metrics_url=self.settings.triton_metrics_url, warn=lambda m: self.print(f"warning: {m}")
             )
             tasks.append(asyncio.create_task(watch.run(), name="memory-watch"))
+            self.heap_release = HeapRelease(idle=self.loop.idle)
+            tasks.append(asyncio.create_task(self.heap_release.run(), name="heap-release"))
             if self.settings.mic is not None and (listener := await self._microphone(player)) is not None:
                 if self.settings.mic.files or not sources:  # fed files end; a mic alone is the stream
                     sources = [*sources, listener]

@@ -1,10 +1,19 @@
 """The memory watch warns once per crossing of the budget, and reads Triton's gauges."""
 
+import asyncio
+import contextlib
 import http.server
+import json
+import subprocess
+import sys
 import threading
 
+import pytest
 from spark_client import health
-from spark_client.health import MemoryWatch, triton_memory
+from spark_client.health import HeapRelease, MemoryWatch, triton_memory
+from spark_client.metrics import TurnTimings
+
+from tests.timing import seconds
 
 
 def test_warns_once_per_crossing(monkeypatch):
@@ -43,3 +52,106 @@ def test_triton_memory_gauges_are_summed():
         server.shutdown()
     assert gauges == {"nv_gpu_memory_used_bytes": 3e9, "nv_cpu_memory_total_bytes": 8e9}
     assert triton_memory("http://127.0.0.1:9/metrics") == {}
+
+
+needs_malloc_trim = pytest.mark.skipif(health._malloc_trim() is None, reason="the C library has no malloc_trim")
+
+FRAGMENTED = """
+import asyncio, json, sys
+from spark_client.health import HeapRelease
+from spark_client.health import resident_mb
+
+async def main():
+    blocks = [bytes(2048) for _ in range(25_000)]  # ~50 MB in the C heap (over pymalloc's block size)
+    pinned = bytes(2048)  # allocated after them: the heap's top stays in use
+    del blocks
+    freed = resident_mb()
+    release = HeapRelease(idle=asyncio.sleep, every_s=1.0)
+    released = await release.release()
+    print(json.dumps({"freed": freed, "after": resident_mb(), "released": released, "total": release.released_mb}))
+    del pinned
+
+asyncio.run(main())
+"""
+
+
+@needs_malloc_trim
+def test_memory_freed_below_the_heap_s_top_goes_back_to_the_system():
+    # In its own process: what the test process's heap holds would blur the figures.
+    result = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED], capture_output=True, text=True, timeout=seconds(60), check=True
+    )
+    figures = json.loads(result.stdout)
+    assert figures["freed"] - figures["after"] > 30  # MB: glibc kept the 50 MB freed until asked
+    assert figures["released"] > 30 and figures["total"] == figures["released"]
+
+
+async def _run_until(release: HeapRelease, done, limit_s: float) -> None:
+    task = asyncio.create_task(release.run())
+    try:
+        async with asyncio.timeout(limit_s):
+            while not done():  # noqa: ASYNC110 (a counter the passes bump, polled)
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@needs_malloc_trim
+def test_a_release_pass_waits_for_the_stream_to_be_idle(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(health, "release_free_heap", lambda: calls.append(1) or True)
+
+    async def main() -> None:
+        quiet = asyncio.Event()
+        waited = asyncio.Event()
+
+        async def idle() -> None:
+            waited.set()
+            await quiet.wait()
+
+        release = HeapRelease(idle=idle, every_s=seconds(0.01), most_wait_s=seconds(60))
+
+        async def turn_then_quiet() -> None:
+            await waited.wait()
+            await asyncio.sleep(seconds(0.05))
+            assert calls == []  # a turn is running: no pass yet
+            quiet.set()
+
+        checker = asyncio.create_task(turn_then_quiet())
+        await _run_until(release, lambda: release.passes >= 2, seconds(10))
+        await checker
+
+    asyncio.run(main())
+    assert len(calls) >= 2
+
+
+@needs_malloc_trim
+def test_a_stream_that_never_pauses_still_gets_its_release_pass(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(health, "release_free_heap", lambda: calls.append(1) or True)
+
+    async def main() -> None:
+        never = asyncio.Event()
+        release = HeapRelease(idle=never.wait, every_s=seconds(0.01), most_wait_s=seconds(0.01))
+        await _run_until(release, lambda: release.passes >= 1, seconds(10))
+
+    asyncio.run(main())
+    assert calls
+
+
+def test_release_settings_are_checked():
+    with pytest.raises(ValueError, match="every_s"):
+        HeapRelease(idle=asyncio.sleep, every_s=0)
+
+
+def test_turn_records_carry_what_the_heap_releases_gave_back(monkeypatch):
+    readings = iter([150.0, 140.0])  # resident MB before and after the pass
+    monkeypatch.setattr(health, "resident_mb", lambda: next(readings))
+    monkeypatch.setattr(health, "release_free_heap", lambda: True)
+    before = TurnTimings(1, "ann", "Spark", 0.0).record()["heap_released_mb"]
+    release = HeapRelease(idle=asyncio.sleep, every_s=1.0)
+    assert asyncio.run(release.release()) == 10.0 and release.passes == 1
+    after = TurnTimings(2, "ann", "Spark", 0.0).record()["heap_released_mb"]
+    assert after - before == pytest.approx(10.0)
