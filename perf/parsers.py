@@ -162,6 +162,7 @@ class TurnMetrics:
     voice: str = ""
     prefill_tokens: float | None = None  # prompt tokens the LLM server had to read for this turn
     rss_mb: float | None = None  # the client's resident memory when the turn ended
+    heap_released_mb: float | None = None  # what the client's heap releases had given back by then
     spoken: str = ""  # what was said
 
 
@@ -216,6 +217,7 @@ def parse_turn_metrics(lines: Iterable[str]) -> TurnLog:
                 voice=str(record.get("voice") or ""),
                 prefill_tokens=_number(record.get("prefill_tokens")),
                 rss_mb=_number(record.get("rss_mb")),
+                heap_released_mb=_number(record.get("heap_released_mb")),
                 spoken=str(record.get("spoken") or ""),
             )
         )

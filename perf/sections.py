@@ -16,7 +16,7 @@ from perf.quality import QualityRun
 from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO, stream_answers
 from perf.report import Section, Table
 from perf.speech_bench import SpeechResult
-from perf.stats import Distribution, fmt
+from perf.stats import Distribution, fmt, per_100
 
 CHAT_TO_AUDIO_P50_MS = 400.0
 TTS_FIRST_CHUNK_MS = 80.0
@@ -324,6 +324,17 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
             title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count)",
         )
     )
+    later = [(t.turn, t.rss_mb) for window in windows[1:] for t in window if t.rss_mb is not None]
+    if (growth := per_100(later)) is not None:
+        section.notes.append(
+            f"The client's resident memory grew {growth:+.1f} MB per 100 turns from turn {later[0][0]} "
+            f"({later[0][1]:.1f} -> {later[-1][1]:.1f} MB; least squares over the answered turns)"
+            + (
+                f"; its heap releases had handed {released:.1f} MB back by the last turn."
+                if (released := answered[-1].heap_released_mb) is not None
+                else "."
+            )
+        )
     series = {
         "first audio ms": [(t.turn, v) for t in answered if (v := t.ms.get("first_audio_out_ms")) is not None],
         "prompt tokens read": [(t.turn, t.prefill_tokens) for t in answered if t.prefill_tokens is not None],

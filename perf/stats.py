@@ -46,3 +46,12 @@ def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
         return "n/a"
     return f"{value:,.{digits}f}{unit}"
+
+
+def per_100(points: Iterable[tuple[float, float]]) -> float | None:
+    """How much y grows per 100 of x (turns): the least-squares slope; None under two points."""
+    pairs = [(x, y) for x, y in points if y is not None]
+    if len(pairs) < 2 or len({x for x, _ in pairs}) < 2:
+        return None
+    x, y = np.array(pairs, dtype=float).T
+    return float(np.polyfit(x, y, 1)[0] * 100)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from perf.memory_bench import main
 
 
@@ -17,3 +19,24 @@ def test_the_short_recall_benchmark_writes_its_report(tmp_path: Path):
         assert 0 < row["recall_p50"] <= row["recall_p95"] and row["recall_n"] + row["first_recall_n"] == 30
     report = (tmp_path / "report.md").read_text()
     assert "python -m perf memory --sizes 300,600 --queries 30" in report and "| 600 |" in report
+
+
+def test_the_growth_benchmark_reads_the_client_s_memory_as_the_store_grows(tmp_path: Path):
+    assert main(["--sizes", "0", "--growth", "300", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["rows"] == []
+    growth = results["growth"]
+    assert [row["turn"] for row in growth] == [100, 200, 300]
+    assert [row["memories"] for row in growth] == [100, 200, 300]  # an exchange a turn, none pruned yet
+    for row in growth:
+        assert 50 < row["in_use_mb"] <= row["rss_mb"] + 1  # the release gives back, never adds (1 MB: other threads)
+        assert 0 < row["python_mb"] < row["in_use_mb"]
+    report = (tmp_path / "report.md").read_text()
+    assert "python -m perf memory --sizes 0 --growth 300" in report and "| 300 | 300 |" in report
+    assert "Growth per 100 turns from turn 200" in report and "recall p50" not in report
+
+
+def test_the_benchmark_needs_something_to_measure(capsys):
+    with pytest.raises(SystemExit):
+        main(["--sizes", "0"])
+    assert "nothing to measure" in capsys.readouterr().err

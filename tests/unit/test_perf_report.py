@@ -250,6 +250,32 @@ def test_the_llm_s_serving_overhead_is_split_into_per_request_and_per_response(t
     assert "11.0 % served overhead, 3.5 points are per request" in text and "and 7.5 come with streaming" in text
 
 
+def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path) -> None:
+    # 40 answered turns, 2 MB more every 10: +20 MB per 100 turns, read from the second window on
+    # (the first holds the client's start-up: 130 MB on turn 1 would tilt the line).
+    lines = [
+        json.dumps(
+            {
+                "event": "turn",
+                "turn": n,
+                "kind": "answer",
+                "user": "ann",
+                "persona": "Spark",
+                "spoken": "hi there",
+                "first_audio_out_ms": 400.0,
+                "rss_mb": 130.0 if n == 1 else 100.0 + 0.2 * n,
+                "heap_released_mb": 0.5 * (n // 10),
+            }
+        )
+        for n in range(1, 41)
+    ]
+    m = _measurements()
+    m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...")
+    text = render_markdown(_report(m, tmp_path))
+    assert "resident memory grew +20.0 MB per 100 turns from turn 11 (102.2 -> 108.0 MB" in text
+    assert "its heap releases had handed 2.0 MB back by the last turn" in text
+
+
 def test_missing_parts_finds_a_lost_plot_and_a_missing_section(tmp_path: Path) -> None:
     report = _report(_measurements(), tmp_path)
     report.sections = [s for s in report.sections if s.key != "stt"]
