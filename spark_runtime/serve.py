@@ -8,6 +8,8 @@ The server listens on loopback unless --listen names another interface: Triton h
 authentication, so whoever reaches a port can run every model. With --then, Ctrl-C or SIGTERM
 reaches CMD once and CMD gets --shutdown-grace seconds to exit (a client cancels its streams
 and flushes its memory) before it is killed; then tritonserver and its model stubs are stopped.
+While CMD runs, a tritonserver that exits on its own (a crash) is restarted on the same ports
+(`ServerWatch`): the client retries its failed turns and the stream goes on.
 
 The wheel's Python backend needs the stub for the running Python copied beside it, and the
 stub must load this interpreter's libpython (LD_LIBRARY_PATH), with the venv and the repo on
@@ -28,6 +30,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -329,6 +332,93 @@ def supervise(
             child.wait()
 
 
+def _exit_cause(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {-code} ({signal.Signals(-code).name})"
+    return f"exit code {code}"
+
+
+class ServerWatch:
+    """Restarts `server` when its process exits on its own while CMD runs.
+
+    tritonserver 2.51 can die mid-stream (a SIGSEGV in its gRPC front end was seen once in a
+    225-turn run while the client cancelled streams); without a restart every later turn fails
+    and the persona stays silent until someone restarts the stream. The crashed process's model
+    stubs are killed and the server starts again on the same ports, its log appended. More than
+    `max_restarts` within `window_s` means it cannot stay up: the watch gives up and says so.
+    `stop()` ends the watch (a restart in progress stops waiting for readiness) before the caller
+    stops the server itself."""
+
+    def __init__(
+        self,
+        server: TritonServer,
+        *,
+        poll_s: float = 1.0,
+        ready_timeout_s: float = 180.0,
+        max_restarts: int = 5,
+        window_s: float = 600.0,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.poll_s = poll_s
+        self.ready_timeout_s = ready_timeout_s
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.restarts: list[float] = []  # time.monotonic() of each restart
+        self.gave_up = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tritonserver-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            if self.server.running():
+                continue
+            code = self.server.stop()  # reaps it, kills its stubs, closes the log
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < self.window_s]
+            if len(self.restarts) >= self.max_restarts:
+                self.gave_up = True
+                self._say(
+                    f"tritonserver exited ({_exit_cause(code)}) after {len(self.restarts)} restarts in "
+                    f"{self.window_s / 60:g} min: not restarting it again{self.server._log_hint()}"
+                )
+                return
+            self.restarts.append(now)
+            self._say(f"tritonserver exited ({_exit_cause(code)}): restarting it on the same ports")
+            try:
+                self.server.start()
+                took = self._wait_ready()
+            except (ServerError, OSError) as exc:
+                self._say(f"tritonserver restart failed: {exc}")
+                continue  # the next poll finds it down and tries again, within the limit
+            if took is not None:
+                self._say(f"tritonserver ready again in {took:.1f} s")
+
+    def _wait_ready(self) -> float | None:
+        """Seconds until ready; None when the watch was stopped first."""
+        started = time.monotonic()
+        while not self._stop.is_set():
+            if not self.server.running():
+                raise ServerError("tritonserver exited again while starting")
+            if self.server.is_ready():
+                return time.monotonic() - started
+            if time.monotonic() - started > self.ready_timeout_s:
+                raise ServerError(f"tritonserver not ready {self.ready_timeout_s:.0f} s after the restart")
+            self._stop.wait(0.25)
+        return None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -399,11 +489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.execve(cmd[0], cmd, server.environment())  # replaces this process: Ctrl-C reaches the server
     print(f"starting tritonserver (log: {server.log_file}) ...", flush=True)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything, as Ctrl-C does
+    watch = ServerWatch(server, ready_timeout_s=args.ready_timeout)
     try:
         server.start()
         took = server.wait_ready(args.ready_timeout)
         print(f"tritonserver ready in {took:.1f} s: grpc {server.grpc_url}, http :{server.http_port}", flush=True)
         env = dict(os.environ, SPARK_TRITON_URL=server.grpc_url)
+        watch.start()
         return supervise(args.then, env=env, grace_s=args.shutdown_grace)
     except KeyboardInterrupt:
         return 130
@@ -415,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping tritonserver ...", flush=True)
+        watch.stop()
         server.stop()
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)

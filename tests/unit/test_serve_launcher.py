@@ -6,18 +6,28 @@ test starts the real tritonserver on a one-model repository and stops it with SI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from spark_runtime.serve import DEFAULT_ADDRESS, ServerError, TritonServer, main, parse_args, server_for
+from spark_runtime.serve import (
+    DEFAULT_ADDRESS,
+    ServerError,
+    ServerWatch,
+    TritonServer,
+    main,
+    parse_args,
+    server_for,
+)
 from tests.conftest import free_port
 from tests.timing import seconds
 
@@ -212,3 +222,135 @@ def test_stopping_a_server_removes_its_cpu_gate_file(monkeypatch):
     server._proc.wait()
     server.stop()
     assert not gate.exists()
+
+
+# --- a server that exits on its own ----------------------------------------------------------
+class FlakyServer:
+    """Stands in for TritonServer: `crash()` ends it as a SIGSEGV would."""
+
+    def __init__(self, *, ready: bool = True) -> None:
+        self.alive, self.ready, self.starts, self.stops = True, ready, 0, 0
+
+    def crash(self) -> None:
+        self.alive = False
+
+    def running(self) -> bool:
+        return self.alive
+
+    def stop(self) -> int:
+        self.stops += 1
+        return -signal.SIGSEGV
+
+    def start(self) -> None:
+        self.starts += 1
+        self.alive = True
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    def _log_hint(self) -> str:
+        return "; last log lines: Signal (11) received."
+
+
+def until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds(timeout)
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_server_that_exits_on_its_own_is_started_again():
+    said: list[str] = []
+    server = FlakyServer()
+    watch = ServerWatch(server, poll_s=0.01, say=said.append)  # type: ignore[arg-type]
+    watch.start()
+    try:
+        time.sleep(seconds(0.05))
+        assert server.starts == 0  # running: left alone
+        server.crash()
+        until(lambda: any("ready again" in line for line in said))
+    finally:
+        watch.stop()
+    assert server.starts == 1 and server.stops == 1
+    assert said[0] == "tritonserver exited (signal 11 (SIGSEGV)): restarting it on the same ports"
+
+
+def test_a_server_that_keeps_crashing_is_given_up_on_with_its_log():
+    said: list[str] = []
+    server = FlakyServer()
+    watch = ServerWatch(server, poll_s=0.01, max_restarts=2, window_s=600, say=said.append)  # type: ignore[arg-type]
+    watch.start()
+    try:
+        for restarts in (1, 2):
+            server.crash()
+            until(lambda restarts=restarts: server.starts == restarts and server.alive)
+        server.crash()
+        until(lambda: watch.gave_up)
+    finally:
+        watch.stop()
+    assert server.starts == 2
+    assert "after 2 restarts in 10 min: not restarting it again" in said[-1] and "Signal (11)" in said[-1]
+
+
+def test_stopping_the_watch_ends_a_restart_that_waits_for_readiness():
+    said: list[str] = []
+    server = FlakyServer(ready=False)  # comes back but never gets ready
+    watch = ServerWatch(server, poll_s=0.01, ready_timeout_s=600, say=said.append)  # type: ignore[arg-type]
+    watch.start()
+    server.crash()
+    until(lambda: server.starts == 1)
+    started = time.monotonic()
+    watch.stop()
+    assert watch._thread is not None and not watch._thread.is_alive()
+    assert time.monotonic() - started < seconds(5)
+    assert not any("ready again" in line for line in said)
+
+
+def tritonserver_pids(repo: Path) -> list[int]:
+    """The tritonserver processes serving `repo` (its model stubs mention the repo too)."""
+    pids = []
+    for pid in processes_mentioning(str(repo)):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"/tritonserver"):
+                pids.append(pid)
+    return pids
+
+
+@pytest.mark.server
+def test_a_crashed_tritonserver_is_restarted_while_the_child_runs(tmp_path):
+    repo = tmp_path / "model_repository"
+    (repo / "echo" / "1").mkdir(parents=True)
+    (repo / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    (repo / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    (tmp_path / "child.py").write_text(CHILD)
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark_runtime.serve", "--model-repository", str(repo), "--log-file",
+         str(tmp_path / "tritonserver.log"), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+         "--metrics-port", str(ports[2]), "--then", sys.executable, str(tmp_path / "child.py"), str(tmp_path), "trap"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    server = TritonServer(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
+    try:
+        wait_for(tmp_path / "ready", proc, 120)
+        (crashed,) = tritonserver_pids(repo)
+        os.kill(crashed, signal.SIGSEGV)
+        until(lambda: any("ready again" in line for line in said), 120)
+        assert tritonserver_pids(repo) not in ([], [crashed]) and server.is_ready()
+        assert proc.poll() is None and not (tmp_path / "done").exists()  # the child ran on throughout
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(seconds(60)) == 0
+        reader.join(seconds(10))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert said[0] == "tritonserver exited (signal 11 (SIGSEGV)): restarting it on the same ports\n"
+    assert said[1].startswith("tritonserver ready again in")
+    assert processes_mentioning(str(repo)) == []  # the restarted server and its stub are stopped too
