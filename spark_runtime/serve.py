@@ -401,6 +401,7 @@ class ServerWatch:
                 took = self._wait_ready()
             except (ServerError, OSError) as exc:
                 self._say(f"tritonserver restart failed: {exc}")
+                self.server.stop()  # one that hangs unready is stopped too
                 continue  # the next poll finds it down and tries again, within the limit
             if took is not None:
                 self._say(f"tritonserver ready again in {took:.1f} s")

@@ -239,6 +239,7 @@ class FlakyServer:
 
     def stop(self) -> int:
         self.stops += 1
+        self.alive = False
         return -signal.SIGSEGV
 
     def start(self) -> None:
@@ -354,3 +355,17 @@ def test_a_crashed_tritonserver_is_restarted_while_the_child_runs(tmp_path):
     assert said[0] == "tritonserver exited (signal 11 (SIGSEGV)): restarting it on the same ports\n"
     assert said[1].startswith("tritonserver ready again in")
     assert processes_mentioning(str(repo)) == []  # the restarted server and its stub are stopped too
+
+
+def test_a_restart_that_never_gets_ready_is_stopped_and_tried_again():
+    said: list[str] = []
+    server = FlakyServer(ready=False)
+    watch = ServerWatch(server, poll_s=0.01, ready_timeout_s=0.05, max_restarts=2, say=said.append)  # type: ignore[arg-type]
+    watch.start()
+    try:
+        server.crash()
+        until(lambda: watch.gave_up)
+    finally:
+        watch.stop()
+    assert server.starts == 2
+    assert said.count("tritonserver restart failed: tritonserver not ready 0 s after the restart") == 2
