@@ -9,7 +9,7 @@ authentication, so whoever reaches a port can run every model. With --then, Ctrl
 reaches CMD once and CMD gets --shutdown-grace seconds to exit (a client cancels its streams
 and flushes its memory) before it is killed; then tritonserver and its model stubs are stopped.
 While CMD runs, a tritonserver that exits on its own (a crash) is restarted on the same ports
-(`ServerWatch`): the client retries its failed turns and the stream goes on.
+(`ServerWatch`): the client skips the turns that fail meanwhile and the stream goes on.
 
 The wheel's Python backend needs the stub for the running Python copied beside it, and the
 stub must load this interpreter's libpython (LD_LIBRARY_PATH), with the venv and the repo on
