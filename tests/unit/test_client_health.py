@@ -86,6 +86,14 @@ def test_memory_freed_below_the_heap_s_top_goes_back_to_the_system():
     assert figures["released"] > 30 and figures["total"] == figures["released"]
 
 
+@pytest.fixture
+def counted_releases(monkeypatch) -> list[int]:
+    """Each heap release pass appends 1 here instead of trimming the test process's heap."""
+    calls: list[int] = []
+    monkeypatch.setattr(health, "release_free_heap", lambda: calls.append(1) or True)
+    return calls
+
+
 async def _run_until(release: HeapRelease, done, limit_s: float) -> None:
     task = asyncio.create_task(release.run())
     try:
@@ -99,9 +107,8 @@ async def _run_until(release: HeapRelease, done, limit_s: float) -> None:
 
 
 @needs_malloc_trim
-def test_a_release_pass_waits_for_the_stream_to_be_idle(monkeypatch):
-    calls: list[int] = []
-    monkeypatch.setattr(health, "release_free_heap", lambda: calls.append(1) or True)
+def test_a_release_pass_waits_for_the_stream_to_be_idle(counted_releases):
+    calls = counted_releases
 
     async def main() -> None:
         quiet = asyncio.Event()
@@ -128,9 +135,8 @@ def test_a_release_pass_waits_for_the_stream_to_be_idle(monkeypatch):
 
 
 @needs_malloc_trim
-def test_a_stream_that_never_pauses_still_gets_its_release_pass(monkeypatch):
-    calls: list[int] = []
-    monkeypatch.setattr(health, "release_free_heap", lambda: calls.append(1) or True)
+def test_a_stream_that_never_pauses_still_gets_its_release_pass(counted_releases):
+    calls = counted_releases
 
     async def main() -> None:
         never = asyncio.Event()

@@ -178,9 +178,9 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.server
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_launcher_stops_the_child_then_tritonserver_and_its_stubs(tmp_path, stop):
+def echo_launcher(tmp_path: Path, **popen: object) -> tuple[Path, list[int], subprocess.Popen]:
+    """`python -m spark_runtime.serve --then child.py` on a one-model (echo) repository and
+    three free ports, in a session of its own: (the repository, the ports, the launcher)."""
     repo = tmp_path / "model_repository"
     (repo / "echo" / "1").mkdir(parents=True)
     (repo / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
@@ -194,7 +194,15 @@ def test_a_signal_to_the_launcher_stops_the_child_then_tritonserver_and_its_stub
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        **popen,  # type: ignore[call-overload]
     )  # fmt: skip
+    return repo, ports, proc
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_launcher_stops_the_child_then_tritonserver_and_its_stubs(tmp_path, stop):
+    repo, ports, proc = echo_launcher(tmp_path)
     try:
         wait_for(tmp_path / "ready", proc, 120)  # the child starts once the server is ready
         assert processes_mentioning(str(repo)), "tritonserver is not running"
@@ -319,22 +327,7 @@ def tritonserver_pids(repo: Path) -> list[int]:
 
 @pytest.mark.server
 def test_a_crashed_tritonserver_is_restarted_while_the_child_runs(tmp_path):
-    repo = tmp_path / "model_repository"
-    (repo / "echo" / "1").mkdir(parents=True)
-    (repo / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
-    (repo / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
-    (tmp_path / "child.py").write_text(CHILD)
-    ports = [free_port() for _ in range(3)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spark_runtime.serve", "--model-repository", str(repo), "--log-file",
-         str(tmp_path / "tritonserver.log"), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-         "--metrics-port", str(ports[2]), "--then", sys.executable, str(tmp_path / "child.py"), str(tmp_path), "trap"],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    repo, ports, proc = echo_launcher(tmp_path, stderr=subprocess.PIPE, text=True)
     said: list[str] = []
     reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
