@@ -170,6 +170,40 @@ def test_echo_path_change_reconverges(persona: np.ndarray) -> None:
     assert db(echo[span(9, 12)], residual[span(9, 12)]) >= 20.0
 
 
+def louder_frames(out: np.ndarray, mic: np.ndarray) -> int:
+    """Frames the canceller made more than 1 dB louder than the microphone had them."""
+    return int(np.sum(frame_energy(out) > 1.26 * frame_energy(mic) + 1e-12))
+
+
+def test_muted_speakers_do_not_put_the_persona_into_the_output(persona: np.ndarray) -> None:
+    # Converged on the echo, then the speakers go quiet while the persona plays on: the mic
+    # holds only its noise floor, and the filter's estimate of the echo is no longer in it.
+    ref = persona[: 8 * SR]
+    echo = room(ref, 60, 0.5, seed=2)
+    echo[4 * SR :] = 0.0
+    mic = echo + noise(ref.size)
+    aec = EchoCanceller()
+    out = cancel(aec, mic, ref)
+    assert db(echo[span(2, 4)], (out - mic + echo)[span(2, 4)]) >= 20.0  # it had converged
+    assert louder_frames(out[span(4, 8)], mic[span(4, 8)]) == 0
+    assert db(out[span(4, 8)], mic[span(4, 8)]) < 0.5  # the noise floor, not the persona
+
+
+def test_a_filter_learned_over_double_talk_never_makes_the_echo_louder(
+    persona: np.ndarray, streamer: np.ndarray
+) -> None:
+    # The streamer talks over the persona's first second (nothing learned yet, so no double-talk
+    # detection: the filter learns from both), a pause, then the persona alone.
+    ref = np.concatenate([persona[:SR], np.zeros(SR), persona[SR : 5 * SR]])
+    echo = room(ref, 60, 0.6, seed=3)
+    near = np.zeros_like(ref)
+    near[:SR] = 2.0 * streamer[:SR]
+    mic = echo + near + noise(ref.size)
+    out = cancel(EchoCanceller(), mic, ref)
+    assert louder_frames(out, mic) == 0
+    assert db(echo[span(4, 6)], (out - mic + echo)[span(4, 6)]) >= 15.0  # and it learns the echo after
+
+
 def test_canceller_checks_block_sizes() -> None:
     aec = EchoCanceller()
     with pytest.raises(ValueError):

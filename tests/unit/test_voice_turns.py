@@ -73,6 +73,29 @@ def test_classify_always_answers_with_an_outcome(text, speech_ms, speaking, said
         assert speaking
 
 
+def test_the_personas_voice_is_known_by_its_sound_when_speech_to_text_mishears_it():
+    said = "Mika! I'm so glad you asked. Stay sparky!"
+    # "Mika!" through the speakers, heard by Whisper as "My head!": no word in common
+    assert classify("My head!", speech_ms=320, persona_speaking=True, persona_said=said) == Outcome.TURN
+
+    def heard(text: str, mic: float, cleaned: float) -> str:
+        return classify(
+            text,
+            speech_ms=320,
+            persona_speaking=True,
+            persona_said=said,
+            echo_likeness=mic,
+            echo_likeness_cleaned=cleaned,
+        )
+
+    # its sound follows the playback, before and after the echo canceller (not converged yet)
+    assert heard("My head!", 0.86, 0.55) == Outcome.ECHO
+    # the streamer over a loud echo: the microphone follows the playback, the canceller's output does not
+    assert heard("what was the name of that robot", 0.86, 0.08) == Outcome.TURN
+    # the streamer alone
+    assert heard("what was the name of that robot", 0.05, 0.04) == Outcome.TURN
+
+
 class FakeLoop:
     def __init__(self, turn: int | None = 1, said: str = "") -> None:
         self.current_turn = turn

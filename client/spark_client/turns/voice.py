@@ -59,13 +59,26 @@ def classify(
     persona_said: str,
     backchannel_ms: float = 600.0,
     echo_overlap: float = 0.6,
+    echo_likeness: float = 0.0,
+    echo_likeness_cleaned: float = 0.0,
+    echo_sound: float = 0.8,
+    echo_sound_cleaned: float = 0.2,
 ) -> str:
     """What an utterance is (see `Outcome`). A backchannel only exists while a persona talks
-    and is short; otherwise "yeah" is an answer like any other. An utterance whose words are
-    mostly words the personas just said is their own voice coming back."""
+    and is short; otherwise "yeah" is an answer like any other.
+
+    The personas' own voice coming back is known by its sound or by its words. By its sound:
+    what the microphone heard follows what played (`echo_likeness` at least `echo_sound`) and
+    the echo canceller's output still does (`echo_likeness_cleaned` at least
+    `echo_sound_cleaned`: a canceller that has not converged, or has only half). The streamer
+    talking over a loud echo also makes the first high, but not the second: what the canceller
+    leaves of that is the streamer. By its words: mostly words the personas just said (speech
+    to text often mishears an echo, so not only that)."""
     heard = words(text)
     if not heard or (speech_ms < 1000 and " ".join(heard) in NOISE_TRANSCRIPTS):
         return Outcome.NO_WORDS
+    if echo_likeness >= echo_sound and echo_likeness_cleaned >= echo_sound_cleaned:
+        return Outcome.ECHO
     said = set(words(persona_said))
     if said and sum(w in said for w in heard) / len(heard) >= echo_overlap:
         return Outcome.ECHO
@@ -90,6 +103,10 @@ class VoiceOptions:
     barge_in: bool = True  # speech over a persona pauses it (off: it only queues an answer)
     backchannel_ms: float = 600.0
     echo_window_s: float = 15.0  # the personas' words this recent are compared with a transcript
+    # An utterance whose echo likeness (sources/mic/echo.py) reaches these, as heard and after the
+    # echo canceller, is the personas' voice (see `classify`).
+    echo_sound: float = 0.8
+    echo_sound_cleaned: float = 0.2
     max_hold_s: float = 30.0  # a pause longer than this resumes whatever happened (a lost transcript)
 
 
@@ -143,6 +160,10 @@ class VoiceTurns:
             persona_speaking=speaking,
             persona_said=said,
             backchannel_ms=self.options.backchannel_ms,
+            echo_likeness=utterance.echo_likeness,
+            echo_likeness_cleaned=utterance.echo_likeness_cleaned,
+            echo_sound=self.options.echo_sound,
+            echo_sound_cleaned=self.options.echo_sound_cleaned,
         )
         self._count(outcome)
         record: dict[str, Any] = {
@@ -153,12 +174,18 @@ class VoiceTurns:
             "speech_ms": round(utterance.speech_ms, 1),
             "stt_ms": round(utterance.stt_ms, 1),
             "transcript_ms": round((utterance.transcribed_at - utterance.end_at) * 1000, 1),
+            "echo_likeness": round(utterance.echo_likeness, 3),
+            "echo_likeness_cleaned": round(utterance.echo_likeness_cleaned, 3),
             "cut_in": False,
         }
         record.update(self._hold_fields())
         if outcome != Outcome.TURN:
             if outcome == Outcome.ECHO:
-                log.info("ignored the personas' own voice from the microphone: %r", utterance.text)
+                log.info(
+                    "ignored the personas' own voice from the microphone: %r (echo likeness %.2f)",
+                    utterance.text,
+                    utterance.echo_likeness,
+                )
             self._note(record)
             self._release()
             return

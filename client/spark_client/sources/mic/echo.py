@@ -157,7 +157,14 @@ class EchoCanceller:
     that went clearly worse (double talk got through) is reset from the foreground one.
     Double talk (mic energy well above the echo estimate's, and not explained by it) slows the
     background's adaptation tenfold; an echo path change keeps the energies alike, so the
-    filter keeps learning and re-converges."""
+    filter keeps learning and re-converges.
+
+    The output is never louder than the microphone: a block the foreground filter would make
+    louder (its estimate is wrong: it learned from double talk before it had converged, or the
+    echo is gone, muted speakers) passes through as it came (`bypassed`), and a filter that has
+    done worse than no filter at all over ~160 ms is cleared, to be learned again. Without that,
+    the estimate of the persona's voice would be subtracted from a microphone that does not
+    carry it, and the output would be the persona's voice."""
 
     SMOOTH = 0.5  # per-block smoothing of the energies the decisions use (~3 blocks, 50 ms)
     SMOOTH_LONG = 0.9  # the same over ~10 blocks (160 ms)
@@ -167,6 +174,7 @@ class EchoCanceller:
     DT_COUPLING = 2.0  # ... and the mic 3 dB louder against the reference than echo has been
     COUPLING_DECAY = 0.995  # per block: the learned coupling forgets 1.4 dB a second
     DT_SLOWDOWN = 0.1  # the background's step during double talk
+    DIVERGED = 2.0  # a filter whose error is 3 dB above the mic's energy (over ~160 ms) is cleared
     ADAPTED_ERLE = 10.0  # dB: until the filter first reaches it, no double-talk detection
     PROP_FLOOR = 1.0  # proportionate step: every partition's weight is at least the mean weight
     POWER_SCALE = 0.5  # the partitions' 2B-sample windows overlap by half: count their power once
@@ -198,7 +206,8 @@ class EchoCanceller:
         # Smoothed block energies: mic, foreground and background errors, foreground estimate,
         # and the mic's correlation with that estimate.
         self._s_dd = self._s_ff = self._s_bb = self._s_yy = self._s_dy = 0.0
-        self._l_ff = self._l_bb = 0.0  # the two errors over a longer window
+        self._l_dd = self._l_ff = self._l_bb = 0.0  # the mic and the two errors over a longer window
+        self._bypassed = False
         self._ref_energy = np.zeros(self.partitions + 1)  # per reference block, newest first
         self._coupling = 0.0  # loudest mic energy over loudest recent reference energy, echo only
         self._ref_peak = 0.0  # loudest reference block lately
@@ -218,6 +227,12 @@ class EchoCanceller:
     def double_talk(self) -> bool:
         """Whether the last block looked like near-end speech over the echo."""
         return self._dt
+
+    @property
+    def bypassed(self) -> bool:
+        """Whether the last block came out as the microphone had it: nothing played within the
+        filter's reach, or the filter would have made it louder (nothing of the echo removed)."""
+        return self._bypassed
 
     def process(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """`mic` with the echo of `ref` (what played over the same span) taken out, float32.
@@ -239,6 +254,7 @@ class EchoCanceller:
             # Nothing played within the filter's reach: no echo to remove, nothing to learn.
             self._prev_ref = x
             self._dt = False
+            self._bypassed = True
             return d
         self._ref_energy[1:] = self._ref_energy[:-1]
         self._ref_energy[0] = float(np.dot(x, x))
@@ -263,6 +279,7 @@ class EchoCanceller:
         self._s_yy = a * self._s_yy + (1 - a) * float(np.dot(y_fg, y_fg))
         self._s_dy = a * self._s_dy + (1 - a) * float(np.dot(d, y_fg))
         a = self.SMOOTH_LONG
+        self._l_dd = a * self._l_dd + (1 - a) * s_dd
         self._l_ff = a * self._l_ff + (1 - a) * s_ff
         self._l_bb = a * self._l_bb + (1 - a) * s_bb
 
@@ -292,6 +309,18 @@ class EchoCanceller:
             self._bg[:] = self._fg  # the background filter went wrong: start it again
             self._s_bb, self._l_bb = self._s_ff, self._l_ff
             e_bg = e_fg
+        # No filter at all is the third candidate: one that steadily adds energy is wrong for this
+        # echo path (or there is no echo) and is cleared; the background one only if it is as bad.
+        if self._l_ff > self.DIVERGED * self._l_dd:
+            self._fg[:] = 0.0
+            self._s_ff, self._l_ff = self._s_dd, self._l_dd
+            if self._l_bb > self.DIVERGED * self._l_dd:
+                self._bg[:] = 0.0
+                self._s_bb, self._l_bb = self._s_dd, self._l_dd
+                e_bg = d
+        self._bypassed = s_ff > s_dd
+        if self._bypassed:
+            out, s_ff = d, s_dd  # this block's estimate is no echo the mic carries: keep the mic
 
         if not self._dt:  # echo only (or not known yet): how much is removed
             b = 0.95 if self._erle_known else 0.0
@@ -390,6 +419,40 @@ class EchoGate:
         return 0.0
 
 
+def echo_likeness(heard: np.ndarray, played: np.ndarray, *, max_lag_s: float = ECHO_TAIL_S) -> float:
+    """How much `heard` (an utterance's cleaned samples) is the played reference coming back:
+    the peak normalised cross-correlation of the two waveforms over the delays 0..`max_lag_s`.
+    `played` is the reference from `max_lag_s` before the utterance's first sample up to its
+    last (so ``played.size == heard.size + round(max_lag_s * SAMPLE_RATE)``); heard sample i
+    is compared with played sample i + lag_max - lag.
+
+    The echo of the persona's voice is the played waveform through a room (a delay, a direct
+    sound and reflections): 0.8-0.95 for echo the canceller has not removed yet. Speech from
+    someone else is unrelated to it: under 0.15, also while the persona plays. 0.0 when
+    nothing was played."""
+    heard = np.asarray(heard, dtype=np.float64).reshape(-1)
+    played = np.asarray(played, dtype=np.float64).reshape(-1)
+    lag_max = round(max_lag_s * SAMPLE_RATE)
+    n = heard.size
+    if n == 0 or played.size != n + lag_max:
+        raise ValueError(f"need played.size == heard.size + {lag_max}, got {played.size} and {n}")
+    heard_energy = float(np.dot(heard, heard))
+    if heard_energy <= SILENT_ENERGY * n or _mean_square(played) <= SILENT_ENERGY:
+        return 0.0
+    # Cross-correlation over every delay at once (FFT), each normalised by the energy of the
+    # stretch of the reference it was taken against.
+    size = 1 << (played.size + n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(played, size) * np.conj(np.fft.rfft(heard, size)), size)[: lag_max + 1]
+    cumulative = np.concatenate(([0.0], np.cumsum(played * played)))
+    offsets = np.arange(lag_max + 1)  # offset into played = lag_max - lag
+    stretch = cumulative[offsets + n] - cumulative[offsets]
+    valid = stretch > SILENT_ENERGY * n
+    if not valid.any():
+        return 0.0
+    ncc = np.abs(corr[valid]) / np.sqrt(stretch[valid] * heard_energy)
+    return float(min(1.0, ncc.max()))
+
+
 class EchoSuppressor:
     """The microphone pipeline's echo handling: `clean()` each frame in stream order before the
     VAD, then `gate()` the VAD's probability for that frame. With `enabled=False` (a headset)
@@ -414,6 +477,10 @@ class EchoSuppressor:
     def playing(self) -> bool:
         """Whether anything was played during the last frame's span."""
         return bool(self._ref.size) and bool(np.any(self._ref != 0))
+
+    def reference_for(self, frame: MicFrame) -> np.ndarray:
+        """What played over the frame's span (16 kHz, zeros where nothing did)."""
+        return self._reference_for(frame)
 
     def _reference_for(self, frame: MicFrame) -> np.ndarray:
         key = (frame.index, frame.at)

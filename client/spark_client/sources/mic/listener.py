@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,8 +24,8 @@ from typing import Protocol
 import numpy as np
 
 from spark_client.sources.base import ChatSink
-from spark_client.sources.mic.echo import EchoSuppressor
-from spark_client.sources.mic.frames import SAMPLE_RATE, MicFrame
+from spark_client.sources.mic.echo import ECHO_TAIL_S, EchoSuppressor, echo_likeness
+from spark_client.sources.mic.frames import FRAME_SAMPLES, SAMPLE_RATE, MicFrame
 from spark_client.sources.mic.segmenter import (
     SpeechDiscarded,
     SpeechEnded,
@@ -64,6 +66,10 @@ class Utterance:
     transcribed_at: float
     stt_ms: float
     audio_s: float  # what was sent to speech to text (pre-roll and a little silence included)
+    # How much its sound is the personas' playback coming back (echo.py `echo_likeness`): as the
+    # microphone heard it, and after the echo canceller.
+    echo_likeness: float = 0.0
+    echo_likeness_cleaned: float = 0.0
 
 
 class VoiceSink(Protocol):
@@ -90,6 +96,7 @@ class MicOptions:
     vad: VadOptions = field(default_factory=VadOptions)
     max_waiting: int = 4  # utterances waiting for speech to text; beyond, the oldest is dropped
     stt_timeout_s: float = 10.0
+    echo_check_s: float = 8.0  # an utterance's last this many seconds are compared with the playback
 
 
 class MicListener:
@@ -114,7 +121,9 @@ class MicListener:
         self.options = options
         self.segmenter = SpeechSegmenter(options.vad)
         self._clock = clock
-        self._waiting: asyncio.Queue[tuple[SpeechEnded, asyncio.Task[str] | None] | None] = asyncio.Queue()
+        self._waiting: asyncio.Queue[tuple[SpeechEnded, asyncio.Task[str] | None, tuple[float, float]] | None] = (
+            asyncio.Queue()
+        )
         # the transcript started at the latest pause: (end sample of the speech it holds, its task)
         self._early: tuple[int, asyncio.Task[str]] | None = None
         self.early_used = 0  # utterances whose transcript was started at a pause and used
@@ -122,6 +131,11 @@ class MicListener:
         self.dropped_utterances = 0
         self.failed_transcripts = 0
         self.vad_ms = 0.0  # time spent per frame on echo + VAD (latest), for the perf report
+        # (first sample, samples heard, cleaned, what played over them) of the latest frames, for
+        # `echo_likeness` (bounded: echo_check_s plus the echo tail)
+        self._recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque(
+            maxlen=math.ceil((options.echo_check_s + ECHO_TAIL_S) * SAMPLE_RATE / FRAME_SAMPLES) + 1
+        )
 
     async def run(self, sink: ChatSink | None = None) -> None:
         transcriber = asyncio.create_task(self._transcribe_all(), name="mic-transcriber")
@@ -145,6 +159,7 @@ class MicListener:
         started = time.perf_counter()
         cleaned = self.echo.clean(frame)
         probability = self.echo.gate(cleaned, frame, self.vad(cleaned))
+        self._recent.append((self.segmenter.samples, frame.samples, cleaned, self.echo.reference_for(frame)))
         events = self.segmenter.feed(cleaned, probability)
         self._frame_at = (self.segmenter.samples, frame.at)
         self.vad_ms = (time.perf_counter() - started) * 1000
@@ -166,7 +181,22 @@ class MicListener:
                 if self._early is not None and self._early[0] == event.end_sample:  # nobody spoke since
                     early, self._early = self._early[1], None
                 self._drop_early()
-                self._enqueue(event, early)
+                self._enqueue(event, early, self._echo_likeness(event.start_sample, event.end_sample))
+
+    def _echo_likeness(self, start: int, end: int) -> tuple[float, float]:
+        """`echo_likeness` of samples [start, end) (the last `echo_check_s` of them) as heard and
+        as cleaned, against what played from the echo tail before them on; 0.0 when nothing did."""
+        if not self._recent or end <= start:
+            return 0.0, 0.0
+        first = self._recent[0][0]
+        heard, cleaned, played = (np.concatenate([item[k] for item in self._recent]) for k in (1, 2, 3))
+        lag = round(ECHO_TAIL_S * SAMPLE_RATE)
+        end = min(end, first + heard.size)
+        start = max(start, end - round(self.options.echo_check_s * SAMPLE_RATE), first + lag)
+        if end - start < FRAME_SAMPLES // 2:
+            return 0.0, 0.0
+        span, reference = slice(start - first, end - first), played[start - first - lag : end - first]
+        return echo_likeness(heard[span], reference), echo_likeness(cleaned[span], reference)
 
     def _drop_early(self) -> None:
         """The transcript started at a pause is stale (speech went on) or unwanted: cancelled,
@@ -175,7 +205,7 @@ class MicListener:
             self._early[1].cancel()
             self._early = None
 
-    def _enqueue(self, event: SpeechEnded, early: asyncio.Task[str] | None) -> None:
+    def _enqueue(self, event: SpeechEnded, early: asyncio.Task[str] | None, likeness: tuple[float, float]) -> None:
         if self._waiting.qsize() >= self.options.max_waiting:
             dropped = self._waiting.get_nowait()
             if dropped is not None:
@@ -185,11 +215,11 @@ class MicListener:
                 log.warning(
                     "speech to text is behind: an utterance of %.1f s was dropped", dropped[0].audio.size / SAMPLE_RATE
                 )
-        self._waiting.put_nowait((event, early))
+        self._waiting.put_nowait((event, early, likeness))
 
     async def _transcribe_all(self) -> None:
         while (waiting := await self._waiting.get()) is not None:
-            event, early = waiting
+            event, early, likeness = waiting
             start_at, end_at = self._time_of(event.start_sample), self._time_of(event.end_sample)
             began = self._clock()
             try:
@@ -215,6 +245,8 @@ class MicListener:
                 transcribed_at=done,
                 stt_ms=(done - began) * 1000,
                 audio_s=event.audio.size / SAMPLE_RATE,
+                echo_likeness=likeness[0],
+                echo_likeness_cleaned=likeness[1],
             )
             try:
                 await self.sink.heard(utterance)
