@@ -420,15 +420,16 @@ class EchoGate:
 
 
 def echo_likeness(heard: np.ndarray, played: np.ndarray, *, max_lag_s: float = ECHO_TAIL_S) -> float:
-    """How much `heard` (an utterance's cleaned samples) is the played reference coming back:
-    the peak normalised cross-correlation of the two waveforms over the delays 0..`max_lag_s`.
-    `played` is the reference from `max_lag_s` before the utterance's first sample up to its
-    last (so ``played.size == heard.size + round(max_lag_s * SAMPLE_RATE)``); heard sample i
-    is compared with played sample i + lag_max - lag.
+    """How much `heard` (an utterance's samples, as the mic had them or cleaned) is the played
+    reference coming back: the peak normalised cross-correlation of the two waveforms over the
+    delays 0..`max_lag_s`. `played` is the reference from `max_lag_s` before the utterance's
+    first sample up to its last (so ``played.size == heard.size + round(max_lag_s *
+    SAMPLE_RATE)``); heard sample i is compared with played sample i + lag_max - lag.
 
     The echo of the persona's voice is the played waveform through a room (a delay, a direct
-    sound and reflections): 0.8-0.95 for echo the canceller has not removed yet. Speech from
-    someone else is unrelated to it: under 0.15, also while the persona plays. 0.0 when
+    sound and reflections): 0.8-1.0 for echo the canceller has not removed yet. Speech from
+    someone else is unrelated to it: under 0.15 alone, more when a loud echo is mixed in
+    (0.4-0.65 as heard, under 0.15 once a converged canceller has taken the echo out). 0.0 when
     nothing was played."""
     heard = np.asarray(heard, dtype=np.float64).reshape(-1)
     played = np.asarray(played, dtype=np.float64).reshape(-1)
