@@ -72,6 +72,19 @@ class Utterance:
     echo_likeness_cleaned: float = 0.0
 
 
+# (heard, cleaned, played) samples of an utterance for `echo_likeness`: played starts the echo
+# tail earlier and is as much longer.
+EchoSpan = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _echo_likeness(span: EchoSpan | None) -> tuple[float, float]:
+    """`echo_likeness` of the span as heard and as cleaned; 0.0 for both without one."""
+    if span is None:
+        return 0.0, 0.0
+    heard, cleaned, played = span
+    return echo_likeness(heard, played), echo_likeness(cleaned, played)
+
+
 class VoiceSink(Protocol):
     """What the microphone tells the turn loop, in this order per utterance: started, then
     either discarded (too little speech: a click, a cough) or ended and, once transcribed, heard."""
@@ -121,7 +134,7 @@ class MicListener:
         self.options = options
         self.segmenter = SpeechSegmenter(options.vad)
         self._clock = clock
-        self._waiting: asyncio.Queue[tuple[SpeechEnded, asyncio.Task[str] | None, tuple[float, float]] | None] = (
+        self._waiting: asyncio.Queue[tuple[SpeechEnded, asyncio.Task[str] | None, EchoSpan | None] | None] = (
             asyncio.Queue()
         )
         # the transcript started at the latest pause: (end sample of the speech it holds, its task)
@@ -181,22 +194,23 @@ class MicListener:
                 if self._early is not None and self._early[0] == event.end_sample:  # nobody spoke since
                     early, self._early = self._early[1], None
                 self._drop_early()
-                self._enqueue(event, early, self._echo_likeness(event.start_sample, event.end_sample))
+                self._enqueue(event, early, self._echo_span(event.start_sample, event.end_sample))
 
-    def _echo_likeness(self, start: int, end: int) -> tuple[float, float]:
-        """`echo_likeness` of samples [start, end) (the last `echo_check_s` of them) as heard and
-        as cleaned, against what played from the echo tail before them on; 0.0 when nothing did."""
+    def _echo_span(self, start: int, end: int) -> EchoSpan | None:
+        """Samples [start, end) (the last `echo_check_s` of them) as heard and as cleaned, with
+        what played from the echo tail before them on; None when the frames kept do not reach.
+        Copies: the comparison runs later, off the frame loop."""
         if not self._recent or end <= start:
-            return 0.0, 0.0
+            return None
         first = self._recent[0][0]
         heard, cleaned, played = (np.concatenate([item[k] for item in self._recent]) for k in (1, 2, 3))
         lag = round(ECHO_TAIL_S * SAMPLE_RATE)
         end = min(end, first + heard.size)
         start = max(start, end - round(self.options.echo_check_s * SAMPLE_RATE), first + lag)
         if end - start < FRAME_SAMPLES // 2:
-            return 0.0, 0.0
-        span, reference = slice(start - first, end - first), played[start - first - lag : end - first]
-        return echo_likeness(heard[span], reference), echo_likeness(cleaned[span], reference)
+            return None
+        span = slice(start - first, end - first)
+        return heard[span], cleaned[span], played[start - first - lag : end - first]
 
     def _drop_early(self) -> None:
         """The transcript started at a pause is stale (speech went on) or unwanted: cancelled,
@@ -205,7 +219,7 @@ class MicListener:
             self._early[1].cancel()
             self._early = None
 
-    def _enqueue(self, event: SpeechEnded, early: asyncio.Task[str] | None, likeness: tuple[float, float]) -> None:
+    def _enqueue(self, event: SpeechEnded, early: asyncio.Task[str] | None, span: EchoSpan | None) -> None:
         if self._waiting.qsize() >= self.options.max_waiting:
             dropped = self._waiting.get_nowait()
             if dropped is not None:
@@ -215,13 +229,16 @@ class MicListener:
                 log.warning(
                     "speech to text is behind: an utterance of %.1f s was dropped", dropped[0].audio.size / SAMPLE_RATE
                 )
-        self._waiting.put_nowait((event, early, likeness))
+        self._waiting.put_nowait((event, early, span))
 
     async def _transcribe_all(self) -> None:
         while (waiting := await self._waiting.get()) is not None:
-            event, early, likeness = waiting
+            event, early, span = waiting
             start_at, end_at = self._time_of(event.start_sample), self._time_of(event.end_sample)
             began = self._clock()
+            # compared with the playback in a thread while speech to text runs (~4 ms for half a
+            # second of speech, ~35 ms for 8 s: not in the frame loop)
+            comparing = asyncio.ensure_future(asyncio.to_thread(_echo_likeness, span))
             try:
                 async with asyncio.timeout(self.options.stt_timeout_s):
                     if early is not None:
@@ -232,10 +249,12 @@ class MicListener:
             except (ModelCallError, TimeoutError, asyncio.CancelledError) as exc:  # the person may repeat
                 current = asyncio.current_task()
                 if isinstance(exc, asyncio.CancelledError) and (current is None or current.cancelling()):
+                    comparing.cancel()
                     raise  # the listener itself is stopping (not just the early transcript)
                 self.failed_transcripts += 1
                 log.warning("speech to text failed for an utterance (%s); it was not heard", exc or "timed out")
                 text = ""
+            likeness = await comparing
             done = self._clock()
             utterance = Utterance(
                 text=" ".join(text.split()),
