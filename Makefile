@@ -73,7 +73,8 @@ nemo-env: $(NEMO_ENV_STAMP)
 $(NEMO_ENV_STAMP): requirements/nemo-tts.txt $(STAMP)
 	$(PY) -m build_engines nemo-env
 
-$(ENGINES): $(STAMP)
+# Rebuilt when the CPU build changes (cheap: only what changed is rewritten; adapters retrain only for a new model file).
+$(ENGINES): $(STAMP) build_engines/cpu.py build_engines/packaged.py
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
 serve: $(SERVED)

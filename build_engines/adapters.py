@@ -232,8 +232,8 @@ class AdapterTrainer:
     def check(self, model: Any, persona: PersonaSpec, folder: Path, pair: tuple[str, str, str]) -> dict[str, float]:
         """Writes the GGUF beside the PEFT files and compares transformers + PEFT with llama.cpp +
         GGUF adapter, teacher-forced on one answer: top-token agreement and the mean of the largest
-        logit difference per position (~0.8 from Q4_1 arithmetic alone; ~5 when Q/K rows are not
-        permuted)."""
+        logit difference per position (~0.8 from quantised arithmetic alone, measured on Q4_1; ~5
+        when Q/K rows are not permuted)."""
         import llama_cpp
         import torch
 
