@@ -186,6 +186,7 @@ async def answer_all(
                 chat=[m.text for m in shown],
                 speakers=[*personas, *(m.user for m in shown)],
                 max_sentences=persona.max_sentences,
+                catchphrase=persona.catchphrase,
             )
             run.answers.append(
                 Answer(

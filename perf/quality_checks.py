@@ -50,10 +50,16 @@ def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def sentences(text: str) -> int:
-    ends = list(_SENTENCE_END.finditer(text))
-    tail = text[ends[-1].end() :] if ends else text
-    return len(ends) + (1 if any(ch.isalnum() for ch in tail) else 0)
+def sentences(text: str, *, besides: str = "") -> int:
+    """Sentences in `text`; with `besides` (the persona's catchphrase, its sign-off), those that are
+    only it are not counted."""
+    spans, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        spans.append(text[start : end.end()])
+        start = end.end()
+    spans.append(text[start:])
+    sign_off = tokens(besides)
+    return sum(1 for s in spans if any(ch.isalnum() for ch in s) and not (sign_off and tokens(s) == sign_off))
 
 
 def has_loop(words: list[str]) -> bool:
@@ -79,7 +85,11 @@ class Checker:
     internal: tuple[str, ...]  # instruction texts never to be said
     _seen: set[str] = field(default_factory=set)
 
-    def judge(self, text: str, *, chat: Iterable[str], speakers: Iterable[str], max_sentences: int) -> list[str]:
+    def judge(
+        self, text: str, *, chat: Iterable[str], speakers: Iterable[str], max_sentences: int, catchphrase: str = ""
+    ) -> list[str]:
+        """The checks `text` fails. `max_sentences` is the persona's limit; its `catchphrase` is not
+        counted as one (the persona may close any answer with it)."""
         words = tokens(text)
         names = {s.casefold() for s in speakers if s} | GENERIC_LABELS
         failed = []
@@ -106,7 +116,7 @@ class Checker:
         if key and key in self._seen:
             failed.append("duplicate")
         self._seen.add(key)
-        if sentences(text) > max_sentences:
+        if sentences(text, besides=catchphrase) > max_sentences:
             failed.append("too_long")
         if not words:
             failed.append("empty")

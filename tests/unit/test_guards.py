@@ -93,6 +93,22 @@ def test_the_sentence_limit_cuts_at_the_limit_and_stops():
     assert say(g, "Hello there,", "my friend! And more.") == ("Hello there, my friend!", True)
 
 
+def test_the_catchphrase_may_close_a_full_answer_but_no_other_sentence_may():
+    """The persona's sign-off takes no room; before, any sentence could take the room kept for it
+    (the quality benchmark found 4-sentence answers from personas limited to 3)."""
+    g = guard(max_sentences=2, catchphrase="Stay sparky!")
+    assert say(g, "One.", "Two is here.", "Stay sparky!") == ("One. Two is here. Stay sparky!", True)
+    g = guard(max_sentences=2, catchphrase="Stay sparky!")
+    assert say(g, "One. Two is here.", "Three is too many.", "Stay sparky!") == ("One. Two is here.", True)
+    assert "sentences" in g.reasons
+    g = guard(max_sentences=2, catchphrase="Stay sparky!")
+    assert say(g, "One. Stay sparky! Two. Three. Stay sparky!") == ("One. Stay sparky! Two.", True)
+    g = guard(max_sentences=1, catchphrase="Stay sparky!")
+    assert say(g, "Hello there, my friend! Stay sparky") == ("Hello there, my friend! Stay sparky", True)
+    g = guard(max_sentences=1)  # no catchphrase: the words are an ordinary sentence
+    assert say(g, "Hello there, my friend! Stay sparky!") == ("Hello there, my friend!", True)
+
+
 def test_a_sentence_from_a_recent_answer_is_not_said_again():
     recent = RecentAnswers()
     first = SpeechGuard(GuardContext(speakers=("Spark",)), recent=recent)

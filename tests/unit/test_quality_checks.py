@@ -116,3 +116,12 @@ def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
     assert [a.duplicate for a in judged] == [False, False, False, False, True, False, False]
     assert [a.same_opening for a in judged] == [False, False, False, False, True, True, False]
     assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6, 0]
+
+
+def test_too_long_does_not_count_the_personas_catchphrase():
+    checker = Checker(internal=(RULES,))
+    three = "I love cozy games. Stardew is my favourite. What about you?"
+    kw = {"chat": ("what's your favourite game to play",), "speakers": ("Spark",), "max_sentences": 3}
+    assert checker.judge(f"{three} Stay sparky!", catchphrase="Stay sparky!", **kw) == []
+    assert "too_long" in checker.judge(f"{three} Stay sparky! And one more.", catchphrase="Stay sparky!", **kw)
+    assert "too_long" in checker.judge(f"{three} Bye for now!", catchphrase="Stay sparky!", **kw)

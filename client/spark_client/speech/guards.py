@@ -118,7 +118,7 @@ class GuardContext:
     chat: tuple[str, ...] = ()  # untrusted chat texts shown in the prompt
     speakers: tuple[str, ...] = ()  # names that may show up as labels: chat users and personas
     internal: tuple[str, ...] = ()  # instructions that must never be said (rules, cues)
-    max_sentences: int = 3
+    max_sentences: int = 3  # the catchphrase is not counted: it may close the answer after the last one
     catchphrase: str = ""  # the persona's sign-off: never an answer on its own (see `finish`)
 
 
@@ -228,8 +228,10 @@ class SpeechGuard:
         verdict.text = " ".join(verdict.text.split())
         if not any(ch.isalnum() for ch in verdict.text):
             verdict.text = ""
-        if verdict.text:
-            self._sentences += len(_SENTENCE_END.findall(verdict.text))  # sentences completed so far
+        if verdict.text:  # sentences completed so far, the catchphrase aside
+            self._sentences += sum(
+                1 for s in split_sentences(verdict.text) if _ENDS_SENTENCE.search(s) and not self._sign_off(s)
+            )
             verdict.text = self._let_through(verdict.text)
         self._stopped = verdict.stop
         self.reasons.extend(r for r in verdict.reasons if r not in self.reasons)
@@ -412,14 +414,28 @@ class SpeechGuard:
         index = cut - before
         return (text[: spans[index][0]].rstrip(" ,;:-") if index < len(spans) else text), True
 
+    def _sign_off(self, sentence: str) -> bool:
+        return bool(self.context.catchphrase) and is_catchphrase(sentence, self.context.catchphrase)
+
     def _limit_sentences(self, text: str) -> tuple[str, bool]:
+        """Cuts `text` after the answer's last sentence (`max_sentences`). The catchphrase is not
+        one of them: said anywhere, it takes no room, and right after the last sentence it closes
+        the answer. So a full answer stops at the next sentence that is not the catchphrase."""
         room = self.context.max_sentences - self._sentences
-        if room <= 0:
-            return "", True
-        ends = list(_SENTENCE_END.finditer(text))
-        if len(ends) > room or (len(ends) == room and text[ends[-1].end() :].strip()):
-            return text[: ends[room - 1].end()], True
-        return text, False
+        kept = 0  # how much of `text` may be said
+        for end in _SENTENCE_END.finditer(text):
+            if self._sign_off(text[kept : end.end()]):
+                kept = end.end()
+                if room <= 0:
+                    return text[:kept], True
+                continue
+            if room <= 0:
+                return text[:kept], True
+            room, kept = room - 1, end.end()
+        tail = text[kept:]
+        if room <= 0 and tail.strip() and not self._sign_off(tail):
+            return text[:kept], True
+        return text, room <= 0 and bool(tail.strip())
 
 
 def _loop_start(tokens: list[str]) -> int | None:

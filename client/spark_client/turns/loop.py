@@ -694,8 +694,7 @@ class TurnLoop:
             style=self.options.prompt_style,
         )
         if request.answer.source == GAME_SOURCE and not state.reacting:  # a remark on the game, not a speech
-            sentences = GAME_LINE_SENTENCES + (1 if state.persona.catchphrase else 0)
-            return replace(context, max_sentences=min(context.max_sentences, sentences))
+            return replace(context, max_sentences=min(context.max_sentences, GAME_LINE_SENTENCES))
         return context
 
     async def _recall(self, message: ChatMessage) -> Recalled:

@@ -130,8 +130,8 @@ def guard_context(
         chat=tuple(m.text for m in shown),
         speakers=(*names, *(m.user for m in shown), *speakers),
         internal=(style.rules, *cues, SILENCE_CUE.split("{topic}")[0]),
-        # a trained catchphrase closes the answer: it gets a sentence of its own
-        max_sentences=persona.max_sentences + (1 if persona.catchphrase else 0),
+        # the catchphrase is not counted: it may close the answer after the last sentence
+        max_sentences=persona.max_sentences,
         catchphrase=persona.catchphrase,
     )
 
