@@ -16,12 +16,16 @@ from spark_runtime.triton_model import REJECTED_METRIC, counter, int_param, mode
 from spark_runtime.triton_serving import CANCEL_CONFIG_KEY, DEFAULT_MAX_QUEUED, DecoupledRunner
 
 METRIC_INTERVAL_S = 0.2
-# After the first token, deltas may go out merged at most this often (fewer stub round trips).
-# Off: an A/B of `python -m perf --only overhead` on 2 cores gave 8.1 / 7.1 % served overhead at 0
-# against 6.3 / 9.0 % at 25 ms, no difference beyond noise, while a held delta delays the
-# first speakable piece by up to the interval. Worth measuring again where a GPU decodes several
-# streams at hundreds of tokens per second.
-RESPONSE_INTERVAL_S = 0.0
+# After the first token, deltas go out merged at most this often: each response is a round trip
+# through the stub taken from the cores that decode (~0.5 ms on 2 cores; a token takes 9-13 ms).
+# A delta that follows punctuation goes at once (`ends_at_boundary`): a client cuts its speakable
+# pieces there (spark_client/speech/chunker.py), so the hold delays no piece cut at punctuation
+# (only a first piece cut after enough words without any may wait up to the interval).
+RESPONSE_INTERVAL_S = 0.04
+# Where a reader may cut once the next word starts: sentence and clause marks, with the closing
+# quotes and brackets that may follow them.
+_BOUNDARY_MARKS = ".!?…,;:—–"
+_CLOSERS = "\"')]*”’"
 
 
 def _text_tensor(text: str) -> np.ndarray:
@@ -41,6 +45,15 @@ def join_text_outputs(outputs: list[Mapping[str, np.ndarray]]) -> dict[str, np.n
     text = b"".join(bytes(o["text_output"].reshape(-1)[0]) for o in outputs)
     joined["text_output"] = np.array([[text]], dtype=object)
     return joined
+
+
+def ends_at_boundary(outputs: Mapping[str, np.ndarray]) -> bool:
+    """Whether a delta's text ends in punctuation a reader may cut a piece after."""
+    value = outputs.get("text_output")
+    if value is None:
+        return False
+    text = bytes(value.reshape(-1)[0]).decode("utf-8", errors="ignore").rstrip().rstrip(_CLOSERS)
+    return bool(text) and text[-1] in _BOUNDARY_MARKS
 
 
 class LLMService:
@@ -86,6 +99,7 @@ class LLMService:
             merge=join_text_outputs,
             generation_threads=streams,
             merge_interval_s=RESPONSE_INTERVAL_S,
+            merge_boundary=ends_at_boundary,
             pass_cancel=True,
         )
 

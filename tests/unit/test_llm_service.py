@@ -59,3 +59,16 @@ def test_a_stream_that_ends_before_its_first_token_still_says_what_was_read(monk
     sender = served(ReadingEngine(23, []), monkeypatch)
     assert counts(sender) == [23]
     assert [a.reshape(-1)[0] for a in sender.outputs("text_output")] == [b""]
+
+
+def test_a_delta_ends_at_a_boundary_where_a_reader_may_cut_a_piece_after_it():
+    import numpy as np
+
+    from spark_runtime.llm_service import ends_at_boundary
+
+    def delta(text: str) -> dict:
+        return {"text_output": np.array([[text.encode()]], dtype=object)}
+
+    assert all(ends_at_boundary(delta(t)) for t in ("Hi,", " there.", ' wow!"', " (yes)?", " so:", "…", " end.\n"))
+    assert not any(ends_at_boundary(delta(t)) for t in ("", " word", " [happy]", " 3", '"', " é"))
+    assert not ends_at_boundary({"prefill_tokens": np.array([[3]], dtype=np.int32)})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from spark_runtime.errors import RequestError
-from spark_runtime.llm_service import join_text_outputs
-from spark_runtime.triton_serving import DecoupledRunner
+from spark_runtime.llm_service import ends_at_boundary, join_text_outputs
+from spark_runtime.triton_serving import CANCEL_CHECK_S, DecoupledRunner
 from tests.fakes import pb_utils
 from tests.timing import seconds
 
@@ -134,6 +134,59 @@ def test_with_an_interval_the_first_delta_goes_alone_and_the_rest_in_few_respons
     assert deltas[0] == "first " and "".join(deltas) == "first " + "".join(f"w{i} " for i in range(40)) + "end"
     assert len(deltas) <= 12  # 40 steps of >= 5 ms at most every 100 ms, not one response per step
     assert [int(a.reshape(-1)[0]) for a in request.sender.outputs("prefill_tokens")] == [3]  # merged, kept
+    runner.close()
+
+
+def test_with_an_interval_a_delta_after_punctuation_goes_at_once_with_what_was_held():
+    """A client cuts a speakable piece after punctuation once the next word starts: that word is
+    not held for the interval (here 60 s, which the test would wait for if it were)."""
+    sent_one, sent_two = threading.Event(), threading.Event()
+    seen = []
+
+    def handler(inputs):
+        yield text("Hello")
+        assert sent_one.wait(seconds(5))  # the first response went alone: the interval runs from it
+        yield text(" there,")
+        yield text(" friend")
+        seen.append(sent_two.wait(seconds(10)))  # the engine goes on decoding; the client has its piece
+        yield text(" and more")
+
+    class Watching(pb_utils.ResponseSender):
+        def send(self, response=None, flags=0):
+            super().send(response, flags)
+            sent_one.set()
+            if b" friend" in b"".join(bytes(a.reshape(-1)[0]) for a in self.outputs("text_output")):
+                sent_two.set()
+
+    runner = DecoupledRunner(
+        pb_utils, handler, max_workers=1, merge=join_text_outputs, merge_interval_s=60, merge_boundary=ends_at_boundary
+    )
+    request = pb_utils.InferenceRequest()
+    request.sender = Watching()
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(20))
+    deltas = [bytes(a.reshape(-1)[0]).decode() for a in request.sender.outputs("text_output")]
+    assert seen == [True] and "".join(deltas) == "Hello there, friend and more"
+    assert deltas[-1] == " and more"  # the end of the stream is not held either
+    runner.close()
+
+
+def test_the_server_is_asked_about_a_client_cancel_at_intervals_not_before_every_response():
+    """`is_cancelled()` is a stub round trip like a send: a token stream asks it at most every
+    CANCEL_CHECK_S, and still stops once the client cancels (test_cancel_stops_the_handler...)."""
+
+    def handler(inputs):
+        for i in range(500):
+            yield {"out": np.array([i])}
+
+    runner = DecoupledRunner(pb_utils, handler, max_workers=1)
+    request = pb_utils.InferenceRequest()
+    started = time.monotonic()
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(10))
+    elapsed = time.monotonic() - started
+    assert len(request.sender.outputs("out")) == 500
+    assert request.sender.cancel_checks <= 2 + elapsed / CANCEL_CHECK_S
     runner.close()
 
 
