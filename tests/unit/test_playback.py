@@ -128,6 +128,28 @@ def test_a_block_that_cannot_be_played_is_skipped_so_the_turn_is_not_stalled():
     assert player.unplayed_seconds(1) == 0
 
 
+def test_a_turn_cut_and_forgotten_at_once_stops_within_a_block_and_the_next_turn_is_heard():
+    """The turn loop forgets a cut turn as soon as it is recorded, which can be before the player
+    reaches its next block: the item it was playing must still stop there, not play to its end."""
+
+    async def scenario() -> Player:
+        player = Player(None, None, block_ms=10)
+        runner = asyncio.create_task(player.run())
+        player.enqueue(PlaybackItem(1, 0, np.zeros(8000 * 5, np.float32), 8000))  # 5 s
+        await asyncio.wait_for(player.wait_ahead_below(1, 4.99), seconds(10))  # it is playing
+        player.interrupt(1)
+        player.forget(1)  # in the same step, as a turn that is recorded at once
+        player.enqueue(PlaybackItem(2, 0, np.zeros(80, np.float32), 8000))
+        await asyncio.wait_for(player.drain(2), seconds(10))
+        runner.cancel()
+        return player
+
+    player = asyncio.run(scenario())
+    assert player.seconds_played < 1  # turn 1's 5 s item stopped at once, then turn 2's 10 ms played
+    assert player.unplayed_seconds(2) == 0 and 2 in player.first_audio_at
+    player.close()
+
+
 def test_the_session_recording_rotates_into_valid_parts(tmp_path: Path):
     wav = SessionWav(tmp_path / "session.wav", 8000, max_part_s=0.5)
     tone = (0.5 * np.sin(np.linspace(0, 2 * np.pi * 440 * 1.2, 9600))).astype(np.float32)  # 1.2 s

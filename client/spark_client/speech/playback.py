@@ -90,6 +90,7 @@ class Player:
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _played_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _dropping: set[int] = field(default_factory=set, init=False)
+    _holding: int | None = field(default=None, init=False)  # the turn of the item being played
     progress: dict[tuple[int, int], PieceProgress] = field(default_factory=dict, init=False)
     first_audio_at: dict[int, float] = field(default_factory=dict, init=False)  # turn -> monotonic clock
     # turn -> (start, end) seconds of its audio in the session recording, for clips and checks
@@ -153,7 +154,10 @@ class Player:
         return any(not p.done for p in self.progress.values())
 
     def forget(self, turn: int) -> None:
-        self._dropping.discard(turn)
+        """Drops what is kept about `turn`. A cut turn whose item is still being played stays cut
+        until that item stops (at its next block): forgotten at once, it would play to its end."""
+        if self._holding != turn:
+            self._dropping.discard(turn)
         for key in [k for k in self.progress if k[0] == turn]:
             del self.progress[key]
         self.first_audio_at.pop(turn, None)
@@ -186,12 +190,17 @@ class Player:
                 continue
             progress = self.progress.setdefault((item.turn, item.piece), PieceProgress(queued=item.pcm.size))
             done_before = progress.played + progress.skipped
+            self._holding = item.turn
             try:
                 next_at = await self._play_item(item, progress, block_s, max(next_at, time.monotonic()))
             except Exception:  # one bad chunk must not silence the rest of the stream
                 log.exception("playback failed for turn %d piece %d", item.turn, item.piece)
                 progress.skipped += max(0, done_before + item.pcm.size - progress.played - progress.skipped)
                 self._played_block.set()
+            finally:
+                self._holding = None
+                if not any(k[0] == item.turn for k in self.progress):  # forgotten while it played
+                    self._dropping.discard(item.turn)
             self._idle.set()
 
     async def _play_item(self, item: PlaybackItem, progress: PieceProgress, block_s: float, next_at: float) -> float:
