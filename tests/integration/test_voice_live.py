@@ -134,8 +134,8 @@ def test_talking_over_the_persona_stops_it_cancels_its_streams_and_is_answered(t
     before = cancelled_streams(triton)
     # The story has played for a couple of seconds and is still being generated when the words
     # begin (300 tokens: ~4 s of decoding on 2 cores). The answer to "Stop!" is a story too, as
-    # long as the model likes: at twice the speed, 300 tokens are ~45 s of speech, inside the
-    # client's 60 s for a whole turn (a 1000-token story was not, once the model's rounding changed).
+    # long as the model likes: at twice the speed, 300 tokens are at most ~45 s of speech, which
+    # keeps the test short (a greedy 1000-token story took 85 s).
     records, output = run_live(
         triton,
         tmp_path,

@@ -54,7 +54,12 @@ GAME_LINE_SENTENCES = 1
 
 @dataclass(frozen=True)
 class LoopOptions:
-    turn_timeout_s: float = 60.0  # a whole turn, speech included
+    # A turn is cut when it makes no progress (no LLM text, no synthesised audio, no audio played)
+    # for `stall_timeout_s`, longer than the model calls' own deadlines (20 s to a first response,
+    # 10 s between responses: speech/triton.py), which name what stalled; `turn_timeout_s` is
+    # the most a whole turn may take, a long story spoken included.
+    stall_timeout_s: float = 30.0
+    turn_timeout_s: float = 600.0
     prompt_budget_tokens: int = 1500
     max_backoff_s: float = 30.0
     cancel_wait_s: float = 5.0  # how long a cancelled turn may take to wind down
@@ -95,6 +100,7 @@ class _TurnState:
     stopping: bool = False  # the loop itself is being cancelled
     failure: ModelCallError | None = None  # what the loop backs off for after the turn
     answer: AnswerAttempts | None = None  # the LLM's attempts and the guards that judged them
+    steps: int = 0  # LLM deltas, pieces and audio chunks so far: what the stall watch sees move
 
     @property
     def generated(self) -> str:
@@ -506,15 +512,16 @@ class TurnLoop:
         if kind.persona_to_persona or (kind is TurnKind.ANSWER and game_remark):
             mark_urgent = self.queue.urgent_mark()
             watchers.add(asyncio.create_task(self.queue.wait_urgent(mark_urgent), name=f"turn-{state.number}-urgent"))
+        stall = asyncio.create_task(self._stalled(state), name=f"turn-{state.number}-stall")
+        watchers.add(stall)
         try:
-            done, _ = await asyncio.wait(
-                {turn, *watchers}, timeout=self.options.turn_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({turn, *watchers}, return_when=asyncio.FIRST_COMPLETED)
             if turn not in done:
-                timings.interrupted = bool(done)
-                if not done:
-                    timings.failed = f"turn exceeded {self.options.turn_timeout_s:.0f} s"
+                if stall in done:
+                    timings.failed = stall.result()
                     state.failure = ModelCallError("turn", timings.failed, retryable=True)
+                else:
+                    timings.interrupted = True
                 await self._stop(turn, state)
             elif (error := turn.exception()) is not None:
                 raise error
@@ -541,6 +548,24 @@ class TurnLoop:
             finally:
                 self._current = None  # moderation arriving while the turn is recorded still finds it
         return state
+
+    async def _stalled(self, state: _TurnState) -> str:
+        """Returns why `state`'s turn should be cut, once it has made no progress for the stall
+        limit or run for the whole-turn limit. Progress: LLM text, a piece, synthesised audio,
+        audio played (its unplayed seconds move), or playback paused (the streamer is talking)."""
+        options = self.options
+        started = last = time.monotonic()
+        seen: tuple[int, float] | None = None
+        while True:
+            await asyncio.sleep(min(0.5, options.stall_timeout_s / 4))
+            now = time.monotonic()
+            if now - started >= options.turn_timeout_s:
+                return f"turn exceeded {options.turn_timeout_s:g} s"
+            mark = (state.steps, self.player.unplayed_seconds(state.number))
+            if mark != seen or self.player.paused:
+                seen, last = mark, now
+            elif now - last >= options.stall_timeout_s:
+                return f"turn made no progress for {options.stall_timeout_s:g} s"
 
     async def _stop(self, turn: asyncio.Task[None], state: _TurnState) -> None:
         """Cuts `state`'s turn: playback within a block, its server streams, the mouth."""
@@ -574,6 +599,7 @@ class TurnLoop:
         pieces: asyncio.Queue[SpeakablePiece | None] = asyncio.Queue()
 
         def seen(delta: str) -> None:
+            state.steps += 1
             timings.mark("llm_first_token_ms")
 
         if state.kind is TurnKind.LINE:  # the streamer's words: no memory, no prompt, no LLM
@@ -585,6 +611,7 @@ class TurnLoop:
         async def generate() -> None:
             try:
                 async for piece in stream:
+                    state.steps += 1
                     timings.mark("first_piece_ms")
                     pieces.put_nowait(piece)
             finally:
@@ -605,6 +632,7 @@ class TurnLoop:
                 first = True
                 voice = timings.voice = self._voice(state.persona)
                 async for chunk in self.tts.stream(piece.text, voice=voice, speed=state.persona.speed):
+                    state.steps += 1
                     timings.mark("tts_first_chunk_ms")
                     on_start = self._expressions(state.persona, piece.emotions, timings) if first else None
                     self.player.enqueue(
