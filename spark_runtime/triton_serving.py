@@ -61,9 +61,9 @@ EARLY_CANCELS_KEPT = 256  # cancels for ids not (yet) running, remembered in cas
 DEFAULT_MAX_QUEUED = 4  # admitted requests that may wait for a worker, beyond those running
 CANCEL_POLL_S = 0.05  # with a merge: how often cancellation is checked while nothing is produced
 # How often a running stream asks the server whether its client cancelled. `is_cancelled()` is a
-# round trip through the stub like a send; asked before every response it doubled the IPC of a
-# token stream (served llm 7.2 % slower than in-process, ~0.6 ms a response on 2 cores). An
-# in-band cancel (the `stop` event, what spark-client sends) is seen at every step still.
+# round trip through the stub like a send; asked before every response, it made two round trips
+# of each response (the served llm was 7.2 % slower than in-process on 2 cores). An in-band
+# cancel (the `stop` event, what spark-client sends) is still seen at every step.
 CANCEL_CHECK_S = 0.05
 PRODUCER_JOIN_S = 30.0  # a cancelled handler stops at its next step; a prefill step can be long
 
@@ -92,7 +92,7 @@ def coalesced(
     stream sends fewer, larger responses (each is an IPC round trip through the stub, taken from
     the same cores that decode). An output that follows one `boundary` accepts (for the LLM: text
     ending in punctuation, where the reader may cut a speakable piece once the next word starts)
-    goes at once with whatever is held, so the interval never delays a piece the reader waits for.
+    goes at once with whatever is held, so the interval does not delay a piece cut there.
 
     The pool's threads live as long as the model: engines keep per-thread state (OpenMP thread
     teams in llama.cpp), which a new thread per request would multiply.
