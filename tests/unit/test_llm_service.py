@@ -4,7 +4,9 @@ ends the answer before its first token."""
 
 from __future__ import annotations
 
-from spark_runtime.llm_service import LLMService
+import numpy as np
+
+from spark_runtime.llm_service import LLMService, ends_at_boundary
 from spark_runtime.paths import ENGINE_DIR_ENV
 from tests.fakes import pb_utils
 from tests.timing import seconds
@@ -62,10 +64,6 @@ def test_a_stream_that_ends_before_its_first_token_still_says_what_was_read(monk
 
 
 def test_a_delta_ends_at_a_boundary_where_a_reader_may_cut_a_piece_after_it():
-    import numpy as np
-
-    from spark_runtime.llm_service import ends_at_boundary
-
     def delta(text: str) -> dict:
         return {"text_output": np.array([[text.encode()]], dtype=object)}
 

@@ -104,6 +104,19 @@ class Stream:
             await asyncio.sleep(0.01)
 
 
+def offered_at_once(*messages: ChatMessage, llm: ScriptedLLM, tts: FakeTTS, options: LoopOptions) -> Stream:
+    """The stream after `messages` were offered together and the loop finished."""
+
+    async def scenario() -> Stream:
+        async with Stream(llm=llm, tts=tts, options=options) as s:
+            for message in messages:
+                s.queue.offer(message)
+            await s.finish()
+            return s
+
+    return asyncio.run(scenario())
+
+
 def answered(*texts: str, llm: ScriptedLLM, memory: object = None) -> Stream:
     """The stream after mika sent `texts` one by one, each once the one before was answered, and
     the loop finished (its end-of-stream work too)."""
@@ -201,16 +214,13 @@ def test_a_full_disk_for_metrics_and_a_failing_listener_do_not_end_the_stream():
 
 
 def test_a_turn_that_stalls_backs_off_and_the_stream_goes_on():
-    async def scenario():
-        llm = ScriptedLLM(answers=["This piece is stuck forever.", "This one plays."])
-        options = LoopOptions(stall_timeout_s=0.3, max_backoff_s=0.2, cancel_wait_s=seconds(2))
-        async with Stream(llm=llm, tts=FakeTTS(hang_on="stuck"), options=options) as s:
-            s.queue.offer(chat("one", user="a"))
-            s.queue.offer(chat("two", user="b"))
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    s = offered_at_once(
+        chat("one", user="a"),
+        chat("two", user="b"),
+        llm=ScriptedLLM(answers=["This piece is stuck forever.", "This one plays."]),
+        tts=FakeTTS(hang_on="stuck"),
+        options=LoopOptions(stall_timeout_s=0.3, max_backoff_s=0.2, cancel_wait_s=seconds(2)),
+    )
     (_, _, _, timed_out), (_, _, spoken, ok) = s.said
     assert timed_out["failed"] == "turn made no progress for 0.3 s" and not timed_out["interrupted"]
     assert s.loop.backoffs == [0.2]  # min(max_backoff_s, 1 s) after the first failure
@@ -226,33 +236,27 @@ def test_a_long_answer_is_not_cut_while_it_makes_progress():
     """A story spoken for ~10 times the stall limit: its pieces and audio keep coming, so it is
     said whole (a fixed limit on the whole turn cut such answers while they were being spoken)."""
 
-    async def scenario():
-        llm = ScriptedLLM(answers=[STORY], token_delay_s=0.005)
-        options = LoopOptions(stall_timeout_s=0.3, turn_timeout_s=seconds(20), cancel_wait_s=seconds(2))
-        async with Stream(llm=llm, tts=FakeTTS(seconds_per_word=0.03), options=options) as s:
-            s.queue.offer(chat("tell me a long story"))
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+    s = offered_at_once(
+        chat("tell me a long story"),
+        llm=ScriptedLLM(answers=[STORY], token_delay_s=0.005),
+        tts=FakeTTS(seconds_per_word=0.03),
+        options=LoopOptions(stall_timeout_s=0.3, turn_timeout_s=seconds(20), cancel_wait_s=seconds(2)),
+    )
     ((_, _, spoken, timings),) = s.said
     assert not timings["failed"] and spoken == STORY
     assert timings["llm_first_token_ms"] is not None
 
 
 def test_a_turn_past_the_whole_turn_limit_is_cut_even_while_it_makes_progress():
-    async def scenario():
-        llm = ScriptedLLM(answers=[STORY, "This one plays."], token_delay_s=0.005)
-        options = LoopOptions(
+    s = offered_at_once(
+        chat("tell me a long story", user="a"),
+        chat("and then?", user="b"),
+        llm=ScriptedLLM(answers=[STORY, "This one plays."], token_delay_s=0.005),
+        tts=FakeTTS(seconds_per_word=0.03),
+        options=LoopOptions(
             stall_timeout_s=seconds(10), turn_timeout_s=0.5, max_backoff_s=0.05, cancel_wait_s=seconds(2)
-        )
-        async with Stream(llm=llm, tts=FakeTTS(seconds_per_word=0.03), options=options) as s:
-            s.queue.offer(chat("tell me a long story", user="a"))
-            s.queue.offer(chat("and then?", user="b"))
-            await s.finish()
-            return s
-
-    s = asyncio.run(scenario())
+        ),
+    )
     (_, _, cut, cut_timings), (_, _, spoken, ok) = s.said
     assert cut_timings["failed"] == "turn exceeded 0.5 s" and cut.endswith(" —")  # what was heard, marked as cut
     assert STORY.startswith(cut.removesuffix(" —"))
