@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.grpc import InferInput, InferResult
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, InferResult, KeepAliveOptions
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,27 @@ def infer_input(name: str, value: Any) -> InferInput:
     tensor = InferInput(name, list(array.shape), dtype)
     tensor.set_data_from_numpy(array)
     return tensor
+
+
+# gRPC waits longer and longer (1.6x, up to 2 minutes) between tries to reach a server that went
+# away; a restarted Triton (seconds) would then be seen only at the next try. At most 1 s between
+# tries, the turn loop sees it ready within about a second.
+MAX_RECONNECT_BACKOFF_MS = 1000
+
+
+def _channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own channel options (message sizes, keepalive) and the reconnect bound."""
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
 
 
 CANCEL_CONFIG_KEY = "cancel_parameter"  # as in spark_runtime/triton_serving.py (the client ships alone)
@@ -145,7 +166,7 @@ class TritonModels:
     def _client(self, model: str) -> grpcaio.InferenceServerClient:
         url = self.url(model)
         if url not in self._clients:
-            self._clients[url] = grpcaio.InferenceServerClient(url)
+            self._clients[url] = grpcaio.InferenceServerClient(url, channel_args=_channel_args())
         return self._clients[url]
 
     async def stream(self, model: str, inputs: list[InferInput]) -> AsyncIterator[InferResult]:
