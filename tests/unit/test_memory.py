@@ -60,7 +60,7 @@ def test_moderation_forgets_one_message_or_one_user_but_not_the_whole_past(tmp_p
     assert left.lines == ("friend said: hello there / Spark answered: Hi!",)
 
 
-def test_an_unavailable_embedding_model_costs_the_memory_not_the_turn(tmp_path: Path):
+def test_an_unavailable_embedding_model_costs_the_memory_not_the_turn(tmp_path: Path, caplog):
     async def scenario():
         embed = HashEmbedder()
         memory = Memory.open(embed, path=tmp_path)
@@ -68,9 +68,17 @@ def test_an_unavailable_embedding_model_costs_the_memory_not_the_turn(tmp_path: 
         embed.fail = True
         recalled = await memory.recall(said("a", "hello", "1", "m2"))
         await memory.remember(said("a", "again", "1", "m3"), "Hi again!", "Spark")  # dropped, no error
-        return recalled.lines, await memory.count()
+        embed.fail = False  # the server is back
+        back = await memory.recall(said("a", "hello", "1", "m4"))
+        embed.fail = True  # and gone again: the streamer is told again
+        await memory.recall(said("a", "are you there?", "1", "m5"))
+        return recalled.lines, back.lines, await memory.count()
 
-    assert asyncio.run(scenario()) == ((), 1)
+    with caplog.at_level("WARNING", logger="spark_client.memory.service"):
+        gone, back, count = asyncio.run(scenario())
+    assert gone == () and back and count == 1
+    told = [r.getMessage().split(" (")[0] for r in caplog.records]
+    assert told == ["memory unavailable", "memory available again", "memory unavailable"]
 
 
 def test_the_prune_pass_runs_at_start_and_keeps_what_still_matters(tmp_path: Path):

@@ -238,6 +238,9 @@ class Memory:
             return Recalled(ms=(time.perf_counter() - started) * 1000)
         finally:
             owned = await loading if loading is not None else self._owned.get(user, [])
+        if self._warned:  # back (a server restarted): a later outage is told again
+            log.warning("memory available again")
+            self._warned = False
         found = await asyncio.to_thread(candidates, self.store, vector, owned, self.options.candidates)
         now = self._clock()
         recalled = select(found, user=message.user, now=now, options=self.options, exclude=exclude, shown=shown)
