@@ -38,6 +38,7 @@ class TurnTimings:
     marks: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     failed: str = ""
+    retried: bool = False  # failed before anything was heard: its message goes back to be answered again
     spoken: str = ""
     guards: list[str] = field(default_factory=list)  # output guards that changed the answer
     emotions: list[str] = field(default_factory=list)  # expressions shown, as their audio started
@@ -65,6 +66,7 @@ class TurnTimings:
         data = {"event": "turn", "turn": self.turn, "kind": self.kind, "user": self.user, "persona": self.persona}
         data.update({stage: round(self.marks[stage], 1) if stage in self.marks else None for stage in STAGES})
         data.update({"interrupted": self.interrupted, "failed": self.failed, "spoken": self.spoken})
+        data["retried"] = self.retried
         data["guards"] = list(self.guards)
         data["emotions"] = list(self.emotions)
         data["memories"] = list(self.memories)

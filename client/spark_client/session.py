@@ -139,7 +139,8 @@ class LiveSession:
         elif record["interrupted"]:
             status = " (interrupted)"
         else:
-            status = f" (failed: {record['failed']})" if record["failed"] else ""
+            again = "; answering it again" if record.get("retried") else ""
+            status = f" (failed: {record['failed']}{again})" if record["failed"] else ""
         self.print(f"{persona.name}: {spoken or '…'}{status}")
         self.print(timings_line(record))
         if self.screen_hub is not None:
@@ -211,6 +212,7 @@ class LiveSession:
                 memory=memory,
                 options=self.settings.loop,
                 on_said=self._said,
+                models_ready=self.check_models,
             )
             if self.settings.screen is not None:
                 await self._start_screen(player, memory, tasks)

@@ -18,7 +18,7 @@ from spark_client.turns.prompt import (
     shown_in_history,
     system_prompt,
 )
-from spark_client.turns.queue import ChatQueue
+from spark_client.turns.queue import ChatQueue, TurnRequest
 
 DEFAULT_PERSONAS = shipped_personas()
 
@@ -184,6 +184,41 @@ def test_chat_already_shown_in_a_prompt_is_not_shown_again():
     queue.offer(third)
     later = queue._take()
     assert later.answer is third and later.context == ()
+
+
+def test_a_message_put_back_after_a_failed_turn_is_answered_again_with_its_context_once():
+    queue = ChatQueue(context_size=4)
+    aside, question = msg("hi all", user="b"), msg("@Spark what game do you like?", user="a", mentions_bot=True)
+    queue.offer(aside)
+    queue.offer(question)
+    failed = queue._take()
+    assert failed.answer is question and failed.context == (aside,)
+    assert queue.retry(failed) and queue.pending == 2 and queue.counts["retried"] == 1
+    again = queue._take()  # the same message as it was: the same context, its age kept
+    assert again.answer is question and again.context == (aside,) and again.answer.received_at == question.received_at
+    assert not queue.retry(again)  # once: a message that makes every turn fail is not tried for ever
+    assert queue.counts["answered"] == 1 and queue._take().answer is aside
+
+
+def test_a_message_put_back_still_goes_stale_and_moderation_during_its_turn_still_reaches_it():
+    queue = ChatQueue(max_age_s=60)
+    old = ChatMessage(source="t", user="a", text="hello?", message_id="m1", received_at=time.monotonic() - 61)
+    assert queue.retry(TurnRequest(old, ())) and queue._take() is None and queue.counts["dropped_stale"] == 1
+
+    troll, friend = msg("bad words", user="troll", user_id="13"), msg("nice stream", user="friend", user_id="7")
+    queue.offer(troll)
+    queue.offer(friend)
+    turn = queue._take()
+    assert turn.answer is friend and turn.context == (troll,)
+    queue.offer(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13"))  # while friend's turn ran
+    assert queue.retry(turn)
+    again = queue._take()
+    assert again.answer is friend and again.context == () and queue.pending == 0  # the removed line is gone
+
+    queue.offer(later := msg("more bad words", user="troll", user_id="13"))
+    turn = queue._take()
+    queue.offer(ModerationEvent(ModerationKind.CLEAR_USER, user_id="13"))
+    assert turn.answer is later and not queue.retry(turn) and queue.pending == 0  # removed: not answered
 
 
 def test_console_lines_and_streamer_commands():

@@ -17,6 +17,7 @@ from spark_client.events import ChatMessage, ModerationEvent, ModerationKind, Pr
 from spark_client.metrics import TurnMetrics
 from spark_client.speech.audio import SessionWav, SoundDevice
 from spark_client.speech.playback import Player
+from spark_client.speech.triton import ModelCallError
 from spark_client.turns.coordinator import Coordinator
 from spark_client.turns.loop import LoopOptions, TurnLoop
 from spark_client.turns.queue import ChatQueue
@@ -46,6 +47,7 @@ class Stream:
         player: Player | None = None,
         listener_fails: bool = False,
         coordinator: Coordinator | None = None,
+        models_ready=None,
     ) -> None:
         self.queue = ChatQueue()
         self.llm = llm or ScriptedLLM()
@@ -64,6 +66,7 @@ class Stream:
             memory=memory,  # type: ignore[arg-type]
             options=options,
             on_said=self._on_said,
+            models_ready=models_ready,
         )
         self._tasks: list[asyncio.Task] = []
 
@@ -217,15 +220,75 @@ def test_a_turn_that_stalls_backs_off_and_the_stream_goes_on():
     s = offered_at_once(
         chat("one", user="a"),
         chat("two", user="b"),
-        llm=ScriptedLLM(answers=["This piece is stuck forever.", "This one plays."]),
+        llm=ScriptedLLM(answers=["This piece is stuck forever.", "This one plays.", "And this one too."]),
         tts=FakeTTS(hang_on="stuck"),
         options=LoopOptions(stall_timeout_s=0.3, max_backoff_s=0.2, cancel_wait_s=seconds(2)),
     )
-    (_, _, _, timed_out), (_, _, spoken, ok) = s.said
+    timed_out = s.said[0][3]
     assert timed_out["failed"] == "turn made no progress for 0.3 s" and not timed_out["interrupted"]
     assert s.loop.backoffs == [0.2]  # min(max_backoff_s, 1 s) after the first failure
-    assert spoken == "This one plays." and not ok["failed"] and s.loop.failures == 0
     assert s.tts.cancelled >= 1 and s.llm.cancelled == 0  # the stuck piece's synthesis was cancelled
+    # nothing of it was heard: the message is answered again (the newer one, "two", came first)
+    assert timed_out["retried"] and s.loop.failures == 0
+    assert [(text, spoken) for _, text, spoken, _ in s.said] == [
+        ("two", ""),
+        ("two", "This one plays."),
+        ("one", "And this one too."),
+    ]
+
+
+class Server:
+    """The served models going down and coming back: model calls fail as a stopped server's do,
+    and `ready` says what a readiness check would."""
+
+    def __init__(self, llm: ScriptedLLM) -> None:
+        self.llm, self.checks = llm, 0
+
+    def stop(self) -> None:
+        self.llm.fail_with = ModelCallError("llm", "UNAVAILABLE: failed to connect to all addresses", retryable=True)
+
+    def start(self) -> None:
+        self.llm.fail_with = None
+
+    async def ready(self) -> list[str]:
+        self.checks += 1
+        return ["llm: 127.0.0.1:8001 unreachable (UNAVAILABLE)"] if self.llm.fail_with is not None else []
+
+
+def test_messages_wait_while_the_server_restarts_and_the_one_whose_turn_failed_is_answered():
+    async def scenario():
+        llm = ScriptedLLM(answers=["Hello there, welcome in!", "Doing great, thanks!"])
+        server = Server(llm)
+        options = LoopOptions(max_backoff_s=0.05, ready_poll_s=0.01, cancel_wait_s=seconds(2))
+        async with Stream(llm=llm, options=options, models_ready=server.ready) as s:
+            await s.loop.warm_up()
+            server.stop()
+            s.queue.offer(chat("hello!", user="a"))
+            await s.until(lambda: len(s.said) == 1)  # its turn failed
+            s.queue.offer(chat("how are you?", user="b"))
+            await s.until(lambda: server.checks >= 10)  # the loop keeps asking and takes nothing meanwhile
+            assert len(s.said) == 1 and s.queue.pending == 2 and llm.started == 0
+            server.start()
+            await s.finish()
+            return s
+
+    s = asyncio.run(scenario())
+    (_, first, nothing, failed), *answers = s.said
+    assert first == "hello!" and nothing == "" and failed["retried"] and failed["failed"].startswith("llm: UNAVAILABLE")
+    assert sorted((text, spoken) for _, text, spoken, _ in answers) == [
+        ("hello!", "Doing great, thanks!"),
+        ("how are you?", "Hello there, welcome in!"),
+    ]  # the newer message first, then the one put back
+    assert not any(record["failed"] for *_, record in answers) and s.loop.backoffs == [0.05]
+    assert [e.spoken for e in s.loop.history.window()] == [spoken for _, _, spoken, _ in answers]
+
+
+def test_a_message_whose_turn_fails_again_is_not_tried_a_third_time():
+    llm = ScriptedLLM()
+    llm.fail_with = ModelCallError("llm", "UNAVAILABLE: failed to connect to all addresses", retryable=True)
+    s = offered_at_once(chat("hello!"), llm=llm, tts=FakeTTS(), options=FAST)
+    assert [(text, record["retried"]) for _, text, _, record in s.said] == [("hello!", True), ("hello!", False)]
+    assert s.loop.backoffs == [0.05, 0.05]
 
 
 # three long sentences (the persona's limit), ~3 s of speech at 0.03 s a word
@@ -259,6 +322,7 @@ def test_a_turn_past_the_whole_turn_limit_is_cut_even_while_it_makes_progress():
     )
     (_, _, cut, cut_timings), (_, _, spoken, ok) = s.said
     assert cut_timings["failed"] == "turn exceeded 0.5 s" and cut.endswith(" —")  # what was heard, marked as cut
+    assert not cut_timings["retried"]  # part of it was heard: not said again
     assert STORY.startswith(cut.removesuffix(" —"))
     assert spoken == "This one plays." and not ok["failed"]
 

@@ -7,8 +7,10 @@ running turn: its LLM and TTS requests are cancelled on the server, playback sto
 block, and history keeps only what was heard. Moderation is applied the moment it arrives, to
 history and memory, and cuts the answer to a message it removes.
 
-A failure degrades the stream and never ends it: a failed or timed-out turn backs off, and
-memory, metrics and the `on_said` listener (console, Twitch replies) are each guarded.
+A failure degrades the stream and never ends it: a failed or timed-out turn backs off, its
+message is answered again if nothing of the answer was heard (once), no message is taken while
+the models do not answer ready (a server restarting), and memory, metrics and the `on_said`
+listener (console, Twitch replies) are each guarded.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class LoopOptions:
     turn_timeout_s: float = 600.0
     prompt_budget_tokens: int = 1500
     max_backoff_s: float = 30.0
+    # After a failure that may pass, no message is taken while the models do not answer ready (a
+    # server restarting), probed every `ready_poll_s`, for at most `recovery_wait_s`.
+    recovery_wait_s: float = 300.0
+    ready_poll_s: float = 0.5
     cancel_wait_s: float = 5.0  # how long a cancelled turn may take to wind down
     synth_ahead_s: float = 4.0  # synthesise at most this much audio ahead of playback
     prefill_wait_s: float = 10.0  # how long a turn waits for the previous turn's prefix prefill
@@ -134,6 +140,7 @@ class TurnLoop:
         options: LoopOptions = LoopOptions(),
         on_said: Callable[[Persona, ChatMessage, str, dict[str, object]], Awaitable[None]] | None = None,
         on_turn: Callable[[TurnStarted], None] | None = None,
+        models_ready: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.queue, self.coordinator, self.llm, self.tts = queue, coordinator, llm, tts
         self.queue.mention_names = tuple(n for p in coordinator.personas for n in (p.name, *p.aliases))
@@ -142,6 +149,7 @@ class TurnLoop:
         self.options = options
         self.on_said = on_said
         self.on_turn = on_turn  # told as each turn starts (the streamer's screen); must be quick
+        self.models_ready = models_ready  # what keeps the models from answering (empty: ready)
         self._turns = 0
         self.failures = 0
         self.busy = False
@@ -221,7 +229,7 @@ class TurnLoop:
                     state = await self._play_turn(request, persona, chat)
                 state = await self._follow_ups(state, request)
                 if state.failure is not None:
-                    await self._failed(state.failure)
+                    await self._failed(state.failure, retried=state.timings.retried)
                 elif self._heard(state) and self.queue.pending == 0:
                     self._start_prefill()
             finally:
@@ -580,19 +588,69 @@ class TurnLoop:
         except Exception:  # the avatar must never hold up the voice
             log.exception("could not close the avatar's mouth")
 
-    async def _failed(self, exc: ModelCallError) -> None:
+    async def _failed(self, exc: ModelCallError, *, retried: bool) -> None:
         self.failures += 1
         delay = min(self.options.max_backoff_s, 2.0 ** (self.failures - 1)) if exc.retryable else 0.0
         log.warning(
-            "turn skipped (%s); %d failure(s) in a row%s",
+            "turn failed (%s)%s; %d failure(s) in a row%s",
             exc,
+            ": its message will be answered again" if retried else "",
             self.failures,
-            f", retrying in {delay:.1f} s" if delay else "",
+            f", next turn in {delay:.1f} s" if delay else "",
         )
         self.backoffs.append(delay)
         del self.backoffs[:-100]
         if delay:
             await asyncio.sleep(delay)
+        if exc.retryable:
+            await self._wait_for_models()
+
+    async def _wait_for_models(self) -> None:
+        """Takes no message while the models do not answer ready (a server restarting: turns
+        taken meanwhile would fail and their messages be lost), for at most `recovery_wait_s`;
+        then turns are tried again and back off as they fail."""
+        if self.models_ready is None:
+            return
+        options = self.options
+        started = time.monotonic()
+        waiting = False
+        while True:
+            try:
+                problems = await asyncio.wait_for(self.models_ready(), timeout=max(options.ready_poll_s, 2.0))
+            except TimeoutError:
+                problems = ["no answer to the readiness check"]
+            except Exception as exc:  # the check itself is broken: go on as without it
+                log.warning("could not ask the models whether they are ready: %s", exc)
+                return
+            waited = time.monotonic() - started
+            if not problems:
+                if waiting:
+                    log.warning("the models are ready again after %.1f s", waited)
+                return
+            if waited >= options.recovery_wait_s:
+                log.warning(
+                    "the models are still not ready after %.0f s (%s): turns are tried again", waited, problems[0]
+                )
+                return
+            if not waiting:
+                log.warning("waiting for the models before the next turn: %s", "; ".join(dict.fromkeys(problems)))
+                waiting = True
+            await asyncio.sleep(options.ready_poll_s)
+
+    def _retry(self, state: _TurnState) -> bool:
+        """Whether the message of `state`'s failed turn goes back to the queue to be answered again
+        (`ChatQueue.retry`, once): a viewer's message or the streamer's line, a failure that may
+        pass (a server restarting, a stall), and nothing of the answer heard."""
+        failure, timings = state.failure, state.timings
+        if failure is None or not failure.retryable or state.moderated or state.stopping or timings.interrupted:
+            return False
+        if (
+            state.kind not in (TurnKind.ANSWER, TurnKind.LINE)
+            or timings.spoken
+            or "first_audio_out_ms" in timings.marks
+        ):
+            return False
+        return self.queue.retry(state.request)
 
     async def _speak(self, state: _TurnState, message: ChatMessage, chat: str) -> None:
         timings = state.timings
@@ -796,6 +854,7 @@ class TurnLoop:
         # answer is one, and writes shorter answers the more short ones it sees.
         spoken, catchphrase = timings.spoken, state.persona.catchphrase
         thin = is_catchphrase(spoken, catchphrase) or (not timings.interrupted and is_thin(spoken, catchphrase))
+        timings.retried = self._retry(state)
         if state.moderated:
             timings.failed = timings.failed or "moderated"
         elif state.kind is not TurnKind.LINE:  # the streamer's words are no exchange with chat

@@ -10,6 +10,10 @@ so the loop applies them to history and memory as they arrive. An INTERRUPT even
 running at that moment: a turn takes `interrupt_mark()` when it starts and `wait_interrupt(mark)`
 returns once a later one arrives. An interrupt with no turn to cut does not linger to cut the next one.
 
+A message whose turn failed before anything of it was heard (a server restarting, a stall) is
+put back once with `retry`, keeping its arrival time: it is answered when the loop goes on, unless
+it has gone stale or a moderator removed it meanwhile.
+
 The streamer may `pause()` answering (messages keep arriving, ageing and being moderated, and
 none is taken until `resume()`; the streamer's own lines still are) and `skip()` a waiting message.
 """
@@ -30,6 +34,7 @@ from spark_client.personas.model import calls
 INTEREST_FADE_PER_S = 0.05
 PRIVILEGED_BADGES = frozenset({"broadcaster", "moderator", "vip"})
 MAX_MODERATION_BACKLOG = 1000
+MAX_RETRIED = 256  # messages remembered as put back once (`retry`); more than a stream's backlog
 
 
 def interest(message: ChatMessage) -> float:
@@ -85,6 +90,9 @@ class ChatQueue:
     _interrupts: NumberedSignal = field(default_factory=NumberedSignal)
     _moderation: deque[ModerationEvent] = field(default_factory=deque)  # for history and memory
     _moderation_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # what moderators removed lately, for messages out of the queue while they came (see `retry`)
+    _removals: deque[ModerationEvent] = field(default_factory=lambda: deque(maxlen=MAX_MODERATION_BACKLOG))
+    _retried: deque[ChatMessage] = field(default_factory=lambda: deque(maxlen=MAX_RETRIED))  # put back once already
     # Names that make a message urgent when it calls them (the personas': see `is_urgent`).
     mention_names: tuple[str, ...] = ()
     _urgent: NumberedSignal = field(default_factory=NumberedSignal)  # a persona-to-persona turn stops for one
@@ -143,12 +151,35 @@ class ChatQueue:
         self._pending = [m for m in self._pending if not event.removes(m)]
         self._recent = [m for m in self._recent if not event.removes(m)]
         self.counts["moderated"] += before - len(self._pending)
+        self._removals.append(event)
         if len(self._moderation) >= MAX_MODERATION_BACKLOG:  # nobody is applying them: keep the newest
             self._moderation.popleft()
             self.counts["moderation_dropped"] += 1
         self._moderation.append(event)
         self._moderation_wakeup.set()
         self._wakeup.set()
+
+    def retry(self, request: TurnRequest) -> bool:
+        """Puts back the message of a turn that failed before anything of it was heard, and the
+        chat it showed as context, to be answered again; it keeps its arrival time, so it ages and
+        goes stale like any other. False when it was put back once already (a message that makes
+        every turn fail is not tried for ever) or a moderator removed it while its turn ran."""
+        answer = request.answer
+
+        def removed(message: ChatMessage) -> bool:  # as if it had stayed in the queue
+            return any(e.received_at >= message.received_at and e.removes(message) for e in self._removals)
+
+        if any(m is answer for m in self._retried) or removed(answer):
+            return False
+        self._retried.append(answer)
+        self._pending.append(answer)
+        shown = [m for m in (answer, *request.context) if m.source != LINE_SOURCE and not removed(m)]
+        kept = [m for m in shown if all(m is not r for r in self._recent)]
+        self._recent = sorted([*self._recent, *kept], key=lambda m: m.received_at)[-(self.context_size * 4 + 1) :]
+        self.counts["answered"] -= 1  # counted again when it is taken
+        self.counts["retried"] += 1
+        self._wakeup.set()
+        return True
 
     async def next_moderation(self) -> ModerationEvent:
         """The next moderation event, as soon as it arrives (for history and memory)."""
