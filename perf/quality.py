@@ -131,6 +131,7 @@ async def answer_all(
     from spark_client.speech.llm import LLMClient
     from spark_client.speech.triton import TritonModels
     from spark_client.speech.tts import TTSClient
+    from spark_client.turns import PROMPT_BUDGET_TOKENS
     from spark_client.turns.coordinator import COHOST_CUE
     from spark_client.turns.prompt import PROMPT_STYLES, ConversationHistory, Exchange, build_messages, guard_context
 
@@ -153,7 +154,9 @@ async def answer_all(
             answer_msg, shown = lines[-1], (lines[-1], *lines[:-1])
             started = time.monotonic()
             chat = style.chat(answer_msg, shown[1:])
-            messages = build_messages(persona, history, chat=chat, memories=[], budget_tokens=1500, style=style)
+            messages = build_messages(
+                persona, history, chat=chat, memories=[], budget_tokens=PROMPT_BUDGET_TOKENS, style=style
+            )
             prompt = await llm.render(messages)
             sampling = persona.sampling
             if not penalties:

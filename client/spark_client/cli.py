@@ -19,6 +19,7 @@ import typer
 from spark_client import __version__
 from spark_client.memory.cli import memory_app
 from spark_client.personas.cli import personas_app
+from spark_client.turns import PROMPT_BUDGET_TOKENS
 
 app = typer.Typer(
     add_completion=False,
@@ -190,6 +191,14 @@ def live(
     prompt_style: Annotated[
         str, typer.Option(help="How chat is framed for the LLM: says-examples, says, tagged-examples, tagged.")
     ] = "says-examples",
+    prompt_budget: Annotated[
+        int,
+        typer.Option(
+            min=500,
+            help="Prompt tokens per turn (persona, history, memories, chat); the history fills what the rest "
+            "leaves. More keeps more of the conversation and costs time on a CPU (README, 'Latency').",
+        ),
+    ] = PROMPT_BUDGET_TOKENS,
     mic: Annotated[
         str | None,
         typer.Option(
@@ -330,7 +339,7 @@ def live(
         personas=chosen,
         duo_state_path=duo_state or (DATA_DIR / "duo-state.json"),
         moderation_delay_s=moderation_delay,
-        loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style]),
+        loop=LoopOptions(prompt_style=PROMPT_STYLES[prompt_style], prompt_budget_tokens=prompt_budget),
         mic=mic_settings,
         game=game_settings,
         screen=screen_settings,

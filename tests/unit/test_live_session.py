@@ -148,3 +148,27 @@ def test_a_memory_store_in_use_by_another_client_stops_the_stream_at_start_and_s
     error = next(line for line in printed if line.startswith("error: "))
     assert str(store) in error and "in use" in error and "pid" in error
     assert not any(line.startswith("Spark: ") for line in printed)  # nothing was answered
+
+
+def test_the_prompt_budget_given_on_the_command_line_reaches_the_turn_loop(tmp_path: Path, monkeypatch):
+    from spark_client import cli, session
+    from spark_client.turns import PROMPT_BUDGET_TOKENS
+    from typer.testing import CliRunner
+
+    seen: list[LiveSettings] = []
+
+    class Recorded(LiveSession):
+        async def run(self, sources) -> int:  # the settings are what is checked: no stream
+            seen.append(self.settings)
+            return 0
+
+    monkeypatch.setattr(session, "LiveSession", Recorded)
+    runner = CliRunner()
+    for args in ([], ["--prompt-budget", "4096"]):
+        result = runner.invoke(
+            cli.app, ["live", "--no-console", "--no-memory", "--wav", str(tmp_path / "s.wav"), *args]
+        )
+        assert result.exit_code == 0, result.output
+    assert [s.loop.prompt_budget_tokens for s in seen] == [PROMPT_BUDGET_TOKENS, 4096]
+    refused = runner.invoke(cli.app, ["live", "--no-console", "--prompt-budget", "100"])
+    assert refused.exit_code == 2 and "--prompt-budget" in refused.output

@@ -35,6 +35,7 @@ from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK, LLMClient
 from spark_client.speech.playback import PlaybackItem, Player
 from spark_client.speech.triton import ModelCallError
 from spark_client.speech.tts import TTSClient
+from spark_client.turns import PROMPT_BUDGET_TOKENS
 from spark_client.turns.coordinator import BANTER_CUE, COHOST_CUE, SILENCE_CUE, Coordinator, NextLine, TurnKind
 from spark_client.turns.prompt import (
     DEFAULT_PROMPT_STYLE,
@@ -62,7 +63,7 @@ class LoopOptions:
     # the most a whole turn may take, a long story spoken included.
     stall_timeout_s: float = 30.0
     turn_timeout_s: float = 600.0
-    prompt_budget_tokens: int = 1500
+    prompt_budget_tokens: int = PROMPT_BUDGET_TOKENS  # see spark_client/turns/__init__.py
     max_backoff_s: float = 30.0
     # After a failure that may pass, no message is taken while the models do not answer ready (a
     # server restarting), probed every `ready_poll_s`, for at most `recovery_wait_s`.
