@@ -17,7 +17,7 @@ import pytest
 from spark_runtime.paths import REPO_ROOT
 from spark_runtime.serve import free_port
 from tests.fakes.personas import write_personas
-from tests.integration.test_shutdown import SPARK_CLIENT, Lines, exited_within, proc_stat, tritonserver_child, wait_for
+from tests.integration.test_shutdown import Lines, exited_within, live_command, proc_stat, tritonserver_child, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
@@ -34,22 +34,7 @@ def test_a_server_crash_mid_stream_loses_no_chat_message(engine_dir: Path, tmp_p
         [{"name": "Spark", "description": "A cheerful AI streamer.", "sampling": {"max_tokens": 24}}],
     )
     records = tmp_path / "turns.jsonl"
-    client = [
-        str(SPARK_CLIENT),
-        "live",
-        "--personas",
-        str(personas),
-        "--duo-state",
-        str(tmp_path / "duo.json"),
-        "--no-playback",
-        "--no-vts",
-        "--wav",
-        str(tmp_path / "session.wav"),
-        "--metrics-jsonl",
-        str(records),
-        "--memory-dir",
-        str(tmp_path / "memory"),
-    ]
+    client = live_command(personas, tmp_path)  # its turn records go to `records`
     ports = [f"--{name}-port={free_port()}" for name in ("http", "grpc", "metrics")]
     launcher = subprocess.Popen(
         [sys.executable, "-m", "spark_runtime.serve", f"--engine-dir={engine_dir}", *ports]

@@ -71,6 +71,28 @@ def exited_within(process: subprocess.Popen, timeout: float) -> bool:
 # --- spark-client live ----------------------------------------------------------------------------
 
 
+def live_command(personas: Path, tmp_path: Path, *options: str) -> list[str]:
+    """`spark-client live` with no sound device and no VTube Studio, writing its duo state, WAV
+    (session.wav), turn records (turns.jsonl) and memory under `tmp_path`."""
+    return [
+        str(SPARK_CLIENT),
+        "live",
+        "--personas",
+        str(personas),
+        "--duo-state",
+        str(tmp_path / "duo.json"),
+        "--no-playback",
+        "--no-vts",
+        "--wav",
+        str(tmp_path / "session.wav"),
+        "--metrics-jsonl",
+        str(tmp_path / "turns.jsonl"),
+        "--memory-dir",
+        str(tmp_path / "memory"),
+        *options,
+    ]
+
+
 def start_client(triton, tmp_path: Path, max_tokens: int) -> tuple[subprocess.Popen, Lines]:
     personas = write_personas(
         tmp_path / "personas",
@@ -83,26 +105,8 @@ def start_client(triton, tmp_path: Path, max_tokens: int) -> tuple[subprocess.Po
             }
         ],
     )
-    command = [
-        str(SPARK_CLIENT),
-        "live",
-        "--personas",
-        str(personas),
-        "--duo-state",
-        str(tmp_path / "duo.json"),
-        "--triton-url",
-        triton.grpc_url,
-        "--no-playback",
-        "--no-vts",
-        "--wav",
-        str(tmp_path / "session.wav"),
-        "--metrics-jsonl",
-        str(tmp_path / "turns.jsonl"),
-        "--memory-dir",
-        str(tmp_path / "memory"),
-    ]
     client = subprocess.Popen(
-        command,
+        live_command(personas, tmp_path, "--triton-url", triton.grpc_url),
         stdin=subprocess.PIPE,  # stays open: the console's read is pending when the signal comes
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
