@@ -6,12 +6,17 @@ is not judged here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from spark_client.events import ChatMessage
+from spark_client.memory import Memory
+from spark_client.memory.service import Embedder
+from spark_client.speech.triton import TritonModels
 
 from tests.fakes.personas import write_personas
 from tests.integration.test_shutdown import memories as stored
@@ -122,3 +127,49 @@ def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(trito
         assert memories and keyword in memories[0] and memories[0].startswith(f"{user} said:"), (user, memories)
         # ... and it came from memory, not from the history window: a memory the window still
         # shows is left out of the block, so this exchange had been dropped from the history
+
+
+def test_recall_with_the_served_embedding_model_brings_back_what_is_about_the_message(triton, tmp_path: Path):
+    """The recall distances are tuned to the served MiniLM: a returning viewer's greeting brings
+    back what they told about themselves, a related question brings back an earlier exchange
+    (whoever had it), and an unrelated one brings back nothing, although every line opens with
+    "@Spark" (which made unrelated questions look alike)."""
+
+    def line(user: str, text: str) -> ChatMessage:
+        return ChatMessage(source="twitch", user=user, text=text)
+
+    async def scenario() -> dict[str, tuple[str, ...]]:
+        models = TritonModels(triton.grpc_url)
+        memory = Memory.open(Embedder(models), path=tmp_path / "memory")
+        try:
+            bass = line("pixelhound", "@Spark I play bass in a band called Low Tide.")
+            await memory.remember(bass, "Wow, a bass player in a band! Stay sparky!", "Spark")
+            await memory.remember_fact(bass, "pixelhound plays bass in a band called Low Tide", "Spark")
+            dinner = line("orbit", "@Spark What should I cook for dinner tonight?")
+            await memory.remember(dinner, "Pasta with lots of cheese! Stay sparky!", "Spark")
+            sky = line("tanuki", "@Spark Why is the sky blue?")
+            await memory.remember(sky, "Sunlight scatters in the air! Stay sparky!", "Spark")
+            asked = {
+                "back": line("pixelhound", "hi Spark, I'm back!"),
+                "lunch": line("orbit", "@Spark What should I cook for lunch tomorrow?"),
+                "sky": line("ferrite", "@Spark Why is the sky blue in the daytime?"),
+                "bass": line("mika", "@Spark does anyone here play bass?"),
+                "focus": line("orbit", "@Spark How do I stay focused when studying?"),
+                "million": line("orbit", "@Spark What would you do with a million dollars?"),
+                "pets": line("pixelhound", "@Spark Do you like cats or dogs more?"),
+            }
+            return {key: (await memory.recall(message)).lines for key, message in asked.items()}
+        finally:
+            memory.close()
+            await models.close()
+
+    lines = asyncio.run(scenario())
+    assert "pixelhound plays bass in a band called Low Tide" in lines["back"], lines
+    assert lines["lunch"][:1] == (
+        "orbit said: What should I cook for dinner tonight? / Spark answered: Pasta with lots of cheese! Stay sparky!",
+    ), lines
+    assert [m for m in lines["sky"] if m.startswith("tanuki said: Why is the sky blue? / Spark answered:")], lines
+    assert "pixelhound plays bass in a band called Low Tide" in lines["bass"], lines
+    # nothing about these was said before: no transcript (and no other viewer's memory) is read
+    assert lines["focus"] == lines["million"] == (), lines
+    assert not [m for m in lines["pets"] if "said:" in m], lines

@@ -127,3 +127,30 @@ def test_a_viewers_memories_stay_in_step_with_writes_and_moderation_between_reca
     assert "pixelhound has a dog" in after_writes
     assert not any("Friday" in line for line in after_delete) and any("I play bass" in line for line in after_delete)
     assert after_ban == ()
+
+
+def test_memory_keeps_what_a_viewer_said_without_the_mentions_it_opens_with(tmp_path: Path):
+    from spark_client.memory.service import exchange_text
+    from spark_client.memory.service import said as said_text
+
+    assert said_text(said("a", "@Spark, @Ember what's up?", "1", "m")) == "what's up?"
+    assert said_text(said("a", "  @Spark   tell @mika hi", "1", "m")) == "tell @mika hi"  # only the opening ones
+    assert said_text(said("a", "@Spark", "1", "m")) == "@Spark"  # nothing else: kept as it was
+    assert exchange_text(said("a", "@Spark hi!", "1", "m"), "Hello!", "Spark") == "a said: hi! / Spark answered: Hello!"
+
+    class Recording:
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        async def __call__(self, texts: list[str]):
+            self.texts.extend(texts)
+            return await HashEmbedder()(texts)
+
+    async def scenario() -> list[str]:
+        embed = Recording()
+        memory = Memory.open(embed, path=tmp_path)
+        await memory.recall(said("pixelhound", "@Spark what band do I play in?", "1", "m1"))
+        memory.close()
+        return embed.texts
+
+    assert asyncio.run(scenario()) == ["pixelhound said: what band do I play in?"]

@@ -62,6 +62,28 @@ def test_the_block_keeps_its_budget_and_prefers_facts_to_transcripts():
     assert owners == sorted(owners, key=lambda o: o != "pixelhound")
 
 
+def test_a_viewers_own_facts_come_back_on_a_loose_match_and_everything_else_only_on_a_close_one():
+    own_fact = fact("pixelhound plays bass in a band called Low Tide")
+    own_exchange = exchange("pixelhound said: what should I cook tonight? / Spark answered: Pasta!")
+    their_fact = fact("rin_7's favourite food is ramen", user="rin_7")
+    their_exchange = exchange("rin_7 said: do you like ramen? / Spark answered: I love it!", user="rin_7")
+    options = RecallOptions(budget_tokens=200)  # the distances alone decide here
+    assert (options.max_distance, options.close_distance) == (0.75, 0.6)
+
+    def kept(*found: tuple[MemoryRecord, float]) -> set[str]:
+        return set(select(found, user="PixelHound", now=NOW, options=options).ids)
+
+    # "hi, I'm back!": what the viewer told about themselves comes back, an unrelated transcript does not
+    assert kept((own_fact, 0.7), (own_exchange, 0.7), (their_fact, 0.7), (their_exchange, 0.7)) == {own_fact.id}
+    assert kept((own_fact, 0.75)) == set()
+    # a line close to what was said before brings it back, whoever said it
+    close = kept((own_exchange, 0.55), (their_fact, 0.4), (their_exchange, 0.59))
+    assert close == {own_exchange.id, their_fact.id, their_exchange.id}
+    assert kept((own_exchange, 0.6), (their_fact, 0.6)) == set()
+    with pytest.raises(ValueError):
+        RecallOptions(close_distance=0.0)
+
+
 def test_the_same_memories_give_the_same_block_whatever_order_they_come_in():
     records = [(fact(f"pixelhound fact number {i}", created_at=NOW - 100 + i), 0.2 + i / 100) for i in range(6)]
     options = RecallOptions(budget_tokens=30)
@@ -143,7 +165,7 @@ def test_a_viewer_talking_about_themselves_matters_more_than_a_greeting():
 def test_the_speaking_viewers_own_memories_take_the_budget_first():
     chatty = exchange("viewer09 said: " + "a long and very friendly hello to everybody in chat " * 3, user="viewer09")
     own = exchange("pixelhound said: I play bass in a band called Low Tide / Spark answered: Cool!")
-    block = select([(chatty, 0.05), (own, 0.6)], user="pixelhound", now=NOW, options=RecallOptions(budget_tokens=60))
+    block = select([(chatty, 0.05), (own, 0.5)], user="pixelhound", now=NOW, options=RecallOptions(budget_tokens=60))
     assert block.lines[0].startswith("pixelhound said: I play bass")
 
 

@@ -1,8 +1,12 @@
 """Which memories go into a turn's prompt: scored, cut to a token budget, ordered stably.
 
 Every prompt token costs about 4 ms of prefill on the 2-core CPU default, so the memory block has
-a hard budget (about 60 tokens). Its lines are ordered by when they were made, the speaking
-viewer's own memories first, so the same viewer's block reads the same from turn to turn.
+a hard budget (about 60 tokens) and a memory must be about the message to be read: what the
+speaking viewer told about themselves (a fact) comes back on a loosely related line ("hi, I'm
+back!"), a transcript or another viewer's memory only on a close one (with the served MiniLM: a
+viewer's earlier unrelated question sits 0.6-0.75 from the new one, a related one 0.3-0.55). Its
+lines are ordered by when they were made, the speaking viewer's own memories first, so the same
+viewer's block reads the same from turn to turn.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ DAY_S = 86_400.0
 @dataclass(frozen=True, slots=True)
 class RecallOptions:
     candidates: int = 12  # nearest memories looked at, per query (the viewer's own, and everyone's)
-    max_distance: float = 0.75  # cosine distance past which a memory is not about this message
+    max_distance: float = 0.75  # cosine distance past which a viewer's own fact is not about their message
+    close_distance: float = 0.6  # and past which a transcript or another viewer's memory is not
     similarity_weight: float = 1.0
     recency_weight: float = 0.3
     recency_half_life_days: float = 7.0
@@ -33,7 +38,8 @@ class RecallOptions:
     max_line_words: int = MEMORY_MAX_WORDS  # the prompt clips longer lines: none reach it
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.budget_tokens < 0 or self.recency_half_life_days <= 0:
+        bad_distance = not (0.0 < self.close_distance <= 2.0 and 0.0 < self.max_distance <= 2.0)
+        if self.candidates < 1 or self.budget_tokens < 0 or self.recency_half_life_days <= 0 or bad_distance:
             raise ValueError(f"invalid recall options {self}")
 
 
@@ -123,14 +129,15 @@ def select(
     prompt already, in the memory block of an exchange its history still shows: they keep their
     share of the budget but are not sent again, so a viewer who talks turn after turn costs the
     server only the memories it has not read yet."""
+    viewer = user.casefold()
     best: dict[str, tuple[MemoryRecord, float]] = {}
     for record, distance in found:
-        if distance >= options.max_distance:
+        own_fact = record.kind is MemoryKind.FACT and record.user.casefold() == viewer
+        if distance >= (options.max_distance if own_fact else options.close_distance):
             continue
         kept = best.get(record.id)
         if kept is None or distance < kept[1]:
             best[record.id] = (record, distance)
-    viewer = user.casefold()
     # the speaking viewer's own memories take the budget first, then everyone's, best first
     ranked = sorted(
         best.values(),
