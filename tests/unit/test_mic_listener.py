@@ -19,9 +19,10 @@ import pytest
 from spark_client.sources.mic.echo import ECHO_TAIL_S, EchoSuppressor, PlaybackReference, echo_likeness
 from spark_client.sources.mic.feed import FileFeed
 from spark_client.sources.mic.frames import SAMPLE_RATE
-from spark_client.sources.mic.listener import MicListener, SpeechOnset, Utterance
+from spark_client.sources.mic.listener import MicListener, MicOptions, SpeechOnset, Utterance
 from spark_client.sources.mic.vad import SileroVad
 from spark_client.speech.audio import resample
+from spark_client.speech.triton import ModelCallError
 from spark_client.turns.voice import Outcome, classify
 
 from tests.timing import seconds
@@ -197,3 +198,60 @@ def test_echo_likeness_follows_the_played_waveform_at_any_delay(voices: dict[str
     assert echo_likeness(other, np.zeros(n + LAG)) == 0.0  # nothing played
     with pytest.raises(ValueError):
         echo_likeness(other, played[:n])
+
+
+class Restarting:
+    """Speech to text on a server that is restarting: the first `down` calls fail as a stopped
+    server's do (retryable, or not), then it hears the streamer."""
+
+    def __init__(self, down: int, *, retryable: bool = True) -> None:
+        self.down, self.retryable, self.calls = down, retryable, 0
+
+    async def transcribe(self, audio: np.ndarray) -> str:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise ModelCallError("stt", "unavailable", retryable=self.retryable)
+        return STREAMER
+
+
+def hear(vad: SileroVad, wav: Path, stt: Restarting, options: MicOptions) -> tuple[list[Utterance], MicListener]:
+    feed = FileFeed([(wav, 0.5)], realtime=False, tail_s=1, noise_db=-70, clock=lambda: 5000.0)
+    sink = Heard()
+    vad.reset()
+    listener = MicListener(
+        feed, stt, sink, echo=EchoSuppressor(PlaybackReference(seconds=30.0), enabled=False), vad=vad, options=options
+    )
+
+    async def run() -> None:
+        async with asyncio.timeout(seconds(60)):
+            await listener.run()
+
+    asyncio.run(run())
+    return sink.utterances, listener
+
+
+@pytest.mark.parametrize(
+    ("down", "retryable", "retry_s", "heard_text"),
+    [(3, True, 30.0, STREAMER), (1, False, 30.0, ""), (50, True, 3.0, "")],
+)
+def test_what_the_streamer_said_while_speech_to_text_was_down_is_heard_when_it_is_back(
+    tmp_path: Path,
+    voices: dict[str, np.ndarray],
+    vad: SileroVad,
+    down: int,
+    retryable: bool,
+    retry_s: float,
+    heard_text: str,
+) -> None:
+    # 3 failed calls: sent again after 0.5, 1 and 2 s and heard; a refused call (not retryable)
+    # is not sent again; a server still down after stt_retry_s costs the utterance, not the stream
+    streamer = write_wav(tmp_path / "streamer.wav", voices["streamer"])
+    stt = Restarting(down, retryable=retryable)
+    utterances, listener = hear(vad, streamer, stt, MicOptions(stt_retry_s=retry_s))
+    assert [u.text for u in utterances if u.audio_s > 1.0] == [heard_text]
+    assert listener.retried_transcripts == (1 if retryable else 0)
+    assert listener.failed_transcripts == (0 if heard_text else 1)
+    if heard_text:
+        assert stt.calls == 4 and utterances[-1].stt_ms >= 3500  # heard late, with the times it was spoken
+    else:
+        assert stt.calls == 1 if not retryable else 1 < stt.calls < down

@@ -109,6 +109,9 @@ class MicOptions:
     vad: VadOptions = field(default_factory=VadOptions)
     max_waiting: int = 4  # utterances waiting for speech to text; beyond, the oldest is dropped
     stt_timeout_s: float = 10.0
+    # While the `stt` model is unavailable (a server restarting: ~6 s) an utterance's audio is kept
+    # and sent again, every 0.5 s at first and at most every 4 s, for this long; then it is lost.
+    stt_retry_s: float = 20.0
     echo_check_s: float = 8.0  # an utterance's last this many seconds are compared with the playback
 
 
@@ -143,6 +146,7 @@ class MicListener:
         self._frame_at: tuple[int, float] = (0, 0.0)  # (segmenter sample count, monotonic time) of the last frame
         self.dropped_utterances = 0
         self.failed_transcripts = 0
+        self.retried_transcripts = 0  # utterances sent again after the stt model was unavailable
         self.vad_ms = 0.0  # time spent per frame on echo + VAD (latest), for the perf report
         # (first sample, samples heard, cleaned, what played over them) of the latest frames, for
         # `echo_likeness` (bounded: echo_check_s plus the echo tail)
@@ -231,6 +235,36 @@ class MicListener:
                 )
         self._waiting.put_nowait((event, early, span))
 
+    async def _transcript(self, event: SpeechEnded, early: asyncio.Future[str] | None) -> str:
+        """The utterance's words: the early transcript when there is one, else the whole audio
+        sent to `stt`. A call the model could not answer for now (`retryable`: the server is
+        restarting) is tried again with the whole audio, backing off, for `stt_retry_s`; the
+        utterance then reaches the sink late, with the times it was spoken."""
+        loop = asyncio.get_running_loop()
+        started, tries = loop.time(), 0
+        while True:
+            try:
+                async with asyncio.timeout(self.options.stt_timeout_s):
+                    if early is not None:
+                        self.early_used += 1
+                        pending, early = early, None
+                        text = await pending
+                    else:
+                        text = await self.stt.transcribe(event.audio)
+            except ModelCallError as exc:
+                delay = min(0.5 * 2**tries, 4.0)
+                if not exc.retryable or loop.time() + delay > started + self.options.stt_retry_s:
+                    raise
+                if tries == 0:
+                    self.retried_transcripts += 1
+                    log.warning("speech to text unavailable (%s); the utterance is kept and sent again", exc)
+                tries += 1
+                await asyncio.sleep(delay)
+                continue
+            if tries:
+                log.warning("speech to text answered again: an utterance heard %.1f s late", loop.time() - started)
+            return text
+
     async def _transcribe_all(self) -> None:
         while (waiting := await self._waiting.get()) is not None:
             event, early, span = waiting
@@ -240,12 +274,7 @@ class MicListener:
             # second of speech, ~35 ms for 8 s: not in the frame loop)
             comparing = asyncio.ensure_future(asyncio.to_thread(_echo_likeness, span))
             try:
-                async with asyncio.timeout(self.options.stt_timeout_s):
-                    if early is not None:
-                        self.early_used += 1
-                        text = await early
-                    else:
-                        text = await self.stt.transcribe(event.audio)
+                text = await self._transcript(event, early)
             except (ModelCallError, TimeoutError, asyncio.CancelledError) as exc:  # the person may repeat
                 current = asyncio.current_task()
                 if isinstance(exc, asyncio.CancelledError) and (current is None or current.cancelling()):
