@@ -41,7 +41,8 @@ PERSONAS = [  # greedy decoding; only the interrupt ends Spark's story, Ember an
 ]
 PERSONAS[0]["max_sentences"] = 1000
 # A fact recalled for mallory's question (cosine distance ~0.27 with all-MiniLM-L6-v2) and not for
-# mika's story (~0.80, past recall's 0.75): in Spark's prompt the small model would only repeat it.
+# mika's story (~0.80, past the 0.6 within which recall reads another viewer's memory): in Spark's
+# prompt the small model would only repeat it.
 SEED = "mallory wants to know Ember's name."
 SCRIPT = [
     {"user": "mika", "text": STORY, "delay_s": 1.0},
