@@ -4,6 +4,7 @@
     python -m perf quality --short              # 3 situations per category (CI)
     python -m perf quality --style tagged --no-guards   # the pipeline as it was, for comparison
     python -m perf quality --url 127.0.0.1:8100 # a running server (default: start one if none answers)
+    python -m perf quality --corpus perf/quality/memory_corpus.jsonl   # answers with a memory block
 
 Each situation goes through the real pipeline: the served chat template and LLM, the client's
 prompt building (persona, history, chat framing) and its output guards, and TTS for the first
@@ -11,6 +12,11 @@ piece. Situations are answered in a round-robin over categories, as one stream w
 starts afresh every `--session` situations. Every answer is judged by perf/quality_checks.py;
 the report (report.md, results.json) gives the share failing each check, with examples, and
 time to first audio (from the start of the answer to the first TTS chunk, no playback).
+
+A situation may carry what recall found (`memories`): the prompt then has the memory block a
+turn's recall would make of them, the block counts as chat for the copy check (read out word for
+word, it is a copy), and `expect` names words an answer from memory would say; the report counts
+the answers that say one ("answered from memory": not a check, a small model may fairly not).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from perf.machine import describe_machine, engine_info, git_commit, report_dir_name, utc_now
-from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO, Checker
+from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO, Checker, tokens
 from spark_runtime.paths import REPO_ROOT, engine_root
 
 CORPUS = REPO_ROOT / "perf" / "quality" / "corpus.jsonl"
@@ -44,6 +50,12 @@ class Situation:
     category: str
     chat: tuple[dict[str, Any], ...]
     persona: str | None = None
+    # what recall found for the answered line: {"user", "kind" ("exchange" or "fact"), "text" as
+    # memory stores it}; the memory block is made of them as a turn's recall makes it (`select`)
+    memories: tuple[dict[str, Any], ...] = ()
+    # words of which an answer that uses its memories says one ("Miso"): how often a persona
+    # answers from what it remembers (not a check: a small model may fairly not)
+    expect: tuple[str, ...] = ()
 
 
 def load_corpus(path: Path = CORPUS) -> list[Situation]:
@@ -53,7 +65,19 @@ def load_corpus(path: Path = CORPUS) -> list[Situation]:
             continue
         try:
             item = json.loads(line)
-            situations.append(Situation(item["id"], item["category"], tuple(item["chat"]), item.get("persona")))
+            memories = tuple(item.get("memories", ()))
+            if any(not {"user", "kind", "text"} <= set(m) for m in memories):
+                raise ValueError("a memory needs user, kind and text")
+            situations.append(
+                Situation(
+                    item["id"],
+                    item["category"],
+                    tuple(item["chat"]),
+                    item.get("persona"),
+                    memories,
+                    tuple(item.get("expect", ())),
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
     return situations
@@ -85,6 +109,7 @@ class Answer:
     failed: list[str]
     first_audio_ms: float | None
     seconds: float
+    used_memory: bool | None = None  # said one of the situation's `expect` words (None: none expected)
 
 
 @dataclass
@@ -154,8 +179,9 @@ async def answer_all(
             answer_msg, shown = lines[-1], (lines[-1], *lines[:-1])
             started = time.monotonic()
             chat = style.chat(answer_msg, shown[1:])
+            memories = memory_lines(situation.memories, answer_msg.user)
             messages = build_messages(
-                persona, history, chat=chat, memories=[], budget_tokens=PROMPT_BUDGET_TOKENS, style=style
+                persona, history, chat=chat, memories=memories, budget_tokens=PROMPT_BUDGET_TOKENS, style=style
             )
             prompt = await llm.render(messages)
             sampling = persona.sampling
@@ -186,7 +212,7 @@ async def answer_all(
             text = " ".join(said)
             failed = checker.judge(
                 text,
-                chat=[m.text for m in shown],
+                chat=[*(m.text for m in shown), *memories],  # the memory block is not to be read out either
                 speakers=[*personas, *(m.user for m in shown)],
                 max_sentences=persona.max_sentences,
                 catchphrase=persona.catchphrase,
@@ -196,13 +222,14 @@ async def answer_all(
                     situation.id,
                     situation.category,
                     persona.name,
-                    [f"{m.user}: {m.text}" for m in lines],
+                    [*(f"{m.user}: {m.text}" for m in lines), *(f"(memory) {m}" for m in memories)],
                     text,
                     answer.generated,
                     answer.reasons,
                     failed,
                     first_audio,
                     time.monotonic() - started,
+                    used_memory(text, situation.expect),
                 )
             )
             if text:
@@ -220,6 +247,30 @@ async def answer_all(
     finally:
         await models.close()
     return run
+
+
+def used_memory(said: str, expect: Sequence[str]) -> bool | None:
+    """Whether `said` holds one of the `expect` words (whole words, any case); None without any."""
+    if not expect:
+        return None
+    spoken = f" {' '.join(tokens(said))} "
+    return any(f" {' '.join(tokens(word))} " in spoken for word in expect)
+
+
+def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str) -> list[str]:
+    """The memory block's lines for a situation's recalled `memories`, chosen, cut and ordered as
+    a turn's recall does (`select`: the 60-token budget, the viewer's own first)."""
+    if not memories:
+        return []
+    from spark_client.memory.recall import RecallOptions, select
+    from spark_client.memory.records import MemoryKind, MemoryRecord
+
+    now = time.time()
+    found = [
+        (MemoryRecord(m["text"], MemoryKind(m["kind"]), user=m["user"].casefold(), created_at=now - 600 + i), 0.3)
+        for i, m in enumerate(memories)
+    ]
+    return list(select(found, user=viewer, now=now, options=RecallOptions()).lines)
 
 
 async def _first_audio_ms(tts: Any, pieces: asyncio.Queue[str | None], persona: Any, started: float) -> float | None:
@@ -264,6 +315,9 @@ def report_markdown(run: QualityRun, *, command: str, commit: str, machine: str,
             f"First audio (answer start -> first TTS chunk): p50 {np.percentile(audio, 50):.0f} ms, "
             f"p95 {np.percentile(audio, 95):.0f} ms over {len(audio)} answers.",
         ]
+    if expecting := [a for a in run.answers if a.used_memory is not None]:
+        used = sum(1 for a in expecting if a.used_memory)
+        lines += ["", f"Answered from memory (said what a recalled memory holds): {used} of {len(expecting)}."]
     guard_counts = Counter(g for a in run.answers for g in a.guards)
     if guard_counts:
         lines += ["", "Guards that changed an answer: " + ", ".join(f"{g} {n}" for g, n in guard_counts.most_common())]
@@ -392,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"answer quality ({len(run.answers)} situations, style {run.style}, guards {'on' if run.guards else 'off'}):")
     for check in CHECKS:
         print(f"  {check:12s} {shares[check]:6.1%}")
+    if expecting := [a for a in run.answers if a.used_memory is not None]:
+        print(f"  answered from memory: {sum(1 for a in expecting if a.used_memory)} of {len(expecting)}")
     print(f"report: {folder / 'report.md'}")
     return 0
 

@@ -7,7 +7,15 @@ from collections import Counter
 
 import pytest
 
-from perf.quality import SHORT_PER_CATEGORY, QualityRun, load_corpus, stream_order
+from perf.quality import (
+    CORPUS,
+    SHORT_PER_CATEGORY,
+    QualityRun,
+    load_corpus,
+    memory_lines,
+    stream_order,
+    used_memory,
+)
 from perf.quality_checks import CHECKS, Checker
 
 RULES = "You are live on stream, speaking out loud. Answer in one to three short spoken sentences."
@@ -41,6 +49,36 @@ def test_the_corpus_covers_every_kind_of_chat_at_least_200_times():
     assert all(s.chat and all(line["user"] and line["text"] for line in s.chat) for s in corpus)
     assert any(len(s.chat) >= 3 for s in corpus if s.category == "multi_viewer")
     assert all(s.persona == "Ember" for s in corpus if s.category == "question_ember")
+
+
+def test_the_memory_corpus_gives_each_situation_the_block_a_turns_recall_would_make():
+    corpus = load_corpus(CORPUS.with_name("memory_corpus.jsonl"))
+    counts = Counter(s.category for s in corpus)
+    assert set(counts) == {"memory-asked-before", "memory-own-fact", "memory-returning", "memory-related"}
+    assert min(counts.values()) >= SHORT_PER_CATEGORY and len({s.id for s in corpus}) == len(corpus)
+    assert not [s.id for s in load_corpus() if s.memories]  # the main corpus stays without memories
+    for situation in corpus:
+        lines = memory_lines(situation.memories, situation.chat[-1]["user"])
+        assert lines, situation.id  # every memory fits the 60-token block, or a shorter one does
+        assert not [line for line in lines if "@spark" in line.casefold()]  # stored as memory stores it
+    by_id = {s.id: s for s in corpus}
+    mixed = by_id["memory-own-fact-005"]  # the viewer's own fact first, another viewer's after
+    assert memory_lines(mixed.memories, "quietfern") == [
+        "quietfern studies marine biology",
+        "lunarlatte studies law",
+    ]
+    # reading a memory out word for word is a copy, as reading out chat is
+    asked = by_id["memory-asked-before-001"]
+    block = memory_lines(asked.memories, "tanuki42")
+    copy = "Black holes are places where gravity pulls so hard that not even light gets out!"
+    assert "chat_copy" in judge(copy, chat=(asked.chat[-1]["text"], *block))
+    assert "chat_copy" not in judge("Gravity so strong that light is trapped inside.", chat=(*block,))
+    # each situation names what an answer from memory would say, as whole words
+    assert all(s.expect for s in corpus)
+    assert used_memory("Your cat is called Miso, right?", by_id["memory-own-fact-003"].expect)
+    assert not used_memory("Misogyny is not a cat's name.", by_id["memory-own-fact-003"].expect)
+    assert used_memory("About 384,000 kilometres away!", by_id["memory-related-004"].expect)
+    assert used_memory("anything", ()) is None
 
 
 def test_the_stream_mixes_kinds_and_the_short_form_takes_a_few_of_each():
