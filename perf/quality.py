@@ -124,6 +124,12 @@ class QualityRun:
         counts = Counter(check for a in self.answers for check in a.failed)
         return {check: counts[check] / n for check in CHECKS}
 
+    def from_memory(self) -> tuple[int, int] | None:
+        """(answers that said what a recalled memory holds, answers with `expect` words), or None
+        when no situation expects any."""
+        expecting = [a for a in self.answers if a.used_memory is not None]
+        return (sum(1 for a in expecting if a.used_memory), len(expecting)) if expecting else None
+
     def meets_targets(self) -> dict[str, bool]:
         shares = self.shares()
         return {c: shares[c] == 0 if c in TARGET_ZERO else shares[c] < TARGET_SHARE for c in CHECKS}
@@ -315,9 +321,8 @@ def report_markdown(run: QualityRun, *, command: str, commit: str, machine: str,
             f"First audio (answer start -> first TTS chunk): p50 {np.percentile(audio, 50):.0f} ms, "
             f"p95 {np.percentile(audio, 95):.0f} ms over {len(audio)} answers.",
         ]
-    if expecting := [a for a in run.answers if a.used_memory is not None]:
-        used = sum(1 for a in expecting if a.used_memory)
-        lines += ["", f"Answered from memory (said what a recalled memory holds): {used} of {len(expecting)}."]
+    if (from_memory := run.from_memory()) is not None:
+        lines += ["", "Answered from memory (said what a recalled memory holds): {} of {}.".format(*from_memory)]
     guard_counts = Counter(g for a in run.answers for g in a.guards)
     if guard_counts:
         lines += ["", "Guards that changed an answer: " + ", ".join(f"{g} {n}" for g, n in guard_counts.most_common())]
@@ -446,8 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"answer quality ({len(run.answers)} situations, style {run.style}, guards {'on' if run.guards else 'off'}):")
     for check in CHECKS:
         print(f"  {check:12s} {shares[check]:6.1%}")
-    if expecting := [a for a in run.answers if a.used_memory is not None]:
-        print(f"  answered from memory: {sum(1 for a in expecting if a.used_memory)} of {len(expecting)}")
+    if (from_memory := run.from_memory()) is not None:
+        print("  answered from memory: {} of {}".format(*from_memory))
     print(f"report: {folder / 'report.md'}")
     return 0
 

@@ -10,6 +10,7 @@ import pytest
 from perf.quality import (
     CORPUS,
     SHORT_PER_CATEGORY,
+    Answer,
     QualityRun,
     load_corpus,
     memory_lines,
@@ -79,6 +80,13 @@ def test_the_memory_corpus_gives_each_situation_the_block_a_turns_recall_would_m
     assert not used_memory("Misogyny is not a cat's name.", by_id["memory-own-fact-003"].expect)
     assert used_memory("About 384,000 kilometres away!", by_id["memory-related-004"].expect)
     assert used_memory("anything", ()) is None
+    run = QualityRun("says-examples", guards=True)
+    assert run.from_memory() is None  # no situation expected anything: no count to report
+    run.answers += [
+        Answer(f"m-{i}", "memory", "Spark", [], "hi", "hi", [], [], 100.0, 0.1, used)
+        for i, used in enumerate((True, False, None))
+    ]
+    assert run.from_memory() == (1, 2)
 
 
 def test_the_stream_mixes_kinds_and_the_short_form_takes_a_few_of_each():
@@ -125,8 +133,6 @@ def test_an_ordinary_answer_passes_every_check_and_only_a_second_copy_is_a_dupli
 
 
 def test_shares_and_targets():
-    from perf.quality import Answer
-
     run = QualityRun("says-examples", True)
     for i in range(20):
         failed = ["loop"] if i == 0 else []
