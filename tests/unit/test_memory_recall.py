@@ -11,11 +11,13 @@ from spark_client.memory.recall import (
     DAY_S,
     EmbeddingCache,
     RecallOptions,
+    disclosed,
     importance_of,
     line_tokens,
     memory_line,
     score,
     select,
+    self_disclosure,
 )
 from spark_client.memory.records import MemoryKind, MemoryRecord
 
@@ -160,6 +162,29 @@ def test_the_embedding_cache_asks_the_model_once_per_text_and_forgets_the_least_
 def test_a_viewer_talking_about_themselves_matters_more_than_a_greeting():
     assert importance_of("I play bass in a band called Low Tide") > importance_of("hello chat")
     assert 0.0 <= importance_of("") <= 1.0 and importance_of("my " * 500) <= 1.0
+    assert importance_of("How do I stay focused?") == importance_of("How do you stay focused?")
+
+
+def test_only_what_a_viewer_tells_about_themselves_is_a_disclosure_not_a_question_or_a_request():
+    # the e2e script's questions made "lumen has a fun fact about octopuses" a fact of lumen's
+    for asked in (
+        "Tell me a fun fact about octopuses.",
+        "@Spark can you give me a tip for learning to draw?",
+        "How do I stay focused when studying?",
+        "What should I cook for dinner tonight?",
+        "Should I, as a beginner, play on easy?",
+        "@Spark, @Ember tell me what my name means",
+        "hi hi, how are you today?",
+    ):
+        assert disclosed(asked) == "" and not self_disclosure(asked), asked
+    assert disclosed("I play bass in a band called Low Tide and my cat is named Miso") == (
+        "I play bass in a band called Low Tide and my cat is named Miso"
+    )
+    assert disclosed("@Spark I just got a puppy, any name ideas?") == "@Spark I just got a puppy"
+    assert disclosed("Do you like cats? I have two cats.") == "I have two cats."
+    assert disclosed("I love pizza, don't you?") == "I love pizza"
+    assert disclosed("call me Rin") == "call me Rin"
+    assert disclosed("I\u2019m from Oslo!") == "I'm from Oslo!"
 
 
 def test_the_speaking_viewers_own_memories_take_the_budget_first():

@@ -252,3 +252,29 @@ def test_moderation_removes_what_is_still_to_be_written():
     summaries = [job for job in writer.jobs if not hasattr(job, "message")]
     assert facts == ["f1", "f2"]
     assert summaries == [] and [line.message_id for line in writer._lines] == ["f1", "f2"]
+
+
+def test_facts_come_only_from_what_the_viewer_told_about_themselves():
+    async def scenario():
+        memory = RecordingMemory()
+        # what a 135M model wrote for the e2e script's "Tell me a fun fact about octopuses."
+        llm = ScriptedLLM(answers=["orbit has a fun fact about octopuses", "pixelhound plays bass"])
+        writer = MemoryWriter(memory, llm, quiet=lambda: True, poll_s=0.01)
+        writer.heard(said("lumen", "Tell me a fun fact about octopuses."), "Spark")  # a request
+        writer.heard(said("ferrite", "Can you give me a tip for learning to draw?"), "Spark")  # a question
+        asked_only = list(writer.jobs)
+        writer.heard(said("orbit", "I just got a puppy! Tell me a fun fact about octopuses."), "Spark")
+        writer.heard(said("pixelhound", "I play bass"), "Spark")
+        task = asyncio.create_task(writer.run())
+        for _ in range(int(seconds(5) / 0.01)):
+            if len(writer.stats.runs) == 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.wait({task})
+        return asked_only, memory
+
+    asked_only, memory = asyncio.run(scenario())
+    assert asked_only == []  # nothing told about themselves: no fact job
+    # the octopus fact is grounded in the request beside the puppy, not in what orbit told: dropped
+    assert memory.facts == ["pixelhound plays bass"]

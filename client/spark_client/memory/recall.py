@@ -12,6 +12,7 @@ viewer's block reads the same from turn to turn.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -199,11 +200,48 @@ class EmbeddingCache:
         return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+_FIRST_PERSON = frozenset({"i", "i'm", "im", "my", "mine", "i've", "ive", "i'd", "i'll", "myself"})
+# a clause opening with one of these asks for something ("tell me a fun fact", "can you ...")
+_REQUEST = frozenset(
+    "tell give show help teach explain let please remind sing say pick name recommend describe "
+    "guess share list read write draw make play".split()
+)
+# in a question, a clause opening with one of these is the question ("how do I ...", "should I ...")
+_ASKING = frozenset(
+    "what how why when where who whom whose which should can could would will do does did is are am "
+    "was were have has had may might shall must any anyone".split()
+)
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_CLAUSE = re.compile(r"[,;:]|\s[-\u2013\u2014]\s")
+
+
+def disclosed(text: str) -> str:
+    """The parts of `text` in which the viewer tells something about themselves ("I play bass",
+    "my cat is named Miso", "call me Rin"): first person in a statement. A question ("how do I
+    stay focused?") or a request ("tell me a fun fact", "can you give me a tip?") tells nothing
+    lasting about the viewer, and a fact drawn from it is made up ("lumen has a fun fact about
+    octopuses"); the clauses before a question may still tell ("I just got a puppy, any names?")."""
+    told: list[str] = []
+    for sentence in _SENTENCE.findall(text.replace("\u2019", "'")):
+        question = sentence.rstrip().endswith("?")
+        for clause in _CLAUSE.split(sentence):
+            words = [w.strip(".,!?;:'\"()").casefold() for w in clause.split()]
+            words = [w for w in words if w and not w.startswith("@")]
+            if not words:
+                continue
+            if words[:2] == ["call", "me"]:
+                told.append(clause.strip())
+            elif words[0] in _REQUEST or (question and words[0] in _ASKING) or clause.rstrip().endswith("?"):
+                continue
+            elif set(words) & _FIRST_PERSON:
+                told.append(clause.strip())
+    return ", ".join(told)
+
+
 def self_disclosure(text: str) -> bool:
-    """Whether a viewer says something about themselves ("I play bass", "my cat ..."): such an
-    exchange is worth more to remember than a greeting."""
-    words = {w.strip(".,!?;:'\"").casefold() for w in text.split()}
-    return bool(words & {"i", "i'm", "im", "my", "mine", "i've", "ive", "me"})
+    """Whether a viewer tells something about themselves (`disclosed`): such an exchange is worth
+    more to remember than a greeting or a question, and only it is worth looking for facts in."""
+    return bool(disclosed(text))
 
 
 def importance_of(text: str) -> float:

@@ -31,7 +31,7 @@ from spark_client.memory.extract import (
     grounded_facts,
     summary_messages,
 )
-from spark_client.memory.recall import self_disclosure
+from spark_client.memory.recall import disclosed, self_disclosure
 from spark_client.speech.llm import CUTTABLE_PREFILL_CHUNK, RenderedPrompt, SamplingOptions
 from spark_client.speech.triton import ModelCallError
 
@@ -234,7 +234,8 @@ class MemoryWriter:
         if isinstance(job, FactJob):
             message = job.message
             output = await self._generate(fact_messages(message.user, message.text), FACT_SAMPLING, job.written)
-            return grounded_facts(output, message.user, message.text)
+            # grounded in what the viewer told about themselves, not in a question or request beside it
+            return grounded_facts(output, message.user, disclosed(message.text))
         return await self._summary_text(job.lines, job.written)
 
     async def _store(self, job: FactJob | SummaryJob, draft: list[str] | str) -> None:
