@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from spark_client import __version__
+from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas
 from spark_client.memory.cli import memory_app
 from spark_client.personas.cli import personas_app
 from spark_client.turns import PROMPT_BUDGET_TOKENS
@@ -61,6 +62,7 @@ def main(
     for noisy in ("websockets", "chromadb", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     one_blas_thread()
+    limit_heap_arenas(CLIENT_HEAP_ARENAS)  # before gRPC, Chroma and the executor start their threads
 
 
 def one_blas_thread() -> None:

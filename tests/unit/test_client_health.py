@@ -161,3 +161,53 @@ def test_turn_records_carry_what_the_heap_releases_gave_back(monkeypatch):
     assert asyncio.run(release.release()) == 10.0 and release.passes == 1
     after = TurnTimings(2, "ann", "Spark", 0.0).record()["heap_released_mb"]
     assert after - before == pytest.approx(10.0)
+
+
+ARENAS = """
+import ctypes, json, os, sys, tempfile, threading
+if sys.argv[1] == "client":  # what every spark-client command does first
+    from typer.testing import CliRunner
+    from spark_client.cli import app
+    assert CliRunner().invoke(app, ["memory", "--help"]).exit_code == 0
+kept, barrier = [], threading.Barrier(6)
+
+def work():
+    barrier.wait()
+    kept.append([bytes(4096) for _ in range(200)])  # from the C heap, in this thread's arena
+    barrier.wait()  # all six alive at once: none hands its arena on to another
+
+threads = [threading.Thread(target=work) for _ in range(6)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = tempfile.mktemp()
+out = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, out)
+libc.fclose(out)
+with open(path) as f:
+    print(json.dumps({"arenas": f.read().count("<heap nr=")}))
+os.unlink(path)
+"""
+
+
+@needs_malloc_trim
+@pytest.mark.parametrize(("how", "most"), [("alone", None), ("client", health.CLIENT_HEAP_ARENAS)])
+def test_the_client_keeps_its_threads_to_few_malloc_arenas(how, most):
+    """glibc gives each thread that allocates while others hold theirs an arena of its own (up to
+    8 per core), and memory freed in one is reused only there: the live client's ~20 threads (gRPC,
+    Chroma, asyncio's executor) left freed memory resident in a dozen of them. Every `spark-client`
+    command caps them first; six threads allocating at once show the cap."""
+    result = subprocess.run(
+        [sys.executable, "-c", ARENAS, how], capture_output=True, text=True, timeout=seconds(60), check=True
+    )
+    arenas = json.loads(result.stdout)["arenas"]
+    if most is None:
+        assert arenas >= 4  # without the cap: an arena a thread (the check itself is sound)
+    else:
+        assert arenas <= most
