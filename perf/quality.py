@@ -58,6 +58,9 @@ class Situation:
     expect: tuple[str, ...] = ()
 
 
+MEMORY_KINDS = ("exchange", "fact", "summary")  # spark_client.memory.records.MemoryKind's values
+
+
 def load_corpus(path: Path = CORPUS) -> list[Situation]:
     situations = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -68,6 +71,8 @@ def load_corpus(path: Path = CORPUS) -> list[Situation]:
             memories = tuple(item.get("memories", ()))
             if any(not {"user", "kind", "text"} <= set(m) for m in memories):
                 raise ValueError("a memory needs user, kind and text")
+            if bad := [m["kind"] for m in memories if m["kind"] not in MEMORY_KINDS]:
+                raise ValueError(f"a memory's kind is one of {', '.join(MEMORY_KINDS)}, not {bad[0]!r}")
             situations.append(
                 Situation(
                     item["id"],

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 
 from perf.quality import (
     CORPUS,
+    MEMORY_KINDS,
     SHORT_PER_CATEGORY,
     Answer,
     QualityRun,
@@ -50,6 +52,17 @@ def test_the_corpus_covers_every_kind_of_chat_at_least_200_times():
     assert all(s.chat and all(line["user"] and line["text"] for line in s.chat) for s in corpus)
     assert any(len(s.chat) >= 3 for s in corpus if s.category == "multi_viewer")
     assert all(s.persona == "Ember" for s in corpus if s.category == "question_ember")
+
+
+def test_a_memory_of_an_unknown_kind_is_an_error_where_the_corpus_is_read(tmp_path):
+    from spark_client.memory.records import MemoryKind
+
+    assert set(MEMORY_KINDS) == {kind.value for kind in MemoryKind}
+    corpus = tmp_path / "corpus.jsonl"
+    memory = {"user": "orbit", "kind": "rumour", "text": "orbit plays bass"}
+    corpus.write_text(json.dumps({"id": "m1", "category": "memory", "chat": [], "memories": [memory]}) + "\n")
+    with pytest.raises(ValueError, match=r"corpus.jsonl:1: .*'rumour'"):
+        load_corpus(corpus)
 
 
 def test_the_memory_corpus_gives_each_situation_the_block_a_turns_recall_would_make():
