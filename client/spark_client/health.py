@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -135,29 +136,28 @@ def limit_heap_arenas(arenas: int) -> bool:
     """Caps glibc's malloc arenas for the threads this process makes from now on (`mallopt`
     M_ARENA_MAX); False where there is no such call (musl, macOS, Windows). Threads that have
     their arena keep it: call it before they start."""
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, arenas))
+
+
+def _libc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    """A function of the C library this process already runs on (returning an int), or None
+    where it has none (only glibc on Linux is asked)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
+        return None
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
 
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None where the C library has none (musl, macOS, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    return _libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 def release_free_heap() -> bool:
