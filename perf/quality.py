@@ -58,10 +58,10 @@ class Situation:
     expect: tuple[str, ...] = ()
 
 
-MEMORY_KINDS = ("exchange", "fact", "summary")  # spark_client.memory.records.MemoryKind's values
-
-
 def load_corpus(path: Path = CORPUS) -> list[Situation]:
+    from spark_client.memory.records import MemoryKind
+
+    kinds = {kind.value for kind in MemoryKind}
     situations = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -71,8 +71,8 @@ def load_corpus(path: Path = CORPUS) -> list[Situation]:
             memories = tuple(item.get("memories", ()))
             if any(not {"user", "kind", "text"} <= set(m) for m in memories):
                 raise ValueError("a memory needs user, kind and text")
-            if bad := [m["kind"] for m in memories if m["kind"] not in MEMORY_KINDS]:
-                raise ValueError(f"a memory's kind is one of {', '.join(MEMORY_KINDS)}, not {bad[0]!r}")
+            if bad := [m["kind"] for m in memories if m["kind"] not in kinds]:
+                raise ValueError(f"a memory's kind is one of {', '.join(sorted(kinds))}, not {bad[0]!r}")
             situations.append(
                 Situation(
                     item["id"],
