@@ -26,6 +26,16 @@ SIDECAR_STAMP := $(SIDECAR)/node_modules/.installed
 # (python -m build_engines gb10 --tts nemo:...); the tests export a tiny one through it.
 NEMO_ENV_STAMP := engines/.build-env/nemo-tts/.ready
 
+# pip install with two more tries for the downloads: a wheel cut short or corrupted on the way fails
+# its hash check, and pip itself does not try again. Retries skip pip's cache, which may hold the
+# bad copy.
+pip_retried = for try in 1 2 3; do \
+	  if [ $$try = 1 ]; then cache=; else cache=--no-cache-dir; fi; \
+	  $(PY) -m pip install -q --disable-pip-version-check $$cache $(1) && break; \
+	  if [ $$try = 3 ]; then exit 1; fi; \
+	  echo "pip install $(1) failed (try $$try of 3); trying again in 10 s"; sleep 10; \
+	done
+
 .PHONY: minecraft-server setup engines nemo-env serve live test test-unit lint system-deps perf clean help
 
 help:
@@ -51,10 +61,10 @@ $(SIDECAR_STAMP): $(SIDECAR)/package.json $(SIDECAR)/package-lock.json
 
 $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt client/pyproject.toml pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements/base.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.txt
+	$(call pip_retried,-r requirements/base.txt)
+	$(call pip_retried,--no-deps -r requirements/nodeps.txt)
 	@echo "llama-cpp-python: compiling llama.cpp if no wheel is cached (about 5 minutes on 2 cores)"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --disable-pip-version-check -r requirements/llama.txt
+	export CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)"; $(call pip_retried,-r requirements/llama.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e client -e .
 	@touch $@
 
