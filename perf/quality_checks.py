@@ -130,6 +130,41 @@ OPENING_WORDS = 4  # an answer that opens with the same words as one of the last
 RECENT_ANSWERS = 5
 
 
+# What an English contraction may end with after its apostrophe ("it's", "y'all", "o'clock").
+CONTRACTION_ENDS = frozenset("s m re ve ll d t all am clock er n roll".split())
+_CUT = '.,!?…;:"()[]{}*_“”‘’«»-~@#'
+
+
+def unsayable(text: str, names: Iterable[str] = ()) -> bool:
+    """Whether `text` has a word no one would say on stream: one from the client's blocked list
+    (client/spark_client/speech/blocked_words.txt, the data only), or a word garbled past reading:
+    lower-case letters glued after an apostrophe that end no contraction ("I'mreallysorry",
+    "don'know"), or a capital right after two lower-case letters ("SorrSnoh", "sparkY"). Names
+    (`names`, any case) are what they are ("PixelFox")."""
+    known = {n.casefold() for n in names}
+    blocked = _blocked_words()
+    for raw in text.split():
+        word = raw.strip(_CUT)
+        if not word or word.casefold() in known:
+            continue
+        if any(t in blocked for t in tokens(word)):
+            return True
+        tails = re.split("['’]", word)[1:]
+        if any(t[:1].islower() and t.casefold() not in CONTRACTION_ENDS for t in tails):
+            return True
+        if any(a.islower() and b.islower() and c.isupper() for a, b, c in zip(word, word[1:], word[2:], strict=False)):
+            return True
+    return False
+
+
+def _blocked_words() -> frozenset[str]:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "client/spark_client/speech/blocked_words.txt"
+    lines = (line.split("#", 1)[0].strip().casefold() for line in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(line for line in lines if line)
+
+
 @dataclass(frozen=True)
 class StreamAnswer:
     """One answer of a stream, judged against the answers before it."""
@@ -139,10 +174,15 @@ class StreamAnswer:
     bare: bool  # something said, but fewer than MIN_ANSWER_WORDS words besides the sign-off ("Stay sparky!")
     duplicate: bool  # the same words as an earlier answer
     same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS
+    unsayable: bool = False  # a blocked or garbled word (`unsayable`)
 
 
-def stream_answers(answers: list[tuple[str, str]], catchphrases: dict[str, str]) -> list[StreamAnswer]:
-    """`answers`: (persona, what was said) in stream order; `catchphrases`: persona -> sign-off."""
+def stream_answers(
+    answers: list[tuple[str, str]], catchphrases: dict[str, str], names: Iterable[str] = ()
+) -> list[StreamAnswer]:
+    """`answers`: (persona, what was said) in stream order; `catchphrases`: persona -> sign-off;
+    `names`: who is on stream (viewers, personas)."""
+    names = (*names, *catchphrases)
     seen: set[tuple[str, ...]] = set()
     openings: list[tuple[str, ...]] = []
     judged: list[StreamAnswer] = []
@@ -161,6 +201,7 @@ def stream_answers(answers: list[tuple[str, str]], catchphrases: dict[str, str])
                 bare=not silent and len(said) < MIN_ANSWER_WORDS,
                 duplicate=bool(key) and key in seen,
                 same_opening=len(opening) == OPENING_WORDS and opening in openings[-RECENT_ANSWERS:],
+                unsayable=unsayable(text, names),
             )
         )
         seen.add(key)

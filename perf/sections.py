@@ -352,7 +352,8 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
 
     answered = log.answered()
     catchphrases = {p.name: p.catchphrase for p in shipped_personas()}
-    judged = stream_answers([(t.persona, t.spoken) for t in answered], catchphrases)
+    names = {t.user for t in answered if t.user}
+    judged = stream_answers([(t.persona, t.spoken) for t in answered], catchphrases, names)
 
     def share(flags: list[bool]) -> str:
         return f"{sum(flags)} ({100 * sum(flags) / len(flags):.0f}%)"
@@ -369,11 +370,20 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
                 share([a.bare for a in window]),
                 share([a.duplicate for a in window]),
                 share([a.same_opening for a in window]),
+                share([a.unsayable for a in window]),
             )
         )
     section.tables.append(
         Table(
-            ("turns", "words p50", "nothing said", "only the catchphrase", "same as earlier", "opens like a recent"),
+            (
+                "turns",
+                "words p50",
+                "nothing said",
+                "only the catchphrase",
+                "same as earlier",
+                "opens like a recent",
+                "garbled or blocked word",
+            ),
             tuple(rows),
             title="What was said, as the stream ages (answered turns; words besides the catchphrase)",
         )

@@ -11,10 +11,11 @@ so each string is matched as written and after a space ("not sure what" and " no
 Engines that sample themselves (llama.cpp, transformers) use `BadWords`; TensorRT-LLM takes
 the same strings as `SamplingParams(bad=...)` (`spellings`).
 
-What the persona sends is the 4-word runs of its own recent answers and their 3-word openings
+What the persona sends is the 4-word runs of its own recent answers and their 2-word openings
 (`spark_client/speech/guards.py`, `RecentAnswers.runs`): a small model that sees its earlier
 answers in the prompt copies them word for word, and the output guard then has to drop the
-repeat and ask again; with the runs banned it cannot copy more than three words in a row.
+repeat and ask again; with the runs banned it cannot copy more than three words in a row. It
+also sends the words it never says on stream (`blocked_spellings`: strong profanity, slurs).
 """
 
 from __future__ import annotations

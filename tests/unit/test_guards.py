@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, is_thin, split_sentences
+from spark_client.speech.guards import (
+    GuardContext,
+    RecentAnswers,
+    SpeechGuard,
+    blocked_spellings,
+    blocked_words,
+    is_thin,
+    split_sentences,
+)
 
 RULES = "You are live on stream, speaking out loud. Answer in one to three short spoken sentences."
 CUE = "(no new chat) React briefly to what Spark just said."
@@ -37,6 +45,43 @@ def test_a_leading_echoed_label_is_stripped_and_the_answer_kept():
     assert say(guard(), 'says: "sounds like my show". How about you?')[0] == '"sounds like my show". How about you?'
     assert say(guard(), 'Fun! rin_7 says: "me too"') == ("Fun!", True)
     assert say(guard(), "What a beautiful choice.", "Mossy_toad says:") == ("What a beautiful choice.", True)
+
+
+def test_a_garbled_word_is_never_said_and_ends_the_answer():
+    """Words from 120-turn e2e runs of the 135M persona, spelling around its banned openings;
+    each garbled answer in the history brought the next."""
+    assert say(guard(), "I'mreallysorry... But I can't remember.") == ("", True)
+    assert say(guard(), "Oh, hi!", "I'm SorrSnoh-n'-e! Stay sparky.") == ("Oh, hi!", True)
+    assert say(guard(), "Sure thing! But as a sparkY... Stay sparky!") == ("Sure thing!", True)
+    assert say(guard(), "I'm sorry, but I don'know what that means.") == ("", True)
+    g = guard()
+    say(g, "I've no -s-c'-l'u words here...")
+    assert g.reasons == ["garbled"]
+    # words people write: contractions, names, brands, and whatever the chat or a name has
+    fine = (
+        "It's five o'clock, y'all, and we'd rock'n'roll!",
+        "O'Brien says goin' home is the plan.",
+        "I played CoD on my iPhone, then watched YouTube and McDonald's ads.",
+        "PixelFox is back, and movingForward is your motto! Thanks, @PixelFox.",
+    )
+    for text in fine:
+        g = guard(chat=("my motto is movingForward",), speakers=("PixelFox", "Spark"))
+        assert say(g, text) == (text, False), text
+        assert g.reasons == []
+
+
+def test_a_blocked_word_is_never_said_and_the_server_is_asked_never_to_write_one():
+    assert say(guard(), "Wow, that's cool.", "What the fuck is that?") == ("Wow, that's cool.", True)
+    g = guard()
+    assert say(g, "Son-of-a-Bitch, I lost!") == ("", True)
+    assert g.reasons == ["blocked"]
+    # whole words only, case aside; a viewer's word is no licence
+    assert say(guard(), "Scunthorpe has grapes and a therapist.")[1] is False
+    assert say(guard(chat=("say shit",)), "Okay: SHIT.") == ("", True)
+    words = blocked_words()
+    assert {"fuck", "fucking", "shit", "nigger"} <= words and "damn" not in words and "#" not in "".join(words)
+    spellings = blocked_spellings()
+    assert "shit" in spellings and "Shit" in spellings and len(spellings) == 2 * len(words)
 
 
 def test_a_label_later_in_the_answer_is_a_new_chat_line_and_ends_it():

@@ -171,6 +171,31 @@ def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
     assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6, 0]
 
 
+def test_over_a_stream_garbled_and_blocked_words_are_counted():
+    """Answers from 120-turn e2e runs of the 135M persona, and words people write."""
+    from perf.quality_checks import stream_answers, unsayable
+
+    garbled = (
+        "I'mreallysorry... But I can't remember something ... Stay sparky!",
+        "I'm SorrSnoh-n'-e! Stay sparky.",
+        "But as a sparkY... Stay sparky!",
+        "I'm sorry, but I don'know what that means.",
+        "I'm SorrSwe! But I've no -c-l'-o'n words here...",
+    )
+    fine = (
+        "It's five o'clock, y'all, and we'd rock'n'roll!",
+        "O'Brien says goin' home is the plan, PixelFox.",
+        "I played CoD on my iPhone at McDonald's.",
+        "Scunthorpe has grapes and a therapist.",
+    )
+    assert all(unsayable(t, ["pixelfox"]) for t in garbled)
+    assert not any(unsayable(t, ["pixelfox"]) for t in fine)
+    assert unsayable("What the FUCK, Spark?") and unsayable("son-of-a-bitch") and not unsayable("Damn, that's hard.")
+    said = [("Spark", fine[1]), ("Spark", garbled[0]), ("Spark", "Oh no, pixelFox, that's bullshit.")]
+    judged = stream_answers(said, {"Spark": "Stay sparky!"}, names=["pixelfox"])
+    assert [a.unsayable for a in judged] == [False, True, True]
+
+
 def test_too_long_does_not_count_the_personas_catchphrase():
     checker = Checker(internal=(RULES,))
     three = "I love cozy games. Stardew is my favourite. What about you?"

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from spark_client.speech.chunker import SpeakablePiece, SpeechChunker
-from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, stop_sequences
+from spark_client.speech.guards import GuardContext, RecentAnswers, SpeechGuard, blocked_spellings, stop_sequences
 from spark_client.speech.llm import RenderedPrompt, SamplingOptions
 
 RETRY_SEED_STEP = 7919  # a retried answer samples with seed + this (a prime: no overlap with turn seeds)
@@ -158,7 +158,7 @@ def guarded_answer(
     (`RecentAnswers.runs`, sent as `bad_words`), and a retry samples differently.
     `on_prefill` hears how many prompt tokens the server read for each attempt."""
     prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
-    bad_words = recent.runs(leave=context.catchphrase)
+    bad_words = (*recent.runs(leave=context.catchphrase), *blocked_spellings())
 
     def open_stream(attempt: int) -> AsyncIterator[str]:
         return llm.stream(

@@ -14,6 +14,11 @@ Rules, in the order they apply to a piece:
   instruction   5+ consecutive words of an internal instruction (the rules, the co-host's cue),
                 or an instruction marker: the piece is dropped
   copy          5+ consecutive words copied from untrusted chat: the piece is dropped
+  garbled       a word no voice can say as written, glued past a contraction ("I'mreallysorry")
+                or with a capital inside its lower-case letters ("SorrSnoh-n'-e"), unless the chat
+                or a name has it: cut there and stop
+  blocked       a word of speech/blocked_words.txt (strong profanity, slurs): cut there and stop;
+                the server is asked never to write one (`bad_words`, see `blocked_spellings`)
   repeat        a sentence said in one of the last answers, word for word: dropped
   loop          one word 4+ times in a row or a phrase 3+ times in a row: cut after its first
                 occurrence, stop
@@ -30,6 +35,8 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 
 COPY_WORDS = 5  # this many consecutive words from chat or an instruction count as a copy
 WORD_LOOP = 4  # one word this many times in a row
@@ -70,6 +77,55 @@ _ENDS_SENTENCE = re.compile(r"[.!?…]+[\"')\]]*\s*$")
 STAGE_DIRECTION = re.compile(r"\*[^*]{1,60}\*|\[[^\]\n]{0,30}\]|\[\w*|\]|\([a-z][^()\n]{0,40}\)|\*+")
 _SYMBOLS = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d]")  # emoji are not speakable
 _WORD = re.compile(r"[\w']+")
+
+# Garbled words. Over a long stream a 135M persona whose usual openings are banned
+# (`RecentAnswers.runs`) spells around the ban ("I'mreallysorry...", "I'm SorrSnoh-n'-e!"), and
+# each garbled answer in its history brings the next: in four 120-turn e2e runs 6-15 answers in a
+# row were such words. Letters glued after an apostrophe that end no English contraction:
+_GLUED = re.compile(r"[A-Za-z]['’](?!(?:s|m|re|ve|ll|d|t|all|am|clock|er|n|roll)\b)[a-z]")
+# A capital after two lower-case letters ("SorrSnoh", "movingForward"; not "CoD", "iPhone",
+# "McDonald"); the names and Twitch emotes below are written that way.
+_CAMEL = re.compile(r"[a-z]{2}[A-Z]")
+CAMEL_CASE_NAMES = frozenset(
+    """
+    youtube tiktok playstation javascript typescript github gitlab linkedin powerpoint macbook wordpress
+    spongebob pewdiepie vtuber vtubers openai chatgpt deepmind mrbeast facetime paypal whatsapp soundcloud
+    starcraft warcraft runescape gamecube minecraft fortnite twitch pokemon nintendo
+    pogchamp kappapride biblethump notlikethis residentsleeper monkas pepehands
+    """.split()
+)
+
+
+@cache
+def blocked_words() -> frozenset[str]:
+    """The words the persona never says (speech/blocked_words.txt), lower-case."""
+    text = files("spark_client.speech").joinpath("blocked_words.txt").read_text(encoding="utf-8")
+    lines = (line.split("#", 1)[0].strip().casefold() for line in text.splitlines())
+    return frozenset(line for line in lines if line)
+
+
+def blocked_spellings() -> tuple[str, ...]:
+    """The blocked words as the server's `bad_words`: lower-case and capitalised (the server
+    matches each as written and after a space)."""
+    return tuple(spelling for word in sorted(blocked_words()) for spelling in (word, word.capitalize()))
+
+
+def garbled_word(text: str, known: frozenset[str] = frozenset()) -> str | None:
+    """The first word of `text` no voice can say as written (see `_GLUED`, `_CAMEL`), or None.
+    Words in `known` (lower-case: the chat's words, the speakers' names) are what someone wrote."""
+    for raw in text.split():
+        word = raw.strip('.,!?…;:"()[]{}*_“”‘’«»-~@#')
+        if not word or word.casefold() in known or word.casefold() in CAMEL_CASE_NAMES:
+            continue
+        if _GLUED.search(word) or _CAMEL.search(word):
+            return word
+    return None
+
+
+def blocked_word(text: str) -> str | None:
+    """The first word of `text` from the blocked list, or None."""
+    blocked = blocked_words()
+    return next((w for w in words(text) if w in blocked), None)
 
 
 def words(text: str) -> list[str]:
@@ -205,6 +261,8 @@ class SpeechGuard:
         self._speakers = {s.casefold() for s in context.speakers if s} | GENERIC_SPEAKERS
         self._named = self._speakers - GENERIC_SPEAKERS  # whose label begins a new chat line
         self._chat_ngrams = _all_ngrams(context.chat)
+        # words someone wrote (a viewer's "movingForward", a name): never garbled
+        self._known = frozenset(w.strip("'") for text in context.chat for w in words(text)) | self._speakers
         self._internal_ngrams = _all_ngrams(context.internal)
         self._recent = recent
         self.said: list[str] = []  # the pieces let through
@@ -309,6 +367,13 @@ class SpeechGuard:
         if not text.strip():
             return Verdict("", stop, reasons)
 
+        text, unsayable = self._cut_unsayable(text)
+        if unsayable:
+            reasons.append(unsayable)
+            stop = True
+            if not text.strip():
+                return Verdict("", stop, reasons)
+
         text, repeat = self._drop_repeats(text)
         if repeat:
             reasons.append("repeat")
@@ -375,6 +440,18 @@ class SpeechGuard:
             else:
                 kept.append(sentence)
         return " ".join(kept), list(dict.fromkeys(reasons))
+
+    def _cut_unsayable(self, text: str) -> tuple[str, str]:
+        """`text` up to the first sentence with a garbled or a blocked word, and which ("" when
+        none). Nothing after such a word is said: the model has gone off the rails or off limits."""
+        kept: list[str] = []
+        for sentence in split_sentences(text):
+            if blocked_word(sentence) is not None:
+                return " ".join(kept), "blocked"
+            if garbled_word(sentence, self._known) is not None:
+                return " ".join(kept), "garbled"
+            kept.append(sentence)
+        return text, ""
 
     def _drop_repeats(self, text: str) -> tuple[str, bool]:
         """Drops a sentence said in a recent answer. Pieces end mid-sentence, so the beginning of
