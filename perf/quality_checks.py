@@ -137,12 +137,14 @@ _CUT = '.,!?…;:"()[]{}*_“”‘’«»-~@#'
 
 def unsayable(text: str, names: Iterable[str] = ()) -> bool:
     """Whether `text` has a word no one would say on stream: one from the client's blocked list
-    (client/spark_client/speech/blocked_words.txt, the data only), or a word garbled past reading:
-    lower-case letters glued after an apostrophe that end no contraction ("I'mreallysorry",
-    "don'know"), or a capital right after two lower-case letters ("SorrSnoh", "sparkY"). Names
-    (`names`, any case) are what they are ("PixelFox")."""
+    (client/spark_client/speech/blocked_words.txt, read by the client's loader: the list only), or
+    a word garbled past reading: lower-case letters glued after an apostrophe that end no
+    contraction ("I'mreallysorry", "don'know"), or a capital right after two lower-case letters
+    ("SorrSnoh", "sparkY"). Names (`names`, any case) are what they are ("PixelFox")."""
+    from spark_client.speech.guards import blocked_words  # the list, not the guard's checks
+
     known = {n.casefold() for n in names}
-    blocked = _blocked_words()
+    blocked = blocked_words()
     for raw in text.split():
         word = raw.strip(_CUT)
         if not word or word.casefold() in known:
@@ -155,14 +157,6 @@ def unsayable(text: str, names: Iterable[str] = ()) -> bool:
         if any(a.islower() and b.islower() and c.isupper() for a, b, c in zip(word, word[1:], word[2:], strict=False)):
             return True
     return False
-
-
-def _blocked_words() -> frozenset[str]:
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "client/spark_client/speech/blocked_words.txt"
-    lines = (line.split("#", 1)[0].strip().casefold() for line in path.read_text(encoding="utf-8").splitlines())
-    return frozenset(line for line in lines if line)
 
 
 @dataclass(frozen=True)
