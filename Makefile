@@ -8,8 +8,16 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.setup-done
 ENGINES := engines/cpu/manifest.json
-# Portable x86-64-v3 build of llama.cpp (a wheel cached on one CPU must run on the next).
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# llama.cpp is compiled for this CPU's vector instructions (AVX2; AVX-512 and VNNI where it has them;
+# spark_runtime/llama_build.py). The wheel is kept per instruction set and pin under
+# .cache/llama-wheels/, and the .venv's llama stamp is named after it: carried to another CPU, the
+# .venv gets the build for that one. LLAMA_CMAKE_ARGS=... on the command line builds your own.
+ifeq ($(origin LLAMA_CMAKE_ARGS),undefined)
+LLAMA_CMAKE_ARGS := $(shell $(PYTHON) spark_runtime/llama_build.py cmake-args)
+endif
+LLAMA_KEY := $(shell $(PYTHON) spark_runtime/llama_build.py key requirements/llama.txt $(LLAMA_CMAKE_ARGS))
+LLAMA_WHEELS := .cache/llama-wheels/$(LLAMA_KEY)
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_KEY)
 PYTEST_ARGS ?=
 LIVE_ARGS ?=
 # Bring your own model: `make engines LLM_GGUF=/path/model.gguf` (then `make live`) serves any local
@@ -29,11 +37,12 @@ NEMO_ENV_STAMP := engines/.build-env/nemo-tts/.ready
 # pip install with two more tries for the downloads: a wheel cut short or corrupted on the way fails
 # its hash check, and pip itself does not try again. Retries skip pip's cache, which may hold the
 # bad copy.
+# $(1): the pip command and its arguments ("install -r requirements/base.txt").
 pip_retried = for try in 1 2 3; do \
 	  if [ $$try = 1 ]; then cache=; else cache=--no-cache-dir; fi; \
-	  $(PY) -m pip install -q --disable-pip-version-check $$cache $(1) && break; \
+	  $(PY) -m pip $(1) -q --disable-pip-version-check $$cache && break; \
 	  if [ $$try = 3 ]; then exit 1; fi; \
-	  echo "pip install $(1) failed (try $$try of 3); trying again in 10 s"; sleep 10; \
+	  echo "pip $(1) failed (try $$try of 3); trying again in 10 s"; sleep 10; \
 	done
 
 .PHONY: minecraft-server setup engines nemo-env serve live test test-unit lint system-deps perf clean help
@@ -49,7 +58,7 @@ help:
 	@echo "make nemo-env  NeMo's build environment (exports NeMo TTS checkpoints for the GB10 target)"
 	@echo "make perf    latency report under perf/reports/ (starts tritonserver if none is ready; PERF_ARGS=...)"
 
-setup: $(STAMP) $(SIDECAR_STAMP)
+setup: $(STAMP) $(LLAMA_STAMP) $(SIDECAR_STAMP)
 
 # Needs Node.js and npm (Debian: nodejs, in requirements/apt-test.txt); without them game mode says
 # what is missing and the rest of the product runs.
@@ -59,16 +68,29 @@ $(SIDECAR_STAMP): $(SIDECAR)/package.json $(SIDECAR)/package-lock.json
 	  npm ci --prefix $(SIDECAR) --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "note: npm not found; game mode (--minecraft) needs Node.js: apt install nodejs npm"; fi
 
-$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/llama.txt client/pyproject.toml pyproject.toml
+$(STAMP): requirements/base.txt requirements/nodeps.txt client/pyproject.toml pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(call pip_retried,-r requirements/base.txt)
-	$(call pip_retried,--no-deps -r requirements/nodeps.txt)
-	@echo "llama-cpp-python: compiling llama.cpp if no wheel is cached (about 5 minutes on 2 cores)"
-	export CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)"; $(call pip_retried,-r requirements/llama.txt)
+	$(call pip_retried,install -r requirements/base.txt)
+	$(call pip_retried,install --no-deps -r requirements/nodeps.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e client -e .
 	@touch $@
 
-engines: $(STAMP)
+# Compiled once per CPU instruction set and pin, without pip's cache (its key ignores CMAKE_ARGS, so
+# it would hand over a wheel built for another CPU); installed without touching the pinned packages.
+$(LLAMA_STAMP): | $(STAMP)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "llama-cpp-python: compiling llama.cpp for this CPU ($(LLAMA_KEY); about 5 minutes on 2 cores)"; \
+	  rm -rf $(LLAMA_WHEELS).part; export CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)"; \
+	  $(call pip_retried,wheel --no-deps --no-binary llama-cpp-python --no-cache-dir -w $(LLAMA_WHEELS).part -r requirements/llama.txt); \
+	  rm -rf $(LLAMA_WHEELS); mv $(LLAMA_WHEELS).part $(LLAMA_WHEELS); \
+	fi
+	whl=$$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl | head -n 1); \
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$$whl" && \
+	$(call pip_retried,install "$$whl[server]")
+	$(PY) spark_runtime/llama_build.py mark $(LLAMA_CMAKE_ARGS)
+	@rm -f $(VENV)/.llama-*; touch $@
+
+engines: $(STAMP) | $(LLAMA_STAMP)
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
 # The DGX Spark container (needs Docker): checks the base image's linux/arm64 manifest, then docker build.
@@ -84,7 +106,7 @@ $(NEMO_ENV_STAMP): requirements/nemo-tts.txt $(STAMP)
 	$(PY) -m build_engines nemo-env
 
 # Rebuilt when the CPU build changes (cheap: only what changed is rewritten; adapters retrain only for a new model file).
-$(ENGINES): $(STAMP) build_engines/cpu.py build_engines/packaged.py
+$(ENGINES): $(STAMP) build_engines/cpu.py build_engines/packaged.py | $(LLAMA_STAMP)
 	$(PY) -m build_engines cpu $(ENGINE_ARGS)
 
 serve: $(SERVED)
@@ -124,7 +146,7 @@ MC_PORT ?= 25565
 minecraft-server: $(SIDECAR_STAMP)
 	node $(SIDECAR)/server/local_server.js --port $(MC_PORT)
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) | $(LLAMA_STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 clean:

@@ -57,6 +57,7 @@ from spark_runtime.engines.bad_words import BadWords
 from spark_runtime.engines.base import GenerationRequest, GenerationStats
 from spark_runtime.engines.llama_grammar import GrammarCache, GrammarGuide, guided_llama_class
 from spark_runtime.errors import EngineMissingError, RequestError
+from spark_runtime.llama_build import check_installed
 from spark_runtime.text import StopWordFilter, Utf8Accumulator
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class LlamaCppEngine:
     ) -> None:
         if not model_path.is_file():
             raise EngineMissingError(f"GGUF model {model_path} is missing: run `make engines`")
+        try:
+            check_installed()  # before the import: a build for another CPU dies of SIGILL in it
+        except RuntimeError as exc:
+            raise EngineMissingError(str(exc)) from None
         import llama_cpp
 
         self._lib = llama_cpp
