@@ -24,7 +24,9 @@ import platform
 import sys
 from pathlib import Path
 
-# llama.cpp's option -> the /proc/cpuinfo flags it needs, in llama.cpp's own order.
+_AVX512 = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
+# llama.cpp's option -> the /proc/cpuinfo flags it needs, in llama.cpp's own order (AVX-512's
+# extensions only with AVX-512 itself).
 X86_OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("GGML_SSE42", ("sse4_2",)),
     ("GGML_AVX", ("avx",)),
@@ -33,15 +35,16 @@ X86_OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("GGML_BMI2", ("bmi2",)),
     ("GGML_AVX2", ("avx2",)),
     ("GGML_AVX_VNNI", ("avx_vnni",)),
-    ("GGML_AVX512", ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")),
-    ("GGML_AVX512_VBMI", ("avx512f", "avx512vbmi")),
-    ("GGML_AVX512_VNNI", ("avx512f", "avx512_vnni")),
-    ("GGML_AVX512_BF16", ("avx512f", "avx512_bf16")),
+    ("GGML_AVX512", _AVX512),
+    ("GGML_AVX512_VBMI", (*_AVX512, "avx512vbmi")),
+    ("GGML_AVX512_VNNI", (*_AVX512, "avx512_vnni")),
+    ("GGML_AVX512_BF16", (*_AVX512, "avx512_bf16")),
 )
 # Crashed with SIGSEGV in the first decode (a GGML_NATIVE=ON build on the Intel Xeon): always off.
 NEVER = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
-# The build before this module: x86-64-v3, used where the CPU's flags cannot be read.
-PORTABLE = {"GGML_SSE42": True, "GGML_AVX": True, "GGML_F16C": True, "GGML_FMA": True, "GGML_AVX2": True}
+# What llama.cpp turns on by itself with GGML_NATIVE off: x86-64-v3, the build before this module,
+# kept where the CPU's flags cannot be read.
+PORTABLE = frozenset(("GGML_SSE42", "GGML_AVX", "GGML_F16C", "GGML_FMA", "GGML_BMI2", "GGML_AVX2"))
 MARKER = "spark_llama_build.json"
 
 
@@ -64,14 +67,10 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
 
 def cmake_options(flags: frozenset[str] | None) -> dict[str, bool]:
     """Each x86 option of llama.cpp, on where the CPU has what it needs (the portable set where the
-    flags are unknown). AVX-512's extensions only come with AVX-512 itself."""
+    flags are unknown)."""
     if flags is None:
-        options = {name: PORTABLE.get(name, False) for name, _ in X86_OPTIONS}
-    else:
-        options = {name: all(f in flags for f in needs) for name, needs in X86_OPTIONS}
-        if not options["GGML_AVX512"]:
-            options.update(GGML_AVX512_VBMI=False, GGML_AVX512_VNNI=False, GGML_AVX512_BF16=False)
-    return options
+        return {name: name in PORTABLE for name, _ in X86_OPTIONS}
+    return {name: all(f in flags for f in needs) for name, needs in X86_OPTIONS}
 
 
 def cmake_args(options: dict[str, bool]) -> str:
@@ -104,10 +103,6 @@ def build_key(args: str, requirements: str) -> str:
     return f"{level(_parse_args(args))}-{digest}"
 
 
-# What llama.cpp turns on by itself when GGML_NATIVE is off and an option is not named.
-_DEFAULT_ON = ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_BMI2", "GGML_FMA", "GGML_F16C")
-
-
 def _parse_args(args: str) -> dict[str, bool]:
     """The x86 options a CMAKE_ARGS string builds with, llama.cpp's defaults filled in: with
     GGML_NATIVE on (its default) the build takes every instruction this CPU has."""
@@ -117,8 +112,7 @@ def _parse_args(args: str) -> dict[str, bool]:
         named[name] = value.upper() in ("ON", "1", "TRUE", "YES", "Y")
     if named.get("GGML_NATIVE", True):
         return cmake_options(cpu_flags())
-    options = {name: named.get(name, name in _DEFAULT_ON) for name, _ in X86_OPTIONS}
-    return options
+    return {name: named.get(name, name in PORTABLE) for name, _ in X86_OPTIONS}
 
 
 def installed_marker() -> Path | None:
