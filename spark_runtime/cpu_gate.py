@@ -7,10 +7,11 @@ holds the gate, and the LLM engine checks it between tokens and sleeps until it 
 
 The gate is one small file in shared memory that every model process of one server maps (the
 path comes from SPARK_CPU_GATE, which the launcher sets per server). It holds a deadline on the
-system's monotonic clock: a holder writes "busy until now + hold_s" and clears it when done, so a
-holder that dies releases the gate by itself within hold_s, and a waiter never waits longer than
-max_wait_s however often the gate is taken. Holders in one process are counted, so the gate is
-cleared only when the last one finishes.
+system's monotonic clock: a holder writes "busy until now + hold_s", renews it every hold_s / 4
+while it works (a chunk of a slow voice takes longer than hold_s: Kokoro's first chunk ~0.8 s on
+two cores) and clears it when done, so a holder that dies releases the gate by itself within
+hold_s, and a waiter never waits longer than max_wait_s at a time however long the gate is taken.
+Holders in one process are counted, so the gate is cleared only when the last one finishes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class CpuGate:
             os.close(fd)
         self._lock = threading.Lock()
         self._holders = 0
+        self._held = threading.Condition(self._lock)  # notified when the holders' count changes
+        self._renewer: threading.Thread | None = None
+        self._closed = False
         self.waited_s = 0.0  # total time this process spent waiting at the gate
         self.waits = 0
 
@@ -71,10 +75,14 @@ class CpuGate:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        """Held around latency-critical work (a TTS chunk's synthesis)."""
+        """Held around latency-critical work (a TTS chunk's synthesis), however long it takes."""
         with self._lock:
             self._holders += 1
             self._write(time.monotonic() + self.hold_s)
+            if self._renewer is None and not self._closed:
+                self._renewer = threading.Thread(target=self._renew, name="cpu-gate-renew", daemon=True)
+                self._renewer.start()
+            self._held.notify_all()
         try:
             yield
         finally:
@@ -84,6 +92,18 @@ class CpuGate:
                     self._write(0.0)
                 else:
                     self._write(time.monotonic() + self.hold_s)
+                self._held.notify_all()
+
+    def _renew(self) -> None:
+        """While this process holds the gate, pushes its deadline on every hold_s / 4: work longer
+        than hold_s keeps it, a process that dies stops renewing and frees it within hold_s."""
+        with self._lock:
+            while not self._closed:
+                if self._holders:
+                    self._write(time.monotonic() + self.hold_s)
+                    self._held.wait(self.hold_s / 4)
+                else:
+                    self._held.wait()
 
     def busy(self) -> bool:
         return self._deadline() > time.monotonic()
@@ -105,5 +125,10 @@ class CpuGate:
         return waited
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._held.notify_all()
+        if self._renewer is not None:
+            self._renewer.join(timeout=1.0)
         with contextlib.suppress(BufferError, ValueError):
             self._map.close()

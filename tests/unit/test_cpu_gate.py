@@ -9,8 +9,8 @@ from pathlib import Path
 from spark_runtime.cpu_gate import GATE_ENV, CpuGate
 
 
-def hold_for(path: str, seconds: float, started) -> None:
-    gate = CpuGate(Path(path), hold_s=5.0)
+def hold_for(path: str, seconds: float, started, hold_s: float = 5.0) -> None:
+    gate = CpuGate(Path(path), hold_s=hold_s)
     with gate.hold():
         started.set()
         time.sleep(seconds)
@@ -52,6 +52,40 @@ def test_a_holder_that_never_releases_stops_counting_after_its_hold_and_a_waiter
     stuck._write(time.monotonic() + 3600.0)
     capped = CpuGate(tmp_path / "gate", max_wait_s=0.05)
     assert capped.wait() >= 0.05 and capped.busy()  # returned at its cap; the gate is still taken
+
+
+def test_work_longer_than_the_hold_keeps_the_gate_until_it_ends(tmp_path):
+    gate, other = CpuGate(tmp_path / "gate", hold_s=0.1), CpuGate(tmp_path / "gate")
+    try:
+        with gate.hold():  # a Kokoro chunk: several times hold_s
+            for _ in range(8):
+                time.sleep(0.05)
+                assert other.busy()
+        assert not other.busy()
+        with gate.hold():  # the renewer wakes again for the next holder
+            time.sleep(0.25)
+            assert other.busy()
+        assert not other.busy()
+    finally:
+        gate.close()
+
+
+def test_a_holder_killed_mid_hold_frees_the_gate_within_its_hold(tmp_path):
+    path = tmp_path / "gate"
+    started = multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=hold_for, args=(str(path), 60.0, started, 0.2))
+    holder.start()
+    try:
+        assert started.wait(30)
+        waiter = CpuGate(path, max_wait_s=10.0)
+        time.sleep(0.4)
+        assert waiter.busy()  # renewed past its first 0.2 s
+        holder.kill()
+        holder.join(30)
+        assert waiter.wait() <= 0.3 and not waiter.busy()
+    finally:
+        holder.kill()
+        holder.join(30)
 
 
 def test_the_gate_comes_from_the_servers_environment_and_can_be_turned_off(tmp_path, monkeypatch):
