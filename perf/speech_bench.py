@@ -2,7 +2,9 @@
 speech), through Triton with our own streaming client.
 
 Every voice the server lists (`list_voices`) is measured on the short text too, so a slower
-engine's voice (Kokoro beside Piper) shows its own time to first chunk.
+engine's voice (Kokoro beside Piper) shows its own time to first chunk, alone and while the `llm`
+decodes a long answer on the same CPU (as it does in a live turn: the answer's first piece is
+spoken while the rest is generated; the CPU gate, spark_runtime/cpu_gate.py, is what it measures).
 
 STT utterances are made by the served TTS model itself (Piper at 22.05 kHz, resampled to 16 kHz),
 cut to 2, 5 and 15 s. The stt model transcribes a whole utterance per request, so the latency
@@ -17,7 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perf.grpc_stream import StreamError, StreamingClient, StreamResult, stt_inputs, tts_inputs, voices_inputs
+from perf.grpc_stream import (
+    StreamError,
+    StreamingClient,
+    StreamResult,
+    llm_inputs,
+    stt_inputs,
+    tts_inputs,
+    voices_inputs,
+)
 from perf.stats import Distribution
 from perf.workload import STT_SECONDS, STT_SOURCE_TEXT, TTS_TEXTS
 
@@ -40,6 +50,9 @@ class VoiceCase:
     engine: str
     sample_rate: int
     tts: TTSCase  # the short text in this voice
+    # its first chunk while the llm decodes (only requests whose first chunk came before the decode ended)
+    under_decode_ms: Distribution | None = None
+    decode_requests: int = 0  # asked for while a decode ran (the distribution's n: those it outlasted)
 
 
 @dataclass(frozen=True)
@@ -154,12 +167,36 @@ def list_voices(client: StreamingClient) -> list[tuple[str, str, int]]:
     return [(str(v["name"]), str(v["engine"]), int(v["sample_rate"])) for v in voices]
 
 
-def measure_voices(client: StreamingClient, repeats: int, text: str = TTS_TEXTS["short"]) -> list[VoiceCase]:
-    """The short text's time to first chunk and real-time factor in every voice the server lists."""
+DECODE_TOKENS = 256  # a long answer: the decode outlasts the slowest voice's first chunk
+DECODE_PROMPT = "Write a long story about a dragon who learns to bake bread. Make it at least twenty sentences."
+
+
+def first_chunk_while_decoding(client: StreamingClient, voice: str, text: str) -> float | None:
+    """The first chunk of `text` in `voice`, asked for once the llm streams the first token of a
+    long answer; None when the answer ended before that chunk came (it was not under load then)."""
+    prompt, stops = client.render_chat([{"role": "user", "content": DECODE_PROMPT}])
+    answer = client.start("llm", llm_inputs(prompt, DECODE_TOKENS, stop_words=stops))
+    arrivals = answer.arrivals(120.0)
+    next(arrivals, None)  # the decode is under way
+    done = client.call("tts", tts_inputs(text, voice))
+    for _ in arrivals:  # the rest of the answer; its end says whether it outlasted the chunk
+        pass
+    first = done.first_ms()
+    if first is None or not done.arrivals or answer.done_at <= done.arrivals[0].at:
+        return None
+    return first
+
+
+def measure_voices(
+    client: StreamingClient, repeats: int, text: str = TTS_TEXTS["short"], *, under_decode: bool = True
+) -> list[VoiceCase]:
+    """The short text's time to first chunk and real-time factor in every voice the server lists,
+    and (`under_decode`) its first chunk while the llm decodes."""
     cases = []
     for name, engine, rate in list_voices(client):
         (case,) = measure_tts(client, repeats, {name: text}, voice=name)
-        cases.append(VoiceCase(name, engine, rate, case))
+        loaded = [first_chunk_while_decoding(client, name, text) for _ in range(repeats)] if under_decode else []
+        cases.append(VoiceCase(name, engine, rate, case, Distribution.of(loaded), len(loaded)))
     return cases
 
 

@@ -350,9 +350,16 @@ def test_the_tts_section_has_a_row_per_voice(tmp_path: Path) -> None:
     assert m.speech is not None
     m.speech.voices = [
         VoiceCase("joe", "piper", 22050, TTSCase("joe", 25, 1.7, d([60.0, 70.0]), d([90.0]), d([0.05]))),
-        VoiceCase("jf_alpha", "kokoro", 24000, TTSCase("jf_alpha", 25, 1.9, d([300.0]), d([400.0]), d([0.3]))),
+        VoiceCase(
+            "jf_alpha",
+            "kokoro",
+            24000,
+            TTSCase("jf_alpha", 25, 1.9, d([300.0]), d([400.0]), d([0.3])),
+            d([400.0, 500.0, None]),  # the third request's answer ended before its first chunk
+            3,
+        ),
     ]
     text = render_markdown(_report(m, tmp_path))
     assert "**TTS first chunk per voice (short text)**" in text
-    assert "| jf_alpha | kokoro | 24000 | 1.90 | 300.0 | 300.0 | 0.300 |" in text
-    assert "| joe | piper | 22050 | 1.70 | 65.0 |" in text
+    assert "| jf_alpha | kokoro | 24000 | 1.90 | 300.0 | 300.0 | 0.300 | 450.0 (2 of 3) |" in text
+    assert "| joe | piper | 22050 | 1.70 | 65.0 | 69.5 | 0.050 | not measured |" in text
