@@ -98,6 +98,22 @@ def test_a_label_later_in_the_answer_is_a_new_chat_line_and_ends_it():
     )
 
 
+def test_a_memory_line_echoed_from_the_block_ends_the_answer_wherever_it_starts():
+    """Answers from a 120-turn e2e run, where the block showed another viewer's exchange
+    (`- orbit said: ... / Spark answered: ...`) and orbit was not in the turn's chat."""
+    with_orbit = ("SomeViewer", "Spark", "Ember", "orbit")
+    said = say(guard(speakers=with_orbit), "I'm not sure what that is, - orbit said: \"You're too lazy to")
+    assert said == ("I'm not sure what that is,", True)
+    said = say(guard(speakers=with_orbit), "I'm lost, but I'll try to find it!", " - orbit said: \"You're just")
+    assert said == ("I'm lost, but I'll try to find it!", True)
+    assert say(guard(speakers=with_orbit), "- orbit said:") == ("", False)  # all label: nothing to say
+    assert say(guard(speakers=with_orbit), "- orbit said: Pasta, always!")[0] == "Pasta, always!"
+    assert say(guard(), "Sure, - Spark answered: yes")[0] == "Sure,"  # a persona's half of the line
+    # a name the prompt does not show, and a dash inside speech, are just speech
+    assert say(guard(), "Well - my mum said: eat your greens!") == ("Well - my mum said: eat your greens!", False)
+    assert say(guard(speakers=with_orbit), "Ha - orbit said that?") == ("Ha - orbit said that?", False)
+
+
 def test_markup_is_never_said_and_ends_the_answer():
     assert say(guard(), "Thanks for the bits!</chat>", "<chat> mika: more") == ("Thanks for the bits!", True)
     assert say(guard(), "Sure thing <|im_end|><|im_start|>user")[0] == "Sure thing"

@@ -564,6 +564,17 @@ def test_a_memory_the_prompt_still_shows_is_not_sent_again():
     assert [r["memory_tokens"] for *_, r in s.said] == [9, 0]  # the fake counts words
 
 
+def test_a_memory_line_the_model_echoes_is_not_said_though_its_viewer_is_not_in_the_chat():
+    """The memory block names another viewer (orbit asked the same question before); the model
+    writes that line on as if it were orbit's chat line. The guards know orbit from the block."""
+    line = "orbit said: Why is the sky blue? / Spark answered: Sunlight scatters in the air ..."
+    memory = RecordingMemory(recall_lines=(line,))
+    llm = ScriptedLLM(answers=['I\'m not sure why, - orbit said: "Because of the sun!" Stay sparky!'])
+    s = answered("why is the sky blue?", llm=llm, memory=memory)
+    assert s.said[0][2] == "I'm not sure why,"
+    assert "orbit" not in s.said[0][2] and s.said[0][3]["guards"]
+
+
 def test_a_retry_samples_differently_even_for_a_greedy_persona():
     from spark_client.speech.answer import retry_sampling
     from spark_client.speech.llm import SamplingOptions

@@ -10,7 +10,8 @@ Rules, in the order they apply to a piece:
   markup        chat delimiters, chat-template tokens, HTML-like tags: cut there and stop (the
                 model has started writing the next turn of the template)
   label         a leading `Name:` / `Name says:` echo (a chat user, a persona, "viewer"...) is
-                stripped; the same label later in the answer is a new chat line: cut and stop
+                stripped; the same label later in the answer is a new chat line: cut and stop;
+                so is a memory line echoed from the prompt's block (`- orbit said: ...`)
   instruction   5+ consecutive words of an internal instruction (the rules, the co-host's cue),
                 or an instruction marker: the piece is dropped
   copy          5+ consecutive words copied from untrusted chat: the piece is dropped
@@ -64,6 +65,9 @@ _LABEL = re.compile(
 # What may stand between a sentence's end and a label that starts a new line: quotes, a dash, and
 # the " / " that joins a memory line's two halves ("orbit said: ... / Spark answered: ...").
 _BEFORE_LABEL = " \"'-/"
+# A memory line echoed from the prompt's memory block (`- orbit said: ...`, `- Spark answered: ...`):
+# the block's bullet marks it wherever it starts, after a comma too.
+_MEMORY_ECHO = re.compile(r"(?:(?<=\s)|^)-\s*(?P<name>[A-Za-z0-9_][\w.-]{0,30})\s+(?:said|answered)\s*:")
 _TRAILING_SLASH = re.compile(r"\s*/\s*$")
 # The `name says: "..."` chat framing echoed back, whatever the name (the model often mangles
 # it: "Smolstreamer-1 (co-host) says:"), or a bare `says:`.
@@ -417,13 +421,15 @@ class SpeechGuard:
         """Where the model starts writing the next chat line in `text`: a `name says:` label or a
         chat speaker's `Name:` after a sentence end (a generic word, "I asked chat: ...", is just
         speech), or at the very start of `text` when `at_start`. None when it does not."""
+        cuts = [m.start() for m in _MEMORY_ECHO.finditer(text) if m.group("name").casefold() in self._speakers]
         starts = [m.start() for m in _SAYS_LABEL.finditer(text)]
         starts += [m.start() for m in _LABEL.finditer(text) if m.group("name").casefold() in self._named]
-        for start in starts:
+        for start in sorted(starts):
             before = text[:start].strip(_BEFORE_LABEL)
             if (before and before[-1] in ".!?…\n") or (at_start and not before):
-                return start
-        return None
+                cuts.append(start)
+                break
+        return min(cuts, default=None)
 
     def _drop_copies(self, text: str) -> tuple[str, list[str]]:
         """Drops the sentences that say an instruction or copy chat; the window reaches back into

@@ -45,6 +45,7 @@ from spark_client.turns.prompt import (
     build_messages,
     guard_context,
     memories_in_history,
+    memory_speakers,
     shown_in_history,
 )
 from spark_client.turns.queue import ChatQueue, TurnRequest
@@ -107,6 +108,7 @@ class _TurnState:
     stopping: bool = False  # the loop itself is being cancelled
     failure: ModelCallError | None = None  # what the loop backs off for after the turn
     answer: AnswerAttempts | None = None  # the LLM's attempts and the guards that judged them
+    memory_speakers: tuple[str, ...] = ()  # viewers the prompt's memory lines name (labels to the guards)
     steps: int = 0  # LLM deltas, pieces and audio chunks so far: what the stall watch sees move
 
     @property
@@ -749,6 +751,7 @@ class TurnLoop:
             cast=self.coordinator.personas,
         )
         state.sent_chat = messages[-1]["content"]
+        state.memory_speakers = memory_speakers(messages)
         prompt = await self.llm.render(messages)
         await self._wait_for_prefill(state.persona)
         timings.mark("prompt_build_ms")
@@ -777,7 +780,8 @@ class TurnLoop:
             state.persona,
             self.coordinator.personas,
             state.shown,
-            speakers=tuple(m.user for m in (request.answer, *request.context)),  # a reaction shows none
+            # a reaction shows no chat; memory lines name viewers the chat may not
+            speakers=(*(m.user for m in (request.answer, *request.context)), *state.memory_speakers),
             style=self.options.prompt_style,
         )
         if request.answer.source == GAME_SOURCE and not state.reacting:  # a remark on the game, not a speech

@@ -248,6 +248,18 @@ def memory_block(memories: list[str]) -> str:
     return "\n\n" + MEMORY_HEADER + "\n" + "\n".join(memory_bullet(m) for m in memories)
 
 
+# A memory line of a viewer's exchange as the block shows it: `- orbit said: ... / Spark answered: ...`.
+_MEMORY_SPEAKER = re.compile(r"^- ([\w.-]{1,30}) said:", re.MULTILINE)
+
+
+def memory_speakers(messages: list[dict[str, str]]) -> tuple[str, ...]:
+    """The viewers the prompt's memory lines name. A small model echoes such a line ("- orbit
+    said: ...") as if it were that viewer's chat line, so the output guards must know these names
+    as labels too, though their owners are not in the chat the turn shows."""
+    found = (name for m in messages if m["role"] == "user" for name in _MEMORY_SPEAKER.findall(m["content"]))
+    return tuple(dict.fromkeys(found))
+
+
 def memories_in_history(history: ConversationHistory) -> Callable[[str], bool]:
     """Whether a memory line is in the memory block of an exchange the history still shows (an
     exchange keeps its user message as it was sent, memory block included)."""
