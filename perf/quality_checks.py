@@ -39,6 +39,8 @@ _INNER_LABEL = re.compile(
 _SAYS = re.compile(
     r"(?:^\W*|[.!?…]\s+)(?:[\w.-]+\s*)?(?:\([^)]{0,20}\)\s*)?says\s*:", re.IGNORECASE
 )  # the chat framing
+# a line of the prompt's memory block written on (`- orbit said: ...`), after a comma too
+_MEMORY_LINE = re.compile(r"(?:^|\s)-\s*([\w.-]+)\s+(?:said|answered)\s*:", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 
 
@@ -91,12 +93,8 @@ class Checker:
         """The checks `text` fails. `max_sentences` is the persona's limit; its `catchphrase` is not
         counted as one (the persona may close any answer with it)."""
         words = tokens(text)
-        names = {s.casefold() for s in speakers if s} | GENERIC_LABELS
         failed = []
-        leading = _LEADING_LABEL.match(text)
-        inner = [m.group(1).casefold() for m in _INNER_LABEL.finditer(text)]
-        named = (leading and leading.group(1).casefold() in names) or any(n in names - GENERIC_LABELS for n in inner)
-        if named or _SAYS.search(text):
+        if label_echo(text, speakers):
             failed.append("label_echo")
         chat_grams: set[tuple[str, ...]] = set()
         for line in chat:
@@ -121,6 +119,18 @@ class Checker:
         if not words:
             failed.append("empty")
         return failed
+
+
+def label_echo(text: str, speakers: Iterable[str]) -> bool:
+    """Whether `text` writes a chat label or a memory line: a speaker's (or a generic) label at its
+    start, a speaker's label after a sentence, the chat framing's `says:`, or a speaker's line of
+    the memory block (`- orbit said:`) anywhere."""
+    names = {s.casefold() for s in speakers if s} | GENERIC_LABELS
+    leading = _LEADING_LABEL.match(text)
+    inner = [m.group(1).casefold() for m in _INNER_LABEL.finditer(text)]
+    inner += [m.group(1).casefold() for m in _MEMORY_LINE.finditer(text)]
+    named = (leading and leading.group(1).casefold() in names) or any(n in names - GENERIC_LABELS for n in inner)
+    return bool(named or _SAYS.search(text))
 
 
 # --- over a stream: what a run of answers sounds like (the e2e run's answers, in order) ---------
@@ -169,6 +179,7 @@ class StreamAnswer:
     duplicate: bool  # the same words as an earlier answer
     same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS
     unsayable: bool = False  # a blocked or garbled word (`unsayable`)
+    label: bool = False  # a chat label or memory line written on (`label_echo`)
 
 
 def stream_answers(
@@ -196,6 +207,7 @@ def stream_answers(
                 duplicate=bool(key) and key in seen,
                 same_opening=len(opening) == OPENING_WORDS and opening in openings[-RECENT_ANSWERS:],
                 unsayable=unsayable(text, names),
+                label=label_echo(text, names),
             )
         )
         seen.add(key)

@@ -391,6 +391,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
                 share([a.duplicate for a in window]),
                 share([a.same_opening for a in window]),
                 share([a.unsayable for a in window]),
+                share([a.label for a in window]),
             )
         )
     section.tables.append(
@@ -403,6 +404,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
                 "same as earlier",
                 "opens like a recent",
                 "garbled or blocked word",
+                "label or memory line",
             ),
             tuple(rows),
             title="What was said, as the stream ages (answered turns; words besides the catchphrase)",

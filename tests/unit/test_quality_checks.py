@@ -196,6 +196,23 @@ def test_over_a_stream_garbled_and_blocked_words_are_counted():
     assert [a.unsayable for a in judged] == [False, True, True]
 
 
+def test_over_a_stream_a_memory_line_written_on_is_counted():
+    """Answers of a 120-turn e2e run whose memory block showed other viewers' exchanges."""
+    from perf.quality_checks import stream_answers
+
+    said = [
+        ("Spark", "- orbit said:"),
+        ("Spark", "I'm not sure what that is, - orbit said: \"You're too lazy to"),
+        ("Spark", "I'm lost, but I'll try to find it! - orbit said: \"You're just"),
+        ("Spark", "Sure thing, - Spark answered: pasta!"),
+        ("Spark", "Well - my mum said: eat your greens! Stay sparky!"),
+        ("Spark", "I'm glad you asked, orbit. Stay sparky!"),
+    ]
+    judged = stream_answers(said, {"Spark": "Stay sparky!"}, names=["orbit"])
+    assert [a.label for a in judged] == [True, True, True, True, False, False]
+    assert "label_echo" in judge("Okay, - pixelhound said: hi") and "label_echo" not in judge("Okay - you said: hi")
+
+
 def test_too_long_does_not_count_the_personas_catchphrase():
     checker = Checker(internal=(RULES,))
     three = "I love cozy games. Stardew is my favourite. What about you?"
