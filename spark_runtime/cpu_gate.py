@@ -9,8 +9,9 @@ The gate is one small file in shared memory that every model process of one serv
 path comes from SPARK_CPU_GATE, which the launcher sets per server). It holds a deadline on the
 system's monotonic clock: a holder writes "busy until now + hold_s", renews it every hold_s / 4
 while it works (a chunk of a slow voice takes longer than hold_s: Kokoro's first chunk ~0.8 s on
-two cores) and clears it when done, so a holder that dies releases the gate by itself within
-hold_s, and a waiter never waits longer than max_wait_s at a time however long the gate is taken.
+two cores; at most max_hold_s after the newest hold began) and clears it when done, so a holder
+that dies or hangs releases the gate by itself, and a waiter never waits longer than max_wait_s
+at a time however long the gate is taken.
 Holders in one process are counted, so the gate is cleared only when the last one finishes.
 """
 
@@ -38,9 +39,20 @@ def gate_path(port: int) -> Path:
 
 
 class CpuGate:
-    def __init__(self, path: Path, *, hold_s: float = 0.5, max_wait_s: float = 0.5, poll_s: float = 0.002) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        hold_s: float = 0.5,
+        max_wait_s: float = 0.5,
+        poll_s: float = 0.002,
+        max_hold_s: float = 3.0,
+    ) -> None:
         self.path = Path(path)
         self.hold_s, self.max_wait_s, self.poll_s = hold_s, max_wait_s, poll_s
+        # renewed for at most this long after the newest hold began: a synthesis that hangs
+        # would otherwise keep the llm at one token per max_wait_s for good
+        self.max_hold_s = max_hold_s
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < _SIZE:
@@ -52,6 +64,7 @@ class CpuGate:
         self._holders = 0
         self._held = threading.Condition(self._lock)  # notified when the holders' count changes
         self._renewer: threading.Thread | None = None
+        self._newest = 0.0  # when the newest hold began
         self._closed = False
         self.waited_s = 0.0  # total time this process spent waiting at the gate
         self.waits = 0
@@ -78,7 +91,8 @@ class CpuGate:
         """Held around latency-critical work (a TTS chunk's synthesis), however long it takes."""
         with self._lock:
             self._holders += 1
-            self._write(time.monotonic() + self.hold_s)
+            self._newest = time.monotonic()
+            self._write(self._newest + self.hold_s)
             if self._renewer is None and not self._closed:
                 self._renewer = threading.Thread(target=self._renew, name="cpu-gate-renew", daemon=True)
                 self._renewer.start()
@@ -96,11 +110,13 @@ class CpuGate:
 
     def _renew(self) -> None:
         """While this process holds the gate, pushes its deadline on every hold_s / 4: work longer
-        than hold_s keeps it, a process that dies stops renewing and frees it within hold_s."""
+        than hold_s keeps it, a process that dies stops renewing and frees it within hold_s, and
+        work that runs past max_hold_s (a hung synthesis) lets it lapse until the next hold."""
         with self._lock:
             while not self._closed:
-                if self._holders:
-                    self._write(time.monotonic() + self.hold_s)
+                now = time.monotonic()
+                if self._holders and now - self._newest < self.max_hold_s:
+                    self._write(min(now + self.hold_s, self._newest + self.max_hold_s))
                     self._held.wait(self.hold_s / 4)
                 else:
                     self._held.wait()

@@ -70,6 +70,23 @@ def test_work_longer_than_the_hold_keeps_the_gate_until_it_ends(tmp_path):
         gate.close()
 
 
+def test_a_hold_that_never_ends_lets_the_gate_lapse_after_max_hold_s(tmp_path):
+    """A synthesis that hangs must not keep the llm at one token per max_wait_s for good."""
+    gate, other = CpuGate(tmp_path / "gate", hold_s=0.1, max_hold_s=0.3), CpuGate(tmp_path / "gate")
+    try:
+        with gate.hold():
+            time.sleep(0.2)
+            assert other.busy()  # renewed past hold_s
+            time.sleep(0.3)
+            assert not other.busy()  # lapsed at max_hold_s though still held
+            with gate.hold():  # new work takes it again
+                assert other.busy()
+                time.sleep(0.2)
+                assert other.busy()
+    finally:
+        gate.close()
+
+
 def test_a_holder_killed_mid_hold_frees_the_gate_within_its_hold(tmp_path):
     path = tmp_path / "gate"
     started = multiprocessing.Event()
