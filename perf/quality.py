@@ -270,7 +270,8 @@ def used_memory(said: str, expect: Sequence[str]) -> bool | None:
 
 def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str) -> list[str]:
     """The memory block's lines for a situation's recalled `memories`, chosen, cut and ordered as
-    a turn's recall does (`select`: the 60-token budget, the viewer's own first)."""
+    a turn's recall does (`select`: the 60-token budget, the viewer's own first), each at its
+    `distance` from the message (0.3 when not given: related, not the same question)."""
     if not memories:
         return []
     from spark_client.memory.recall import RecallOptions, select
@@ -278,7 +279,10 @@ def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str) -> list[str
 
     now = time.time()
     found = [
-        (MemoryRecord(m["text"], MemoryKind(m["kind"]), user=m["user"].casefold(), created_at=now - 600 + i), 0.3)
+        (
+            MemoryRecord(m["text"], MemoryKind(m["kind"]), user=m["user"].casefold(), created_at=now - 600 + i),
+            float(m.get("distance", 0.3)),
+        )
         for i, m in enumerate(memories)
     ]
     return list(select(found, user=viewer, now=now, options=RecallOptions()).lines)

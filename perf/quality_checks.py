@@ -40,7 +40,7 @@ _SAYS = re.compile(
     r"(?:^\W*|[.!?…]\s+)(?:[\w.-]+\s*)?(?:\([^)]{0,20}\)\s*)?says\s*:", re.IGNORECASE
 )  # the chat framing
 # a line of the prompt's memory block written on (`- orbit said: ...`), after a comma too
-_MEMORY_LINE = re.compile(r"(?:^|\s)-\s*([\w.-]+)\s+(?:said|answered)\s*:", re.IGNORECASE)
+_MEMORY_LINE = re.compile(r"(?:^|\s)-\s*([\w.-]+)\s+(?:said\s*:|answered\s*:|asked the same\s*;)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 
 

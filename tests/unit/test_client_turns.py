@@ -15,6 +15,7 @@ from spark_client.turns.prompt import (
     build_messages,
     chat_block,
     estimate_tokens,
+    memory_speakers,
     shown_in_history,
     system_prompt,
 )
@@ -277,3 +278,19 @@ def test_prompt_styles_frame_chat_so_a_viewer_cannot_forge_a_line_or_a_label():
     assert messages[1]["content"] == 'pixelhound says: "hi spark! how is your day going?"'
     plain = build_messages(spark, ConversationHistory(), chat=says, memories=[], style=PROMPT_STYLES["says"])
     assert len(plain) == 2 and "<chat>" not in plain[0]["content"]
+
+
+def test_the_viewers_the_prompts_memory_lines_name_are_found_in_every_user_message():
+    """The output guards take them as speakers: the model writes such a line on as a chat line."""
+    persona = DEFAULT_PERSONAS[0]
+    history = ConversationHistory()
+    earlier = build_messages(persona, history, chat="hi", memories=["lumen said: hello / Spark answered: Hey!"])
+    history.add(Exchange(chat=earlier[-1]["content"], spoken="Hey there!", persona=persona.name))
+    memories = [
+        "orbit asked the same; Spark answered: Pasta ...",
+        "rin_7 likes ramen",
+        "mika said: hi / Ember answered: Yo",
+    ]
+    messages = build_messages(persona, history, chat="what's for dinner?", memories=memories)
+    assert memory_speakers(messages) == ("lumen", "orbit", "mika")
+    assert memory_speakers(build_messages(persona, ConversationHistory(), chat="Bob said: hi", memories=[])) == ()

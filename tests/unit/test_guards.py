@@ -109,6 +109,7 @@ def test_a_memory_line_echoed_from_the_block_ends_the_answer_wherever_it_starts(
     assert say(guard(speakers=with_orbit), "- orbit said:") == ("", False)  # all label: nothing to say
     assert say(guard(speakers=with_orbit), "- orbit said: Pasta, always!")[0] == "Pasta, always!"
     assert say(guard(), "Sure, - Spark answered: yes")[0] == "Sure,"  # a persona's half of the line
+    assert say(guard(speakers=with_orbit), "Pasta! - orbit asked the same; Spark") == ("Pasta!", True)
     # a name the prompt does not show, and a dash inside speech, are just speech
     assert say(guard(), "Well - my mum said: eat your greens!") == ("Well - my mum said: eat your greens!", False)
     assert say(guard(speakers=with_orbit), "Ha - orbit said that?") == ("Ha - orbit said that?", False)

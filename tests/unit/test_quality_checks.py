@@ -80,6 +80,8 @@ def test_the_memory_corpus_gives_each_situation_the_block_a_turns_recall_would_m
     # reading a memory out word for word is a copy, as reading out chat is
     asked = by_id["memory-asked-before-001"]
     block = memory_lines(asked.memories, "tanuki42")
+    # the same question from another viewer: who asked it and the answer, not the question again
+    assert block == ["moonbeam asked the same; Spark answered: Black holes are places where gravity pulls ..."]
     copy = "Black holes are places where gravity pulls so hard that not even light gets out!"
     assert "chat_copy" in judge(copy, chat=(asked.chat[-1]["text"], *block))
     assert "chat_copy" not in judge("Gravity so strong that light is trapped inside.", chat=(*block,))
@@ -207,9 +209,10 @@ def test_over_a_stream_a_memory_line_written_on_is_counted():
         ("Spark", "Sure thing, - Spark answered: pasta!"),
         ("Spark", "Well - my mum said: eat your greens! Stay sparky!"),
         ("Spark", "I'm glad you asked, orbit. Stay sparky!"),
+        ("Spark", "Pasta, always! - orbit asked the same; Spark answered: pasta"),
     ]
     judged = stream_answers(said, {"Spark": "Stay sparky!"}, names=["orbit"])
-    assert [a.label for a in judged] == [True, True, True, True, False, False]
+    assert [a.label for a in judged] == [True, True, True, True, False, False, True]
     assert "label_echo" in judge("Okay, - pixelhound said: hi") and "label_echo" not in judge("Okay - you said: hi")
 
 

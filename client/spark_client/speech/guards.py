@@ -67,7 +67,9 @@ _LABEL = re.compile(
 _BEFORE_LABEL = " \"'-/"
 # A memory line echoed from the prompt's memory block (`- orbit said: ...`, `- Spark answered: ...`):
 # the block's bullet marks it wherever it starts, after a comma too.
-_MEMORY_ECHO = re.compile(r"(?:(?<=\s)|^)-\s*(?P<name>[A-Za-z0-9_][\w.-]{0,30})\s+(?:said|answered)\s*:")
+_MEMORY_ECHO = re.compile(
+    r"(?:(?<=\s)|^)-\s*(?P<name>[A-Za-z0-9_][\w.-]{0,30})\s+(?:said\s*:|answered\s*:|asked the same\s*;)"
+)
 _TRAILING_SLASH = re.compile(r"\s*/\s*$")
 # The `name says: "..."` chat framing echoed back, whatever the name (the model often mangles
 # it: "Smolstreamer-1 (co-host) says:"), or a bare `says:`.

@@ -248,8 +248,9 @@ def memory_block(memories: list[str]) -> str:
     return "\n\n" + MEMORY_HEADER + "\n" + "\n".join(memory_bullet(m) for m in memories)
 
 
-# A memory line of a viewer's exchange as the block shows it: `- orbit said: ... / Spark answered: ...`.
-_MEMORY_SPEAKER = re.compile(r"^- ([\w.-]{1,30}) said:", re.MULTILINE)
+# A memory line of a viewer's exchange as the block shows it: `- orbit said: ... / Spark answered: ...`,
+# or `- orbit asked the same; Spark answered: ...` (memory/recall.py).
+_MEMORY_SPEAKER = re.compile(r"^- ([\w.-]{1,30}) (?:said:|asked the same;)", re.MULTILINE)
 
 
 def memory_speakers(messages: list[dict[str, str]]) -> tuple[str, ...]:
