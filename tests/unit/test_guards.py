@@ -303,6 +303,19 @@ def test_the_runs_of_recent_answers_are_what_the_llm_may_not_copy():
     assert "I'm not sure what" not in recent.runs() and "Answer number 0 is" in recent.runs()
 
 
+def test_an_opening_shorter_than_its_first_sentence_is_banned_across_the_sentence_end():
+    """An e2e run's template: 15 answers in a row opened "It's... ...I'm not sure", the 2-word
+    opening ban never saw it (the first sentence, "It's...", has one word)."""
+    recent = RecentAnswers()
+    recent.add("It's... ...I'm not sure what that means. Stay sparky!")
+    runs = recent.runs(leave="Stay sparky!")
+    assert runs[:2] == ("It's... ...I'm", "it's... ...I'm")
+    assert "I'm not sure what" in runs  # the second sentence's runs as before
+    recent = RecentAnswers()
+    recent.add("Wow! Stay sparky!")  # the catchphrase is not part of an opening
+    assert recent.runs(leave="Stay sparky!") == ()
+
+
 def test_a_few_words_closed_by_the_catchphrase_are_a_thin_answer():
     assert is_thin("Stay sparky!", "Stay sparky!") and is_thin("I'm lost... Stay sparky!", "Stay sparky!")
     assert is_thin("I'm so lost, stay SPARKY", "Stay sparky!")

@@ -214,14 +214,19 @@ class RecentAnswers:
         answer with "I'm not sure, ..."; with the first 3 words banned, into 'The answer's "X"!'
         (the third word changed every time). Runs inside a sentence only, none that touches the `leave`
         phrase (the catchphrase, said on purpose); each as written and with its first letter's
-        case flipped (a run can open a sentence or follow a word)."""
+        case flipped (a run can open a sentence or follow a word). An answer whose first sentence
+        is shorter than its opening ("It's... ...I'm not sure.") has the opening across the
+        sentence end: a persona opened 15 answers in a row that way, past the ban."""
         leave_words = words(leave)
         found: dict[str, None] = {}
         for text in self._texts:
             for n, sentence in enumerate(split_sentences(text)):
+                short_first = n == 0 and len(_WORD.findall(sentence)) < OWN_OPENING_WORDS
+                if short_first:
+                    sentence = text  # the opening runs on into the next sentence
                 spans = [(m.start(), m.end()) for m in _WORD.finditer(sentence)]
                 kept = _outside([sentence[a:b].casefold().strip("'") for a, b in spans], leave_words)
-                starts = [(i, OWN_RUN_WORDS) for i in range(len(spans) - OWN_RUN_WORDS + 1)]
+                starts = [] if short_first else [(i, OWN_RUN_WORDS) for i in range(len(spans) - OWN_RUN_WORDS + 1)]
                 if n == 0:
                     starts.insert(0, (0, OWN_OPENING_WORDS))
                 for i, length in starts:
