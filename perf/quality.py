@@ -161,6 +161,7 @@ def corpus_messages(chat: Sequence[Mapping[str, Any]], id_prefix: str) -> list[A
 async def answer_all(
     url: str, situations: list[Situation], *, style_name: str, guards: bool, session: int, penalties: bool = True
 ) -> QualityRun:
+    from spark_client.memory.service import said as stored_words
     from spark_client.personas import shipped_personas
     from spark_client.speech.answer import AnswerAttempts, guarded_answer
     from spark_client.speech.guards import RecentAnswers
@@ -190,7 +191,7 @@ async def answer_all(
             answer_msg, shown = lines[-1], (lines[-1], *lines[:-1])
             started = time.monotonic()
             chat = style.chat(answer_msg, shown[1:])
-            memories = memory_lines(situation.memories, answer_msg.user)
+            memories = memory_lines(situation.memories, answer_msg.user, stored_words(answer_msg))
             messages = build_messages(
                 persona, history, chat=chat, memories=memories, budget_tokens=PROMPT_BUDGET_TOKENS, style=style
             )
@@ -268,10 +269,10 @@ def used_memory(said: str, expect: Sequence[str]) -> bool | None:
     return any(f" {' '.join(tokens(word))} " in spoken for word in expect)
 
 
-def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str) -> list[str]:
-    """The memory block's lines for a situation's recalled `memories`, chosen, cut and ordered as
-    a turn's recall does (`select`: the 60-token budget, the viewer's own first), each at its
-    `distance` from the message (0.3 when not given: related, not the same question)."""
+def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str, message: str = "") -> list[str]:
+    """The memory block's lines for a situation's recalled `memories` and the viewer's `message`,
+    chosen, cut and ordered as a turn's recall does (`select`: the 60-token budget, the viewer's
+    own first)."""
     if not memories:
         return []
     from spark_client.memory.recall import RecallOptions, select
@@ -279,13 +280,10 @@ def memory_lines(memories: Sequence[Mapping[str, Any]], viewer: str) -> list[str
 
     now = time.time()
     found = [
-        (
-            MemoryRecord(m["text"], MemoryKind(m["kind"]), user=m["user"].casefold(), created_at=now - 600 + i),
-            float(m.get("distance", 0.3)),
-        )
+        (MemoryRecord(m["text"], MemoryKind(m["kind"]), user=m["user"].casefold(), created_at=now - 600 + i), 0.3)
         for i, m in enumerate(memories)
     ]
-    return list(select(found, user=viewer, now=now, options=RecallOptions()).lines)
+    return list(select(found, user=viewer, now=now, options=RecallOptions(), message=message).lines)
 
 
 async def _first_audio_ms(tts: Any, pieces: asyncio.Queue[str | None], persona: Any, started: float) -> float | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from spark_client.events import ChatMessage
 from spark_client.memory import Memory
+from spark_client.memory.recall import Recalled
 from spark_client.memory.service import Embedder
 from spark_client.speech.triton import TritonModels
 
@@ -129,6 +130,17 @@ def test_viewers_facts_reach_the_prompt_after_the_history_has_dropped_them(trito
         # shows is left out of the block, so this exchange had been dropped from the history
 
 
+async def recall_once(url: str, folder: Path, message: ChatMessage) -> tuple[str, ...]:
+    """The memory block's lines for `message` from the store in `folder`."""
+    models = TritonModels(url)
+    memory = Memory.open(Embedder(models), path=folder / "memory")
+    try:
+        return (await memory.recall(message)).lines
+    finally:
+        memory.close()
+        await models.close()
+
+
 def test_recall_with_the_served_embedding_model_brings_back_what_is_about_the_message(triton, tmp_path: Path):
     """The recall distances are tuned to the served MiniLM: a returning viewer's greeting brings
     back what they told about themselves, a related question brings back an earlier exchange
@@ -138,7 +150,7 @@ def test_recall_with_the_served_embedding_model_brings_back_what_is_about_the_me
     def line(user: str, text: str) -> ChatMessage:
         return ChatMessage(source="twitch", user=user, text=text)
 
-    async def scenario() -> dict[str, tuple[str, ...]]:
+    async def scenario() -> dict[str, Recalled]:
         models = TritonModels(triton.grpc_url)
         memory = Memory.open(Embedder(models), path=tmp_path / "memory")
         try:
@@ -158,17 +170,22 @@ def test_recall_with_the_served_embedding_model_brings_back_what_is_about_the_me
                 "million": line("orbit", "@Spark What would you do with a million dollars?"),
                 "pets": line("pixelhound", "@Spark Do you like cats or dogs more?"),
             }
-            return {key: (await memory.recall(message)).lines for key, message in asked.items()}
+            return {key: await memory.recall(message) for key, message in asked.items()}
         finally:
             memory.close()
             await models.close()
 
-    lines = asyncio.run(scenario())
+    recalled = asyncio.run(scenario())
+    lines = {key: r.lines for key, r in recalled.items()}
     assert "pixelhound plays bass in a band called Low Tide" in lines["back"], lines
     assert lines["lunch"][:1] == (
         "orbit said: What should I cook for dinner tonight? / Spark answered: Pasta with lots of cheese! Stay sparky!",
     ), lines
-    assert [m for m in lines["sky"] if m.startswith("tanuki said: Why is the sky blue? / Spark answered:")], lines
+    # another viewer's exchange whose question the message asks again (every word of it): who
+    # asked and the answer, since the chat line shows the question already
+    assert "tanuki asked the same; Spark answered: Sunlight scatters in the air! Stay sparky!" in lines["sky"], lines
+    dusk = asyncio.run(recall_once(triton.grpc_url, tmp_path, line("ferrite", "@Spark why is the sky red at dusk?")))
+    assert [m for m in dusk if m.startswith("tanuki said: Why is the sky blue? / Spark answered:")], dusk
     assert "pixelhound plays bass in a band called Low Tide" in lines["bass"], lines
     # nothing about these was said before: no transcript (and no other viewer's memory) is read
     assert lines["focus"] == lines["million"] == (), lines

@@ -11,6 +11,7 @@ from spark_client.memory.recall import (
     DAY_S,
     EmbeddingCache,
     RecallOptions,
+    asks_again,
     disclosed,
     importance_of,
     line_tokens,
@@ -213,21 +214,26 @@ def test_another_viewers_exchange_on_the_same_question_keeps_who_asked_and_the_a
     """The chat line shows the question already: the block says who asked it before and how it
     was answered (the e2e script's 20 questions come back from other viewers: most blocks)."""
     theirs = exchange(
-        "orbit said: @Spark What should I cook for dinner tonight? / Spark answered: Pasta, always! "
+        "orbit said: What should I cook for dinner tonight? / Spark answered: Pasta, always! "
         "With lots of cheese and a little garlic on top.",
         user="orbit",
     )
     related = exchange("rin_7 said: is ramen good for lunch? / Ember answered: Only if you share.", user="rin_7")
     own = exchange("pixelhound said: what should I cook tonight? / Spark answered: Tacos!")
     options = RecallOptions(budget_tokens=200)
-    block = select([(theirs, 0.12), (related, 0.45), (own, 0.1)], user="pixelhound", now=NOW, options=options)
+    message = "what should I cook for dinner tonight?? any ideas"
+    found = [(theirs, 0.42), (related, 0.45), (own, 0.1)]
+    block = select(found, user="pixelhound", now=NOW, options=options, message=message)
     assert "orbit asked the same; Spark answered: Pasta, always! With lots of cheese and ..." in block.lines
-    assert related.text in block.lines  # a related question, not the same: as it was said
+    assert related.text in block.lines  # another question: as it was said
     assert own.text in block.lines  # the viewer's own exchange keeps what they said
-    short = select([(theirs, 0.12)], user="pixelhound", now=NOW, options=options)
-    full = select([(theirs, 0.26)], user="pixelhound", now=NOW, options=options)
-    assert full.lines[0].startswith("orbit said: @Spark What should I cook")
+    # every word of orbit's question must be in the message, in any order and case
+    assert asks_again(theirs, "Tonight, what should I cook for dinner?")
+    assert not asks_again(theirs, "what should I cook for lunch tonight?")
+    full = select([(theirs, 0.42)], user="pixelhound", now=NOW, options=options, message="what's for lunch?")
+    short = select([(theirs, 0.42)], user="pixelhound", now=NOW, options=options, message=message)
+    assert full.lines[0].startswith("orbit said: What should I cook")
     assert short.tokens < full.tokens - 5
     # an exchange stored without the usual halves is shown as it was
     odd = exchange("orbit: cook pasta", user="orbit")
-    assert memory_line(odd, 32, same_question=True) == "orbit: cook pasta"
+    assert not asks_again(odd, "orbit: cook pasta") and memory_line(odd, 32, same_question=True) == "orbit: cook pasta"

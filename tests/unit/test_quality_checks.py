@@ -79,9 +79,10 @@ def test_the_memory_corpus_gives_each_situation_the_block_a_turns_recall_would_m
     ]
     # reading a memory out word for word is a copy, as reading out chat is
     asked = by_id["memory-asked-before-001"]
-    block = memory_lines(asked.memories, "tanuki42")
+    block = memory_lines(asked.memories, "tanuki42", "can you explain black holes in simple words?")
     # the same question from another viewer: who asked it and the answer, not the question again
     assert block == ["moonbeam asked the same; Spark answered: Black holes are places where gravity pulls ..."]
+    assert memory_lines(asked.memories, "tanuki42")[0].startswith("moonbeam said: Can you explain black holes")
     copy = "Black holes are places where gravity pulls so hard that not even light gets out!"
     assert "chat_copy" in judge(copy, chat=(asked.chat[-1]["text"], *block))
     assert "chat_copy" not in judge("Gravity so strong that light is trapped inside.", chat=(*block,))

@@ -30,9 +30,6 @@ class RecallOptions:
     candidates: int = 12  # nearest memories looked at, per query (the viewer's own, and everyone's)
     max_distance: float = 0.75  # cosine distance past which a viewer's own fact is not about their message
     close_distance: float = 0.6  # and past which a transcript or another viewer's memory is not
-    # another viewer's exchange this close asked what the message asks: its line keeps who asked
-    # and the answer, not the question the chat line shows already (~8 tokens fewer to read)
-    same_question_distance: float = 0.25
     similarity_weight: float = 1.0
     recency_weight: float = 0.3
     recency_half_life_days: float = 7.0
@@ -101,6 +98,19 @@ def _fit(text: str, max_words: int) -> str:
 
 
 SAME_QUESTION = " asked the same; "  # `orbit asked the same; Spark answered: ...`
+_WORDS = re.compile(r"[\w']+")
+
+
+def asks_again(record: MemoryRecord, message: str) -> bool:
+    """Whether `message` says everything the viewer said in this exchange (every word of it, in
+    any order): then the chat line shows that question already, and the exchange's line need not.
+    Not by embedding distance: an exchange is embedded with its answer and its viewer's name, so
+    the same question from another viewer sits 0.29-0.42 from it and a related one 0.38-0.59."""
+    said, sep, _ = record.text.partition(" answered: ")
+    _, said_sep, question = said.partition(" said: ")
+    question = question.rpartition(" / ")[0]
+    asked = set(_WORDS.findall(question.casefold()))
+    return bool(sep and said_sep and asked) and asked <= set(_WORDS.findall(message.casefold()))
 
 
 def memory_line(record: MemoryRecord, max_words: int, *, same_question: bool = False) -> str:
@@ -135,13 +145,15 @@ def select(
     options: RecallOptions,
     exclude: Callable[[str], bool] = lambda line: False,
     shown: Callable[[str], bool] = lambda line: False,
+    message: str = "",
 ) -> Recalled:
     """The best memories that fit the budget, the speaking viewer's own first, in a stable order:
     the viewer's own first, each group by creation time. `exclude` drops memories (by their whole
     text) that the prompt shows already (recent history). `shown` lines (by the line) are in the
     prompt already, in the memory block of an exchange its history still shows: they keep their
     share of the budget but are not sent again, so a viewer who talks turn after turn costs the
-    server only the memories it has not read yet."""
+    server only the memories it has not read yet. Another viewer's exchange whose question
+    `message` (what the viewer said) asks again shows who asked and the answer (`asks_again`)."""
     viewer = user.casefold()
     best: dict[str, tuple[MemoryRecord, float]] = {}
     for record, distance in found:
@@ -160,8 +172,8 @@ def select(
     used = 0
     seen_lines: set[str] = set()
     for record, distance in ranked:
-        asked_again = record.user.casefold() != viewer and distance <= options.same_question_distance
-        line = memory_line(record, options.max_line_words, same_question=asked_again)
+        again = record.kind is MemoryKind.EXCHANGE and record.user.casefold() != viewer and asks_again(record, message)
+        line = memory_line(record, options.max_line_words, same_question=again)
         if line in seen_lines or exclude(record.text):
             continue
         cost = line_tokens(line)

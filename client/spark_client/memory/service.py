@@ -257,7 +257,9 @@ class Memory:
             self._warned = False
         found = await asyncio.to_thread(candidates, self.store, vector, owned, self.options.candidates)
         now = self._clock()
-        recalled = select(found, user=message.user, now=now, options=self.options, exclude=exclude, shown=shown)
+        recalled = select(
+            found, user=message.user, now=now, options=self.options, exclude=exclude, shown=shown, message=said(message)
+        )
         self._recalled.update(recalled.ids)
         ms = (time.perf_counter() - started) * 1000
         result = replace(recalled, ms=ms)
