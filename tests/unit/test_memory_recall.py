@@ -219,7 +219,7 @@ def test_another_viewers_exchange_on_the_same_question_keeps_who_asked_and_the_a
         user="orbit",
     )
     related = exchange("rin_7 said: is ramen good for lunch? / Ember answered: Only if you share.", user="rin_7")
-    own = exchange("pixelhound said: what should I cook tonight? / Spark answered: Tacos!")
+    own = exchange("pixelhound said: I burnt the rice again / Spark answered: Oh no!")
     options = RecallOptions(budget_tokens=200)
     message = "what should I cook for dinner tonight?? any ideas"
     found = [(theirs, 0.42), (related, 0.45), (own, 0.1)]
@@ -234,6 +234,14 @@ def test_another_viewers_exchange_on_the_same_question_keeps_who_asked_and_the_a
     short = select([(theirs, 0.42)], user="pixelhound", now=NOW, options=options, message=message)
     assert full.lines[0].startswith("orbit said: What should I cook")
     assert short.tokens < full.tokens - 5
+    # one earlier answer to a question asked again: the viewer's own, else the best-ranked other's
+    lumen = exchange("lumen said: what should I cook for dinner tonight / Spark answered: Soup!", user="lumen")
+    asked_own = exchange("pixelhound said: What should I cook for dinner tonight? / Spark answered: Tacos!")
+    found = [(theirs, 0.3), (lumen, 0.35), (related, 0.45)]
+    block = select(found, user="pixelhound", now=NOW, options=options, message=message)
+    assert [line.split(" ", 1)[0] for line in block.lines] == ["orbit", "rin_7"]
+    block = select([*found, (asked_own, 0.4)], user="pixelhound", now=NOW, options=options, message=message)
+    assert block.lines == (asked_own.text, related.text)
     # an exchange stored without the usual halves is shown as it was
     odd = exchange("orbit: cook pasta", user="orbit")
     assert not asks_again(odd, "orbit: cook pasta") and memory_line(odd, 32, same_question=True) == "orbit: cook pasta"

@@ -152,8 +152,9 @@ def select(
     text) that the prompt shows already (recent history). `shown` lines (by the line) are in the
     prompt already, in the memory block of an exchange its history still shows: they keep their
     share of the budget but are not sent again, so a viewer who talks turn after turn costs the
-    server only the memories it has not read yet. Another viewer's exchange whose question
-    `message` (what the viewer said) asks again shows who asked and the answer (`asks_again`)."""
+    server only the memories it has not read yet. A question `message` (what the viewer said)
+    asks again brings back one earlier answer to it, the best-ranked (the viewer's own first);
+    another viewer's shows who asked and the answer (`asks_again`)."""
     viewer = user.casefold()
     best: dict[str, tuple[MemoryRecord, float]] = {}
     for record, distance in found:
@@ -171,9 +172,12 @@ def select(
     chosen: list[tuple[MemoryRecord, str, float]] = []
     used = 0
     seen_lines: set[str] = set()
+    answered = False  # an earlier answer to the question asked again is in the block
     for record, distance in ranked:
-        again = record.kind is MemoryKind.EXCHANGE and record.user.casefold() != viewer and asks_again(record, message)
-        line = memory_line(record, options.max_line_words, same_question=again)
+        again = record.kind is MemoryKind.EXCHANGE and asks_again(record, message)
+        if again and answered:
+            continue  # a second earlier answer to the same question adds tokens, not memory
+        line = memory_line(record, options.max_line_words, same_question=again and record.user.casefold() != viewer)
         if line in seen_lines or exclude(record.text):
             continue
         cost = line_tokens(line)
@@ -181,6 +185,7 @@ def select(
             continue  # a shorter, lower-ranked memory may still fit
         seen_lines.add(line)
         used += cost
+        answered = answered or again
         if not shown(line):
             chosen.append((record, line, distance))
     chosen.sort(key=lambda rl: (rl[0].user != viewer, rl[0].created_at, rl[0].id))
