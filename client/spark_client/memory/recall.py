@@ -101,16 +101,23 @@ SAME_QUESTION = " asked the same; "  # `orbit asked the same; Spark answered: ..
 _WORDS = re.compile(r"[\w']+")
 
 
+def _exchange(text: str) -> tuple[str, str, str, str] | None:
+    """An exchange memory's text (`orbit said: ... / Spark answered: ...`) as (who, what they
+    said, persona, answer); None when it is not written that way."""
+    said, sep, answer = text.partition(" answered: ")
+    who, said_sep, rest = said.partition(" said: ")
+    question, slash, persona = rest.rpartition(" / ")
+    return (who, question, persona, answer) if sep and said_sep and slash and persona else None
+
+
 def asks_again(record: MemoryRecord, message: str) -> bool:
     """Whether `message` says everything the viewer said in this exchange (every word of it, in
     any order): then the chat line shows that question already, and the exchange's line need not.
     Not by embedding distance: an exchange is embedded with its answer and its viewer's name, so
     the same question from another viewer sits 0.29-0.42 from it and a related one 0.38-0.59."""
-    said, sep, _ = record.text.partition(" answered: ")
-    _, said_sep, question = said.partition(" said: ")
-    question = question.rpartition(" / ")[0]
-    asked = set(_WORDS.findall(question.casefold()))
-    return bool(sep and said_sep and asked) and asked <= set(_WORDS.findall(message.casefold()))
+    parts = _exchange(record.text)
+    asked = set(_WORDS.findall(parts[1].casefold())) if parts else set()
+    return bool(asked) and asked <= set(_WORDS.findall(message.casefold()))
 
 
 def memory_line(record: MemoryRecord, max_words: int, *, same_question: bool = False) -> str:
@@ -121,9 +128,8 @@ def memory_line(record: MemoryRecord, max_words: int, *, same_question: bool = F
     said, sep, answer = record.text.partition(" answered: ")
     if record.kind is not MemoryKind.EXCHANGE or not sep:
         return _fit(record.text, max_words)
-    who, said_sep, _ = said.partition(" said: ")
-    _, slash, persona = said.rpartition(" / ")
-    if same_question and said_sep and slash and persona:
+    if same_question and (parts := _exchange(record.text)):
+        who, _, persona, _ = parts
         head = who + SAME_QUESTION + persona + sep
         return head + _fit(answer, max(2, min(ANSWER_WORDS, max_words - len(head.split()))))
     answer_words = min(ANSWER_WORDS, max_words - len(said.split()) - 1)  # "answered:" is a word
