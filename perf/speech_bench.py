@@ -171,10 +171,13 @@ DECODE_TOKENS = 256  # a long answer: the decode outlasts the slowest voice's fi
 DECODE_PROMPT = "Write a long story about a dragon who learns to bake bread. Make it at least twenty sentences."
 
 
-def first_chunk_while_decoding(client: StreamingClient, voice: str, text: str) -> float | None:
+def first_chunk_while_decoding(
+    client: StreamingClient, voice: str, text: str, decode: tuple[str, tuple[str, ...]]
+) -> float | None:
     """The first chunk of `text` in `voice`, asked for once the llm streams the first token of a
-    long answer; None when the answer ended before that chunk came (it was not under load then)."""
-    prompt, stops = client.render_chat([{"role": "user", "content": DECODE_PROMPT}])
+    long answer to `decode` (a rendered prompt and its stop words); None when the answer ended
+    before that chunk came (it was not under load then)."""
+    prompt, stops = decode
     answer = client.start("llm", llm_inputs(prompt, DECODE_TOKENS, stop_words=stops))
     arrivals = answer.arrivals(120.0)
     next(arrivals, None)  # the decode is under way
@@ -193,9 +196,11 @@ def measure_voices(
     """The short text's time to first chunk and real-time factor in every voice the server lists,
     and (`under_decode`) its first chunk while the llm decodes."""
     cases = []
-    for name, engine, rate in list_voices(client):
+    voices = list_voices(client)
+    decode = client.render_chat([{"role": "user", "content": DECODE_PROMPT}]) if under_decode and voices else None
+    for name, engine, rate in voices:
         (case,) = measure_tts(client, repeats, {name: text}, voice=name)
-        loaded = [first_chunk_while_decoding(client, name, text) for _ in range(repeats)] if under_decode else []
+        loaded = [first_chunk_while_decoding(client, name, text, decode) for _ in range(repeats)] if decode else []
         cases.append(VoiceCase(name, engine, rate, case, Distribution.of(loaded), len(loaded)))
     return cases
 
