@@ -103,9 +103,7 @@ class CpuGate:
             with self._lock:
                 self._holders -= 1
                 if self._holders == 0:
-                    self._write(0.0)
-                else:
-                    self._write(time.monotonic() + self.hold_s)
+                    self._write(0.0)  # the renewer keeps it for the holders still working
                 self._held.notify_all()
 
     def _renew(self) -> None:
