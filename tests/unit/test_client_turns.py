@@ -222,6 +222,19 @@ def test_a_message_put_back_still_goes_stale_and_moderation_during_its_turn_stil
     assert turn.answer is later and not queue.retry(turn) and queue.pending == 0  # removed: not answered
 
 
+def test_a_message_put_back_into_a_full_queue_keeps_it_bounded():
+    queue = ChatQueue(max_pending=3)
+    now = time.monotonic()
+    question = msg("@Spark what game do you like?", user="fan", mentions_bot=True, received_at=now - 5)
+    queue.offer(question)
+    turn = queue._take()
+    for i in range(3):  # chat fills the queue while the turn runs, then the turn fails
+        queue.offer(msg(f"line {i}", user=f"v{i}", received_at=now - 3 + i))
+    assert queue.retry(turn) and queue.pending == 3 and queue.counts["dropped_full"] == 1
+    texts = {m.text for m in queue._pending}
+    assert question.text in texts and "line 0" not in texts  # the mention outranks the oldest plain line
+
+
 def test_console_lines_and_streamer_commands():
     assert parse_console_line("  ", 1) is None
     viewer = parse_console_line("hi there\n", 2)

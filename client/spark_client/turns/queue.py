@@ -134,13 +134,17 @@ class ChatQueue:
         self._pending.append(event)
         if self.is_urgent(event):
             self._urgent.fire()
-        if len(self._pending) > self.max_pending:
+        self._bound()
+        self._wakeup.set()
+        return True
+
+    def _bound(self) -> None:
+        """Drops the least interesting waiting messages (the oldest among equals) past `max_pending`."""
+        while len(self._pending) > self.max_pending:
             now = time.monotonic()
             victim = min(self._pending, key=lambda m: (self._rank(m, now), m.received_at))
             self._pending.remove(victim)
             self.counts["dropped_full"] += 1
-        self._wakeup.set()
-        return True
 
     @staticmethod
     def _rank(message: ChatMessage, now: float) -> tuple[int, float]:
@@ -162,8 +166,9 @@ class ChatQueue:
     def retry(self, request: TurnRequest) -> bool:
         """Puts back the message of a turn that failed before anything of it was heard, and the
         chat it showed as context, to be answered again; it keeps its arrival time, so it ages and
-        goes stale like any other. False when it was put back once already (a message that makes
-        every turn fail is not tried for ever) or a moderator removed it while its turn ran."""
+        goes stale like any other, and a full queue drops it or another as `offer` would. False
+        when it was put back once already (a message that makes every turn fail is not tried for
+        ever) or a moderator removed it while its turn ran."""
         answer = request.answer
 
         def removed(message: ChatMessage) -> bool:  # as if it had stayed in the queue
@@ -178,6 +183,7 @@ class ChatQueue:
         self._recent = sorted([*self._recent, *kept], key=lambda m: m.received_at)[-(self.context_size * 4 + 1) :]
         self.counts["answered"] -= 1  # counted again when it is taken
         self.counts["retried"] += 1
+        self._bound()  # chat that came while the turn ran may have filled the queue
         self._wakeup.set()
         return True
 
