@@ -176,8 +176,8 @@ class StreamAnswer:
     words: int  # besides the persona's catchphrase
     silent: bool  # nothing said at all (the guards let nothing through): no first audio to time
     bare: bool  # something said, but fewer than MIN_ANSWER_WORDS words besides the sign-off ("Stay sparky!")
-    duplicate: bool  # the same words as an earlier answer
-    same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS
+    duplicate: bool  # the same words as an earlier answer (numbers aside: "You're 23 / 24 years old")
+    same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS (the same)
     unsayable: bool = False  # a blocked or garbled word (`unsayable`)
     label: bool = False  # a chat label or memory line written on (`label_echo`)
 
@@ -197,7 +197,7 @@ def stream_answers(
         sign_off = tokens(catchphrases.get(persona, ""))
         if sign_off and said[-len(sign_off) :] == sign_off:
             said = said[: -len(sign_off)]
-        key = tuple(said)
+        key = tuple("#" if any(ch.isdigit() for ch in w) else w for w in said)  # counting is no new answer
         opening = key[:OPENING_WORDS]
         judged.append(
             StreamAnswer(

@@ -235,6 +235,20 @@ def test_the_bare_catchphrase_is_held_back_and_said_only_when_nothing_else_comes
     assert guard().check("Stay sparky!").text == "Stay sparky!"  # a persona without one: just words
 
 
+def test_a_recent_sentence_with_its_number_changed_is_a_repeat():
+    """An e2e run's collapse: "You're 23 / 24 / 25 / 26 years old, Stay sparky!" in a row, the
+    model counting past every ban of what it had said."""
+    recent = RecentAnswers()
+    recent.add("You're 23 years old, Stay sparky!")
+    g = SpeechGuard(GuardContext(catchphrase="Stay sparky!"), recent=recent)
+    text, _ = say(g, "You're 24 years old, Stay sparky!")
+    assert text == "" and "repeat" in g.reasons
+    held = SpeechGuard(GuardContext(catchphrase="Stay sparky!"), recent=recent)
+    assert held.check("You're 25 years").text == ""  # held while it may become the same sentence
+    other = SpeechGuard(GuardContext(catchphrase="Stay sparky!"), recent=recent)
+    assert say(other, "You're 24 and I'm 7, what a pair!")[0] == "You're 24 and I'm 7, what a pair!"
+
+
 def test_a_held_beginning_is_said_once_the_words_after_it_leave_every_recent_sentence():
     recent = RecentAnswers()
     recent.add("Welcome to the stream, friend!")

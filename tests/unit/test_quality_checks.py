@@ -172,6 +172,10 @@ def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
     assert [a.duplicate for a in judged] == [False, False, False, False, True, False, False]
     assert [a.same_opening for a in judged] == [False, False, False, False, True, True, False]
     assert [a.words for a in judged] == [7, 0, 2, 9, 7, 6, 0]
+    # an e2e run's collapse, the model counting: each answer the last with another number
+    counting = [("Spark", f"You're {age} years old, Stay sparky!") for age in (23, 24, 25)]
+    judged = stream_answers(counting, {"Spark": "Stay sparky!"})
+    assert [a.duplicate for a in judged] == [False, True, True]
 
 
 def test_over_a_stream_garbled_and_blocked_words_are_counted():
