@@ -40,7 +40,9 @@ _SAYS = re.compile(
     r"(?:^\W*|[.!?…]\s+)(?:[\w.-]+\s*)?(?:\([^)]{0,20}\)\s*)?says\s*:", re.IGNORECASE
 )  # the chat framing
 # a line of the prompt's memory block written on (`- orbit said: ...`), after a comma too
-_MEMORY_LINE = re.compile(r"(?:^|\s)-\s*([\w.-]+)\s+(?:said\s*:|answered\s*:|asked the same\s*;)", re.IGNORECASE)
+_MEMORY_LINE = re.compile(
+    r"(?:^|\s)-\s*([\w.-]+)\s+(?:said\s*:|answered\s*:|asked\b[^.!?;:\n]{0,40}[;:])", re.IGNORECASE
+)
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 
 
@@ -143,6 +145,7 @@ RECENT_ANSWERS = 5
 # What an English contraction may end with after its apostrophe ("it's", "y'all", "o'clock").
 CONTRACTION_ENDS = frozenset("s m re ve ll d t all am clock er n roll".split())
 _CUT = '.,!?…;:"()[]{}*_“”‘’«»-~@#'
+_SPACE_OR_ELLIPSIS = re.compile(r"\s+|\.{2,}|…")
 
 
 def unsayable(text: str, names: Iterable[str] = ()) -> bool:
@@ -155,7 +158,7 @@ def unsayable(text: str, names: Iterable[str] = ()) -> bool:
 
     known = {n.casefold() for n in names}
     blocked = blocked_words()
-    for raw in text.split():
+    for raw in _SPACE_OR_ELLIPSIS.split(text):  # "I'm...unclear" is two words, a pause between
         word = raw.strip(_CUT)
         if not word or word.casefold() in known:
             continue

@@ -110,6 +110,9 @@ def test_a_memory_line_echoed_from_the_block_ends_the_answer_wherever_it_starts(
     assert say(guard(speakers=with_orbit), "- orbit said: Pasta, always!")[0] == "Pasta, always!"
     assert say(guard(), "Sure, - Spark answered: yes")[0] == "Sure,"  # a persona's half of the line
     assert say(guard(speakers=with_orbit), "Pasta! - orbit asked the same; Spark") == ("Pasta!", True)
+    # reworded (a 50-turn e2e run said this line aloud)
+    said = say(guard(speakers=("lumen", "Spark")), "To be honest with you... - lumen asked the same thing again;")
+    assert said == ("To be honest with you...", True)
     # a name the prompt does not show, and a dash inside speech, are just speech
     assert say(guard(), "Well - my mum said: eat your greens!") == ("Well - my mum said: eat your greens!", False)
     assert say(guard(speakers=with_orbit), "Ha - orbit said that?") == ("Ha - orbit said that?", False)
@@ -323,8 +326,11 @@ def test_an_opening_shorter_than_its_first_sentence_is_banned_across_the_sentenc
     recent = RecentAnswers()
     recent.add("It's... ...I'm not sure what that means. Stay sparky!")
     runs = recent.runs(leave="Stay sparky!")
-    assert runs[:2] == ("It's... ...I'm", "it's... ...I'm")
+    assert runs[:4] == ("It's...", "it's...", "It's... ...I'm", "it's... ...I'm")  # the word and its pause too
     assert "I'm not sure what" in runs  # the second sentence's runs as before
+    recent = RecentAnswers()
+    recent.add("I'm...unclear, but you know it's a game! Stay sparky!")  # then "I'm...unknowable, ..."
+    assert recent.runs(leave="Stay sparky!")[:4] == ("I'm...", "i'm...", "I'm...unclear", "i'm...unclear")
     recent = RecentAnswers()
     recent.add("Wow! Stay sparky!")  # the catchphrase is not part of an opening
     assert recent.runs(leave="Stay sparky!") == ()

@@ -194,6 +194,7 @@ def test_over_a_stream_garbled_and_blocked_words_are_counted():
         "O'Brien says goin' home is the plan, PixelFox.",
         "I played CoD on my iPhone at McDonald's.",
         "Scunthorpe has grapes and a therapist.",
+        "I'm...unclear, but you know it's a game! Stay sparky!",  # a pause, not a glued word
     )
     assert all(unsayable(t, ["pixelfox"]) for t in garbled)
     assert not any(unsayable(t, ["pixelfox"]) for t in fine)
@@ -215,9 +216,10 @@ def test_over_a_stream_a_memory_line_written_on_is_counted():
         ("Spark", "Well - my mum said: eat your greens! Stay sparky!"),
         ("Spark", "I'm glad you asked, orbit. Stay sparky!"),
         ("Spark", "Pasta, always! - orbit asked the same; Spark answered: pasta"),
+        ("Spark", "To be honest with you... - orbit asked the same thing again; Spark answered: I don't"),
     ]
     judged = stream_answers(said, {"Spark": "Stay sparky!"}, names=["orbit"])
-    assert [a.label for a in judged] == [True, True, True, True, False, False, True]
+    assert [a.label for a in judged] == [True, True, True, True, False, False, True, True]
     assert "label_echo" in judge("Okay, - pixelhound said: hi") and "label_echo" not in judge("Okay - you said: hi")
 
 

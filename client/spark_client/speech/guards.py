@@ -66,11 +66,13 @@ _LABEL = re.compile(
 # What may stand between a sentence's end and a label that starts a new line: quotes, a dash, and
 # the " / " that joins a memory line's two halves ("orbit said: ... / Spark answered: ...").
 _BEFORE_LABEL = " \"'-/"
-# A memory line echoed from the prompt's memory block (`- orbit said: ...`, `- Spark answered: ...`):
+# A memory line echoed from the prompt's memory block (`- orbit said: ...`, `- Spark answered: ...`,
+# `- orbit asked the same; ...`, which the model rewords: "- lumen asked the same thing again;"):
 # the block's bullet marks it wherever it starts, after a comma too.
 _MEMORY_ECHO = re.compile(
-    r"(?:(?<=\s)|^)-\s*(?P<name>[A-Za-z0-9_][\w.-]{0,30})\s+(?:said\s*:|answered\s*:|asked the same\s*;)"
+    r"(?:(?<=\s)|^)-\s*(?P<name>[A-Za-z0-9_][\w.-]{0,30})\s+(?:said\s*:|answered\s*:|asked\b[^.!?;:\n]{0,40}[;:])"
 )
+_PAUSE = re.compile(r"\.{2,}|…")  # an ellipsis written straight after a word
 _TRAILING_SLASH = re.compile(r"\s*/\s*$")
 # The `name says: "..."` chat framing echoed back, whatever the name (the model often mangles
 # it: "Smolstreamer-1 (co-host) says:"), or a bare `says:`.
@@ -217,7 +219,9 @@ class RecentAnswers:
         phrase (the catchphrase, said on purpose); each as written and with its first letter's
         case flipped (a run can open a sentence or follow a word). An answer whose first sentence
         is shorter than its opening ("It's... ...I'm not sure.") has the opening across the
-        sentence end: a persona opened 15 answers in a row that way, past the ban."""
+        sentence end: a persona opened 15 answers in a row that way, past the ban. A first word
+        with an ellipsis straight after it is an opening of its own ("I'm...unclear", then
+        "I'm...unknowable": 7 answers in a row of another run, the second word new each time)."""
         leave_words = words(leave)
         found: dict[str, None] = {}
         for text in self._texts:
@@ -230,6 +234,11 @@ class RecentAnswers:
                 starts = [] if short_first else [(i, OWN_RUN_WORDS) for i in range(len(spans) - OWN_RUN_WORDS + 1)]
                 if n == 0:
                     starts.insert(0, (0, OWN_OPENING_WORDS))
+                    pause = _PAUSE.match(sentence, spans[0][1]) if spans and kept[0] else None
+                    if pause:  # "I'm...unclear", "I'm...unknowable": the opening is the word and its pause
+                        run = sentence[spans[0][0] : pause.end()]
+                        found[run] = None
+                        found[run[0].swapcase() + run[1:]] = None
                 for i, length in starts:
                     if len(spans) >= i + length and all(kept[i : i + length]):
                         run = sentence[spans[i][0] : spans[i + length - 1][1]]
