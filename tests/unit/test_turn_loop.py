@@ -530,7 +530,7 @@ def test_the_chat_is_read_while_memories_are_recalled_and_the_block_follows_it()
     memory = RecordingMemory(recall_delay_s=0.2, recall_lines=(line,), on_call=lambda what: events.append((what, "")))
     s = asyncio.run(scenario(memory))
     chat_line = 'mika says: "I practised all day"'
-    block = f"\n\nThings you remember about this chat:\n- {line}"
+    block = f"\n\nYou remember:\n- {line}"
     turn = [e for e in events if e[0] == "recall" or chat_line in e[1]]
     assert turn == [("read", chat_line), ("recall", ""), ("answer", chat_line + block)]
     record = s.said[0][3]
