@@ -320,23 +320,6 @@ def test_the_runs_of_recent_answers_are_what_the_llm_may_not_copy():
     assert "I'm not sure what" not in recent.runs() and "Answer number 0 is" in recent.runs()
 
 
-def test_a_first_word_that_opened_the_last_answers_is_banned_for_the_next():
-    """An e2e run: from turn 30, 25 answers opened "You're X, but ...", X new each time."""
-    recent = RecentAnswers()
-    for text in ("You're lost, but you've got a great idea.", "You're unsure, but I'm a bit curious."):
-        recent.add(text)
-        assert "You're" not in recent.runs(leave="Stay sparky!")  # two in a row: not yet a streak
-    recent.add("You're an octopus, but I'm a scientist! Stay sparky!")
-    runs = recent.runs(leave="Stay sparky!")
-    assert "You're" in runs and "you're" in runs
-    recent.add("Cats nap like pros.")  # the streak is broken: the word is free again
-    assert "You're" not in recent.runs(leave="Stay sparky!")
-    catchphrases = RecentAnswers()
-    for _ in range(3):  # the sign-off is said on purpose, even alone
-        catchphrases.add("Stay sparky!")
-    assert catchphrases.runs(leave="Stay sparky!") == ()
-
-
 def test_an_opening_shorter_than_its_first_sentence_is_banned_across_the_sentence_end():
     """An e2e run's template: 15 answers in a row opened "It's... ...I'm not sure", the 2-word
     opening ban never saw it (the first sentence, "It's...", has one word)."""

@@ -48,7 +48,6 @@ MIN_REPEAT_WORDS = 3  # ... when it has at least this many words ("Welcome in!" 
 OWN_RUN_WORDS = 4  # the LLM may not write this many words in a row from one of its last answers
 OWN_RUN_ANSWERS = 8  # ... of this many answers (about what the prompt's history shows)
 OWN_OPENING_WORDS = 2  # nor open with the first words of one of them
-OPENING_STREAK = 3  # after this many answers in a row open with one word, the next may not say it
 
 RUNAWAY_WINDOW_CHARS = 300  # holds a phrase loop (3 x 6 words) and a label line with room to spare
 
@@ -245,25 +244,7 @@ class RecentAnswers:
                         run = sentence[spans[i][0] : spans[i + length - 1][1]]
                         found[run] = None
                         found[run[0].swapcase() + run[1:]] = None
-        if streak := self._opening_streak(leave_words):
-            found[streak] = None
-            found[streak[0].swapcase() + streak[1:]] = None
         return tuple(found)
-
-    def _opening_streak(self, leave_words: list[str]) -> str:
-        """The first word of each of the last `OPENING_STREAK` answers, when it is the same word
-        (as the last one wrote it), else "". With 2-word openings banned, a 135M persona keeps
-        the first word and changes the second: "You're lost, but ...", "You're unsure, but ...",
-        25 answers in a row of an e2e run. Banned for one answer (anywhere in it: `bad_words`
-        have no position; "You are" stays open), the streak ends."""
-        if len(self._texts) < OPENING_STREAK:
-            return ""
-        firsts = [_WORD.search(text) for text in list(self._texts)[-OPENING_STREAK:]]
-        said = {m.group(0).casefold().strip("'") for m in firsts if m}
-        if len(said) != 1 or None in firsts or said <= set(leave_words):
-            return ""
-        first = firsts[-1]
-        return first.group(0) if first is not None else ""
 
     def __contains__(self, sentence: object) -> bool:
         """Whether a remembered sentence has these words (numbers aside: see `_numbers_alike`)."""
