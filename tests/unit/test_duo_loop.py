@@ -178,6 +178,29 @@ def test_an_adapter_the_server_lacks_costs_only_that_adapter():
     assert llm.loras == ["spark", None]
 
 
+def test_an_adapter_turned_down_mid_stream_costs_one_attempt():
+    """No warm-up found it (one that failed for another reason, or a server back with other
+    engines): the turn the server refuses is answered again without the adapter, and so is every
+    later turn of that persona."""
+
+    async def scenario():
+        llm = ScriptedLLM(answers=["Hey!", "Hi again!"], served_adapters=("ember",))
+        async with Stream(llm=llm, coordinator=duo(interject=0.0)) as s:
+            s.queue.offer(chat("hello", user="mika"))
+            await s.until(lambda: len(s.said) == 2)  # the refused attempt, then the answer
+            s.queue.offer(chat("Spark, again!", user="mika"))
+            await s.until(lambda: len(s.said) == 3)
+            await s.finish()
+            return s, llm
+
+    s, llm = asyncio.run(scenario())
+    said = [(text, spoken) for _, text, spoken, _ in s.said]
+    assert said == [("hello", ""), ("hello", "Hey!"), ("Spark, again!", "Hi again!")]
+    assert [name for name, *_ in s.said] == ["Spark"] * 3
+    assert "adapter" in s.said[0][3]["failed"] and s.said[0][3]["retried"]
+    assert llm.loras == [None, None]
+
+
 def test_a_remark_on_the_game_is_one_sentence_and_gives_way_to_an_urgent_viewer():
     from spark_client.events import GAME_SOURCE, ChatMessage
 

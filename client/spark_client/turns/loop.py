@@ -167,8 +167,8 @@ class TurnLoop:
         self._said: deque[tuple[float, str]] = deque(maxlen=16)  # (monotonic, words played), for the mic
         self.recap = ""  # "last time on stream", from earlier streams' summaries (see warm_up)
         self._quiet_since = time.time()  # wall clock: when the last turn ended (silence fillers)
-        # what the server turned down at warm-up (an adapter not built for this model, a voice it
-        # lacks): the persona goes on without it instead of failing every turn
+        # what the server turned down (an adapter not built for this model, a voice it lacks; see
+        # _turned_down): the persona goes on without it instead of failing every turn
         self._no_adapter: set[str] = set()
         self._no_voice: set[str] = set()
         # facts and summaries are written by the LLM in quiet time, never while a viewer waits
@@ -444,23 +444,37 @@ class TurnLoop:
             try:
                 await self._prefill_prefix(persona, budget_tokens=0)
             except ModelCallError as exc:
-                if persona.lora_name is None or "adapter" not in str(exc).lower():
+                if not self._turned_down(persona, exc):
                     raise
-                log.warning("%s speaks without its adapter %r: %s", persona.name, persona.lora_name, exc)
-                self._no_adapter.add(persona.name)
                 await self._prefill_prefix(persona, budget_tokens=0)
             try:
                 async for _ in self.tts.stream("Hi.", voice=self._voice(persona), speed=persona.speed):
                     pass
             except ModelCallError as exc:
-                if persona.voice is None or "voice" not in str(exc).lower():
+                if not self._turned_down(persona, exc):
                     raise
-                log.warning("%s speaks with the server's default voice: %s", persona.name, exc)
-                self._no_voice.add(persona.name)
 
         main = self.coordinator.main
         if mood := self.coordinator.mood(main):  # after a restart the avatar wears the face it left with
             self.avatar.expression(mood, hotkey=main.hotkey_map.get(mood))
+
+    def _turned_down(self, persona: Persona, exc: ModelCallError) -> bool:
+        """Whether `exc` is the server turning down `persona`'s adapter or voice; if so the persona
+        goes on without it from now on. Found at warm-up, or by a turn when no warm-up found it
+        (it failed for another reason, or the server came back with other engines). Only a
+        request the server refused counts: a failure that may pass keeps both."""
+        if exc.retryable:
+            return False
+        said = str(exc).lower()
+        if persona.lora_name is not None and persona.name not in self._no_adapter and "adapter" in said:
+            log.warning("%s speaks without its adapter %r: %s", persona.name, persona.lora_name, exc)
+            self._no_adapter.add(persona.name)
+            return True
+        if persona.voice is not None and persona.name not in self._no_voice and "voice" in said:
+            log.warning("%s speaks with the server's default voice: %s", persona.name, exc)
+            self._no_voice.add(persona.name)
+            return True
+        return False
 
     def _lora(self, persona: Persona) -> str | None:
         return None if persona.name in self._no_adapter else persona.lora_name
@@ -541,6 +555,8 @@ class TurnLoop:
         except ModelCallError as exc:
             timings.failed = str(exc)
             state.failure = exc
+            if self._turned_down(state.persona, exc):  # answered again without the adapter or voice
+                state.failure = ModelCallError("turn", str(exc), retryable=True)
         except asyncio.CancelledError:  # the loop is stopping: this turn must not outlive it
             state.stopping = True
             timings.interrupted = True
