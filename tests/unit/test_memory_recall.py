@@ -217,6 +217,7 @@ def test_another_viewers_exchange_on_the_same_question_keeps_who_asked_and_the_a
         "orbit said: What should I cook for dinner tonight? / Spark answered: Pasta, always! "
         "With lots of cheese and a little garlic on top.",
         user="orbit",
+        created_at=NOW - 120,  # before rin_7's: the block lists each group oldest first
     )
     related = exchange("rin_7 said: is ramen good for lunch? / Ember answered: Only if you share.", user="rin_7")
     own = exchange("pixelhound said: I burnt the rice again / Spark answered: Oh no!")
