@@ -70,6 +70,21 @@ class SpeechTiming:
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
+    def part(self, start: int, end: int) -> SpeechTiming:
+        """The timing of samples [start, end) of this chunk, as a chunk of its own: the words that
+        start there (a word that goes on past `end` ends there; the next part does not repeat it)
+        and the phonemes that overlap it, clipped; offsets relative to `start`."""
+        start, end = max(0, start), min(self.samples, end)
+        words = tuple(
+            TimedSpan(w.text, w.start - start, min(w.end, end) - start) for w in self.words if start <= w.start < end
+        )
+        phonemes = tuple(
+            TimedSpan(p.text, max(p.start, start) - start, min(p.end, end) - start)
+            for p in self.phonemes
+            if p.start < end and p.end > start
+        )
+        return SpeechTiming(max(0, end - start), self.sample_rate, self.source, words, phonemes)
+
 
 def _key(word: str) -> str:
     return "".join(ch for ch in word.casefold() if ch.isalnum())

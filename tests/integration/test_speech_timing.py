@@ -54,7 +54,7 @@ def bare(word: str) -> str:
 def test_piper_chunks_carry_the_models_own_phoneme_timing(triton):
     text = "Who moved my blue boots? Mama bought peaches."
     chunks = timed_chunks(triton.grpc_url, text, timing=True)
-    assert len(chunks) == 2
+    assert len(chunks) >= 2  # each sentence in parts, the first part ~0.37 s (spark_runtime/engines/piper_tts.py)
     words = []
     for audio, timing in chunks:
         assert timing is not None and timing["source"] == "alignment"
