@@ -5,9 +5,9 @@ as alignments (its `patch_voice_with_alignment`, done in memory with the `onnx` 
 is the same, and a timed request gets each chunk's words and phonemes from the model itself.
 
 The graph is then cut in two where its waveform decoder (`/dec/`, HiFi-GAN) begins: a head that
-turns a sentence's phoneme ids into latent frames (text encoder, durations, flow: ~10-25 ms a
-sentence on 2 cores) and the decoder that turns frames into audio (256 samples a frame, most of the
-time). The decoder is convolutional, so a run of frames decodes alone once it has
+turns a sentence's phoneme ids into latent frames (text encoder, durations, flow: ~10-50 ms a
+sentence on 2 cores, more for a longer one) and the decoder that turns frames into audio (256
+samples a frame; ~60% of the work). The decoder is convolutional, so a run of frames decodes alone once it has
 `CONTEXT_FRAMES` of its neighbours on each side: the first chunk of a sentence is its first
 `FIRST_FRAMES` frames (~0.37 s of speech), ready after the head and one short decoder run instead of
 after the whole sentence; the rest follows in chunks of up to `MAX_FRAMES` while the first plays.
@@ -281,15 +281,16 @@ class PiperEngine:
                 onnxruntime.InferenceSession(decoder, sess_options=options, providers=providers),
                 latent,
             )
+            # the parts of the longest calibration sentence against one decoder run over all of it
+            ids = voice.phonemes_to_ids(max(voice.phonemize(" ".join(_CALIBRATION)), key=len))
+            latent_frames = split.head.run(None, self._feed(voice, ids, 0.0, 1.0, 0.0))[0]
+            whole = split.decoder.run(None, {latent: latent_frames})[0].reshape(-1)
+            parts = np.concatenate([a for _, a in self._decode(voice, split, latent_frames)])
         except Exception as exc:  # an odd graph: serve it whole
             log.warning(
                 "Piper voice %s: could not cut the graph at its decoder (%s); served a sentence at a time", name, exc
             )
             return None
-        ids = voice.phonemes_to_ids(max(voice.phonemize(" ".join(_CALIBRATION)), key=len))
-        latent_frames = split.head.run(None, self._feed(voice, ids, 0.0, 1.0, 0.0))[0]
-        whole = split.decoder.run(None, {latent: latent_frames})[0].reshape(-1)
-        parts = np.concatenate([a for _, a in self._decode(voice, split, latent_frames)])
         error = float(np.max(np.abs(parts - whole))) if parts.size == whole.size else float("inf")
         if error > MAX_PART_ERROR:
             log.warning(
