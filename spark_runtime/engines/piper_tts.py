@@ -9,8 +9,9 @@ turns a sentence's phoneme ids into latent frames (text encoder, durations, flow
 sentence on 2 cores, more for a longer one) and the decoder that turns frames into audio (256
 samples a frame; ~60% of the work). The decoder is convolutional, so a run of frames decodes alone once it has
 `CONTEXT_FRAMES` of its neighbours on each side: the first chunk of a sentence is its first
-`FIRST_FRAMES` frames (~0.37 s of speech), ready after the head and one short decoder run instead of
-after the whole sentence; the rest follows in chunks of up to `MAX_FRAMES` while the first plays.
+`FIRST_FRAMES` frames (~0.19 s of speech), ready after the head and one short decoder run instead of
+after the whole sentence; the rest follows while it plays, `SECOND_FRAMES` and then chunks of up to
+`MAX_FRAMES`.
 The parts equal the whole sentence's audio (checked for each voice when it loads; a voice whose
 decoder needs more context is served one sentence a chunk, as before).
 
@@ -42,8 +43,9 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 BOS, EOS, PAD = "^", "$", "_"  # Piper's sentence start / end symbols and the pad after each symbol (piper.const)
 
 # Streaming a sentence in parts (module doc). A frame is 256 samples (~11.6 ms at 22.05 kHz).
-FIRST_FRAMES = 32  # a sentence's first chunk: ~0.37 s of speech
-MAX_FRAMES = 256  # later chunks: up to ~3 s each
+FIRST_FRAMES = 16  # a sentence's first chunk: ~0.19 s of speech (its decoder run: ~12 ms on 2 cores)
+SECOND_FRAMES = 48  # the next: ready well within the first's 0.19 s (~30 ms), and it buys time for
+MAX_FRAMES = 256  # the later chunks: up to ~3 s each (~120 ms a run)
 CONTEXT_FRAMES = 10  # decoder frames read on each side of a chunk: its reach (8 left 1e-3 of error, 10 float rounding)
 MAX_PART_ERROR = 1e-3  # a voice whose parts differ from the whole sentence by more is served whole
 # Loudness: active speech at this level (Kokoro's voices speak at about -18.6 dBFS), peaks above
@@ -127,15 +129,19 @@ def split_at_decoder(graph: Any) -> tuple[bytes, bytes, str] | None:
     return head.SerializeToString(), decoder.SerializeToString(), latent
 
 
-def frame_spans(frames: int, first: int = FIRST_FRAMES, most: int = MAX_FRAMES) -> list[tuple[int, int]]:
+def frame_spans(
+    frames: int, first: int = FIRST_FRAMES, second: int = SECOND_FRAMES, most: int = MAX_FRAMES
+) -> list[tuple[int, int]]:
     """The chunks [start, end) a sentence of `frames` latent frames is decoded in: `first` frames,
-    then up to `most` at a time; a sentence barely longer than `first` stays whole, and a last
+    then `second`, then up to `most` at a time. Each chunk is decoded while the ones before it
+    play, so each must take less time to make than they take to play: a short second chunk
+    follows the very short first. A sentence barely longer than `first` stays whole, and a last
     chunk shorter than the context joins the one before."""
     if frames <= first + CONTEXT_FRAMES:
         return [(0, frames)]
     spans, start = [(0, first)], first
     while start < frames:
-        end = min(frames, start + most)
+        end = min(frames, start + (second if len(spans) == 1 else most))
         if frames - end < CONTEXT_FRAMES:
             end = frames
         spans.append((start, end))
