@@ -547,6 +547,45 @@ def test_the_chat_is_read_while_memories_are_recalled_and_the_block_follows_it()
     assert s.said[0][3]["chat_read_ms"] is None and s.said[0][3]["prefix_wait_ms"] is None
 
 
+def test_the_turns_request_goes_once_memory_is_recalled_while_the_chat_is_still_read():
+    """The server runs one generation at a time, in the order the requests came: the turn's own
+    request is sent as soon as memory is recalled, not after the chat read's answer came back to
+    the client, so the server starts it the moment the read ends. Here the read is still going
+    when the answer is asked for (a client that waited for it would wait for ever); the turn
+    record still counts what both requests read, and how long the read took."""
+    order: list[str] = []
+    asked = asyncio.Event()
+    chat_line = 'mika says: "I practised all day"'
+
+    class SlowRead(ScriptedLLM):
+        async def stream(self, prompt, options, **kw):
+            last = json.loads(prompt.text)[-1]["content"]
+            if options.max_tokens <= 1 and last == chat_line:
+                order.append("read sent")
+                await asked.wait()
+                order.append("read done")
+            elif options.max_tokens > 1 and last.startswith(chat_line):
+                order.append("answer sent")
+                asked.set()
+            async for delta in super().stream(prompt, options, **kw):
+                yield delta
+
+    async def scenario():
+        memory = RecordingMemory(recall_delay_s=0.02, recall_lines=("mika plays bass in a band called Low Tide",))
+        async with Stream(llm=SlowRead(answers=["Nice!"]), memory=memory) as s:
+            await s.answer_each("I practised all day", user="mika")
+            await s.finish()
+            return s
+
+    s = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert order == ["read sent", "answer sent", "read done"]
+    record = s.said[0][3]
+    assert record["spoken"] == "Nice!"
+    block = "\n\nYou remember:\n- mika plays bass in a band called Low Tide"
+    assert record["prefill_tokens"] == len(chat_line.split()) + len((chat_line + block).split())
+    assert record["chat_read_ms"] is not None and record["chat_read_ms"] > 0
+
+
 def test_a_memory_the_prompt_still_shows_is_not_sent_again():
     """Each exchange keeps its user message as sent, memory block included, so a memory recalled
     turn after turn for the same viewer is in the prompt already: the server would read it again

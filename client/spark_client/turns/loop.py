@@ -158,6 +158,7 @@ class TurnLoop:
         self.busy = False
         self.backoffs: list[float] = []  # the latest back-off delays, newest last
         self._prefill: asyncio.Task[None] | None = None
+        self._reads: set[asyncio.Task[None]] = set()  # turns' chat reads their requests did not wait for
         # the other persona's prompt read while this one's audio plays (see _warm_partner)
         self._warming: tuple[Persona, asyncio.Task[None]] | None = None
         self._current: _TurnState | None = None  # the turn being played
@@ -186,7 +187,7 @@ class TurnLoop:
             await self._run()
         finally:
             warming = self._warming[1] if self._warming is not None else None
-            owned = [t for t in (self._prefill, warming, moderation, writer) if t is not None]
+            owned = [t for t in (self._prefill, warming, *self._reads, moderation, writer) if t is not None]
             for task in owned:
                 task.cancel()
             await asyncio.wait(owned, timeout=self.options.cancel_wait_s)
@@ -356,12 +357,14 @@ class TurnLoop:
         chat: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
         prefill_chunk: int = 0,
+        sent: asyncio.Event | None = None,
     ) -> None:
         """Has the server read `persona`'s prompt up to the next chat message (history within
         `budget_tokens`) and generate one token, which leaves that prefix in its KV cache. With
         `chat`, the prompt holds that chat and is read up to its end only (what follows it, the
         end of the message, may not come next: a memory block does). `prefill_chunk`: see
-        LLMClient.stream (work a viewer's turn may cut asks for CUTTABLE_PREFILL_CHUNK)."""
+        LLMClient.stream (work a viewer's turn may cut asks for CUTTABLE_PREFILL_CHUNK). `sent`
+        is set as the request goes out (its call is open before anyone waiting on it runs)."""
         style = self.options.prompt_style
         messages = build_messages(
             persona,
@@ -380,11 +383,13 @@ class TurnLoop:
         stream = self.llm.stream(
             prompt, sampling, lora_name=self._lora(persona), on_prefill=on_prefill, prefill_chunk=prefill_chunk
         )
+        if sent is not None:
+            sent.set()  # waiters run once this task waits for the first response, the call open by then
         async for _ in stream:
             pass
 
     async def _read_chat(
-        self, persona: Persona, chat: str, on_prefill: Callable[[int], None], timings: TurnTimings
+        self, persona: Persona, chat: str, on_prefill: Callable[[int], None], timings: TurnTimings, sent: asyncio.Event
     ) -> None:
         """Has the server read `persona`'s prompt for this turn up to the end of its chat while
         memory is recalled (an embedding and a Chroma query, ~30 ms): the memory block comes
@@ -397,7 +402,7 @@ class TurnLoop:
         timings.prefix_wait_ms = (reading - started) * 1000
         budget = self.options.prompt_budget_tokens - self.options.memory_reserve_tokens
         try:
-            await self._prefill_prefix(persona, budget, chat=chat, on_prefill=on_prefill)
+            await self._prefill_prefix(persona, budget, chat=chat, on_prefill=on_prefill, sent=sent)
             timings.chat_read_ms = (time.monotonic() - reading) * 1000
         except ModelCallError as exc:  # an optimisation only: the turn's request reads the chat itself
             log.debug("%s's chat read-ahead skipped: %s", persona.name, exc)
@@ -741,19 +746,33 @@ class TurnLoop:
         """The LLM's answer for `state`'s turn as the guards let it be said (memories recalled and
         the prompt built first)."""
         timings = state.timings
-        read_ahead: list[int] = []  # prompt tokens the server read while memories were recalled
-        reading = None
+
+        def read_ahead(tokens: int) -> None:  # what the chat read read, whichever first response comes first
+            timings.prefill_tokens = tokens + (timings.prefill_tokens or 0)
+
+        reading, sent = None, asyncio.Event()
         if not state.reacting and self.memory is not None:
             reading = asyncio.create_task(
-                self._read_chat(state.persona, chat, read_ahead.append, timings), name=f"turn-{state.number}-read-chat"
+                self._read_chat(state.persona, chat, read_ahead, timings, sent), name=f"turn-{state.number}-read-chat"
             )
         try:
             recalled = Recalled() if state.reacting else await self._recall(message)
-            if reading is not None:
+            if reading is not None and not sent.is_set():  # still behind a prefix read: the answer waits too
                 await asyncio.wait({reading}, timeout=self.options.prefill_wait_s)
-        finally:
-            if reading is not None and not reading.done():
+        except BaseException:
+            if reading is not None:
                 reading.cancel()  # closing its stream cancels the request on the server
+            raise
+        if reading is not None and not reading.done():
+            if sent.is_set():
+                # Not waited for: the server runs one generation at a time, in the order requests
+                # come, so this turn's request (sent ~40 ms after the read, once memory is recalled)
+                # starts the moment the read ends, with no round trip to this client and back in
+                # between, and finds the chat line in the KV cache the read left.
+                self._reads.add(reading)
+                reading.add_done_callback(self._reads.discard)
+            else:
+                reading.cancel()
         timings.memory_tokens, timings.recall_ms = recalled.tokens, recalled.ms
         memories = timings.memories = list(recalled.lines)
         messages = build_messages(
@@ -774,9 +793,13 @@ class TurnLoop:
 
         sampling = replace(state.persona.sampling, seed=state.persona.sampling.seed + state.number)
 
+        answered = False
+
         def prefilled(tokens: int) -> None:  # the first attempt's: the one the turn's timings measure
-            if timings.prefill_tokens is None:
-                timings.prefill_tokens = tokens + sum(read_ahead)
+            nonlocal answered
+            if not answered:
+                answered = True
+                timings.prefill_tokens = tokens + (timings.prefill_tokens or 0)
 
         answer = guarded_answer(
             self.llm,
