@@ -44,8 +44,8 @@ BOS, EOS, PAD = "^", "$", "_"  # Piper's sentence start / end symbols and the pa
 
 # Streaming a sentence in parts (module doc). A frame is 256 samples (~11.6 ms at 22.05 kHz).
 FIRST_FRAMES = 16  # a sentence's first chunk: ~0.19 s of speech (its decoder run: ~12 ms on 2 cores)
-SECOND_FRAMES = 48  # the next: ready well within the first's 0.19 s (~30 ms), and it buys time for
-MAX_FRAMES = 256  # the later chunks: up to ~3 s each (~120 ms a run)
+SECOND_FRAMES = 48  # the next: decoded in ~30 ms, well within the first's 0.19 s
+MAX_FRAMES = 256  # each later chunk: up to ~3 s (~120 ms a run, made while the ones before it play)
 CONTEXT_FRAMES = 10  # decoder frames read on each side of a chunk: its reach (8 left 1e-3 of error, 10 float rounding)
 MAX_PART_ERROR = 1e-3  # a voice whose parts differ from the whole sentence by more is served whole
 # Loudness: active speech at this level (Kokoro's voices speak at about -18.6 dBFS), peaks above
