@@ -63,6 +63,15 @@ def _source(model: PackagedModel) -> dict[str, Any]:
     return {"package": model.package, "version": model.version(), "file": model.relpath, "licence": model.licence}
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file written before, or {} when there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -339,17 +348,34 @@ def build_stt(out: Path) -> dict[str, Any]:
 
 
 def build_embed(out: Path) -> dict[str, Any]:
+    """The packaged MiniLM, and its encoder exported to ONNX once (onnxruntime serves it in under
+    half sentence-transformers' time: spark_runtime/engines/onnx_embed.py); a failed export leaves
+    the sentence-transformers runtime."""
+    from spark_runtime.engines.onnx_embed import ONNX_FILE, export_encoder
+
     src = MINILM.path()
     target = out / "embed"
     _place_tree(src, target / "model")
-    engine = {
+    source = _source(MINILM)
+    engine: dict[str, Any] = {
         "kind": "embed",
         "runtime": "sentence-transformers",
         "model_dir": "model",
         "dimensions": 384,
         "description": MINILM.model,
-        "source": _source(MINILM),
+        "source": source,
     }
+    before = _read_json(target / "engine.json")
+    onnx = target / ONNX_FILE
+    if before.get("runtime") == "onnxruntime" and before.get("source") == source and onnx.is_file():
+        engine.update(runtime="onnxruntime", onnx=ONNX_FILE, onnx_max_diff=before.get("onnx_max_diff"))
+    else:
+        try:
+            diff = export_encoder(target / "model", onnx)
+            engine.update(runtime="onnxruntime", onnx=ONNX_FILE, onnx_max_diff=diff)
+        except Exception as exc:  # noqa: BLE001 - the PyTorch runtime serves the same model
+            onnx.unlink(missing_ok=True)
+            print(f"  embed: no ONNX encoder ({exc}); sentence-transformers serves it")
     _write_json(target / "engine.json", engine)
     return engine
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,13 +64,21 @@ class EmbedService:
         if not manifest_path.is_file():
             raise EngineMissingError(f"no engine at {engine_dir}: run `make engines`")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        import torch
-        from sentence_transformers import SentenceTransformer
-
         threads = int_param(params, "threads", 0)
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = SentenceTransformer(str(engine_dir / manifest["model_dir"]), device="cpu", local_files_only=True)
+        model_dir = engine_dir / manifest["model_dir"]
+        self.encode: Callable[[list[str]], np.ndarray]
+        if manifest.get("runtime") == "onnxruntime":  # the CPU default since make engines exports it
+            from spark_runtime.engines.onnx_embed import OnnxEmbedder
+
+            self.encode = OnnxEmbedder(model_dir, engine_dir / manifest["onnx"], threads=threads).encode
+        else:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            if threads:
+                torch.set_num_threads(threads)
+            model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+            self.encode = lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
     def handle(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raw = inputs.get("text")
@@ -84,7 +93,7 @@ class EmbedService:
             except UnicodeDecodeError:
                 raise RequestError("text: not valid UTF-8") from None
             texts.append(text[:MAX_EMBED_CHARS])
-        vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        vectors = self.encode(texts)
         return {"embedding": np.asarray(vectors, dtype=np.float32)}
 
     def execute(self, requests: list[Any]) -> list[Any]:
