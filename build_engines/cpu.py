@@ -170,10 +170,7 @@ def _requantised(src: Path, dst: Path, ftype: str, engine_json: Path) -> dict[st
     engine.json of an earlier build says `dst` was made that way from this very `src`. Returns
     what engine.json records of it."""
     src_sha = _sha256(src)
-    try:
-        earlier = json.loads(engine_json.read_text(encoding="utf-8")).get("converted") or {}
-    except (OSError, ValueError):
-        earlier = {}
+    earlier = _read_json(engine_json).get("converted") or {}
     wanted = {"from": src.name, "from_sha256": src_sha, "type": ftype}
     if dst.is_file() and all(earlier.get(k) == v for k, v in wanted.items()) and earlier.get("sha256") == _sha256(dst):
         return earlier

@@ -111,8 +111,9 @@ def export_encoder(model_dir: Path, target: Path) -> float:
         )
     try:
         expected = reference.encode(list(CHECK_TEXTS), normalize_embeddings=True, convert_to_numpy=True)
-        got = OnnxEmbedder(model_dir, tmp, threads=1).encode(CHECK_TEXTS)
-        one_by_one = np.concatenate([OnnxEmbedder(model_dir, tmp, threads=1).encode([t]) for t in CHECK_TEXTS])
+        exported = OnnxEmbedder(model_dir, tmp, threads=1)
+        got = exported.encode(CHECK_TEXTS)
+        one_by_one = np.concatenate([exported.encode([t]) for t in CHECK_TEXTS])
         diff = float(max(np.abs(got - expected).max(), np.abs(one_by_one - expected).max()))
         if diff > TOLERANCE:
             raise ValueError(f"the ONNX encoder's vectors differ from sentence-transformers' by {diff:.2e}")

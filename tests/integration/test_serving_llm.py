@@ -479,10 +479,10 @@ def test_a_memory_write_cut_by_a_turn_goes_on_from_what_it_wrote(triton):
             await models.close()
 
     before, resumed, read, whole = asyncio.run(drafts())
-    assert 4 <= len(before) and resumed.startswith("".join(before)), (before, resumed)
+    written = "".join(before)
+    assert 4 <= len(before) and resumed.startswith(written), (before, resumed)
     assert len(whole.split()) > 4, whole
-    after = resumed[len("".join(before)) :]
-    assert not after.lstrip().startswith("".join(before).strip()), resumed  # not written twice
+    assert not resumed[len(written) :].lstrip().startswith(written.strip()), resumed  # not written twice
     folded = [resumed.casefold().split(), whole.casefold().split()]
     assert difflib.SequenceMatcher(None, *folded).ratio() >= 0.8, (resumed, whole)
     assert read[0] > 40 and read[1] <= 4, read  # then the prompt and the written tokens were cached
