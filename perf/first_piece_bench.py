@@ -91,7 +91,12 @@ class Policy:
 POLICIES = (
     Policy("old 3/8", {"min_first_words": 3, "first_max_words": 8}, "the policy before, verbatim", legacy=True),
     Policy("new 2, interj. 1", {"min_first_words": 2, "min_interjection_words": 1}, "clause after 2 words, 'Oh, '"),
-    Policy("new 2 (default)", {"min_first_words": 2, "min_interjection_words": 2}, "clause mark after 2 words"),
+    Policy(
+        "new 2, next word",
+        {"min_first_words": 2, "min_interjection_words": 2, "wait_for_next_word": True},
+        "clause mark after 2 words, cut once the next word begins",
+    ),
+    Policy("new 2 (default)", {"min_first_words": 2, "min_interjection_words": 2}, "the same, cut as the mark arrives"),
     Policy("new 3, interj. 1", {"min_first_words": 3, "min_interjection_words": 1}, "after 3 words, 'Oh, '"),
     Policy("new 3, interj. 2", {"min_first_words": 3, "min_interjection_words": 2}, "after 3 words, 'Oh wow, '"),
     Policy("new 4, interj. 2", {"min_first_words": 4, "min_interjection_words": 2}, "after 4 words, 'Oh wow, '"),

@@ -142,7 +142,10 @@ def answer(*deltas: tuple[float, str], end_ms: float = 1000.0, id: str = "a") ->
 def test_pieces_are_timed_by_the_delta_that_completed_them():
     recorded = answer((100, "[happy] Hi"), (150, " chat,"), (200, " how"), (260, " are you"), (300, " today?"))
     pieces = cut_pieces(recorded, SpeechChunker(min_first_words=2))
-    assert pieces == [TimedPiece(200, "Hi chat,"), TimedPiece(1000, "how are you today?")]  # "?" needs a space
+    # the first piece is ready with its comma; a later one once the next word begins ("?": the end)
+    assert pieces == [TimedPiece(150, "Hi chat,"), TimedPiece(1000, "how are you today?")]
+    waiting = cut_pieces(recorded, SpeechChunker(min_first_words=2, wait_for_next_word=True))
+    assert waiting == [TimedPiece(200, "Hi chat,"), TimedPiece(1000, "how are you today?")]
 
 
 def test_first_audio_and_underrun_from_tts_times():
@@ -175,17 +178,21 @@ def test_score_policy_and_table():
         answer((90, "Sure"), (120, " thing!"), (150, " Bye"), end_ms=400, id="b"),
     ]
     tts = {text: TTSTime(50, 60, 400) for text in ("Oh wow,", "that is great.", "Yes", "Sure thing!", "Bye")}
-    result = score_policy(Policy("p", {"min_first_words": 3}, "test"), recorded, tts)
-    assert result.answers == 2 and result.first_words is not None and result.first_words.p50 == 2
+    waiting = score_policy(Policy("w", {"min_first_words": 3, "wait_for_next_word": True}, "test"), recorded, tts)
+    assert waiting.answers == 2 and waiting.first_words is not None and waiting.first_words.p50 == 2
     assert (
-        result.first_audio_ms is not None and result.first_audio_ms.p50 == (160 + 50 + 150 + 50) / 2
+        waiting.first_audio_ms is not None and waiting.first_audio_ms.p50 == (160 + 50 + 150 + 50) / 2
     )  # ready when the next space came
-    assert result.naturalness is not None and result.naturalness.punctuated == 1.0
-    assert result.first_audio_each == {"a": 210, "b": 200}
-    compare([result])
-    assert result.vs_baseline is not None and result.vs_baseline.mean_ms == 0
-    table = markdown_table([result])
-    assert table.count("\n") == 2 and "| p | 2 |" in table and "+0 (0/0)" in table
+    assert waiting.naturalness is not None and waiting.naturalness.punctuated == 1.0
+    assert waiting.first_audio_each == {"a": 210, "b": 200}
+    at_mark = score_policy(Policy("p", {"min_first_words": 3}, "test"), recorded, tts)
+    assert at_mark.first_audio_each == {"a": 180, "b": 170}  # ready with its mark, a delta sooner
+    assert at_mark.naturalness == waiting.naturalness
+    compare([waiting, at_mark])
+    assert waiting.vs_baseline is not None and waiting.vs_baseline.mean_ms == 0
+    assert at_mark.vs_baseline is not None and at_mark.vs_baseline.mean_ms == -30
+    table = markdown_table([waiting])
+    assert table.count("\n") == 2 and "| w | 2 |" in table and "+0 (0/0)" in table
 
 
 def test_paired_delta():

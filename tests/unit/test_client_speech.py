@@ -45,10 +45,37 @@ def test_tags_are_never_spoken_and_move_with_their_piece():
 
 
 @given(st.lists(st.text(alphabet="abc ,.!?", min_size=1, max_size=8), max_size=20))
-def test_pieces_keep_every_word_in_order(deltas):
-    words = [w for w in "".join(deltas).split() if any(c.isalnum() for c in w)]
-    spoken = [w for p in chunk_all(deltas) for w in p.text.split() if any(c.isalnum() for c in w)]
-    assert spoken == words
+def test_pieces_keep_every_letter_in_order_and_cut_words_only_after_a_mark(deltas):
+    """A first piece cut the moment its mark arrives may split a word the next delta goes on
+    ("ab," then "c"); waiting for the next word keeps every word whole."""
+    text = "".join(deltas)
+    pieces = chunk_all(deltas)
+    assert "".join(ch for p in pieces for ch in p.text if ch.isalnum()) == "".join(ch for ch in text if ch.isalnum())
+    spoken = [w for p in pieces for w in p.text.split() if any(c.isalnum() for c in w)]
+    words = [w for w in text.split() if any(c.isalnum() for c in w)]
+    if spoken != words:
+        first = pieces[0].text.split()[-1]
+        assert first[-1] in ",;.!?" and first not in words  # the first piece's last word, split after its mark
+    waiting = SpeechChunker(wait_for_next_word=True)
+    kept = [p for d in deltas for p in waiting.feed(d)] + waiting.flush()
+    assert [w for p in kept for w in p.text.split() if any(c.isalnum() for c in w)] == words
+
+
+def test_the_first_piece_is_cut_the_moment_its_mark_arrives():
+    chunker = SpeechChunker()
+    assert [p.text for p in chunker.feed("I'm sorry,")] == ["I'm sorry,"]
+    assert [p.text for p in SpeechChunker().feed("Hey chat!")] == ["Hey chat!"]
+    assert SpeechChunker(wait_for_next_word=True).feed("I'm sorry,") == []
+    # not after a digit, a one-letter word or a title, and not at a colon
+    for held in ("It costs 3,", "It is 2.", "Use e.", "Ask Dr.", "See https:"):
+        assert SpeechChunker().feed(held) == [], held
+    chunker = SpeechChunker()
+    assert chunker.feed("It costs 3,") == [] and [p.text for p in chunker.feed("000 coins, ")] == [
+        "It costs 3,000 coins,"
+    ]
+    chunker = SpeechChunker()
+    assert chunker.feed("Ask Dr.") == [] and chunker.feed(" Kim about it") == []
+    assert [p.text for p in chunker.feed(". Yes")] == ["Ask Dr. Kim about it."]
 
 
 def test_resample_keeps_duration_and_wav_round_trips(tmp_path):

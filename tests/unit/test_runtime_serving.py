@@ -171,6 +171,39 @@ def test_with_an_interval_a_delta_after_punctuation_goes_at_once_with_what_was_h
     runner.close()
 
 
+def test_with_an_interval_a_delta_ending_in_punctuation_goes_at_once():
+    """A client cuts its first speakable piece the moment the mark arrives: the delta that
+    carries it is not held for the interval (60 s here) until the next word."""
+    sent_one, sent_mark = threading.Event(), threading.Event()
+    seen = []
+
+    def handler(inputs):
+        yield text("I'm")
+        assert sent_one.wait(seconds(5))
+        yield text(" sorry")
+        yield text(",")
+        seen.append(sent_mark.wait(seconds(10)))  # sent before the engine decodes the next word
+        yield text(" but no")
+
+    class Watching(pb_utils.ResponseSender):
+        def send(self, response=None, flags=0):
+            super().send(response, flags)
+            sent_one.set()
+            if b"," in b"".join(bytes(a.reshape(-1)[0]) for a in self.outputs("text_output")):
+                sent_mark.set()
+
+    runner = DecoupledRunner(
+        pb_utils, handler, max_workers=1, merge=join_text_outputs, merge_interval_s=60, merge_boundary=ends_at_boundary
+    )
+    request = pb_utils.InferenceRequest()
+    request.sender = Watching()
+    runner.submit(request)
+    assert request.sender.done.wait(seconds(20))
+    deltas = [bytes(a.reshape(-1)[0]).decode() for a in request.sender.outputs("text_output")]
+    assert seen == [True] and deltas == ["I'm", " sorry,", " but no"]
+    runner.close()
+
+
 def test_the_server_is_asked_about_a_client_cancel_at_intervals_not_before_every_response():
     """`is_cancelled()` is a stub round trip like a send: a token stream asks it at most every
     CANCEL_CHECK_S, and still stops once the client cancels (test_cancel_stops_the_handler...)."""
