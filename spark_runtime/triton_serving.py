@@ -91,9 +91,8 @@ def coalesced(
     The first batch goes as soon as it exists; later ones at most every `interval_s`, so a
     stream sends fewer, larger responses (each is an IPC round trip through the stub, taken from
     the same cores that decode). An output that `boundary` accepts (for the LLM: text ending in
-    punctuation, where a reader may cut a speakable piece) goes at once with whatever is held, and
-    so does the output after it (a reader that waits for the next word to begin before it cuts),
-    so the interval delays no piece cut there.
+    punctuation, where the reader cuts a speakable piece as the mark arrives) goes at once with
+    whatever is held, so the interval delays no piece cut there.
 
     The pool's threads live as long as the model: engines keep per-thread state (OpenMP thread
     teams in llama.cpp), which a new thread per request would multiply.
@@ -129,18 +128,14 @@ def coalesced(
 
     producer = pool.submit(produce)
     sent_at: float | None = None
-    after_boundary = False  # the last output taken ended at a boundary
     batch: list[object] = []
 
     def take(item: object) -> bool:
         """Adds `item` to the batch; True when the batch should go now."""
-        nonlocal after_boundary
         batch.append(item)
         if not isinstance(item, Mapping):  # the end, or a failure: nothing more to wait for
             return True
-        ends = boundary is not None and boundary(item)
-        urgent, after_boundary = after_boundary or ends, ends
-        return urgent
+        return boundary is not None and boundary(item)
 
     try:
         while True:
@@ -226,7 +221,7 @@ class DecoupledRunner:
         (how many streams the engine advances at once: see LLMEngine.concurrent_streams) and the
         worker thread only sends; a stream waiting for a generation thread still sees a cancel.
     merge_interval_s: with a merge, responses after the first go at most this often.
-    merge_boundary: with an interval, an output this accepts goes at once, and so does the next.
+    merge_boundary: with an interval, an output this accepts goes at once.
     cancel_parameter: the request parameter of an in-band cancel ("" turns them off): a request
         carrying it stops the running (or queued) request with that id and ends at once.
     pass_cancel: the handler is called as handler(inputs, cancelled): a threading.Event set once

@@ -142,8 +142,8 @@ def answer(*deltas: tuple[float, str], end_ms: float = 1000.0, id: str = "a") ->
 def test_pieces_are_timed_by_the_delta_that_completed_them():
     recorded = answer((100, "[happy] Hi"), (150, " chat,"), (200, " how"), (260, " are you"), (300, " today?"))
     pieces = cut_pieces(recorded, SpeechChunker(min_first_words=2))
-    # the first piece is ready with its comma; a later one once the next word begins ("?": the end)
-    assert pieces == [TimedPiece(150, "Hi chat,"), TimedPiece(1000, "how are you today?")]
+    # each piece is ready with its mark; waiting, once the next word begins ("?": at the end)
+    assert pieces == [TimedPiece(150, "Hi chat,"), TimedPiece(300, "how are you today?")]
     waiting = cut_pieces(recorded, SpeechChunker(min_first_words=2, wait_for_next_word=True))
     assert waiting == [TimedPiece(200, "Hi chat,"), TimedPiece(1000, "how are you today?")]
 

@@ -6,9 +6,9 @@ The first piece's policy was chosen by measurement (`python -m perf first-piece`
 perf/first_piece_bench.py): it ends at the first clause mark after `min_first_words` words (or
 `min_interjection_words` after a leading interjection: "Oh wow, "), else at the first sentence
 end; with no punctuation by `first_max_words` words it ends on the last word that can end a
-phrase (never "the", "to", "and", ...), and past `first_hard_max_words` wherever it is. The
-first piece is cut the moment its mark arrives, not when the next word begins (one decode step,
-~10-14 ms on 2 cores), unless `wait_for_next_word`."""
+phrase (never "the", "to", "and", ...), and past `first_hard_max_words` wherever it is. A piece
+is cut the moment its mark arrives (a sentence mark, or the first piece's clause mark), not when
+the next word begins (one decode step, ~10-14 ms on 2 cores), unless `wait_for_next_word`."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from spark_client.speech.guards import STAGE_DIRECTION
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
-# The same marks as the last thing that arrived, before the next word has begun: a first piece
-# is cut there at once (a decode step sooner) when a word of two letters or more ends on the
-# mark ("sorry,", "chat!"). Not after a digit ("3,000", "2.5") or a one-letter word ("e.g.",
+# The same marks as the last thing that arrived, before the next word has begun: a piece (the
+# first also at a clause mark) is cut there at once, a decode step sooner, when a word of two
+# letters or more ends on the mark ("sorry,", "chat!"). Not after a digit ("3,000", "2.5") or a one-letter word ("e.g.",
 # "U.S."), and not a colon ("https:"); a mark that grows after the cut ("?" then "!") opens the
 # next piece, where it is silent.
 _SENTENCE_END_NOW = re.compile(r"(?<=[^\W\d_]{2})[.!?…]+[\"')\]]*\Z")
@@ -187,9 +187,8 @@ class SpeechChunker:
         return pieces
 
     def _boundary(self) -> int | None:
-        first = self._count == 0
-        sentence = _sentence_end(self._buffer, now=first and not self._wait_for_next_word)
-        if first:
+        sentence = _sentence_end(self._buffer, now=not self._wait_for_next_word)
+        if self._count == 0:
             cut = self._first_boundary(sentence)
             if cut is not None:
                 return cut
