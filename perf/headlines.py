@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from perf.inprocess import pairs_summary
 from perf.report import Headline
 from perf.sections import (
     CHAT_TO_AUDIO_P50_MS,
@@ -92,7 +93,7 @@ def headlines(m: Measurements) -> list[Headline]:
                 f"Triton overhead, {name}",
                 None if value is None else value * 100,
                 "%",
-                "served vs in-process, median of pairs",
+                f"served vs in-process, {pairs_summary(pair)}",
                 "<",
                 TRITON_OVERHEAD_PCT,
             )

@@ -61,7 +61,7 @@ class RunPlan:
             stt_repeats=5,
             pipeline_turns=16,
             pipeline_max_tokens=64,
-            overhead_requests=30,
+            overhead_requests=60,
             overhead_max_tokens=64,
             llama_requests=10,
             llama_max_tokens=64,

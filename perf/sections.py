@@ -7,7 +7,7 @@ from pathlib import Path
 
 from perf import plots
 from perf.e2e import E2EResult
-from perf.inprocess import OverheadResult, PathPair
+from perf.inprocess import OverheadResult, PathPair, pairs_summary
 from perf.llamacpp_bench import LlamaCppComparison
 from perf.llm_bench import LLMLoadResult
 from perf.parsers import TURN_FIELDS, TurnLog
@@ -421,7 +421,7 @@ def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:
     rows.append(
         (
             name,
-            "served / in-process - 1 (median of pairs)",
+            f"served / in-process - 1 ({pairs_summary(pair)})",
             "",
             "",
             fmt(None if overhead is None else overhead * 100, 1, " %"),

@@ -14,7 +14,7 @@ import pytest
 
 from perf.e2e import E2EResult
 from perf.headlines import headlines
-from perf.inprocess import Call, OverheadResult
+from perf.inprocess import Call, OverheadResult, PathPair, pairs_summary
 from perf.llm_bench import LLMLoadResult
 from perf.machine import EngineInfo, MachineInfo, RunInfo, report_dir_name
 from perf.parsers import (
@@ -248,6 +248,21 @@ def test_the_llm_s_serving_overhead_is_split_into_per_request_and_per_response(t
     assert "| llm, streaming off (one response) | Triton-served | 103.5 | 103.5 |  |" in text
     # streamed 11 %, one response 3.5 %: the rest is what streaming each token costs
     assert "11.0 % served overhead, 3.5 points are per request" in text and "and 7.5 come with streaming" in text
+
+
+def test_an_overhead_says_how_many_pairs_it_is_the_median_of_and_how_far_it_can_move(tmp_path: Path) -> None:
+    # one pair's ratio spreads several points: the interval says where the median of as many pairs falls
+    pair = PathPair()
+    ratios = [0.96, 0.99, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.08, 1.12, 1.20, 0.90]
+    pair.in_process = [Call(10.0, 100.0) for _ in ratios]
+    pair.served = [Call(10.0, 100.0 * r) for r in ratios]
+    low, high = pair.overhead_interval()
+    assert low < pair.overhead() < high and (low, high) == pair.overhead_interval()  # seeded: one answer
+    assert -0.04 <= low < 0.03 and 0.03 < high <= 0.08  # within the pairs' middle, not their extremes
+    assert pairs_summary(pair) == f"median of 12 pairs, 90 % interval {low * 100:.1f} to {high * 100:.1f} %"
+    assert PathPair(served=[Call(1.0, 1.0)], in_process=[Call(1.0, 1.0)]).overhead_interval() is None
+    text = render_markdown(_report(_measurements(), tmp_path))
+    assert "served / in-process - 1 (median of 2 pairs, 90 % interval" in text
 
 
 def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path) -> None:
