@@ -22,7 +22,7 @@ METRIC_INTERVAL_S = 0.2
 # pieces the moment the mark arrives (spark_client/speech/chunker.py), so the hold delays no piece
 # cut at punctuation (only a first piece cut after enough words without any, or a later one past
 # its word limit at a clause mark, may wait up to the interval). Sending the delta after the mark
-# at once too cost ~2.5 points of serving overhead (a response more per mark).
+# at once too would add a response per mark for nothing.
 RESPONSE_INTERVAL_S = 0.04
 # Where a reader may cut a piece: sentence and clause marks, with the closing
 # quotes and brackets that may follow them.
