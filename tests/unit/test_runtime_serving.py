@@ -138,7 +138,7 @@ def test_with_an_interval_the_first_delta_goes_alone_and_the_rest_in_few_respons
 
 
 def test_with_an_interval_a_delta_ending_in_punctuation_goes_at_once():
-    """A client cuts its first speakable piece the moment the mark arrives: the delta that
+    """A client cuts a speakable piece the moment its mark arrives: the delta that
     carries it is not held for the interval (60 s here) until the next word."""
     sent_one, sent_mark = threading.Event(), threading.Event()
     seen = []

@@ -23,9 +23,9 @@ _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
 # The same marks as the last thing that arrived, before the next word has begun: a piece (the
 # first also at a clause mark) is cut there at once, a decode step sooner, when a word of two
-# letters or more ends on the mark ("sorry,", "chat!"). Not after a digit ("3,000", "2.5") or a one-letter word ("e.g.",
-# "U.S."), and not a colon ("https:"); a mark that grows after the cut ("?" then "!") opens the
-# next piece, where it is silent.
+# letters or more ends on the mark ("sorry,", "chat!"). Not after a digit ("3,000", "2.5") or a
+# one-letter word ("e.g.", "U.S."), and not a colon ("https:"); a mark that grows after the cut
+# ("?" then "!") opens the next piece, where it is silent.
 _SENTENCE_END_NOW = re.compile(r"(?<=[^\W\d_]{2})[.!?…]+[\"')\]]*\Z")
 _CLAUSE_END_NOW = re.compile(r"(?<=[^\W\d_]{2})[,;—–]+\Z")
 # Words whose period is not a sentence's end: "Dr. Kim said" is one sentence.
