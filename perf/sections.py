@@ -427,6 +427,16 @@ def _pair_rows(name: str, pair: PathPair) -> list[tuple[str, ...]]:
             fmt(None if overhead is None else overhead * 100, 1, " %"),
         )
     )
+    if (orders := pair.order_overheads()) is not None:
+        rows.append(
+            (
+                name,
+                "the same over the pairs whose served / in-process call went first",
+                "",
+                "",
+                f"{orders[0] * 100:.1f} / {orders[1] * 100:.1f} %",
+            )
+        )
     return rows
 
 

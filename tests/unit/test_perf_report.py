@@ -14,7 +14,7 @@ import pytest
 
 from perf.e2e import E2EResult
 from perf.headlines import headlines
-from perf.inprocess import Call, OverheadResult, PathPair, pairs_summary
+from perf.inprocess import Call, OverheadResult, PathPair, _run_pair, pairs_summary
 from perf.llm_bench import LLMLoadResult
 from perf.machine import EngineInfo, MachineInfo, RunInfo, report_dir_name
 from perf.parsers import (
@@ -171,6 +171,7 @@ def _measurements() -> Measurements:
     overhead = OverheadResult()
     overhead.llm.served = [Call(30.0, 110.0), Call(31.0, 112.0)]
     overhead.llm.in_process = [Call(28.0, 100.0), Call(29.0, 100.0)]
+    overhead.llm.served_first = [True, False]
     overhead.llm_whole.served = [Call(103.0, 103.0), Call(104.0, 104.0)]
     overhead.llm_whole.in_process = [Call(100.0, 100.0), Call(100.0, 100.0)]
     overhead.tts.served = [Call(70.0, 101.0)]
@@ -263,6 +264,27 @@ def test_an_overhead_says_how_many_pairs_it_is_the_median_of_and_how_far_it_can_
     assert PathPair(served=[Call(1.0, 1.0)], in_process=[Call(1.0, 1.0)]).overhead_interval() is None
     text = render_markdown(_report(_measurements(), tmp_path))
     assert "served / in-process - 1 (median of 2 pairs, 90 % interval" in text
+
+
+def test_an_overhead_is_also_given_for_each_order_of_its_pairs(tmp_path: Path) -> None:
+    # which call of a pair went first moves its ratio by points on 2 cores, the same way round in every run
+    pair = PathPair()
+    for i, served_ms in enumerate([101.0, 108.0, 102.0, 106.0, 103.0]):
+        _run_pair(
+            pair,
+            served_first=i % 2 == 0,
+            served=lambda ms=served_ms: Call(None, ms),
+            in_process=lambda: Call(None, 100.0),
+        )
+    assert pair.served_first == [True, False, True, False, True]
+    served_first, in_process_first = pair.order_overheads()
+    assert served_first == pytest.approx(0.02) and in_process_first == pytest.approx(0.07)
+    assert pair.overhead() == pytest.approx(0.03)  # the figure itself still takes every pair
+    assert PathPair(served=[Call(1.0, 2.0)], in_process=[Call(1.0, 1.0)], served_first=[True]).order_overheads() is None
+    text = render_markdown(_report(_measurements(), tmp_path))
+    row = "| llm (64 tokens) | the same over the pairs whose served / in-process call went first |  |  | 10.0 / 12.0 %"
+    assert row in text
+    assert "streaming off (one response) | the same over the pairs" not in text  # no order recorded: no row
 
 
 def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path) -> None:
