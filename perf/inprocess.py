@@ -69,10 +69,10 @@ class PathPair:
 
     def order_overheads(self) -> tuple[float, float] | None:
         """The overhead over the pairs whose served call went first, and over those whose
-        in-process call did (medians). On 2 cores they differ by 1-5 points in every run, the
-        same way round (AMD EPYC, 2026-12-07: 1.3-4.6 % served first, 5.3-8.2 % in-process first,
-        streamed), so a run's figure leans on how evenly its pairs alternate; `overhead()` takes
-        them together."""
+        in-process call did (medians). On 2 cores they differed by up to 5 points, the served-first
+        pairs lower in 14 of 16 runs (AMD EPYC, 2026-12-07: 1.3-4.6 % against 5.3-8.2 %, streamed;
+        the cause is not found, see the README's "Serving overhead"), so a run's figure leans on
+        how evenly its pairs alternate; `overhead()` takes them together."""
         groups: dict[bool, list[float]] = {True: [], False: []}
         for first, s, i in zip(self.served_first, self.served, self.in_process, strict=False):
             if r := ratio(s.total_ms, i.total_ms):
