@@ -7,10 +7,12 @@ tokens and see the same prefix-cache state.
 
 The llm is also measured with streaming off (one response per request): what the streamed
 call costs beyond that comes with streaming (a response a token, each a stub round trip, a
-gRPC write and a client callback), the rest is per request. Each pair's order alternates: a
-call right after the in-process engine's ran slower (the served llm's overhead read 9.3 % when
-it followed the in-process call and 5.7 % when it went first, 80 pairs on 2 cores), so the fixed
-order used before (every served call after an in-process one) moved the figure by itself.
+gRPC write and a client callback), the rest is per request. Each pair's order alternates: the
+order moves a pair's ratio (the served llm's overhead read 9.3 % over the pairs whose in-process
+call went first and 5.7 % over those whose served call did, 80 pairs on 2 cores), so the fixed
+order used before (every served call after an in-process one) moved the figure by itself. Why the
+order matters is not known: it is not the kind of call just before (a random-order probe found
+none), see the README's "Serving overhead".
 Served calls with and without streaming run in separate passes, so that neither reads a prompt
 the other has just cached.
 """
@@ -18,9 +20,10 @@ the other has just cached.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +59,17 @@ class PathPair:
     def total(self, served: bool) -> Distribution | None:
         return Distribution.of([c.total_ms for c in (self.served if served else self.in_process)])
 
+    def _ordered_ratios(self) -> Iterator[tuple[bool | None, float]]:
+        """(served call went first, served / in-process) per request pair that has a ratio; the
+        order is None for a pair made without it."""
+        firsts = chain(self.served_first, repeat(None))
+        for first, s, i in zip(firsts, self.served, self.in_process, strict=False):
+            if r := ratio(s.total_ms, i.total_ms):
+                yield first, r
+
     def ratios(self) -> list[float]:
         """served / in-process per request pair."""
-        return [r for s, i in zip(self.served, self.in_process, strict=False) if (r := ratio(s.total_ms, i.total_ms))]
+        return [r for _first, r in self._ordered_ratios()]
 
     def overhead(self) -> float | None:
         """Median over request pairs of served / in-process - 1 (0.05: served is 5 % slower).
@@ -74,8 +85,8 @@ class PathPair:
         the cause is not found, see the README's "Serving overhead"), so a run's figure leans on
         how evenly its pairs alternate; `overhead()` takes them together."""
         groups: dict[bool, list[float]] = {True: [], False: []}
-        for first, s, i in zip(self.served_first, self.served, self.in_process, strict=False):
-            if r := ratio(s.total_ms, i.total_ms):
+        for first, r in self._ordered_ratios():
+            if first is not None:
                 groups[first].append(r)
         medians = [Distribution.of(groups[k]) for k in (True, False)]
         if medians[0] is None or medians[1] is None:
@@ -100,7 +111,8 @@ def pairs_summary(pair: PathPair) -> str:
     """How a pair's overhead was reached: "median of 60 pairs, 90 % interval 3.1 to 6.2 %"."""
     interval = pair.overhead_interval()
     spread = "" if interval is None else f", 90 % interval {interval[0] * 100:.1f} to {interval[1] * 100:.1f} %"
-    return f"median of {len(pair.ratios())} pairs{spread}"
+    count = len(pair.ratios())
+    return f"median of {count} pair{'' if count == 1 else 's'}{spread}"
 
 
 @dataclass
@@ -139,7 +151,7 @@ def _run_pair(
     pair: PathPair, *, served_first: bool, served: Callable[[], Call], in_process: Callable[[], Call]
 ) -> None:
     """One served and one in-process call back to back, in the order given (callers alternate it:
-    a call right after the in-process engine's runs slower)."""
+    the order moves a pair's ratio, `PathPair.order_overheads`), which the pair records."""
     pair.served_first.append(served_first)
     if served_first:
         pair.served.append(served())

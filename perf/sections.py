@@ -488,8 +488,8 @@ def ratios_section(m: Measurements, folder: Path) -> Section:
             section.notes.append(
                 f"Of the llm's {streamed * 100:.1f} % served overhead, {whole * 100:.1f} points are per request "
                 f"(the same answer served in one response) and {(streamed - whole) * 100:.1f} come with streaming "
-                "(the answer sent token by token). Each pair's order alternated (a call right after the "
-                "in-process engine's runs slower)."
+                "(the answer sent token by token). Each pair's order alternated (the order moves a pair's "
+                "ratio: each order's median is in the table)."
             )
     else:
         section.notes.append(f"Serving overhead not measured: {_not_measured(m, 'overhead')}")

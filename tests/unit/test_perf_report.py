@@ -280,7 +280,11 @@ def test_an_overhead_is_also_given_for_each_order_of_its_pairs(tmp_path: Path) -
     served_first, in_process_first = pair.order_overheads()
     assert served_first == pytest.approx(0.02) and in_process_first == pytest.approx(0.07)
     assert pair.overhead() == pytest.approx(0.03)  # the figure itself still takes every pair
-    assert PathPair(served=[Call(1.0, 2.0)], in_process=[Call(1.0, 1.0)], served_first=[True]).order_overheads() is None
+    one = PathPair(served=[Call(1.0, 2.0)], in_process=[Call(1.0, 1.0)], served_first=[True])
+    assert one.order_overheads() is None
+    assert pairs_summary(one) == "median of 1 pair"  # and no interval from one pair
+    unordered = PathPair(served=[Call(1.0, 2.0), Call(1.0, 3.0)], in_process=[Call(1.0, 1.0), Call(1.0, 1.0)])
+    assert unordered.ratios() == [2.0, 3.0] and unordered.order_overheads() is None  # pairs made without an order
     text = render_markdown(_report(_measurements(), tmp_path))
     row = "| llm (64 tokens) | the same over the pairs whose served / in-process call went first |  |  | 10.0 / 12.0 %"
     assert row in text
