@@ -19,7 +19,7 @@ import pytest
 from spark_client.memory.errors import MemoryImportError, MemoryStoreCorrupt, MemoryStoreLocked
 from spark_client.memory.lock import LOCK_FILE, StoreLock
 from spark_client.memory.records import MemoryKind, MemoryRecord
-from spark_client.memory.store import MemoryStore, PrunePolicy, retained_importance
+from spark_client.memory.store import SYNC_THRESHOLD, MemoryStore, PrunePolicy, retained_importance
 
 from tests.fakes.speech import hashed_embedding
 from tests.timing import seconds
@@ -381,3 +381,38 @@ def test_a_store_made_before_typed_metadata_is_read_and_recalled(tmp_path: Path)
         (record, distance), *_ = store.query(hashed_embedding(text).tolist(), n=1)
         assert record.text == text and record.kind is MemoryKind.EXCHANGE and distance < 1e-4
         assert record.created_at == 1_700_000_000.0 and record.user == "pixelhound"
+
+
+def _synced_every(folder: Path) -> int:
+    """How many writes the persisted collection lets pass between syncs of its vector index."""
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
+    try:
+        return int(client.get_collection("viewer_memories").configuration["hnsw"]["sync_threshold"])
+    finally:
+        client.close()
+
+
+def test_the_vector_index_is_synced_every_hundred_writes_in_new_and_older_stores(tmp_path: Path):
+    # Chroma's default (1,000) let its log grow a thousand writes: ~8 MB more resident memory before
+    # each sync and slower calls over a stream. Cosine distance is kept either way.
+    with MemoryStore(path=tmp_path / "new") as store:
+        store.add(exchange("pixelhound said: I play bass", "pixelhound"), hashed_embedding("bass"))
+        [(_, distance)] = store.query(hashed_embedding("bass"), n=1)
+        assert distance < 1e-4
+    assert _synced_every(tmp_path / "new") == SYNC_THRESHOLD == 100
+
+    import chromadb
+    from chromadb.config import Settings
+
+    old = chromadb.PersistentClient(path=str(tmp_path / "old"), settings=Settings(anonymized_telemetry=False))
+    made = old.get_or_create_collection("viewer_memories", embedding_function=None, metadata={"hnsw:space": "cosine"})
+    assert made.configuration["hnsw"]["sync_threshold"] == 1000  # Chroma's own
+    old.close()
+    with MemoryStore(path=tmp_path / "old") as store:
+        store.add(exchange("lumen said: I grow tomatoes", "lumen"), hashed_embedding("tomatoes"))
+        [(_, distance)] = store.query(hashed_embedding("tomatoes"), n=1)
+        assert distance < 1e-4  # still a cosine store
+    assert _synced_every(tmp_path / "old") == SYNC_THRESHOLD  # lowered once, kept on disk
