@@ -416,3 +416,25 @@ def test_the_vector_index_is_synced_every_hundred_writes_in_new_and_older_stores
         [(_, distance)] = store.query(hashed_embedding("tomatoes"), n=1)
         assert distance < 1e-4  # still a cosine store
     assert _synced_every(tmp_path / "old") == SYNC_THRESHOLD  # lowered once, kept on disk
+
+
+def test_a_store_whose_sync_cannot_be_lowered_still_opens_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import chromadb
+    from chromadb.api.models.Collection import Collection
+    from chromadb.config import Settings
+
+    old = chromadb.PersistentClient(path=str(tmp_path), settings=Settings(anonymized_telemetry=False))
+    old.get_or_create_collection("viewer_memories", embedding_function=None, metadata={"hnsw:space": "cosine"})
+    old.close()
+
+    def refuse(self, **kwargs):
+        raise chromadb.errors.InvalidArgumentError("configuration is read-only here")
+
+    monkeypatch.setattr(Collection, "modify", refuse)
+    with caplog.at_level("WARNING", logger="spark_client.memory.store"), MemoryStore(path=tmp_path) as store:
+        store.add(exchange("lumen said: I grow tomatoes", "lumen"), hashed_embedding("tomatoes"))
+        [(record, _)] = store.query(hashed_embedding("tomatoes"), n=1)
+        assert record.user == "lumen"
+    assert "keeps Chroma's index sync every 1000 writes" in caplog.text and "read-only here" in caplog.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -52,6 +53,8 @@ CHROMA_FILE = "chroma.sqlite3"  # present once Chroma has written a persistent s
 # log stays short and each sync is small: in a store of 20,000 memories a write took 6.7 against
 # 10.0 ms on average, the one that syncs ~31 ms.
 SYNC_THRESHOLD = 100
+
+log = logging.getLogger(__name__)
 
 Where = dict[str, Any]
 Embedding = Sequence[float] | np.ndarray
@@ -158,7 +161,16 @@ class MemoryStore:
         )
         # a store made before (or by another client) keeps its own until told: lower it
         if _sync_threshold(collection) > SYNC_THRESHOLD:
-            collection.modify(configuration={"hnsw": {"sync_threshold": SYNC_THRESHOLD}})
+            try:
+                collection.modify(configuration={"hnsw": {"sync_threshold": SYNC_THRESHOLD}})
+            except Exception as exc:  # the store still works as it was, only heavier: not a failure
+                log.warning(
+                    "memory store %s keeps Chroma's index sync every %d writes (could not set %d: %s)",
+                    self.location,
+                    _sync_threshold(collection),
+                    SYNC_THRESHOLD,
+                    _one_line(exc),
+                )
         return collection
 
     @property
