@@ -160,14 +160,15 @@ class MemoryStore:
             configuration={"hnsw": {"space": "cosine", "sync_threshold": SYNC_THRESHOLD}},
         )
         # a store made before (or by another client) keeps its own until told: lower it
-        if _sync_threshold(collection) > SYNC_THRESHOLD:
+        kept = _sync_threshold(collection)
+        if kept > SYNC_THRESHOLD:
             try:
                 collection.modify(configuration={"hnsw": {"sync_threshold": SYNC_THRESHOLD}})
             except Exception as exc:  # the store still works as it was, only heavier: not a failure
                 log.warning(
                     "memory store %s keeps Chroma's index sync every %d writes (could not set %d: %s)",
                     self.location,
-                    _sync_threshold(collection),
+                    kept,
                     SYNC_THRESHOLD,
                     _one_line(exc),
                 )
