@@ -316,6 +316,9 @@ def live(
     screen_settings = _screen_settings(
         screen, screen_host, screen_port, screen_token_file, screen_css, (screen_tls_cert, screen_tls_key)
     )
+    if memory_url and memory_dir:
+        typer.echo("error: use --memory-dir or --memory-url, not both", err=True)
+        raise typer.Exit(2)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         chosen = load_personas(personas) if personas else shipped_personas()
@@ -334,7 +337,7 @@ def live(
         vts_url=vts_url if vts else None,
         vts_token_path=vts_token_path,
         use_memory=memory,
-        memory_dir=memory_dir or (DATA_DIR / "memory"),
+        memory_dir=None if memory_url else memory_dir or (DATA_DIR / "memory"),  # a server holds it, or a folder
         memory_url=memory_url,
         metrics_jsonl=metrics_jsonl,
         prometheus_port=metrics_port,

@@ -172,3 +172,27 @@ def test_the_prompt_budget_given_on_the_command_line_reaches_the_turn_loop(tmp_p
     assert [s.loop.prompt_budget_tokens for s in seen] == [PROMPT_BUDGET_TOKENS, 4096]
     refused = runner.invoke(cli.app, ["live", "--no-console", "--prompt-budget", "100"])
     assert refused.exit_code == 2 and "--prompt-budget" in refused.output
+
+
+def test_a_memory_server_url_replaces_the_memory_folder_and_both_at_once_are_refused(tmp_path: Path, monkeypatch):
+    """`live --memory-url` once failed at every start (the default folder was passed beside the url,
+    and the store took the pair for a mistake): the stream ran with no memory at all."""
+    from spark_client import cli, session
+    from typer.testing import CliRunner
+
+    seen: list[LiveSettings] = []
+
+    class Recorded(LiveSession):
+        async def run(self, sources) -> int:  # the settings are what is checked: no stream
+            seen.append(self.settings)
+            return 0
+
+    monkeypatch.setattr(session, "LiveSession", Recorded)
+    runner = CliRunner()
+    base = ["live", "--no-console", "--wav", str(tmp_path / "s.wav")]
+    assert runner.invoke(cli.app, [*base, "--memory-url", "http://127.0.0.1:8400"]).exit_code == 0
+    assert runner.invoke(cli.app, [*base, "--memory-dir", str(tmp_path / "memory")]).exit_code == 0
+    server, folder = ("http://127.0.0.1:8400", None), (None, tmp_path / "memory")
+    assert [(s.memory_url, s.memory_dir) for s in seen] == [server, folder]
+    both = runner.invoke(cli.app, [*base, "--memory-url", "http://127.0.0.1:8400", "--memory-dir", str(tmp_path)])
+    assert both.exit_code == 2 and "--memory-dir or --memory-url, not both" in both.output and len(seen) == 2
