@@ -4,6 +4,7 @@ reaches the server's copy."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from tests.timing import seconds
 pytestmark = pytest.mark.server
 
 CHROMA = Path(sys.executable).with_name("chroma")
+SPARK_CLIENT = Path(sys.executable).with_name("spark-client")
 
 
 def answers(url: str) -> bool:
@@ -88,3 +90,22 @@ def test_an_unreachable_server_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(MemoryServerUnavailable, match="is unreachable"):
         MemoryStore(url=url)
+
+
+def test_live_keeps_what_a_viewer_said_on_the_server_it_is_given(triton, chroma_url: str, tmp_path: Path):
+    """`spark-client live --memory-url`: the stream remembers on the Chroma server, where a second
+    client finds it (this once failed at every start and the stream ran without memory)."""
+    script = tmp_path / "chat.jsonl"
+    said = "I play bass in a band called Low Tide!"
+    script.write_text(json.dumps({"user": "pixelhound", "text": said, "delay_s": 0.1, "wait_for_idle": True}) + "\n")
+    command = [str(SPARK_CLIENT), "live", "--script", str(script), "--triton-url", triton.grpc_url]
+    command += ["--no-playback", "--no-vts", "--wav", str(tmp_path / "s.wav")]
+    command += ["--duo-state", str(tmp_path / "duo.json")]
+    done = subprocess.run(
+        [*command, "--memory-url", chroma_url], capture_output=True, text=True, timeout=seconds(300), check=False
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "memory unavailable" not in output, output
+    with MemoryStore(url=chroma_url) as store:
+        remembered = store.get(where={"user": "pixelhound"})
+    assert remembered and any("Low Tide" in r.text for r in remembered), (remembered, output)
