@@ -13,6 +13,7 @@ python -m perf game [--repeats N]      # Minecraft skill calls with and without 
 python -m perf first-piece [--answers N]  # first speakable piece policies vs first audio (perf/first_piece_bench.py)
 python -m perf normalise [--no-audio] # the tts text normaliser over its corpus (perf/normalise_bench.py)
 python -m perf stops [--grpc-cancel]   # does the server survive streams stopped early? (perf/stop_bench.py)
+python -m perf overhead-ab --against REF  # this checkout's serving against REF's, paired (perf/overhead_ab.py)
 
 Exit code: 0 when every selected measurement ran, 1 when one failed or the report is incomplete,
 2 without engines, 130 / 143 when stopped by Ctrl-C / SIGTERM (a server it started is stopped).
@@ -91,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stop_on_signals()
         return stop_bench.main(argv[1:])
+    if argv[:1] == ["overhead-ab"]:
+        from perf import overhead_ab
+
+        stop_on_signals()
+        return overhead_ab.main(argv[1:])
     if argv[:1] == ["quality"]:
         from perf import quality
 
