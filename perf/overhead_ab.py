@@ -59,6 +59,7 @@ class PairedAB:
     baseline: list[float] = field(default_factory=list)
     changed: list[float] = field(default_factory=list)
     in_process: list[float] = field(default_factory=list)
+    commit: str = field(default_factory=git_commit)  # this checkout's, when the A/B began
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = min(len(self.baseline), len(self.changed), len(self.in_process))
@@ -94,7 +95,7 @@ class PairedAB:
         median, low, high = self.difference_ms()
         return {
             "against": self.against,
-            "changed": git_commit(),
+            "changed": self.commit,
             "requests": self.requests,
             "max_tokens": self.max_tokens,
             "changed_over_baseline_p50": round(self.ratio_p50(), 4),
