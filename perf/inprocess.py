@@ -26,15 +26,11 @@ from functools import partial
 from itertools import chain, repeat
 from pathlib import Path
 
-import numpy as np
-
 from perf.grpc_stream import StreamingClient, llm_inputs, tts_inputs
-from perf.stats import Distribution, ratio
+from perf.stats import Distribution, median_interval, ratio
 from perf.workload import QUESTIONS, TTS_TEXTS, chat_messages
 from spark_runtime.engines import load_engine
 from spark_runtime.engines.base import GenerationRequest, SpeechRequest
-
-BOOTSTRAP_RESAMPLES = 2000  # medians drawn for an overhead's interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +95,11 @@ class PathPair:
         points standard deviation over 60 pairs), so 30 pairs put a 4 % overhead on either side
         of a 5 % bar; the interval says how far one run's figure can be trusted. The resampling
         is seeded: the same pairs always give the same interval."""
-        ratios = np.asarray(self.ratios())
-        if ratios.size < 2:
+        ratios = self.ratios()
+        if len(ratios) < 2:
             return None
-        draws = np.random.default_rng(0).choice(ratios, size=(BOOTSTRAP_RESAMPLES, ratios.size))
-        low, high = np.percentile(np.median(draws, axis=1), [50 * (1 - level), 50 * (1 + level)])
-        return float(low) - 1.0, float(high) - 1.0
+        low, high = median_interval(ratios, level)
+        return low - 1.0, high - 1.0
 
 
 def pairs_summary(pair: PathPair) -> str:

@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from perf.machine import git_commit, utc_now
+from perf.stats import median_interval
 from spark_runtime.paths import REPO_ROOT, engine_root
 
 SERVING_TREE = ("model_repository", "spark_runtime")  # what a server runs from a commit
 PATHS = ("baseline", "changed", "in_process")
-BOOTSTRAP_RESAMPLES = 2000
 READY_TIMEOUT_S = 300.0
 
 
@@ -82,9 +82,8 @@ class PairedAB:
         """Median of (changed - baseline) per request, with a seeded bootstrap interval."""
         baseline, changed, _ = self._arrays()
         diff = changed - baseline
-        draws = np.random.default_rng(0).choice(diff, size=(BOOTSTRAP_RESAMPLES, diff.size))
-        low, high = np.percentile(np.median(draws, axis=1), [50 * (1 - level), 50 * (1 + level)])
-        return float(np.median(diff)), float(low), float(high)
+        low, high = median_interval(diff, level)
+        return float(np.median(diff)), low, high
 
     def overhead(self, path: str) -> float:
         """A server's time over in-process, median over requests, minus 1."""

@@ -36,6 +36,18 @@ class Distribution:
         )
 
 
+BOOTSTRAP_RESAMPLES = 2000  # medians drawn for a median's interval
+
+
+def median_interval(values: Iterable[float], level: float = 0.9) -> tuple[float, float]:
+    """Where the median of `values` falls in `level` of samples like them: a bootstrap of the
+    median, seeded, so the same values always give the same interval."""
+    data = np.asarray(list(values), dtype=np.float64)
+    draws = np.random.default_rng(0).choice(data, size=(BOOTSTRAP_RESAMPLES, data.size))
+    low, high = np.percentile(np.median(draws, axis=1), [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
