@@ -150,19 +150,28 @@ def test_a_memory_store_in_use_by_another_client_stops_the_stream_at_start_and_s
     assert not any(line.startswith("Spark: ") for line in printed)  # nothing was answered
 
 
-def test_the_prompt_budget_given_on_the_command_line_reaches_the_turn_loop(tmp_path: Path, monkeypatch):
-    from spark_client import cli, session
-    from spark_client.turns import PROMPT_BUDGET_TOKENS
-    from typer.testing import CliRunner
+def _recorded_settings(monkeypatch) -> list[LiveSettings]:
+    """What `spark-client live` would run with, one per invocation: the settings are what is
+    checked, no stream runs."""
+    from spark_client import session
 
     seen: list[LiveSettings] = []
 
     class Recorded(LiveSession):
-        async def run(self, sources) -> int:  # the settings are what is checked: no stream
+        async def run(self, sources) -> int:
             seen.append(self.settings)
             return 0
 
     monkeypatch.setattr(session, "LiveSession", Recorded)
+    return seen
+
+
+def test_the_prompt_budget_given_on_the_command_line_reaches_the_turn_loop(tmp_path: Path, monkeypatch):
+    from spark_client import cli
+    from spark_client.turns import PROMPT_BUDGET_TOKENS
+    from typer.testing import CliRunner
+
+    seen = _recorded_settings(monkeypatch)
     runner = CliRunner()
     for args in ([], ["--prompt-budget", "4096"]):
         result = runner.invoke(
@@ -177,17 +186,10 @@ def test_the_prompt_budget_given_on_the_command_line_reaches_the_turn_loop(tmp_p
 def test_a_memory_server_url_replaces_the_memory_folder_and_both_at_once_are_refused(tmp_path: Path, monkeypatch):
     """`live --memory-url` once failed at every start (the default folder was passed beside the url,
     and the store took the pair for a mistake): the stream ran with no memory at all."""
-    from spark_client import cli, session
+    from spark_client import cli
     from typer.testing import CliRunner
 
-    seen: list[LiveSettings] = []
-
-    class Recorded(LiveSession):
-        async def run(self, sources) -> int:  # the settings are what is checked: no stream
-            seen.append(self.settings)
-            return 0
-
-    monkeypatch.setattr(session, "LiveSession", Recorded)
+    seen = _recorded_settings(monkeypatch)
     runner = CliRunner()
     base = ["live", "--no-console", "--wav", str(tmp_path / "s.wav")]
     assert runner.invoke(cli.app, [*base, "--memory-url", "http://127.0.0.1:8400"]).exit_code == 0
