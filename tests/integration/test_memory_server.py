@@ -1,6 +1,6 @@
 """The memory store against a real Chroma server (`chroma run`, from the chromadb package in the
 virtualenv) on a free local port: what one client adds, a second finds, and forgetting a viewer
-reaches the server's copy."""
+reaches the server's copy; the shared collection is never rebuilt from a client."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spark_client.memory.errors import MemoryServerUnavailable
+from spark_client.memory.errors import MemoryServerUnavailable, MemoryStoreError
 from spark_client.memory.records import MemoryKind, MemoryRecord
-from spark_client.memory.store import MemoryStore
+from spark_client.memory.store import MemoryStore, PrunePolicy
 
 from tests.conftest import free_port
 from tests.fakes.speech import hashed_embedding
@@ -84,6 +84,12 @@ def test_two_clients_share_memories_through_the_server(chroma_url: str):
             assert reader.forget_user(user="pixelhound") == 3
         assert writer.count() == 1
         assert writer.stats()["bytes"] is None
+        # the reader's collection id would change under it: a server's index is not rebuilt from here
+        with pytest.raises(MemoryStoreError, match="other clients may share"):
+            writer.rebuild_index()
+        assert writer.prune(PrunePolicy(max_per_user=0), time.time()).index_rebuilt is None
+        assert writer.stats()["removed_since_rebuild"] is None
+        assert not (writer._coll.metadata or {})  # nothing counted on a shared collection
 
 
 def test_an_unreachable_server_is_a_clear_error():

@@ -1,4 +1,4 @@
-"""`spark-client memory ...`: look into, search, prune, export and restore long-term memory.
+"""`spark-client memory ...`: look into, search, prune, compact, export and restore long-term memory.
 
 Every command opens the store the way `live` does (`--memory-dir`, or a Chroma server with
 `--memory-url`) and so takes its lock: while `live` runs on the same folder, a command says so
@@ -19,7 +19,7 @@ import typer
 
 from spark_client.memory.errors import MemoryStoreError
 from spark_client.memory.records import MemoryKind, MemoryRecord
-from spark_client.memory.store import MemoryStore, PrunePolicy
+from spark_client.memory.store import IndexRebuild, MemoryStore, PrunePolicy
 
 memory_app = typer.Typer(
     no_args_is_help=True,
@@ -231,6 +231,8 @@ def stats(memory_dir: MemoryDir = None, memory_url: MemoryUrl = None) -> None:
         typer.echo(f"oldest: {_when(info['oldest'])}  newest: {_when(info['newest'])}")
     if info["bytes"] is not None:
         typer.echo(f"size: {info['bytes'] / 1e6:.1f} MB")
+    if info["removed_since_rebuild"] is not None:
+        typer.echo(f"removed memories still in the index: {info['removed_since_rebuild']} (`compact` drops them)")
 
 
 @memory_app.command()
@@ -257,4 +259,25 @@ def prune(
     typer.echo(
         f"{verb} {report.removed}: {report.decayed} faded, {report.over_user_cap} over the per-viewer cap, "
         f"{report.over_total} over the total cap; {report.kept} kept"
+    )
+    if report.index_rebuilt is not None:
+        typer.echo(_rebuilt(report.index_rebuilt))
+
+
+@memory_app.command()
+def compact(memory_dir: MemoryDir = None) -> None:
+    """Rebuild the vector index without the memories removed from it (Chroma keeps each removed
+    one in its index; `prune` and `live` rebuild it once the removals reach half the store)."""
+    with _opened(memory_dir, None) as store:
+        rebuilt = store.rebuild_index()
+    typer.echo(_rebuilt(rebuilt))
+
+
+def _rebuilt(rebuilt: IndexRebuild) -> str:
+    size = ""
+    if rebuilt.bytes_before is not None and rebuilt.bytes_after is not None:
+        size = f", store {rebuilt.bytes_before / 1e6:.1f} -> {rebuilt.bytes_after / 1e6:.1f} MB"
+    return (
+        f"index rebuilt: {rebuilt.kept} memories kept, {rebuilt.dropped} removed ones dropped from it"
+        f"{size} ({rebuilt.ms / 1000:.1f} s)"
     )

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.parse
 import uuid
 from collections import Counter, defaultdict
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from spark_client.memory import compaction
 from spark_client.memory.errors import (
     MemoryImportError,
     MemoryServerUnavailable,
@@ -53,6 +55,7 @@ CHROMA_FILE = "chroma.sqlite3"  # present once Chroma has written a persistent s
 # log stays short and each sync is small: in a store of 20,000 memories a write took 6.7 against
 # 10.0 ms on average, the one that syncs ~31 ms.
 SYNC_THRESHOLD = 100
+INDEX_CONFIGURATION = {"hnsw": {"space": "cosine", "sync_threshold": SYNC_THRESHOLD}}
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +88,24 @@ class PruneReport:
     over_user_cap: int = 0  # beyond max_per_user for one viewer and kind
     over_total: int = 0  # beyond max_total
     kept: int = 0
+    index_rebuilt: IndexRebuild | None = None  # when the removals made the index's rebuild due
 
     @property
     def removed(self) -> int:
         return self.decayed + self.over_user_cap + self.over_total
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRebuild:
+    """A rebuild of the vector index (memory/compaction.py): the memories copied, the removals
+    since the last rebuild it dropped from the index, the store folder's bytes before and after
+    (None unless persistent) and how long the store was held."""
+
+    kept: int
+    dropped: int
+    bytes_before: int | None
+    bytes_after: int | None
+    ms: float
 
 
 def retained_importance(record: MemoryRecord, now: float, half_life_days: float) -> float:
@@ -116,7 +133,7 @@ class MemoryStore:
 
         if path is not None and url is not None:
             raise ValueError("a memory store is either a folder or a server url, not both")
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        settings = self._settings = Settings(anonymized_telemetry=False, allow_reset=False)
         self.path = path
         self.url = url
         self._mutex = threading.RLock()
@@ -130,8 +147,15 @@ class MemoryStore:
             existed = (path / CHROMA_FILE).exists()
             self._client: Any = None
             try:
+                self._remove_orphaned_indexes()
                 self._client = chromadb.PersistentClient(path=str(path), settings=settings)
-                self._collection: Any = self._open_collection()
+                self._collection: Any = None
+                done = compaction.recover(self._client, self._name)
+                if done:
+                    log.warning("memory store %s: %s", path, done)
+                    self._reopen()  # which also removes the index folder the recovery left
+                else:
+                    self._collection = self._open_collection()
             except BaseException as exc:
                 if self._client is not None:
                     with contextlib.suppress(Exception):
@@ -155,9 +179,7 @@ class MemoryStore:
 
     def _open_collection(self) -> Any:
         collection = self._client.get_or_create_collection(
-            self._name,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine", "sync_threshold": SYNC_THRESHOLD}},
+            self._name, embedding_function=None, configuration=INDEX_CONFIGURATION
         )
         # a store made before (or by another client) keeps its own until told: lower it
         kept = _sync_threshold(collection)
@@ -294,9 +316,11 @@ class MemoryStore:
 
     def stats(self) -> dict[str, Any]:
         """total, by_kind, top_users (10 [user, count], most first), oldest and newest created_at
-        (None when empty), bytes (the folder's size; None unless persistent) and location."""
+        (None when empty), bytes (the folder's size; None unless persistent), location and
+        removed_since_rebuild (None for a server's store)."""
         with self._mutex:
             records = self._fetch()
+            removed = None if self.url is not None else compaction.removed_since_rebuild(self._coll)
         users = Counter(r.user for r in records if r.user)
         kinds = Counter(str(r.kind) for r in records)
         return {
@@ -307,6 +331,7 @@ class MemoryStore:
             "oldest": min((r.created_at for r in records), default=None),
             "newest": max((r.created_at for r in records), default=None),
             "bytes": _folder_bytes(self.path) if self.path is not None else None,
+            "removed_since_rebuild": removed,
         }
 
     # -- forgetting ------------------------------------------------------------------------
@@ -368,14 +393,112 @@ class MemoryStore:
             alive = [r for r in alive if r.id not in over_user]
             alive.sort(key=lambda r: (retained[r.id], r.created_at, r.id))
             over_total = {r.id for r in alive[: max(0, len(alive) - policy.max_total)]}
+            kept = len(alive) - len(over_total)
+            rebuilt = None
             if not dry_run:
                 self._delete_ids(sorted(decayed | over_user | over_total))
+                rebuilt = self._rebuild_if_due(kept)
         return PruneReport(
             decayed=len(decayed),
             over_user_cap=len(over_user),
             over_total=len(over_total),
-            kept=len(alive) - len(over_total),
+            kept=kept,
+            index_rebuilt=rebuilt,
         )
+
+    # -- the vector index ------------------------------------------------------------------
+
+    @property
+    def removed_since_rebuild(self) -> int:
+        """Memories removed since the vector index was last rebuilt (all of them still in it)."""
+        with self._mutex:
+            return compaction.removed_since_rebuild(self._coll)
+
+    def rebuild_index(self) -> IndexRebuild:
+        """Rebuilds the vector index without the memories removed from it (memory/compaction.py).
+        Every memory keeps its id, text, metadata and embedding. Writers wait meanwhile (~0.7 s
+        per 1,000 memories here). A store on a Chroma server is refused: other clients hold
+        its collection. On a failure the store is as it was and MemoryStoreError says why."""
+        if self.url is not None:
+            raise MemoryStoreError(
+                f"memory store {self.url} is on a Chroma server that other clients may share: "
+                "its index is not rebuilt from a client"
+            )
+        with self._mutex:
+            old = self._coll
+            dropped = compaction.removed_since_rebuild(old)
+            before = _folder_bytes(self.path) if self.path is not None else None
+            started = time.perf_counter()
+            try:
+                self._collection = compaction.rebuild(
+                    self._client, old, configuration=INDEX_CONFIGURATION, page=GET_BATCH
+                )
+            except Exception as exc:
+                self._reopen_after(exc)
+                raise MemoryStoreError(
+                    f"memory store {self.location}: its index could not be rebuilt ({_one_line(exc)}); "
+                    "the store is as it was"
+                ) from exc
+            if self.path is not None:
+                try:
+                    self._reopen()  # Chroma frees the old index only when its client closes
+                except Exception as exc:
+                    raise MemoryStoreError(
+                        f"memory store {self.location}: its index was rebuilt but the store could not be "
+                        f"opened again ({_one_line(exc)}); restart to use it"
+                    ) from exc
+            kept = int(self._collection.count())
+            ms = (time.perf_counter() - started) * 1000
+            after = _folder_bytes(self.path) if self.path is not None else None
+        log.info(
+            "memory store %s: index rebuilt, %d memories kept, %d removed ones dropped", self.location, kept, dropped
+        )
+        return IndexRebuild(kept=kept, dropped=dropped, bytes_before=before, bytes_after=after, ms=ms)
+
+    def _rebuild_if_due(self, kept: int) -> IndexRebuild | None:
+        """After a prune: the rebuild, when due and this store is not on a server. A failed one
+        is logged, not raised: the prune itself is done."""
+        if self.url is not None or not compaction.due(compaction.removed_since_rebuild(self._coll), kept):
+            return None
+        try:
+            return self.rebuild_index()
+        except MemoryStoreError as exc:
+            log.warning("%s", exc)
+            return None
+
+    def _reopen(self) -> None:
+        """A folder store's client closed and opened again, and unused index folders removed."""
+        import chromadb
+
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._remove_orphaned_indexes()
+        self._client = chromadb.PersistentClient(path=str(self.path), settings=self._settings)
+        self._collection = self._open_collection()
+
+    def _reopen_after(self, exc: BaseException) -> None:
+        """After a failed rebuild: the collection by its name again (recover finishes a rebuild
+        that failed after the old collection was gone)."""
+        try:
+            compaction.recover(self._client, self._name)
+            self._collection = self._open_collection()
+        except Exception as again:
+            log.warning(
+                "memory store %s: reopening after a failed rebuild (%s) failed too: %s",
+                self.location,
+                _one_line(exc),
+                _one_line(again),
+            )
+
+    def _remove_orphaned_indexes(self) -> None:
+        assert self.path is not None
+        try:
+            freed = compaction.remove_orphaned_indexes(self.path)
+        except OSError as exc:
+            log.warning("memory store %s: unused index folders not removed: %s", self.path, exc)
+            return
+        if freed:
+            log.info("memory store %s: removed unused index folders (%.1f MB)", self.path, freed / 1e6)
 
     # -- export and import -----------------------------------------------------------------
 
@@ -466,8 +589,25 @@ class MemoryStore:
         return [id_ for page in self._pages(where=where, ids=ids, include=[]) for id_ in page["ids"]]
 
     def _delete_ids(self, ids: Sequence[str]) -> None:
-        for chunk in _chunks(list(ids), DELETE_BATCH):
-            self._coll.delete(ids=chunk)
+        removed = 0
+        try:
+            for chunk in _chunks(list(ids), DELETE_BATCH):
+                self._coll.delete(ids=chunk)
+                removed += len(chunk)
+        finally:
+            self._count_removed(removed)
+
+    def _count_removed(self, removed: int) -> None:
+        """What the index still holds of removed memories, for `prune`'s rebuild (not counted on a
+        server's store, which is never rebuilt from here)."""
+        if self.url is not None or not removed:
+            return
+        try:
+            compaction.count_removed(self._coll, removed)
+        except Exception as exc:  # the removal is done; only the next rebuild comes later
+            log.warning(
+                "memory store %s: removals not counted for the index's rebuild: %s", self.location, _one_line(exc)
+            )
 
     # -- lifetime --------------------------------------------------------------------------
 

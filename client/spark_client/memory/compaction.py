@@ -1,0 +1,158 @@
+"""Rebuilding a store's vector index without what was removed from it.
+
+Chroma's HNSW index never frees a deleted memory: it marks it deleted and keeps its vector and
+links, on disk and in the process that has the store open. A stream's store fills to `prune`'s
+caps and then removes about as much as it writes, so its index grows with every memory it ever
+held (~1.6 MB per 1,000 of 384 dimensions, and ~2 MB of the client's resident memory), not with
+what it keeps. Chroma has no call that drops them (its issues #2594 and #2963), so a store whose
+removals since the last rebuild reach `due`'s bar is copied into a fresh collection, memory by
+memory with its stored embedding, and the fresh one takes the old one's name.
+
+Chroma also leaves a deleted collection's index folder where it was, and keeps its index in
+memory until the client closes: a folder store is reopened after a rebuild, and index folders
+that no collection owns are removed, also when a store opens (a rebuild cut short by a crash).
+
+A rebuild cut short is safe at any point: the old collection is deleted only once the copy holds
+all of it, and `recover` (run as a store opens) finishes or undoes what a crash left.
+
+Only a store this process owns is rebuilt (a folder, which the store locks, or an in-memory one):
+clients of a shared Chroma server hold the collection's id, which a rebuild would change under
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REMOVED_KEY = "spark:removed_since_rebuild"  # collection metadata: memories deleted since the last rebuild
+REBUILD_SUFFIX = ".rebuild"  # the fresh collection's name while it is filled
+MIN_REMOVED = 1000  # removals before a rebuild is worth it: ~1.6 MB of index at 384 dimensions
+INDEX_FILE = "chroma.sqlite3"
+
+
+def due(removed: int, kept: int) -> bool:
+    """A rebuild pays once what was removed since the last one reaches half of what is kept, and
+    MIN_REMOVED: the index then holds at most ~1.5 times the store's memories (plus MIN_REMOVED),
+    and a rebuild copies at most twice what it drops."""
+    return removed >= max(MIN_REMOVED, kept // 2)
+
+
+def removed_since_rebuild(collection: Any) -> int:
+    metadata = getattr(collection, "metadata", None) or {}
+    try:
+        return max(0, int(metadata.get(REMOVED_KEY) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def count_removed(collection: Any, removed: int) -> None:
+    """Adds `removed` to the collection's count of deletions since its last rebuild."""
+    if removed <= 0:
+        return
+    metadata = dict(getattr(collection, "metadata", None) or {})
+    metadata[REMOVED_KEY] = removed_since_rebuild(collection) + removed
+    collection.modify(metadata=metadata)
+
+
+def rebuild(client: Any, collection: Any, *, configuration: dict[str, Any], page: int) -> Any:
+    """Copies every memory of `collection` (ids, embeddings, texts, metadata) into a fresh
+    collection made with `configuration`, deletes the old one and gives the fresh one its name;
+    returns the fresh collection. The caller keeps others from writing meanwhile."""
+    name = collection.name
+    temporary = name + REBUILD_SUFFIX
+    with contextlib.suppress(Exception):  # a leftover of a rebuild cut short (recover's job, but be sure)
+        client.delete_collection(temporary)
+    metadata = {k: v for k, v in (collection.metadata or {}).items() if k != REMOVED_KEY} or None
+    fresh = client.create_collection(temporary, embedding_function=None, configuration=configuration, metadata=metadata)
+    try:
+        for batch in _pages(collection, page):
+            fresh.add(
+                ids=batch["ids"],
+                embeddings=batch["embeddings"],
+                documents=batch["documents"],
+                metadatas=batch["metadatas"],
+            )
+        copied, held = int(fresh.count()), int(collection.count())
+        if copied != held:
+            raise RuntimeError(f"the copy holds {copied} memories, the store {held}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.delete_collection(temporary)
+        raise
+    client.delete_collection(name)
+    fresh.modify(name=name)
+    return client.get_collection(name, embedding_function=None)
+
+
+def recover(client: Any, name: str) -> str | None:
+    """Finishes or undoes a rebuild a crash cut short, before the store opens `name`: a fresh
+    copy beside the old collection was not complete (the old one is deleted only after), so it
+    is dropped; a fresh copy without the old one was, so it takes the name. Returns what was done."""
+    temporary = name + REBUILD_SUFFIX
+    names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+    if temporary not in names:
+        return None
+    if name in names:
+        client.delete_collection(temporary)
+        return f"dropped an unfinished rebuild of {name}"
+    client.get_collection(temporary, embedding_function=None).modify(name=name)
+    return f"finished a rebuild of {name} a stop had cut short"
+
+
+def remove_orphaned_indexes(folder: Path) -> int:
+    """Removes the index folders in a store folder that no collection owns (Chroma leaves a
+    deleted collection's behind); returns the bytes freed. Only folders named by a segment id
+    that Chroma's own database no longer lists are touched; nothing when it cannot be read."""
+    owned = _segment_ids(folder / INDEX_FILE)
+    if owned is None:
+        return 0
+    freed = 0
+    for entry in folder.iterdir():
+        if not entry.is_dir() or entry.is_symlink() or not _is_uuid(entry.name) or entry.name in owned:
+            continue
+        size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        try:
+            shutil.rmtree(entry)
+        except OSError as exc:
+            log.warning("memory store %s: could not remove the unused index %s: %s", folder, entry.name, exc)
+            continue
+        freed += size
+    return freed
+
+
+def _segment_ids(database: Path) -> set[str] | None:
+    if not database.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            return {str(row[0]) for row in db.execute("SELECT id FROM segments")}
+    except sqlite3.Error as exc:
+        log.warning("memory store %s: its segments cannot be read (%s); unused indexes kept", database.parent, exc)
+        return None
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def _pages(collection: Any, page: int) -> Iterator[Any]:
+    offset = 0
+    while True:
+        batch = collection.get(limit=page, offset=offset, include=["embeddings", "documents", "metadatas"])
+        if batch["ids"]:
+            yield batch
+        if len(batch["ids"]) < page:
+            return
+        offset += page
