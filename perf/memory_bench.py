@@ -3,6 +3,7 @@
     python -m perf memory                          # 1k, 10k and 100k memories, 200 recalls each
     python -m perf memory --sizes 1000 --queries 50  # a short form (CI's smoke test)
     python -m perf memory --sizes 0 --growth 3000    # the client's memory as a stream's store grows
+    python -m perf memory --sizes 0 --removed 20000  # a store that removed 20,000, before and after a rebuild
 
 A store of N memories is made in a temporary folder (the real ChromaDB `PersistentClient`, as a
 stream uses it): 500 viewers, a mix of exchanges and facts, 384-dimensional unit vectors (the
@@ -17,11 +18,12 @@ names one.
 `--growth TURNS` measures what the store costs the client's own memory over a stream: TURNS turns
 of what a turn does to it (`Memory.recall`, then `Memory.remember` of the exchange; 8 viewers
 taking turns, the e2e script's count; a prune pass every 600 turns, about the hourly pass at the
-e2e pace), with embeddings drawn from each text's hash. Every 100 turns it reads the resident
+e2e pace), with embeddings drawn from each text's hash, and glibc's malloc arenas capped as the
+client caps them (`limit_heap_arenas`). Every 100 turns it reads the resident
 memory, then hands the C heap's freed pages back (`spark_client.health.release_free_heap`, as the
 live client does every minute) and reads it again; a second pass under `tracemalloc` gives the
-Python objects' share. The report (report.md, results.json) goes under
-perf/reports/<date>-<commit>-memory/.
+Python objects' share. `--removed N`: see perf/memory_removed.py. The report (report.md,
+results.json) goes under perf/reports/<date>-<commit>-memory/.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from perf.machine import describe_machine, git_commit, report_dir_name, utc_now
+from perf.memory_removed import measure_removed, removed_lines
 from perf.stats import per_100
 from spark_runtime.paths import REPO_ROOT
 
@@ -165,7 +168,13 @@ def measure_growth(turns: int, *, sample_every: int = 100, trace: bool = False) 
                     gc.collect()
                     before = resident_mb()
                     release_free_heap()
-                    row = {"turn": turn, "memories": await memory.count(), "rss_mb": before, "in_use_mb": resident_mb()}
+                    row = {
+                        "turn": turn,
+                        "memories": await memory.count(),
+                        "store_mb": round(folder_bytes(folder) / 1e6, 2),
+                        "rss_mb": before,
+                        "in_use_mb": resident_mb(),
+                    }
                     if trace:
                         row["python_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
                     rows.append(row)
@@ -201,17 +210,19 @@ def growth_lines(rows: list[dict[str, Any]]) -> list[str]:
         "went back (what the live client does every minute), and the Python objects' share "
         "(tracemalloc, its own pass).",
         "",
-        "| turn | memories | resident (MB) | after the release (MB) | Python objects (MB) |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| turn | memories | store on disk (MB) | resident (MB) | after the release (MB) | Python objects (MB) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['turn']} | {r['memories']:,} | {mb(r['rss_mb'])} | {mb(r['in_use_mb'])} | {mb(r.get('python_mb'))} |"
+        f"| {r['turn']} | {r['memories']:,} | {mb(r.get('store_mb'))} | {mb(r['rss_mb'])} | {mb(r['in_use_mb'])} "
+        f"| {mb(r.get('python_mb'))} |"
         for r in rows
     ]
     lines += [
         "",
-        f"Growth per 100 turns from turn {rows[1]['turn'] if len(rows) > 1 else rows[0]['turn']}: resident "
-        f"{slope('rss_mb')} MB, after the release {slope('in_use_mb')} MB, Python objects {slope('python_mb')} MB.",
+        f"Growth per 100 turns from turn {rows[1]['turn'] if len(rows) > 1 else rows[0]['turn']}: the store on disk "
+        f"{slope('store_mb')} MB, resident {slope('rss_mb')} MB, after the release {slope('in_use_mb')} MB, "
+        f"Python objects {slope('python_mb')} MB.",
     ]
     return lines
 
@@ -236,15 +247,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--growth", type=int, default=0, metavar="TURNS", help="also measure the client's memory over TURNS turns"
     )
+    parser.add_argument(
+        "--removed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also open a store that has removed N memories, before and after its index is rebuilt",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip() and int(s) != 0]
     except ValueError:
         parser.error(f"--sizes must be whole numbers: {args.sizes!r}")
-    if (sizes and min(sizes) < 1) or args.queries < 1 or args.growth < 0:
-        parser.error("--sizes and --queries must be at least 1, --growth 0 or more")
-    if not sizes and not args.growth:
-        parser.error("nothing to measure: give --sizes, --growth or both")
+    if (sizes and min(sizes) < 1) or args.queries < 1 or args.growth < 0 or args.removed < 0:
+        parser.error("--sizes and --queries must be at least 1, --growth and --removed 0 or more")
+    if not sizes and not args.growth and not args.removed:
+        parser.error("nothing to measure: give --sizes, --growth, --removed or more than one")
+
+    from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas
+
+    limit_heap_arenas(CLIENT_HEAP_ARENAS)  # as every spark-client command does, before Chroma's threads start
 
     from spark_client.memory.store import MemoryStore
 
@@ -275,10 +297,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         traced = {row["turn"]: row["python_mb"] for row in measure_growth(args.growth, trace=True)}
         for row in growth:
             row["python_mb"] = traced.get(row["turn"])
-        slopes = {key: growth_per_100(growth, key) for key in ("rss_mb", "in_use_mb", "python_mb")}
+        slopes = {key: growth_per_100(growth, key) for key in ("store_mb", "rss_mb", "in_use_mb", "python_mb")}
         print(
             f"growth over {args.growth} turns: "
             + ", ".join(f"{key} {value:+.2f} MB / 100 turns" for key, value in slopes.items() if value is not None),
+            flush=True,
+        )
+    removed = measure_removed(args.removed) if args.removed else None
+    if removed:
+        print(
+            f"a store of {removed['kept']} memories that removed {removed['removed']}: "
+            + ", then ".join(
+                f"{p['store_mb']:.1f} MB on disk, the store's share {p['open_mb'] - p['base_mb']:+.1f} MB"
+                for p in (removed["before"], removed["after"])
+            )
+            + f" after a rebuild of {removed['rebuild_ms'] / 1000:.1f} s",
             flush=True,
         )
     embedding = percentiles(measure_embedding(args.url, args.queries)) if args.url else None
@@ -289,7 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or REPO_ROOT / "perf" / "reports" / (report_dir_name(utc_now(), commit) + "-memory")
     out.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
-    results = {"commit": commit, "machine": machine.__dict__, "rows": rows, "embedding": embedding, "growth": growth}
+    results = {
+        "commit": commit,
+        "machine": machine.__dict__,
+        "rows": rows,
+        "embedding": embedding,
+        "growth": growth,
+        "removed": removed,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = [
         "# Memory recall" if rows else "# Memory",
@@ -315,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     if growth:
         lines += ["", *growth_lines(growth)]
+    if removed:
+        lines += ["", *removed_lines(removed)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'}")
     return 0

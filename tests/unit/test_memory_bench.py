@@ -31,9 +31,23 @@ def test_the_growth_benchmark_reads_the_client_s_memory_as_the_store_grows(tmp_p
     for row in growth:
         assert 50 < row["in_use_mb"] <= row["rss_mb"] + 1  # the release gives back, never adds (1 MB: other threads)
         assert 0 < row["python_mb"] < row["in_use_mb"]
+    assert 0 < growth[0]["store_mb"] < growth[2]["store_mb"]  # the store folder, filling
     report = (tmp_path / "report.md").read_text()
     assert "python -m perf memory --sizes 0 --growth 300" in report and "| 300 | 300 |" in report
-    assert "Growth per 100 turns from turn 200" in report and "recall p50" not in report
+    assert "Growth per 100 turns from turn 200: the store on disk +" in report and "recall p50" not in report
+
+
+def test_a_store_that_removed_memories_is_opened_before_and_after_its_index_is_rebuilt(tmp_path: Path):
+    assert main(["--sizes", "0", "--removed", "1200", "--out", str(tmp_path)]) == 0
+    removed = json.loads((tmp_path / "results.json").read_text())["removed"]
+    assert (removed["kept"], removed["removed"]) == (1600, 1200)
+    before, after = removed["before"], removed["after"]
+    assert after["store_mb"] < before["store_mb"]  # the removed ones' index is gone from the folder
+    for probe in (before, after):
+        assert 0 < probe["base_mb"] < probe["open_mb"] and probe["open_ms"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## A store of 1,600 memories that has removed 1,200" in report
+    assert "| holding the 1,200 removed |" in report and "| after `rebuild_index`" in report
 
 
 def test_the_benchmark_needs_something_to_measure(capsys):

@@ -1,0 +1,143 @@
+"""`python -m perf memory --removed N`: what memories removed from a store still cost it.
+
+Chroma keeps a removed memory in its vector index (spark_client/memory/compaction.py), so a store
+that has sat at `prune`'s caps for a few streams holds far more than it keeps, and every `live`
+that opens it loads all of it. This makes such a store in a temporary folder (KEPT memories of 8
+viewers, the caps `--growth` reaches, after N more were written and removed a thousand at a
+time), then opens it in a fresh process (`python -m perf.memory_removed FOLDER`: imports, glibc's
+malloc arenas capped as the client caps them, the store opened and queried once, the C heap's
+freed pages handed back) and reads that process's resident memory, the store's size on disk and
+how long the open and first query took; then rebuilds the index (`MemoryStore.rebuild_index`,
+what `spark-client memory compact` and a due `prune` do) and opens it again the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spark_runtime.paths import REPO_ROOT
+
+KEPT = 1600  # 8 viewers x 200 exchanges: prune's per-viewer cap
+VIEWERS = 8
+BATCH = 1000
+DIM = 384
+NOW = 1_800_000_000.0
+PROBE_TIMEOUT_S = 300
+
+
+def make_store(folder: Path, removed: int, seed: int = 7) -> None:
+    """KEPT memories in `folder`, after `removed` more were written and removed, oldest first."""
+    from spark_client.memory.records import MemoryKind, MemoryRecord
+    from spark_client.memory.store import MemoryStore
+
+    rng = np.random.default_rng(seed)
+    written = 0
+
+    def write(store: MemoryStore, n: int) -> None:
+        nonlocal written
+        vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = [
+            MemoryRecord(
+                f"viewer{i % VIEWERS} said: message number {i} / Spark answered: answer number {i}",
+                MemoryKind.EXCHANGE,
+                persona="Spark",
+                user=f"viewer{i % VIEWERS}",
+                created_at=NOW + i,
+                id=f"m{i}",
+            )
+            for i in range(written, written + n)
+        ]
+        store.add_many(records, list(vectors))
+        written += n
+
+    with MemoryStore(folder) as store:
+        write(store, KEPT)
+        gone = 0
+        while gone < removed:
+            n = min(BATCH, removed - gone)
+            write(store, n)
+            store.delete(ids=[f"m{i}" for i in range(gone, gone + n)])
+            gone += n
+
+
+def probe(folder: Path) -> dict[str, float]:
+    """The store opened in a fresh process (see the module's text)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "perf.memory_removed", str(folder)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the probe of {folder} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_removed(removed: int) -> dict[str, Any]:
+    from spark_client.memory.store import MemoryStore
+
+    with tempfile.TemporaryDirectory(prefix="spark-memory-removed-") as name:
+        folder = Path(name)
+        make_store(folder, removed)
+        before = probe(folder)
+        with MemoryStore(folder) as store:
+            rebuilt = store.rebuild_index()
+        after = probe(folder)
+    return {"kept": KEPT, "removed": removed, "before": before, "after": after, "rebuild_ms": rebuilt.ms}
+
+
+def removed_lines(result: dict[str, Any]) -> list[str]:
+    def row(label: str, probe: dict[str, float]) -> str:
+        share = probe["open_mb"] - probe["base_mb"]
+        return f"| {label} | {probe['store_mb']:.1f} | {probe['open_mb']:.1f} | {share:+.1f} | {probe['open_ms']:.0f} |"
+
+    return [
+        f"## A store of {result['kept']:,} memories that has removed {result['removed']:,}",
+        "",
+        "Opened in a fresh process (arenas capped as the client caps them), queried once, the C heap's freed "
+        "pages handed back.",
+        "",
+        "| the store | on disk (MB) | the process (MB) | the store's share (MB) | open and first query (ms) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        row(f"holding the {result['removed']:,} removed", result["before"]),
+        row("after `rebuild_index` (`spark-client memory compact`)", result["after"]),
+        "",
+        f"The rebuild took {result['rebuild_ms'] / 1000:.1f} s.",
+    ]
+
+
+def _probe_main(folder: Path) -> None:
+    import gc
+
+    from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas, release_free_heap, resident_mb
+
+    limit_heap_arenas(CLIENT_HEAP_ARENAS)
+    from spark_client.memory.store import MemoryStore, _folder_bytes
+
+    gc.collect()
+    release_free_heap()
+    base = resident_mb()
+    started = time.perf_counter()
+    with MemoryStore(folder) as store:
+        vector = np.ones(DIM, np.float32) / np.sqrt(DIM)
+        store.query(vector, n=5)
+        open_ms = (time.perf_counter() - started) * 1000
+        gc.collect()
+        release_free_heap()
+        used = resident_mb()
+    print(json.dumps({"base_mb": base, "open_mb": used, "store_mb": _folder_bytes(folder) / 1e6, "open_ms": open_ms}))
+
+
+if __name__ == "__main__":
+    _probe_main(Path(sys.argv[1]))
