@@ -149,6 +149,27 @@ def test_a_failed_rebuild_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch
         assert store.rebuild_index().kept == 20
 
 
+def test_a_store_made_before_index_settings_moved_out_of_its_metadata_counts_and_rebuilds(tmp_path: Path):
+    old = _plain_chroma(tmp_path)  # "hnsw:space" in the metadata: Chroma refuses it in a modify now
+    made = old.get_or_create_collection(DEFAULT_COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"})
+    rows = records(30)
+    made.add(
+        ids=[r.id for r in rows],
+        embeddings=list(vectors(30)),
+        documents=[r.text for r in rows],
+        metadatas=[r.metadata() for r in rows],
+    )
+    old.close()
+    with MemoryStore(tmp_path) as store:
+        store.delete(ids=[f"rin-{i}" for i in range(20)])
+        assert store.removed_since_rebuild == 20
+        kept = snapshot(store)
+        assert store.rebuild_index().kept == 10
+        assert_same(snapshot(store), kept)
+        [(_, distance)] = store.query(kept["rin-25"][1], n=1)
+        assert distance < 1e-4  # still a cosine store
+
+
 def _rebuild_cut_short(folder: Path, *, old_deleted: bool) -> None:
     """What a stop leaves in the middle of a rebuild: the fresh copy filled part way (the old
     collection still there), or filled and the old one deleted (not yet renamed)."""

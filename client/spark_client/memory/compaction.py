@@ -58,9 +58,13 @@ def count_removed(collection: Any, removed: int) -> None:
     """Adds `removed` to the collection's count of deletions since its last rebuild."""
     if removed <= 0:
         return
-    metadata = dict(getattr(collection, "metadata", None) or {})
-    metadata[REMOVED_KEY] = removed_since_rebuild(collection) + removed
-    collection.modify(metadata=metadata)
+    collection.modify(metadata=_own_metadata(collection) | {REMOVED_KEY: removed_since_rebuild(collection) + removed})
+
+
+def _own_metadata(collection: Any) -> dict[str, Any]:
+    """The collection's metadata without the index settings older stores kept there ("hnsw:space"):
+    Chroma keeps those in the configuration now and refuses them in a `modify`."""
+    return {k: v for k, v in (getattr(collection, "metadata", None) or {}).items() if not k.startswith("hnsw:")}
 
 
 def rebuild(client: Any, collection: Any, *, configuration: dict[str, Any], page: int) -> Any:
@@ -71,7 +75,7 @@ def rebuild(client: Any, collection: Any, *, configuration: dict[str, Any], page
     temporary = name + REBUILD_SUFFIX
     with contextlib.suppress(Exception):  # a leftover of a rebuild cut short (recover's job, but be sure)
         client.delete_collection(temporary)
-    metadata = {k: v for k, v in (collection.metadata or {}).items() if k != REMOVED_KEY} or None
+    metadata = {k: v for k, v in _own_metadata(collection).items() if k != REMOVED_KEY} or None
     fresh = client.create_collection(temporary, embedding_function=None, configuration=configuration, metadata=metadata)
     try:
         for batch in _pages(collection, page):
