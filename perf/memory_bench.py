@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from perf.machine import describe_machine, git_commit, report_dir_name, utc_now
-from perf.memory_removed import measure_removed, removed_lines
+from perf.memory_removed import measure_removed, removed_lines, summary_line
 from perf.stats import per_100
 from spark_runtime.paths import REPO_ROOT
 
@@ -305,15 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     removed = measure_removed(args.removed) if args.removed else None
     if removed:
-        print(
-            f"a store of {removed['kept']} memories that removed {removed['removed']}: "
-            + ", then ".join(
-                f"{p['store_mb']:.1f} MB on disk, the store's share {p['open_mb'] - p['base_mb']:+.1f} MB"
-                for p in (removed["before"], removed["after"])
-            )
-            + f" after a rebuild of {removed['rebuild_ms'] / 1000:.1f} s",
-            flush=True,
-        )
+        print(summary_line(removed), flush=True)
     embedding = percentiles(measure_embedding(args.url, args.queries)) if args.url else None
     if embedding:
         print(f"embedding one chat line (served `embed`): p50 {embedding['p50']:.1f} ms, p95 {embedding['p95']:.1f} ms")

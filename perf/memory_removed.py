@@ -97,10 +97,26 @@ def measure_removed(removed: int) -> dict[str, Any]:
     return {"kept": KEPT, "removed": removed, "before": before, "after": after, "rebuild_ms": rebuilt.ms}
 
 
+def _share(probe: dict[str, float]) -> float:
+    """What opening the store added to the probe's resident memory (MB)."""
+    return probe["open_mb"] - probe["base_mb"]
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    before, after = result["before"], result["after"]
+    return (
+        f"a store of {result['kept']} memories that removed {result['removed']}: {before['store_mb']:.1f} MB on "
+        f"disk, the store's share {_share(before):+.1f} MB; after a rebuild of {result['rebuild_ms'] / 1000:.1f} s, "
+        f"{after['store_mb']:.1f} MB and {_share(after):+.1f} MB"
+    )
+
+
 def removed_lines(result: dict[str, Any]) -> list[str]:
     def row(label: str, probe: dict[str, float]) -> str:
-        share = probe["open_mb"] - probe["base_mb"]
-        return f"| {label} | {probe['store_mb']:.1f} | {probe['open_mb']:.1f} | {share:+.1f} | {probe['open_ms']:.0f} |"
+        return (
+            f"| {label} | {probe['store_mb']:.1f} | {probe['open_mb']:.1f} | {_share(probe):+.1f} "
+            f"| {probe['open_ms']:.0f} |"
+        )
 
     return [
         f"## A store of {result['kept']:,} memories that has removed {result['removed']:,}",

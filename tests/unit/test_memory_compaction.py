@@ -109,7 +109,7 @@ def test_a_rebuild_drops_removed_memories_from_the_index_and_keeps_every_other_o
 def test_prune_rebuilds_the_index_once_its_removals_reach_half_of_what_it_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    assert not compaction.due(999, 0) and compaction.due(1000, 0)  # ~1.6 MB of index: worth a rebuild
+    assert not compaction.due(999, 0) and compaction.due(1000, 0)  # ~1.7 MB of index: worth a rebuild
     assert not compaction.due(1000, 2002) and compaction.due(1001, 2002)  # half of what is kept
     monkeypatch.setattr(compaction, "MIN_REMOVED", 10)
     with MemoryStore(tmp_path) as store:

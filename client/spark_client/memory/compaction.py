@@ -3,10 +3,11 @@
 Chroma's HNSW index never frees a deleted memory: it marks it deleted and keeps its vector and
 links, on disk and in the process that has the store open. A stream's store fills to `prune`'s
 caps and then removes about as much as it writes, so its index grows with every memory it ever
-held (~1.6 MB per 1,000 of 384 dimensions, and ~2 MB of the client's resident memory), not with
-what it keeps. Chroma has no call that drops them (its issues #2594 and #2963), so a store whose
-removals since the last rebuild reach `due`'s bar is copied into a fresh collection, memory by
-memory with its stored embedding, and the fresh one takes the old one's name.
+held (per 1,000 removed of 384 dimensions: ~1.7 MB on disk, ~1.8 MB of the client's resident
+memory when it opens the store: `python -m perf memory --removed`), not with what it keeps.
+Chroma has no call that drops them (its issues #2594 and #2963), so a store whose removals since
+the last rebuild reach `due`'s bar is copied into a fresh collection, memory by memory with its
+stored embedding, and the fresh one takes the old one's name.
 
 Chroma also leaves a deleted collection's index folder where it was, and keeps its index in
 memory until the client closes: a folder store is reopened after a rebuild, and index folders
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 REMOVED_KEY = "spark:removed_since_rebuild"  # collection metadata: memories deleted since the last rebuild
 REBUILD_SUFFIX = ".rebuild"  # the fresh collection's name while it is filled
-MIN_REMOVED = 1000  # removals before a rebuild is worth it: ~1.6 MB of index at 384 dimensions
+MIN_REMOVED = 1000  # removals before a rebuild is worth it: ~1.7 MB of index at 384 dimensions
 INDEX_FILE = "chroma.sqlite3"
 
 
