@@ -7,6 +7,8 @@ when a rebuild fails or a stop cuts it short, and `prune` does it by itself when
 from __future__ import annotations
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -127,26 +129,63 @@ def test_prune_rebuilds_the_index_once_its_removals_reach_half_of_what_it_keeps(
 
 
 def test_a_failed_rebuild_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    pages = compaction._pages
+    copy = compaction.copy
 
-    def disk_full(collection, page):
-        yield from pages(collection, 1)
+    def disk_full(source, fresh, ids, *, page):
+        copy(source, fresh, ids[:1], page=page)
         raise OSError(28, "No space left on device")
 
     with MemoryStore(tmp_path) as store:
         store.add_many(records(30), list(vectors(30)))
         store.delete(ids=[f"rin-{i}" for i in range(10)])
         kept = snapshot(store)
-        monkeypatch.setattr(compaction, "_pages", disk_full)
+        monkeypatch.setattr(compaction, "copy", disk_full)
         with pytest.raises(MemoryStoreError, match="could not be rebuilt .*No space left.*the store is as it was"):
             store.rebuild_index()
         assert_same(snapshot(store), kept)
         assert store.removed_since_rebuild == 10
         client = _plain_chroma(tmp_path)  # same process: shares the store's Chroma
         assert [c.name for c in client.list_collections()] == [DEFAULT_COLLECTION]
-        monkeypatch.setattr(compaction, "_pages", pages)
-        store.prune(PrunePolicy(), NOW)  # not due (10 removed): the store works as before
-        assert store.rebuild_index().kept == 20
+        monkeypatch.setattr(compaction, "copy", copy)
+        store.add(records(1, start=100)[0], vectors(1, seed=5)[0])  # the store writes as before
+        store.prune(PrunePolicy(), NOW)  # not due (10 removed)
+        assert store.rebuild_index().kept == 21
+
+
+def test_the_store_is_written_and_read_while_its_index_is_rebuilt_and_the_rebuild_keeps_it_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A live stream's turns go on during a rebuild: what they add, update and remove while the
+    copy runs is in the rebuilt store as they left it."""
+    copy = compaction.copy
+    copying, resume = threading.Event(), threading.Event()
+
+    def paused_copy(source, fresh, ids, *, page):
+        copy(source, fresh, ids[: len(ids) // 2], page=page)
+        copying.set()
+        assert resume.wait(30)  # the test's writes happen here, mid-copy
+        copy(source, fresh, ids[len(ids) // 2 :], page=page)
+
+    monkeypatch.setattr(compaction, "copy", paused_copy)
+    with MemoryStore(tmp_path) as store:
+        store.add_many(records(60), list(vectors(60)))
+        store.delete(ids=[f"rin-{i}" for i in range(20)])  # rin-20 .. rin-59 kept
+        with ThreadPoolExecutor(1) as pool:
+            rebuilding = pool.submit(store.rebuild_index)
+            assert copying.wait(30)
+            store.add(records(1, start=100)[0], vectors(1, seed=9)[0])  # new
+            store.delete(ids=["rin-21", "rin-58"])  # one already copied, one not yet
+            store.mark_recalled(["rin-22", "rin-57"], NOW + 50)
+            again = MemoryRecord("rin said a thing again", MemoryKind.EXCHANGE, user="rin")
+            _, updated = store.remember_fact(again, vectors(1, seed=30)[0], same_below=2.0)
+            assert updated  # a kept memory's text and vector replaced
+            expected = snapshot(store)  # what the store holds, read while the copy waits
+            resume.set()
+            rebuilt = rebuilding.result(timeout=60)
+        assert rebuilt.kept == 39 == len(expected)
+        assert_same(snapshot(store), expected)
+        assert store.get(ids=["rin-22"])[0].recall_count == 1
+        assert store.removed_since_rebuild == 1  # rin-21 was copied, then removed: in the new index too
 
 
 def test_a_store_made_before_index_settings_moved_out_of_its_metadata_counts_and_rebuilds(tmp_path: Path):

@@ -13,8 +13,10 @@ Chroma also leaves a deleted collection's index folder where it was, and keeps i
 memory until the client closes: a folder store is reopened after a rebuild, and index folders
 that no collection owns are removed, also when a store opens (a rebuild cut short by a crash).
 
-A rebuild cut short is safe at any point: the old collection is deleted only once the copy holds
-all of it, and `recover` (run as a store opens) finishes or undoes what a crash left.
+The copy runs while the store goes on (`copy`, then `replay` of what was written meanwhile, the
+store's writers held only for that and the swap). A rebuild cut short is safe at any point: the
+old collection is deleted only once the copy holds all of it, and `recover` (run as a store
+opens) finishes or undoes what a crash left.
 
 Only a store this process owns is rebuilt (a folder, which the store locks, or an in-memory one):
 clients of a shared Chroma server hold the collection's id, which a rebuild would change under
@@ -28,7 +30,6 @@ import logging
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,34 +69,71 @@ def _own_metadata(collection: Any) -> dict[str, Any]:
     return {k: v for k, v in (getattr(collection, "metadata", None) or {}).items() if not k.startswith("hnsw:")}
 
 
-def rebuild(client: Any, collection: Any, *, configuration: dict[str, Any], page: int) -> Any:
-    """Copies every memory of `collection` (ids, embeddings, texts, metadata) into a fresh
-    collection made with `configuration`, deletes the old one and gives the fresh one its name;
-    returns the fresh collection. The caller keeps others from writing meanwhile."""
-    name = collection.name
-    temporary = name + REBUILD_SUFFIX
-    with contextlib.suppress(Exception):  # a leftover of a rebuild cut short (recover's job, but be sure)
+def begin(client: Any, collection: Any, *, configuration: dict[str, Any]) -> Any:
+    """The fresh collection a rebuild of `collection` fills, made with `configuration` (a leftover
+    of a rebuild cut short is dropped first)."""
+    temporary = collection.name + REBUILD_SUFFIX
+    with contextlib.suppress(Exception):  # recover's job as a store opens, but be sure
         client.delete_collection(temporary)
     metadata = {k: v for k, v in _own_metadata(collection).items() if k != REMOVED_KEY} or None
-    fresh = client.create_collection(temporary, embedding_function=None, configuration=configuration, metadata=metadata)
-    try:
-        for batch in _pages(collection, page):
+    return client.create_collection(temporary, embedding_function=None, configuration=configuration, metadata=metadata)
+
+
+def copy(source: Any, fresh: Any, ids: list[str], *, page: int) -> None:
+    """Copies the memories `ids` (ids, embeddings, texts, metadata) from `source` into `fresh`, a
+    page at a time; ids no longer in `source` are skipped. Others may write meanwhile: `replay`
+    then copies what they touched."""
+    for start in range(0, len(ids), page):
+        batch = source.get(ids=ids[start : start + page], include=["embeddings", "documents", "metadatas"])
+        if batch["ids"]:
             fresh.add(
                 ids=batch["ids"],
                 embeddings=batch["embeddings"],
                 documents=batch["documents"],
                 metadatas=batch["metadatas"],
             )
-        copied, held = int(fresh.count()), int(collection.count())
-        if copied != held:
-            raise RuntimeError(f"the copy holds {copied} memories, the store {held}")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            client.delete_collection(temporary)
-        raise
+
+
+def replay(source: Any, fresh: Any, touched: set[str], *, page: int) -> int:
+    """Makes `fresh` hold what `source` holds for the ids written while `copy` ran: written ones
+    copied again, removed ones removed. Returns how many were removed (they stay in the fresh
+    index, like any removal)."""
+    removed = 0
+    ordered = sorted(touched)
+    for start in range(0, len(ordered), page):
+        chunk = ordered[start : start + page]
+        batch = source.get(ids=chunk, include=["embeddings", "documents", "metadatas"])
+        if batch["ids"]:
+            fresh.upsert(
+                ids=batch["ids"],
+                embeddings=batch["embeddings"],
+                documents=batch["documents"],
+                metadatas=batch["metadatas"],
+            )
+        gone = sorted(set(chunk) - set(batch["ids"]))
+        present = fresh.get(ids=gone, include=[])["ids"] if gone else []
+        if present:
+            fresh.delete(ids=present)
+            removed += len(present)
+    return removed
+
+
+def finish(client: Any, collection: Any, fresh: Any) -> Any:
+    """Checks that `fresh` holds as many memories as `collection`, deletes `collection` and gives
+    `fresh` its name; returns it. The caller keeps others from writing meanwhile."""
+    copied, held = int(fresh.count()), int(collection.count())
+    if copied != held:
+        raise RuntimeError(f"the copy holds {copied} memories, the store {held}")
+    name = collection.name
     client.delete_collection(name)
     fresh.modify(name=name)
     return client.get_collection(name, embedding_function=None)
+
+
+def abandon(client: Any, collection: Any) -> None:
+    """Drops the fresh collection of a rebuild of `collection` that failed."""
+    with contextlib.suppress(Exception):
+        client.delete_collection(collection.name + REBUILD_SUFFIX)
 
 
 def recover(client: Any, name: str) -> str | None:
@@ -150,14 +188,3 @@ def _is_uuid(name: str) -> bool:
         return str(uuid.UUID(name)) == name
     except ValueError:
         return False
-
-
-def _pages(collection: Any, page: int) -> Iterator[Any]:
-    offset = 0
-    while True:
-        batch = collection.get(limit=page, offset=offset, include=["embeddings", "documents", "metadatas"])
-        if batch["ids"]:
-            yield batch
-        if len(batch["ids"]) < page:
-            return
-        offset += page

@@ -97,9 +97,9 @@ class PruneReport:
 
 @dataclass(frozen=True, slots=True)
 class IndexRebuild:
-    """A rebuild of the vector index (memory/compaction.py): the memories copied, the removals
+    """A rebuild of the vector index (memory/compaction.py): the memories it kept, the removals
     since the last rebuild it dropped from the index, the store folder's bytes before and after
-    (None unless persistent) and how long the store was held."""
+    (None unless persistent) and how long it took."""
 
     kept: int
     dropped: int
@@ -140,6 +140,7 @@ class MemoryStore:
         self._lock: StoreLock | None = None
         self._ephemeral = path is None and url is None
         self._closed = False
+        self._journal: set[str] | None = None  # ids written while a rebuild copies (rebuild_index)
         self._name = collection
         if path is not None:
             self._lock = StoreLock(path)
@@ -212,6 +213,7 @@ class MemoryStore:
         """Stores `record` under its id (an existing id is an error) and returns the id."""
         vector = _vector(embedding)
         with self._mutex:
+            self._wrote([record.id])
             self._coll.add(ids=[record.id], embeddings=[vector], documents=[record.text], metadatas=[record.metadata()])
         return record.id
 
@@ -223,6 +225,7 @@ class MemoryStore:
             return []
         vectors = [_vector(e) for e in embeddings]
         with self._mutex:
+            self._wrote(r.id for r in records)
             self._coll.add(
                 ids=[r.id for r in records],
                 embeddings=vectors,
@@ -253,6 +256,7 @@ class MemoryStore:
                 user_id=record.user_id or old.user_id,
                 persona=record.persona or old.persona,
             )
+            self._wrote([old.id])
             self._coll.update(ids=[old.id], embeddings=[vector], documents=[merged.text], metadatas=[merged.metadata()])
             return old.id, True
 
@@ -263,6 +267,7 @@ class MemoryStore:
                 got = self._coll.get(ids=chunk, include=["documents", "metadatas"])
                 records = [MemoryRecord.from_chroma(*row).recalled(now) for row in _rows(got)]
                 if records:
+                    self._wrote(r.id for r in records)
                     self._coll.update(ids=[r.id for r in records], metadatas=[r.metadata() for r in records])
 
     # -- reading ---------------------------------------------------------------------------
@@ -394,10 +399,9 @@ class MemoryStore:
             alive.sort(key=lambda r: (retained[r.id], r.created_at, r.id))
             over_total = {r.id for r in alive[: max(0, len(alive) - policy.max_total)]}
             kept = len(alive) - len(over_total)
-            rebuilt = None
             if not dry_run:
                 self._delete_ids(sorted(decayed | over_user | over_total))
-                rebuilt = self._rebuild_if_due(kept)
+        rebuilt = None if dry_run else self._rebuild_if_due(kept)  # outside the lock: the copy lets others on
         return PruneReport(
             decayed=len(decayed),
             over_user_cap=len(over_user),
@@ -416,29 +420,45 @@ class MemoryStore:
 
     def rebuild_index(self) -> IndexRebuild:
         """Rebuilds the vector index without the memories removed from it (memory/compaction.py).
-        Every memory keeps its id, text, metadata and embedding. Writers wait meanwhile (~0.7 s
-        per 1,000 memories here). A store on a Chroma server is refused: other clients hold
-        its collection. On a failure the store is as it was and MemoryStoreError says why."""
+        Every memory keeps its id, text, metadata and embedding. The copy (~0.7 s per 1,000
+        memories here) runs while the store goes on; writers and readers wait only while what was
+        written meanwhile is copied again, the collections swap and a folder store reopens. A
+        store on a Chroma server is refused: other clients hold its collection. On a failure the
+        store is as it was and MemoryStoreError says why."""
         if self.url is not None:
             raise MemoryStoreError(
                 f"memory store {self.url} is on a Chroma server that other clients may share: "
                 "its index is not rebuilt from a client"
             )
         with self._mutex:
-            old = self._coll
+            if self._journal is not None:
+                raise MemoryStoreError(f"memory store {self.location}: its index is being rebuilt already")
+            old, client = self._coll, self._client
             dropped = compaction.removed_since_rebuild(old)
             before = _folder_bytes(self.path) if self.path is not None else None
             started = time.perf_counter()
-            try:
-                self._collection = compaction.rebuild(
-                    self._client, old, configuration=INDEX_CONFIGURATION, page=GET_BATCH
-                )
-            except Exception as exc:
-                self._reopen_after(exc)
-                raise MemoryStoreError(
-                    f"memory store {self.location}: its index could not be rebuilt ({_one_line(exc)}); "
-                    "the store is as it was"
-                ) from exc
+            ids = self._ids()
+            self._journal = set()
+        try:
+            fresh = compaction.begin(client, old, configuration=INDEX_CONFIGURATION)
+            compaction.copy(old, fresh, ids, page=GET_BATCH)
+            with self._mutex:
+                touched, self._journal = self._journal, None
+                replayed = compaction.replay(old, fresh, touched, page=GET_BATCH)
+                self._collection = compaction.finish(client, old, fresh)
+        except BaseException as exc:
+            with self._mutex:
+                self._journal = None
+                if not self._closed:
+                    self._reopen_after(exc)
+            if not _is_chroma_failure(exc):
+                raise
+            raise MemoryStoreError(
+                f"memory store {self.location}: its index could not be rebuilt ({_one_line(exc)}); "
+                "the store is as it was"
+            ) from exc
+        with self._mutex:
+            self._count_removed(replayed)  # removed while the copy ran: in the fresh index too
             if self.path is not None:
                 try:
                     self._reopen()  # Chroma frees the old index only when its client closes
@@ -458,7 +478,7 @@ class MemoryStore:
     def _rebuild_if_due(self, kept: int) -> IndexRebuild | None:
         """After a prune: the rebuild, when due and this store is not on a server. A failed one
         is logged, not raised: the prune itself is done."""
-        if self.url is not None or not compaction.due(compaction.removed_since_rebuild(self._coll), kept):
+        if self.url is not None or not compaction.due(self.removed_since_rebuild, kept):
             return None
         try:
             return self.rebuild_index()
@@ -559,6 +579,7 @@ class MemoryStore:
 
     def _upsert(self, batch: list[tuple[MemoryRecord, np.ndarray]]) -> None:
         if batch:
+            self._wrote(r.id for r, _ in batch)
             self._coll.upsert(
                 ids=[r.id for r, _ in batch],
                 embeddings=[v for _, v in batch],
@@ -592,10 +613,17 @@ class MemoryStore:
         removed = 0
         try:
             for chunk in _chunks(list(ids), DELETE_BATCH):
+                self._wrote(chunk)
                 self._coll.delete(ids=chunk)
                 removed += len(chunk)
         finally:
             self._count_removed(removed)
+
+    def _wrote(self, ids: Iterable[str]) -> None:
+        """Notes ids about to be written (added, updated or removed) while a rebuild copies, so its
+        replay copies them again. Called with the lock held."""
+        if self._journal is not None:
+            self._journal.update(ids)
 
     def _count_removed(self, removed: int) -> None:
         """What the index still holds of removed memories, for `prune`'s rebuild (not counted on a
