@@ -8,7 +8,9 @@ time), then opens it in a fresh process (`python -m perf.memory_removed FOLDER`:
 malloc arenas capped as the client caps them, the store opened and queried once, the C heap's
 freed pages handed back) and reads that process's resident memory, the store's size on disk and
 how long the open and first query took; then rebuilds the index (`MemoryStore.rebuild_index`,
-what `spark-client memory compact` and a due `prune` do) and opens it again the same way.
+what `spark-client memory compact` and a due `prune` do) while another thread queries the store
+one query after another (the longest query is how long a turn's recall can wait on a rebuild),
+and opens it again the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,9 +95,42 @@ def measure_removed(removed: int) -> dict[str, Any]:
         make_store(folder, removed)
         before = probe(folder)
         with MemoryStore(folder) as store:
-            rebuilt = store.rebuild_index()
+            rebuilt, queries = rebuild_while_queried(store)
         after = probe(folder)
-    return {"kept": KEPT, "removed": removed, "before": before, "after": after, "rebuild_ms": rebuilt.ms}
+    return {
+        "kept": KEPT,
+        "removed": removed,
+        "before": before,
+        "after": after,
+        "rebuild_ms": rebuilt.ms,
+        "queries_during": len(queries),
+        "query_max_ms": max(queries, default=0.0),
+        "query_p50_ms": float(np.median(queries)) if queries else 0.0,
+    }
+
+
+def rebuild_while_queried(store: Any) -> tuple[Any, list[float]]:
+    """`store.rebuild_index()` while another thread queries the store as a turn's recall does,
+    one query after another; returns the rebuild and each query's milliseconds."""
+    rng = np.random.default_rng(11)
+    done = threading.Event()
+    times: list[float] = []
+
+    def query() -> None:
+        while not done.is_set():
+            vector = rng.standard_normal(DIM).astype(np.float32)
+            started = time.perf_counter()
+            store.query(vector, n=5)
+            times.append((time.perf_counter() - started) * 1000)
+
+    reader = threading.Thread(target=query, name="recall-during-rebuild")
+    reader.start()
+    try:
+        rebuilt = store.rebuild_index()
+    finally:
+        done.set()
+        reader.join()
+    return rebuilt, times
 
 
 def _share(probe: dict[str, float]) -> float:
@@ -107,7 +143,8 @@ def summary_line(result: dict[str, Any]) -> str:
     return (
         f"a store of {result['kept']} memories that removed {result['removed']}: {before['store_mb']:.1f} MB on "
         f"disk, the store's share {_share(before):+.1f} MB; after a rebuild of {result['rebuild_ms'] / 1000:.1f} s, "
-        f"{after['store_mb']:.1f} MB and {_share(after):+.1f} MB"
+        f"{after['store_mb']:.1f} MB and {_share(after):+.1f} MB; queries meanwhile {result['queries_during']}, "
+        f"the longest {result['query_max_ms']:.0f} ms"
     )
 
 
@@ -129,7 +166,9 @@ def removed_lines(result: dict[str, Any]) -> list[str]:
         row(f"holding the {result['removed']:,} removed", result["before"]),
         row("after `rebuild_index` (`spark-client memory compact`)", result["after"]),
         "",
-        f"The rebuild took {result['rebuild_ms'] / 1000:.1f} s.",
+        f"The rebuild took {result['rebuild_ms'] / 1000:.1f} s. A thread querying the store meanwhile (as a turn's "
+        f"recall does) ran {result['queries_during']} queries: p50 {result['query_p50_ms']:.1f} ms, the longest "
+        f"{result['query_max_ms']:.0f} ms (what was written during the copy copied again, the swap, the reopen).",
     ]
 
 

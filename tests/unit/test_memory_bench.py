@@ -45,6 +45,7 @@ def test_a_store_that_removed_memories_is_opened_before_and_after_its_index_is_r
     assert after["store_mb"] < before["store_mb"]  # the removed ones' index is gone from the folder
     for probe in (before, after):
         assert 0 < probe["base_mb"] < probe["open_mb"] and probe["open_ms"] > 0
+    assert removed["queries_during"] > 0 and 0 < removed["query_p50_ms"] <= removed["query_max_ms"]
     report = (tmp_path / "report.md").read_text()
     assert "## A store of 1,600 memories that has removed 1,200" in report
     assert "| holding the 1,200 removed |" in report and "| after `rebuild_index`" in report
