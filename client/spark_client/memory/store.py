@@ -58,8 +58,8 @@ SYNC_THRESHOLD = 100
 INDEX_CONFIGURATION = {"hnsw": {"space": "cosine", "sync_threshold": SYNC_THRESHOLD}}
 # Memories per write of an index rebuild's copy. Chroma serves one write or query at a time, so a
 # recall that comes during the copy waits for the write in progress: with 1,000 a query waited up
-# to 444-619 ms, with 100 up to 127-219 ms, the copy of 1,600 memories then taking ~2 s against
-# ~1.2 (`python -m perf memory --removed`, and its rebuild_while_queried at other page sizes).
+# to 444-619 ms, with 100 up to 90-219 ms, the rebuild of 1,600 memories taking 1.2-2.3 s against
+# 1.1-1.5 (`python -m perf memory --removed`, and its rebuild_while_queried at other page sizes).
 REBUILD_PAGE = 100
 
 log = logging.getLogger(__name__)
