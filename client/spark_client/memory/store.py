@@ -425,7 +425,7 @@ class MemoryStore:
 
     def rebuild_index(self) -> IndexRebuild:
         """Rebuilds the vector index without the memories removed from it (memory/compaction.py).
-        Every memory keeps its id, text, metadata and embedding. The copy (~0.7 s per 1,000
+        Every memory keeps its id, text, metadata and embedding. The copy (1.2-1.4 s for 1,600
         memories here) runs while the store goes on; writers and readers wait only while what was
         written meanwhile is copied again, the collections swap and a folder store reopens. A
         store on a Chroma server is refused: other clients hold its collection. On a failure the
