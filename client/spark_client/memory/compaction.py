@@ -84,14 +84,7 @@ def copy(source: Any, fresh: Any, ids: list[str], *, page: int) -> None:
     page at a time; ids no longer in `source` are skipped. Others may write meanwhile: `replay`
     then copies what they touched."""
     for start in range(0, len(ids), page):
-        batch = source.get(ids=ids[start : start + page], include=["embeddings", "documents", "metadatas"])
-        if batch["ids"]:
-            fresh.add(
-                ids=batch["ids"],
-                embeddings=batch["embeddings"],
-                documents=batch["documents"],
-                metadatas=batch["metadatas"],
-            )
+        _carry(source, fresh, ids[start : start + page], replace=False)
 
 
 def replay(source: Any, fresh: Any, touched: set[str], *, page: int) -> int:
@@ -102,20 +95,28 @@ def replay(source: Any, fresh: Any, touched: set[str], *, page: int) -> int:
     ordered = sorted(touched)
     for start in range(0, len(ordered), page):
         chunk = ordered[start : start + page]
-        batch = source.get(ids=chunk, include=["embeddings", "documents", "metadatas"])
-        if batch["ids"]:
-            fresh.upsert(
-                ids=batch["ids"],
-                embeddings=batch["embeddings"],
-                documents=batch["documents"],
-                metadatas=batch["metadatas"],
-            )
-        gone = sorted(set(chunk) - set(batch["ids"]))
+        found = _carry(source, fresh, chunk, replace=True)
+        gone = sorted(set(chunk) - set(found))
         present = fresh.get(ids=gone, include=[])["ids"] if gone else []
         if present:
             fresh.delete(ids=present)
             removed += len(present)
     return removed
+
+
+def _carry(source: Any, fresh: Any, ids: list[str], *, replace: bool) -> list[str]:
+    """Writes what `source` holds of `ids` (embeddings, texts, metadata) into `fresh`, adding or,
+    with `replace`, upserting; returns the ids `source` held."""
+    batch = source.get(ids=ids, include=["embeddings", "documents", "metadatas"])
+    if batch["ids"]:
+        write = fresh.upsert if replace else fresh.add
+        write(
+            ids=batch["ids"],
+            embeddings=batch["embeddings"],
+            documents=batch["documents"],
+            metadatas=batch["metadatas"],
+        )
+    return list(batch["ids"])
 
 
 def finish(client: Any, collection: Any, fresh: Any) -> Any:
