@@ -20,6 +20,8 @@ from spark_client.memory.records import MemoryKind, MemoryRecord
 from spark_client.memory.store import DEFAULT_COLLECTION, INDEX_CONFIGURATION, MemoryStore, PrunePolicy
 from typer.testing import CliRunner
 
+from tests.chroma_helpers import plain_chroma
+
 pytest.importorskip("chromadb")
 
 NOW = 1_750_000_000.0
@@ -71,13 +73,6 @@ def assert_same(got: dict[str, tuple[MemoryRecord, np.ndarray]], kept: dict[str,
     for id_, (record, vector) in kept.items():
         assert got[id_][0] == record
         np.testing.assert_allclose(got[id_][1], vector, rtol=0, atol=1e-6)
-
-
-def _plain_chroma(folder: Path):
-    import chromadb
-    from chromadb.config import Settings
-
-    return chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
 
 
 def test_a_rebuild_drops_removed_memories_from_the_index_and_keeps_every_other_one(tmp_path: Path):
@@ -144,7 +139,7 @@ def test_a_failed_rebuild_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch
             store.rebuild_index()
         assert_same(snapshot(store), kept)
         assert store.removed_since_rebuild == 10
-        client = _plain_chroma(tmp_path)  # same process: shares the store's Chroma
+        client = plain_chroma(tmp_path)  # same process: shares the store's Chroma
         assert [c.name for c in client.list_collections()] == [DEFAULT_COLLECTION]
         monkeypatch.setattr(compaction, "copy", copy)
         store.add(records(1, start=100)[0], vectors(1, seed=5)[0])  # the store writes as before
@@ -189,7 +184,7 @@ def test_the_store_is_written_and_read_while_its_index_is_rebuilt_and_the_rebuil
 
 
 def test_a_store_made_before_index_settings_moved_out_of_its_metadata_counts_and_rebuilds(tmp_path: Path):
-    old = _plain_chroma(tmp_path)  # "hnsw:space" in the metadata: Chroma refuses it in a modify now
+    old = plain_chroma(tmp_path)  # "hnsw:space" in the metadata: Chroma refuses it in a modify now
     made = old.get_or_create_collection(DEFAULT_COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"})
     rows = records(30)
     made.add(
@@ -212,7 +207,7 @@ def test_a_store_made_before_index_settings_moved_out_of_its_metadata_counts_and
 def _rebuild_cut_short(folder: Path, *, old_deleted: bool) -> None:
     """What a stop leaves in the middle of a rebuild: the fresh copy filled part way (the old
     collection still there), or filled and the old one deleted (not yet renamed)."""
-    client = _plain_chroma(folder)
+    client = plain_chroma(folder)
     old = client.get_collection(DEFAULT_COLLECTION)
     held = old.get(include=["embeddings", "documents", "metadatas"])
     fresh = client.create_collection(
@@ -245,7 +240,7 @@ def test_a_rebuild_a_stop_cut_short_is_undone_or_finished_when_the_store_opens(
         assert found.id == "rin-3"
     done = "finished a rebuild" if old_deleted else "dropped an unfinished rebuild"
     assert done in caplog.text
-    client = _plain_chroma(tmp_path)
+    client = plain_chroma(tmp_path)
     assert [c.name for c in client.list_collections()] == [DEFAULT_COLLECTION]
     client.close()
     assert set(index_folders(tmp_path)) == vector_segments(tmp_path)
@@ -254,7 +249,7 @@ def test_a_rebuild_a_stop_cut_short_is_undone_or_finished_when_the_store_opens(
 def test_index_folders_no_collection_owns_are_removed_when_a_store_opens_and_nothing_else(tmp_path: Path):
     with MemoryStore(tmp_path) as store:
         store.add_many(records(5), list(vectors(5)))
-    client = _plain_chroma(tmp_path)
+    client = plain_chroma(tmp_path)
     other = client.create_collection("scratch", embedding_function=None)
     other.add(ids=["x"], embeddings=[vectors(1)[0]])
     client.delete_collection("scratch")  # Chroma leaves its index folder behind

@@ -21,6 +21,7 @@ from spark_client.memory.lock import LOCK_FILE, StoreLock
 from spark_client.memory.records import MemoryKind, MemoryRecord
 from spark_client.memory.store import SYNC_THRESHOLD, MemoryStore, PrunePolicy, retained_importance
 
+from tests.chroma_helpers import plain_chroma
 from tests.fakes.speech import hashed_embedding
 from tests.timing import seconds
 
@@ -364,16 +365,8 @@ def test_a_memory_survives_kill_9_right_after_it_was_stored(tmp_path: Path):
         assert found.id == "durable" and found.user == "pixelhound"
 
 
-def _plain_chroma(folder: Path):
-    """A Chroma client of its own on `folder`, as another program (or an older release) opens it."""
-    import chromadb
-    from chromadb.config import Settings
-
-    return chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
-
-
 def test_a_store_made_before_typed_metadata_is_read_and_recalled(tmp_path: Path):
-    old = _plain_chroma(tmp_path)
+    old = plain_chroma(tmp_path)
     collection = old.get_or_create_collection(
         "viewer_memories", embedding_function=None, metadata={"hnsw:space": "cosine"}
     )
@@ -390,7 +383,7 @@ def test_a_store_made_before_typed_metadata_is_read_and_recalled(tmp_path: Path)
 
 def _synced_every(folder: Path) -> int:
     """How many writes the persisted collection lets pass between syncs of its vector index."""
-    client = _plain_chroma(folder)
+    client = plain_chroma(folder)
     try:
         return int(client.get_collection("viewer_memories").configuration["hnsw"]["sync_threshold"])
     finally:
@@ -406,7 +399,7 @@ def test_the_vector_index_is_synced_every_hundred_writes_in_new_and_older_stores
         assert distance < 1e-4
     assert _synced_every(tmp_path / "new") == SYNC_THRESHOLD == 100
 
-    old = _plain_chroma(tmp_path / "old")
+    old = plain_chroma(tmp_path / "old")
     made = old.get_or_create_collection("viewer_memories", embedding_function=None, metadata={"hnsw:space": "cosine"})
     assert made.configuration["hnsw"]["sync_threshold"] == 1000  # Chroma's own
     old.close()
@@ -423,7 +416,7 @@ def test_a_store_whose_sync_cannot_be_lowered_still_opens_and_says_so(
     import chromadb
     from chromadb.api.models.Collection import Collection
 
-    old = _plain_chroma(tmp_path)
+    old = plain_chroma(tmp_path)
     old.get_or_create_collection("viewer_memories", embedding_function=None, metadata={"hnsw:space": "cosine"})
     old.close()
 
