@@ -4,6 +4,7 @@
     python -m perf memory --sizes 1000 --queries 50  # a short form (CI's smoke test)
     python -m perf memory --sizes 0 --growth 3000    # the client's memory as a stream's store grows
     python -m perf memory --sizes 0 --removed 20000  # a store that removed 20,000, before and after a rebuild
+    python -m perf memory --sizes 0 --ops 6000       # each store operation of a turn, 6,000 times at a steady size
 
 A store of N memories is made in a temporary folder (the real ChromaDB `PersistentClient`, as a
 stream uses it): 500 viewers, a mix of exchanges and facts, 384-dimensional unit vectors (the
@@ -22,7 +23,7 @@ e2e pace), with embeddings drawn from each text's hash, and glibc's malloc arena
 client caps them (`limit_heap_arenas`). Every 100 turns it reads the resident
 memory, then hands the C heap's freed pages back (`spark_client.health.release_free_heap`, as the
 live client does every minute) and reads it again; a second pass under `tracemalloc` gives the
-Python objects' share. `--removed N`: see perf/memory_removed.py. The report (report.md,
+Python objects' share. `--removed N`: see perf/memory_removed.py; `--ops N`: perf/memory_ops.py. The report (report.md,
 results.json) goes under perf/reports/<date>-<commit>-memory/.
 """
 
@@ -41,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from perf.machine import describe_machine, git_commit, report_dir_name, utc_now
+from perf.memory_ops import measure_ops, ops_lines
+from perf.memory_ops import summary_line as ops_summary_line
 from perf.memory_removed import measure_removed, removed_lines, summary_line
 from perf.stats import per_100
 from spark_runtime.paths import REPO_ROOT
@@ -254,15 +257,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="also open a store that has removed N memories, before and after its index is rebuilt",
     )
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run each store operation of a turn N times at a steady store size (perf/memory_ops.py)",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip() and int(s) != 0]
     except ValueError:
         parser.error(f"--sizes must be whole numbers: {args.sizes!r}")
-    if (sizes and min(sizes) < 1) or args.queries < 1 or args.growth < 0 or args.removed < 0:
-        parser.error("--sizes and --queries must be at least 1, --growth and --removed 0 or more")
-    if not sizes and not args.growth and not args.removed:
-        parser.error("nothing to measure: give --sizes, --growth, --removed or more than one")
+    if (sizes and min(sizes) < 1) or args.queries < 1 or min(args.growth, args.removed, args.ops) < 0:
+        parser.error("--sizes and --queries must be at least 1, --growth, --removed and --ops 0 or more")
+    if not sizes and not args.growth and not args.removed and not args.ops:
+        parser.error("nothing to measure: give --sizes, --growth, --removed, --ops or more than one")
 
     from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas
 
@@ -306,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     removed = measure_removed(args.removed) if args.removed else None
     if removed:
         print(summary_line(removed), flush=True)
+    ops = measure_ops(args.ops) if args.ops else []
+    for row in ops:
+        print(ops_summary_line(row), flush=True)
     embedding = percentiles(measure_embedding(args.url, args.queries)) if args.url else None
     if embedding:
         print(f"embedding one chat line (served `embed`): p50 {embedding['p50']:.1f} ms, p95 {embedding['p95']:.1f} ms")
@@ -321,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embedding": embedding,
         "growth": growth,
         "removed": removed,
+        "ops": ops,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = [
@@ -349,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["", *growth_lines(growth)]
     if removed:
         lines += ["", *removed_lines(removed)]
+    if ops:
+        lines += ["", *ops_lines(ops)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'}")
     return 0

@@ -51,6 +51,21 @@ def test_a_store_that_removed_memories_is_opened_before_and_after_its_index_is_r
     assert "| holding the 1,200 removed |" in report and "| after `rebuild_index`" in report
 
 
+def test_each_store_operation_of_a_turn_is_run_at_a_steady_size(tmp_path: Path):
+    assert main(["--sizes", "0", "--ops", "40", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["ops"]
+    assert [row["kind"] for row in rows] == ["write+remove", "recall mark", "query", "viewer's memories"]
+    for row in rows:
+        assert [at for at, _ in row["samples"]] == [0, 8, 16, 24, 32, 40]
+        assert all(50 < mb for _, mb in row["samples"]) and isinstance(row["mb_per_1000"], float)
+    written = rows[0]
+    assert written["removed_before_rebuild"] == 41  # the warm-up's and each of the 40 writes removed the oldest
+    assert 50 < written["after_rebuild_mb"]
+    report = (tmp_path / "report.md").read_text()
+    assert "python -m perf memory --sizes 0 --ops 40" in report
+    assert "- write+remove: " in report and "41 removed still indexed" in report and "- viewer's memories: " in report
+
+
 def test_the_benchmark_needs_something_to_measure(capsys):
     with pytest.raises(SystemExit):
         main(["--sizes", "0"])
