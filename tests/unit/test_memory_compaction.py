@@ -264,6 +264,20 @@ def test_index_folders_no_collection_owns_are_removed_when_a_store_opens_and_not
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
+def test_a_store_in_a_relative_folder_opens_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # `spark-client live --memory-dir mem`: the open's sweep of unused index folders read the
+    # store's database by a file URI, which a relative path cannot be, so every start after the
+    # first took the store for a corrupt one and the stream went on without memory.
+    monkeypatch.chdir(tmp_path)
+    with MemoryStore(Path("mem")) as store:
+        store.add_many(records(3), list(vectors(3)))
+    with MemoryStore(Path("mem")) as store:
+        assert store.count() == 3
+    result = CliRunner().invoke(app, ["memory", "stats", "--memory-dir", "mem"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "total: 3" in result.output
+
+
 def test_memory_compact_and_stats_on_the_command_line(tmp_path: Path):
     with MemoryStore(tmp_path) as store:
         store.add_many(records(30), list(vectors(30)))

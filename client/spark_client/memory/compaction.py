@@ -177,7 +177,8 @@ def _segment_ids(database: Path) -> set[str] | None:
     if not database.is_file():
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+        # a file URI needs an absolute path: `--memory-dir mem` names a relative one
+        with contextlib.closing(sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True)) as db:
             return {str(row[0]) for row in db.execute("SELECT id FROM segments")}
     except sqlite3.Error as exc:
         log.warning("memory store %s: its segments cannot be read (%s); unused indexes kept", database.parent, exc)
