@@ -342,3 +342,13 @@ def test_a_few_words_closed_by_the_catchphrase_are_a_thin_answer():
     assert not is_thin("I'm a little lost today... Stay sparky!", "Stay sparky!")  # four words
     assert not is_thin("Welcome in, chat!", "Stay sparky!")  # short, but an answer of its own
     assert not is_thin("I'm lost.", "")  # a persona without a catchphrase
+
+
+def test_a_few_words_that_trail_off_are_a_thin_answer_whatever_closes_them():
+    # a 500-answer e2e run: 150 answers in a row like these, each kept as the next one's example
+    assert is_thin("Mighty lumen...", "Stay sparky!") and is_thin("Mighty moonbeam…", "Stay sparky!")
+    assert is_thin("Mighty sapp... Stay sparki!", "Stay sparky!")  # a misspelt sign-off
+    assert is_thin('"Mighty orb...', "Stay sparky!") and is_thin("Hmm...", "")
+    assert not is_thin("Mighty sapphire, I'm just a spaz... You're asking about money? Stay sparki!", "Stay sparky!")
+    assert not is_thin("Hmm... that's a tough one, I'd say cats!", "Stay sparky!")  # it goes on to answer
+    assert not is_thin("Oh wow, I love that one... Stay sparky!", "Stay sparky!")  # enough said before it

@@ -493,6 +493,21 @@ def test_a_thin_answer_is_said_but_never_shown_to_the_model_or_remembered():
     assert s.loop.memory.remembered == [("and quasars?", spoken[1]), ("hello", "Hi!")]
 
 
+def test_a_few_words_that_trail_off_without_the_catchphrase_are_kept_out_too():
+    """A 500-answer e2e run: "Mighty lumen...", "Mighty moonbeam..." for 150 turns, each kept in
+    the history and remembered (no sign-off, so not thin then), each the next one's example."""
+
+    trailing, real = "Mighty lumen...", "Black holes are stars that folded in. Stay sparky!"
+    llm = ScriptedLLM(answers=[trailing, real, "Hi!"])
+    s = answered("what are black holes?", "and quasars?", "hello", llm=llm, memory=RecordingMemory())
+    spoken = [said for _, _, said, _ in s.said]
+    assert spoken == [trailing, real, "Hi!"]  # said, as before
+    assert [e.spoken for e in s.loop.history.window()] == spoken[1:]
+    later = [m["content"] for m in next(p for p in s.llm.prompts if "hello" in p[-1]["content"])]
+    assert not any("Mighty" in m for m in later)
+    assert s.loop.memory.remembered == [("and quasars?", real), ("hello", "Hi!")]
+
+
 def test_the_llm_may_not_copy_runs_of_the_answers_it_gave_before():
     """A 135M persona that sees its earlier answers copies them word for word; the repeat guard
     then drops the copy and the answer is asked again. Each stream now names the runs of the

@@ -152,18 +152,26 @@ def is_catchphrase(text: str, catchphrase: str) -> bool:
 # An answer that says fewer words than this before its closing catchphrase ("I'm lost... Stay
 # sparky!") is no example for the model to learn from (see is_thin).
 THIN_ANSWER_WORDS = 4
+_TRAILING_OFF = re.compile(r"\.\.\.|…")
 
 
 def is_thin(text: str, catchphrase: str) -> bool:
-    """Whether `text` is the bare `catchphrase`, or fewer than THIN_ANSWER_WORDS words closed by
-    it. A small model that sees such answers in its history writes shorter ones until every
-    answer is one: in e2e runs the 135M persona went from ~25 words per answer to "I'm lost...
-    Stay sparky!" within 20-30 turns. A short answer without the sign-off ("Welcome in, chat!")
-    is an answer."""
+    """Whether `text` is the bare `catchphrase`, fewer than THIN_ANSWER_WORDS words closed by it,
+    or fewer than THIN_ANSWER_WORDS words that trail off ("...") with at most a sign-off's length
+    after them, whatever it says. A small model that sees such answers in its history writes
+    shorter ones until every answer is one: in e2e runs the 135M persona went from ~25 words per
+    answer to "I'm lost... Stay sparky!" within 20-30 turns, and in a 500-answer run it said only
+    "Mighty <a viewer's name>..." (no sign-off, or a misspelt one: "Mighty sapp... Stay sparki!")
+    for 150 turns, each kept and recalled as an example. A short answer that does not trail off
+    ("Welcome in, chat!") is an answer."""
     said, phrase = words(text), words(catchphrase)
-    if not phrase or said[-len(phrase) :] != phrase:
+    if phrase and said[-len(phrase) :] == phrase and len(said) - len(phrase) < THIN_ANSWER_WORDS:
+        return True
+    mark = _TRAILING_OFF.search(text)
+    if mark is None:
         return False
-    return len(said) - len(phrase) < THIN_ANSWER_WORDS
+    before, after = text[: mark.start()], text[mark.end() :]
+    return len(words(before)) < THIN_ANSWER_WORDS and len(words(after)) <= len(phrase)
 
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
