@@ -150,9 +150,10 @@ def is_catchphrase(text: str, catchphrase: str) -> bool:
 
 
 # An answer that says fewer words than this before its closing catchphrase ("I'm lost... Stay
-# sparky!") is no example for the model to learn from (see is_thin).
+# sparky!"), or before it trails off ("Mighty lumen..."), is no example for the model to learn
+# from (see is_thin).
 THIN_ANSWER_WORDS = 4
-_TRAILING_OFF = re.compile(r"\.\.\.|…")
+_TRAILING_OFF = re.compile(r"\.\.\.|…")  # an ellipsis, typed or as one character
 
 
 def is_thin(text: str, catchphrase: str) -> bool:
