@@ -20,7 +20,6 @@ SAMPLES fill caches and pools once):
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from perf.memory_removed import DIM, KEPT, NOW, VIEWERS, make_store
-from spark_runtime.paths import REPO_ROOT
+from perf.memory_removed import DIM, KEPT, NOW, VIEWERS, make_store, run_probe
+from perf.memory_removed import in_use_mb as process_in_use_mb
 
 KINDS = ("write+remove", "recall mark", "query", "viewer's memories")
 SAMPLES = 5
@@ -37,14 +36,8 @@ PROBE_TIMEOUT_S = 1800
 
 
 def in_use_mb() -> float:
-    """This process's resident MB after a garbage collection and the C heap's release."""
-    import gc
-
-    from spark_client.health import release_free_heap, resident_mb
-
-    gc.collect()
-    release_free_heap()
-    value = resident_mb()
+    """`memory_removed.in_use_mb`, or a clear error where it cannot be read (every figure here is one)."""
+    value = process_in_use_mb()
     if value is None:
         raise RuntimeError("resident memory cannot be read here (Linux's /proc/self/statm)")
     return value
@@ -121,17 +114,7 @@ def mb_per_1000(samples: list[tuple[int, float]]) -> float:
 def probe(kind: str, ops: int) -> dict[str, Any]:
     """`run_kind` in a fresh process, on a store in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="spark-memory-ops-") as folder:
-        done = subprocess.run(
-            [sys.executable, "-m", "perf.memory_ops", kind, str(ops), folder],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {kind} probe failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_probe("perf.memory_ops", [kind, str(ops), folder], f"the {kind} probe", PROBE_TIMEOUT_S)
     result["samples"] = [tuple(s) for s in result["samples"]]
     result["mb_per_1000"] = round(mb_per_1000(result["samples"]), 2) + 0.0  # never "-0.00"
     return result

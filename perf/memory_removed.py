@@ -72,19 +72,36 @@ def make_store(folder: Path, removed: int, seed: int = 7) -> None:
             gone += n
 
 
-def probe(folder: Path) -> dict[str, float]:
-    """The store opened in a fresh process (see the module's text)."""
+def run_probe(module: str, args: list[str], what: str, timeout_s: float = PROBE_TIMEOUT_S) -> Any:
+    """`python -m module *args` in a fresh process (what a store costs a process that just
+    started); its last line of output, read as JSON. `what` names it in the error."""
     done = subprocess.run(
-        [sys.executable, "-m", "perf.memory_removed", str(folder)],
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=PROBE_TIMEOUT_S,
+        timeout=timeout_s,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"the probe of {folder} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_use_mb() -> float | None:
+    """This process's resident MB after a garbage collection and the C heap's release."""
+    import gc
+
+    from spark_client.health import release_free_heap, resident_mb
+
+    gc.collect()
+    release_free_heap()
+    return resident_mb()
+
+
+def probe(folder: Path) -> dict[str, float]:
+    """The store opened in a fresh process (see the module's text)."""
+    return run_probe("perf.memory_removed", [str(folder)], f"the probe of {folder}")
 
 
 def measure_removed(removed: int) -> dict[str, Any]:
@@ -173,24 +190,18 @@ def removed_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _probe_main(folder: Path) -> None:
-    import gc
-
-    from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas, release_free_heap, resident_mb
+    from spark_client.health import CLIENT_HEAP_ARENAS, limit_heap_arenas
 
     limit_heap_arenas(CLIENT_HEAP_ARENAS)
     from spark_client.memory.store import MemoryStore, _folder_bytes
 
-    gc.collect()
-    release_free_heap()
-    base = resident_mb()
+    base = in_use_mb()
     started = time.perf_counter()
     with MemoryStore(folder) as store:
         vector = np.ones(DIM, np.float32) / np.sqrt(DIM)
         store.query(vector, n=5)
         open_ms = (time.perf_counter() - started) * 1000
-        gc.collect()
-        release_free_heap()
-        used = resident_mb()
+        used = in_use_mb()
     print(json.dumps({"base_mb": base, "open_mb": used, "store_mb": _folder_bytes(folder) / 1e6, "open_ms": open_ms}))
 
 
