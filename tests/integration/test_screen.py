@@ -138,6 +138,19 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, clien
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# Installed before the overlay's own scripts: records each (piece, words) the caption shows.
+CAPTION_RECORDER = """
+window.captionStates = [];
+new MutationObserver(() => {
+  const caption = document.getElementById("caption"), words = document.getElementById("words");
+  if (!caption || !words) return;
+  const state = [caption.dataset.piece ?? null, words.textContent];
+  const last = window.captionStates[window.captionStates.length - 1];
+  if (!last || last[0] !== state[0] || last[1] !== state[1]) window.captionStates.push(state);
+}).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
 def text_of(driver, css: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -173,6 +186,7 @@ def test_overlay_and_panel_in_a_browser_follow_a_live_stream(triton, browser, tm
         overlay.execute_cdp_cmd(  # a transparent page renders transparent, as in OBS
             "Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
         )
+        overlay.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CAPTION_RECORDER})
         overlay.get(f"{base}/overlay?chat=1&size=36&colors=Spark:ff7eb6,Ember:ffb347&linger=30&words=200")
         panel = browser(1280, 1200)
         panel.get(f"{base}/panel")
@@ -181,10 +195,14 @@ def test_overlay_and_panel_in_a_browser_follow_a_live_stream(triton, browser, tm
         wait_for(lambda: text_of(overlay, "#words").strip(), 240, "the first caption", client)
         caption = overlay.find_element(By.ID, "caption")
         assert caption.get_attribute("data-persona") == "Spark" and text_of(overlay, "#name") == "Spark"
-        first = text_of(overlay, "#words")
         wait_for(lambda: caption.get_attribute("data-piece") not in (None, "0"), 120, "a second spoken piece", client)
-        grown = text_of(overlay, "#words")
-        assert grown != first and grown.startswith(first.split()[0]), (first, grown)
+        # every state the caption went through, recorded from the page's load (two reads here race
+        # the words: both pieces may be in before the first read)
+        states = overlay.execute_script("return window.captionStates")
+        second = next(i for i, (piece, _) in enumerate(states) if piece not in (None, "0"))
+        first, grown = states[second - 1][1], states[second][1]  # the whole first piece, then the next word
+        assert states[second - 1][0] == "0" and first.strip(), states[: second + 1]
+        assert grown.startswith(first) and len(grown) > len(first), (first, grown)
         assert text_of(overlay, "#chat .chat-text") == STORY
         overlay.save_screenshot(str(out_dir / "overlay.png"))
 
