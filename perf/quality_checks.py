@@ -140,6 +140,7 @@ def label_echo(text: str, speakers: Iterable[str]) -> bool:
 MIN_ANSWER_WORDS = 3  # fewer words besides the persona's catchphrase: no answer at all
 OPENING_WORDS = 4  # an answer that opens with the same words as one of the last few
 RECENT_ANSWERS = 5
+FIRST_WORD_STREAK = 3  # an answer whose first word opened each of the answers just before it
 
 
 # What an English contraction may end with after its apostrophe ("it's", "y'all", "o'clock").
@@ -181,6 +182,7 @@ class StreamAnswer:
     bare: bool  # something said, but fewer than MIN_ANSWER_WORDS words besides the sign-off ("Stay sparky!")
     duplicate: bool  # the same words as an earlier answer (numbers aside: "You're 23 / 24 years old")
     same_opening: bool  # opens with the same OPENING_WORDS words as one of the last RECENT_ANSWERS (the same)
+    same_first_word: bool = False  # the third (or later) answer in a row to open with one word, "I" aside
     unsayable: bool = False  # a blocked or garbled word (`unsayable`)
     label: bool = False  # a chat label or memory line written on (`label_echo`)
 
@@ -209,6 +211,7 @@ def stream_answers(
                 bare=not silent and len(said) < MIN_ANSWER_WORDS,
                 duplicate=bool(key) and key in seen,
                 same_opening=len(opening) == OPENING_WORDS and opening in openings[-RECENT_ANSWERS:],
+                same_first_word=_first_word_streak(opening[:1], openings),
                 unsayable=unsayable(text, names),
                 label=label_echo(text, names),
             )
@@ -216,3 +219,13 @@ def stream_answers(
         seen.add(key)
         openings.append(opening)
     return judged
+
+
+def _first_word_streak(first: tuple[str, ...], openings: list[tuple[str, ...]]) -> bool:
+    """Whether `first` (an answer's first word) opened each of the last FIRST_WORD_STREAK - 1
+    answers too: "But ..." twenty answers in a row, the second word new each time, is a stock
+    opening the four-word check does not see. "I" opens many a fine answer."""
+    before = openings[-(FIRST_WORD_STREAK - 1) :]
+    return (
+        bool(first) and first != ("i",) and len(before) == FIRST_WORD_STREAK - 1 and all(o[:1] == first for o in before)
+    )

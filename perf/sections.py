@@ -390,6 +390,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
                 share([a.bare for a in window]),
                 share([a.duplicate for a in window]),
                 share([a.same_opening for a in window]),
+                share([a.same_first_word for a in window]),
                 share([a.unsayable for a in window]),
                 share([a.label for a in window]),
             )
@@ -403,6 +404,7 @@ def _what_was_said(section: Section, log: TurnLog) -> None:
                 "only the catchphrase",
                 "same as earlier",
                 "opens like a recent",
+                "first word of the last two",
                 "garbled or blocked word",
                 "label or memory line",
             ),

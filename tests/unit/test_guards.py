@@ -336,6 +336,35 @@ def test_an_opening_shorter_than_its_first_sentence_is_banned_across_the_sentenc
     assert recent.runs(leave="Stay sparky!") == ()
 
 
+def test_a_word_that_opened_the_last_three_answers_may_not_open_the_next():
+    """500-answer e2e runs: with two-word openings banned, 20 answers in a row opened "But ...",
+    the next 20 "You're ...", and 25 "and ...", the second word new each time."""
+    recent = RecentAnswers()
+    recent.add("But it's a matter of taste... Stay sparky!")
+    recent.add("but if I had a million dollars... Stay sparky!")
+    assert "But" not in recent.runs(leave="Stay sparky!")  # two in a row may be chance
+    recent.add('"But how do I know it is far away? Stay sparky!')
+    runs = recent.runs(leave="Stay sparky!")
+    assert runs[:2] == ("But", "but")  # as written (one opened lower case), and capitalised
+    recent = RecentAnswers()
+    for answer in ("But it's a matter of taste.", "But if I had a dollar.", "But how far is it?"):
+        recent.add(answer)
+    runs = recent.runs()
+    assert runs[0] == "But" and "but" not in runs  # written capitalised: "..., but it" may still follow a word
+    for answer in ("and you're right!", "and that's a great question...", "and it is all..."):
+        recent.add(answer)  # a 500-answer run: 25 answers in a row like these
+    assert recent.runs()[:2] == ("and", "And")
+    recent.add("You're welcome to a snack with me! Stay sparky!")
+    assert not {"and", "And"} & set(recent.runs(leave="Stay sparky!"))  # the streak is broken
+    for answer in ("I think so.", "I love it.", "I see."):
+        recent.add(answer)
+    assert "I" not in recent.runs()  # an answer must be able to speak of itself
+    recent = RecentAnswers()
+    for _ in range(3):
+        recent.add("Stay sparky, friends!")
+    assert "Stay" not in recent.runs(leave="Stay sparky!")  # the catchphrase is said on purpose
+
+
 def test_a_few_words_closed_by_the_catchphrase_are_a_thin_answer():
     assert is_thin("Stay sparky!", "Stay sparky!") and is_thin("I'm lost... Stay sparky!", "Stay sparky!")
     assert is_thin("I'm so lost, stay SPARKY", "Stay sparky!")

@@ -176,6 +176,12 @@ def test_over_a_stream_bare_sign_offs_repeats_and_stock_openings_are_counted():
     counting = [("Spark", f"You're {age} years old, Stay sparky!") for age in (23, 24, 25)]
     judged = stream_answers(counting, {"Spark": "Stay sparky!"})
     assert [a.duplicate for a in judged] == [False, True, True]
+    # a 500-answer run's collapse: one first word, the rest new each time ("I" opens many answers)
+    streak = ["But it's a matter of taste.", "But if I had a dollar.", "But how far is it?", "You're here!"]
+    streak += ["I think so.", "I love it.", "I see it now."]
+    judged = stream_answers([("Spark", text) for text in streak], {"Spark": "Stay sparky!"})
+    assert [a.same_first_word for a in judged] == [False, False, True, False, False, False, False]
+    assert not any(a.same_opening for a in judged)
 
 
 def test_over_a_stream_garbled_and_blocked_words_are_counted():

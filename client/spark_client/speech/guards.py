@@ -48,6 +48,7 @@ MIN_REPEAT_WORDS = 3  # ... when it has at least this many words ("Welcome in!" 
 OWN_RUN_WORDS = 4  # the LLM may not write this many words in a row from one of its last answers
 OWN_RUN_ANSWERS = 8  # ... of this many answers (about what the prompt's history shows)
 OWN_OPENING_WORDS = 2  # nor open with the first words of one of them
+OPENING_STREAK = 3  # nor with the word that opened each of the last this many answers
 
 RUNAWAY_WINDOW_CHARS = 300  # holds a phrase loop (3 x 6 words) and a label line with room to spare
 
@@ -230,9 +231,14 @@ class RecentAnswers:
         is shorter than its opening ("It's... ...I'm not sure.") has the opening across the
         sentence end: a persona opened 15 answers in a row that way, past the ban. A first word
         with an ellipsis straight after it is an opening of its own ("I'm...unclear", then
-        "I'm...unknowable": 7 answers in a row of another run, the second word new each time)."""
+        "I'm...unknowable": 7 answers in a row of another run, the second word new each time).
+        A word that opened each of the last `OPENING_STREAK` answers is banned too, as they wrote
+        it and capitalised (lower case after a word stays free when they wrote it capitalised):
+        with two-word openings banned, 500-answer runs opened 20 answers in a row "But ...", the
+        next 20 "You're ...", and 25 "and ...", the second word new each time. "I" is never banned
+        (no answer could speak of itself)."""
         leave_words = words(leave)
-        found: dict[str, None] = {}
+        found: dict[str, None] = dict.fromkeys(self._opening_streak(leave_words))
         for text in self._texts:
             for n, sentence in enumerate(split_sentences(text)):
                 short_first = n == 0 and len(_WORD.findall(sentence)) < OWN_OPENING_WORDS
@@ -254,6 +260,18 @@ class RecentAnswers:
                         found[run] = None
                         found[run[0].swapcase() + run[1:]] = None
         return tuple(found)
+
+    def _opening_streak(self, leave_words: list[str]) -> list[str]:
+        """The first word of each of the last `OPENING_STREAK` answers, when it is one word (any
+        case), not "I" and not the catchphrase's: each way they wrote it, then capitalised."""
+        last = list(self._texts)[-OPENING_STREAK:]
+        firsts = [m.group().strip("'") if (m := _WORD.search(text)) else "" for text in last]
+        key = firsts[0].casefold() if firsts else ""
+        if len(firsts) < OPENING_STREAK or not key or key in ("i", *leave_words):
+            return []
+        if any(w.casefold() != key for w in firsts):
+            return []
+        return [*dict.fromkeys(firsts), firsts[0][0].upper() + firsts[0][1:]]
 
     def __contains__(self, sentence: object) -> bool:
         """Whether a remembered sentence has these words (numbers aside: see `_numbers_alike`)."""
