@@ -233,10 +233,11 @@ class RecentAnswers:
         with an ellipsis straight after it is an opening of its own ("I'm...unclear", then
         "I'm...unknowable": 7 answers in a row of another run, the second word new each time).
         A word that opened each of the last `OPENING_STREAK` answers is banned too, as they wrote
-        it and capitalised (lower case after a word stays free when they wrote it capitalised):
-        with two-word openings banned, 500-answer runs opened 20 answers in a row "But ...", the
-        next 20 "You're ...", and 25 "and ...", the second word new each time. "I" is never banned
-        (no answer could speak of itself)."""
+        it, capitalised and in lower case: with two-word openings banned, 500-answer runs opened
+        20 answers in a row "But ...", the next 20 "You're ...", and 25 "and ...", the second word
+        new each time; with "But" banned capitalised only, the next answer opened "but, ...". The
+        word is then banned inside a sentence too, for that one answer. "I" is never banned (no
+        answer could speak of itself)."""
         leave_words = words(leave)
         found: dict[str, None] = dict.fromkeys(self._opening_streak(leave_words))
         for text in self._texts:
@@ -263,7 +264,7 @@ class RecentAnswers:
 
     def _opening_streak(self, leave_words: list[str]) -> list[str]:
         """The first word of each of the last `OPENING_STREAK` answers, when it is one word (any
-        case), not "I" and not the catchphrase's: each way they wrote it, then capitalised."""
+        case), not "I" and not the catchphrase's: each way they wrote it, capitalised, lower case."""
         last = list(self._texts)[-OPENING_STREAK:]
         firsts = [m.group().strip("'") if (m := _WORD.search(text)) else "" for text in last]
         key = firsts[0].casefold() if firsts else ""
@@ -271,7 +272,7 @@ class RecentAnswers:
             return []
         if any(w.casefold() != key for w in firsts):
             return []
-        return [*dict.fromkeys(firsts), firsts[0][0].upper() + firsts[0][1:]]
+        return list(dict.fromkeys([*firsts, firsts[0][0].upper() + firsts[0][1:], firsts[0].lower()]))
 
     def __contains__(self, sentence: object) -> bool:
         """Whether a remembered sentence has these words (numbers aside: see `_numbers_alike`)."""
