@@ -2,7 +2,9 @@
 
 Runs `spark-client live --script FILE.jsonl --triton-url URL --no-playback --wav OUT.wav
 --metrics-jsonl OUT.jsonl` on a scripted chat and reads the client's own per-turn instrumentation
-(every `*_ms` counts from the moment the chat message was received).
+(every `*_ms` counts from the moment the chat message was received). Beside it, perf times a fixed
+workload whenever the machine is idle (perf/host_probe.py), so a run that slows can be told from a
+host that slowed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.host_probe import HostProbe, ProbeSample
 from perf.parsers import TurnLog, parse_turn_metrics
 from perf.workload import chat_script, write_chat_script
 
@@ -44,6 +47,7 @@ class E2EResult:
     exit_code: int | None = None
     stderr_tail: str = ""
     failed: str | None = None  # the client ran and crashed, hung or answered nothing
+    host_probe: tuple[ProbeSample, ...] = ()  # the host's speed through the run (perf/host_probe.py)
 
 
 def client_executable() -> Path | None:
@@ -88,11 +92,13 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
     limit = plan.time_limit_s
     exit_code: int | None = None
-    try:
-        done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
-        stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
-    except subprocess.TimeoutExpired as exc:  # what the client wrote before it was stopped is kept too
-        stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+    with HostProbe(metrics) as probe:
+        try:
+            done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
+            stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
+        except subprocess.TimeoutExpired as exc:  # what the client wrote before it was stopped is kept too
+            stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+    probe.write(out / "e2e_host_probe.jsonl")
     (out / "e2e_client.log").write_text(stdout + stderr, encoding="utf-8")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     log = _read(metrics)
@@ -103,7 +109,9 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
         failed = f"{CLIENT_EXECUTABLE} exited with code {exit_code}"
     elif log is None or not log.answered():
         failed = f"{CLIENT_EXECUTABLE} answered none of the {plan.turns} scripted turns"
-    return E2EResult(log, command, exit_code=exit_code, stderr_tail=tail, failed=failed)
+    return E2EResult(
+        log, command, exit_code=exit_code, stderr_tail=tail, failed=failed, host_probe=tuple(probe.samples)
+    )
 
 
 def _text(output: str | bytes | None) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf import plots
 from perf.e2e import E2EResult
+from perf.host_probe import ProbeSample, window_samples
 from perf.inprocess import OverheadResult, PathPair, pairs_summary
 from perf.llamacpp_bench import LlamaCppComparison
 from perf.llm_bench import LLMLoadResult
-from perf.parsers import TURN_FIELDS, TurnLog
+from perf.parsers import TURN_FIELDS, TurnLog, TurnMetrics
 from perf.pipelines import PipelineResult
 from perf.quality import QualityRun
 from perf.quality_checks import CHECKS, TARGET_SHARE, TARGET_ZERO, stream_answers
@@ -286,7 +288,7 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
                 title="First audio per persona and voice (answers: from the chat message; others: from the turn start)",
             )
         )
-    _aging(section, log, folder)
+    _aging(section, log, folder, e2e.host_probe)
     _what_was_said(section, log)
     samples = {
         name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
@@ -314,13 +316,14 @@ def _windows(n: int) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
-def _aging(section: Section, log: TurnLog, folder: Path) -> None:
+def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSample] = ()) -> None:
     """First audio, prompt tokens read and the client's memory, window by window: a stream must
-    answer as fast at its end as at its start."""
+    answer as fast at its end as at its start. Beside them the host probe (perf/host_probe.py):
+    when it rises with the first token, the machine slowed, not the stream."""
     answered = log.answered()
     windows = [answered[w] for w in _windows(len(answered))]
 
-    def p50(values: list[float | None]) -> str:
+    def p50(values: Sequence[float | None]) -> str:
         d = Distribution.of([v for v in values if v is not None])
         return fmt(d.p50) if d else "n/a"
 
@@ -335,15 +338,27 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
                 p50([t.ms.get("llm_first_token_ms") for t in window]),
                 p50([t.prefill_tokens for t in window]),
                 p50([t.rss_mb for t in window]),
+                p50(window_samples(list(probe), window[0].turn, window[-1].turn)),
             )
         )
     section.tables.append(
         Table(
-            ("turns", "first audio p50 ms", "p95 ms", "LLM first token p50 ms", "prompt tokens read p50", "RSS MB"),
+            (
+                "turns",
+                "first audio p50 ms",
+                "p95 ms",
+                "LLM first token p50 ms",
+                "prompt tokens read p50",
+                "RSS MB",
+                "host probe p50 ms",
+            ),
             tuple(rows),
-            title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count)",
+            title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count; host probe: "
+            "a fixed workload perf timed while the machine was idle)",
         )
     )
+    if (halves := _halves(answered, probe)) is not None:
+        section.notes.append(halves)
     later = [(t.turn, t.rss_mb) for window in windows[1:] for t in window if t.rss_mb is not None]
     if (growth := per_100(later)) is not None:
         section.notes.append(
@@ -360,7 +375,31 @@ def _aging(section: Section, log: TurnLog, folder: Path) -> None:
         "prompt tokens read": [(t.turn, t.prefill_tokens) for t in answered if t.prefill_tokens is not None],
         "client RSS MB": [(t.turn, t.rss_mb) for t in answered if t.rss_mb is not None],
     }
+    if probe:
+        series["host probe ms"] = [(float(s.after_turn), s.ms) for s in probe]
     section.plots.append(plots.over_turns("As the stream ages", series, folder, "e2e_aging.png"))
+
+
+def _halves(answered: Sequence[TurnMetrics], probe: Sequence[ProbeSample]) -> str | None:
+    """The first token and the host probe, first half of the answers against the second: the
+    stream's drift beside the machine's."""
+    if len(answered) < 2 * AGING_WINDOW:
+        return None
+    halves = first, second = answered[: len(answered) // 2], answered[len(answered) // 2 :]
+    a, b = (Distribution.of([v for t in half if (v := t.ms.get("llm_first_token_ms")) is not None]) for half in halves)
+    c = Distribution.of([s.ms for s in probe if s.after_turn < second[0].turn - 1])
+    d = Distribution.of([s.ms for s in probe if s.after_turn >= second[0].turn - 1])
+    if a is None or b is None or c is None or d is None:
+        return None
+    return (
+        f"First half against second (from turn {second[0].turn}): LLM first token p50 {fmt(a.p50)} -> {fmt(b.p50)} ms "
+        f"({_change(a.p50, b.p50)}); host probe p50 {c.p50:.2f} -> {d.p50:.2f} ms ({_change(c.p50, d.p50)}, "
+        f"{c.n} / {d.n} samples). A first token that rises more than the probe is the stream's own drift."
+    )
+
+
+def _change(before: float, after: float) -> str:
+    return f"{(after / before - 1) * 100:+.0f} %" if before > 0 else "n/a"
 
 
 def _what_was_said(section: Section, log: TurnLog) -> None:

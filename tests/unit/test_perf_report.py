@@ -14,6 +14,7 @@ import pytest
 
 from perf.e2e import E2EResult
 from perf.headlines import headlines
+from perf.host_probe import ProbeSample
 from perf.inprocess import Call, OverheadResult, PathPair, _run_pair, pairs_summary
 from perf.llm_bench import LLMLoadResult
 from perf.machine import EngineInfo, MachineInfo, RunInfo, report_dir_name
@@ -315,6 +316,40 @@ def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path)
     text = render_markdown(_report(m, tmp_path))
     assert "resident memory grew +20.0 MB per 100 turns from turn 11 (102.2 -> 108.0 MB" in text
     assert "its heap releases had handed 2.0 MB back by the last turn" in text
+
+
+def test_the_aging_table_sets_the_host_s_speed_beside_the_stream_s(tmp_path: Path) -> None:
+    # 40 answers; the first token 100 ms in the first half and 150 in the second; the host probe
+    # 5 ms, then 6 from the second half on: the first token rose +50 %, the host +20 %.
+    lines = [
+        json.dumps(
+            {
+                "event": "turn",
+                "turn": n,
+                "kind": "answer",
+                "user": "ann",
+                "persona": "Spark",
+                "spoken": "hi there",
+                "first_audio_out_ms": 400.0,
+                "llm_first_token_ms": 100.0 if n <= 20 else 150.0,
+            }
+        )
+        for n in range(1, 41)
+    ]
+    probe = tuple(ProbeSample(n, 5.0 if n < 20 else 6.0, 0.1) for n in range(0, 40))
+    m = _measurements()
+    m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...", host_probe=probe)
+    text = render_markdown(_report(m, tmp_path))
+    assert "| host probe p50 ms |" in text
+    assert "| 1-10 | 400.0 | 400.0 | 100.0 | n/a | n/a | 5.0 |" in text  # samples after turns 0-9
+    assert "| 31-40 | 400.0 | 400.0 | 150.0 | n/a | n/a | 6.0 |" in text
+    assert (
+        "LLM first token p50 100.0 -> 150.0 ms (+50 %); host probe p50 5.00 -> 6.00 ms (+20 %, 20 / 20 samples)" in text
+    )
+    unprobed = _measurements()
+    unprobed.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...")
+    text = render_markdown(_report(unprobed, tmp_path))
+    assert "| 1-10 | 400.0 | 400.0 | 100.0 | n/a | n/a | n/a |" in text and "host probe p50 5" not in text
 
 
 def test_missing_parts_finds_a_lost_plot_and_a_missing_section(tmp_path: Path) -> None:
