@@ -92,13 +92,12 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
     limit = plan.time_limit_s
     exit_code: int | None = None
-    with HostProbe(metrics) as probe:
+    with HostProbe(metrics, record=out / "e2e_host_probe.jsonl") as probe:
         try:
             done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
             stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
         except subprocess.TimeoutExpired as exc:  # what the client wrote before it was stopped is kept too
             stdout, stderr = _text(exc.stdout), _text(exc.stderr)
-    probe.write(out / "e2e_host_probe.jsonl")
     (out / "e2e_client.log").write_text(stdout + stderr, encoding="utf-8")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     log = _read(metrics)

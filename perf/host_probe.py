@@ -108,15 +108,19 @@ class HostProbe:
         *,
         interval_s: float = INTERVAL_S,
         idle_below: float = IDLE_BELOW,
+        record: Path | None = None,
         stat: Path = STAT,
     ) -> None:
         self.samples: list[ProbeSample] = []
+        self.record = record  # each sample appended as a JSON line when taken (a stopped run keeps them)
         self._turns = TurnTracker(metrics)
         self._interval_s, self._idle_below, self._stat = interval_s, idle_below, stat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> HostProbe:
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
         if self._read_stat() is not None:
             self._thread = threading.Thread(target=self._run, name="host-probe", daemon=True)
             self._thread.start()
@@ -126,6 +130,21 @@ class HostProbe:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+
+    def _keep(self, sample: ProbeSample) -> None:
+        if self.record is None:
+            return
+        line = {
+            "after_turn": sample.after_turn,
+            "ms": round(sample.ms, 3),
+            "busy": round(sample.busy, 3),
+            "at_s": round(sample.at_s, 1),
+        }
+        try:
+            with self.record.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError:  # a full disk: the samples stay in memory for the report
+            self.record = None
 
     def _read_stat(self) -> tuple[int, int] | None:
         try:
@@ -150,27 +169,11 @@ class HostProbe:
             busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
             if busy >= self._idle_below:
                 continue
-            self.samples.append(ProbeSample(self._turns.poll(), work.run(), busy, now - started))
+            sample = ProbeSample(self._turns.poll(), work.run(), busy, now - started)
+            self.samples.append(sample)
+            self._keep(sample)
             next_at = time.monotonic() + self._interval_s
             history = []
-
-    def write(self, path: Path) -> None:
-        """The samples as JSON lines, beside the run's turn records."""
-        path.write_text(
-            "".join(
-                json.dumps(
-                    {
-                        "after_turn": s.after_turn,
-                        "ms": round(s.ms, 3),
-                        "busy": round(s.busy, 3),
-                        "at_s": round(s.at_s, 1),
-                    }
-                )
-                + "\n"
-                for s in self.samples
-            ),
-            encoding="utf-8",
-        )
 
 
 def window_samples(samples: list[ProbeSample], first_turn: int, last_turn: int) -> list[float]:

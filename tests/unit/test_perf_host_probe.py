@@ -49,11 +49,11 @@ def test_an_idle_machine_is_sampled_and_each_sample_names_the_turn_before_it(tmp
     stat, metrics = tmp_path / "stat", tmp_path / "m.jsonl"
     stat.write_text(STAT_LINE.format(busy=10, idle=1000))  # nothing moves: idle
     metrics.write_text(json.dumps({"event": "turn", "turn": 3}) + "\n")
-    with HostProbe(metrics, interval_s=0.05, stat=stat) as probe:
+    (tmp_path / "probe.jsonl").write_text("a sample of an earlier run\n")
+    with HostProbe(metrics, interval_s=0.05, record=tmp_path / "probe.jsonl", stat=stat) as probe:
         _probe_until(probe, 2)
     assert len(probe.samples) >= 2
     assert all(s.after_turn == 3 and s.ms > 0 and s.busy == 0.0 for s in probe.samples)
-    probe.write(tmp_path / "probe.jsonl")
     lines = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
     assert [line["after_turn"] for line in lines] == [3] * len(probe.samples)
 
