@@ -338,7 +338,7 @@ def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSa
                 p50([t.ms.get("llm_first_token_ms") for t in window]),
                 p50([t.prefill_tokens for t in window]),
                 p50([t.rss_mb for t in window]),
-                p50(window_samples(list(probe), window[0].turn, window[-1].turn)),
+                p50(window_samples(probe, window[0].turn, window[-1].turn)),
             )
         )
     section.tables.append(
