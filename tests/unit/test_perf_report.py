@@ -292,23 +292,17 @@ def test_an_overhead_is_also_given_for_each_order_of_its_pairs(tmp_path: Path) -
     assert "streaming off (one response) | the same over the pairs" not in text  # no order recorded: no row
 
 
+def _answer_line(turn: int, **fields: float) -> str:
+    """One answered turn's record as the client writes it: 400 ms to first audio, plus `fields`."""
+    record = {"event": "turn", "turn": turn, "kind": "answer", "user": "ann", "persona": "Spark"}
+    return json.dumps({**record, "spoken": "hi there", "first_audio_out_ms": 400.0, **fields})
+
+
 def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path) -> None:
     # 40 answered turns, 2 MB more every 10: +20 MB per 100 turns, read from the second window on
     # (the first holds the client's start-up: 130 MB on turn 1 would tilt the line).
     lines = [
-        json.dumps(
-            {
-                "event": "turn",
-                "turn": n,
-                "kind": "answer",
-                "user": "ann",
-                "persona": "Spark",
-                "spoken": "hi there",
-                "first_audio_out_ms": 400.0,
-                "rss_mb": 130.0 if n == 1 else 100.0 + 0.2 * n,
-                "heap_released_mb": 0.5 * (n // 10),
-            }
-        )
+        _answer_line(n, rss_mb=130.0 if n == 1 else 100.0 + 0.2 * n, heap_released_mb=0.5 * (n // 10))
         for n in range(1, 41)
     ]
     m = _measurements()
@@ -321,21 +315,7 @@ def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path)
 def test_the_aging_table_sets_the_host_s_speed_beside_the_stream_s(tmp_path: Path) -> None:
     # 40 answers; the first token 100 ms in the first half and 150 in the second; the host probe
     # 5 ms, then 6 from the second half on: the first token rose +50 %, the host +20 %.
-    lines = [
-        json.dumps(
-            {
-                "event": "turn",
-                "turn": n,
-                "kind": "answer",
-                "user": "ann",
-                "persona": "Spark",
-                "spoken": "hi there",
-                "first_audio_out_ms": 400.0,
-                "llm_first_token_ms": 100.0 if n <= 20 else 150.0,
-            }
-        )
-        for n in range(1, 41)
-    ]
+    lines = [_answer_line(n, llm_first_token_ms=100.0 if n <= 20 else 150.0) for n in range(1, 41)]
     probe = tuple(ProbeSample(n, 5.0 if n < 20 else 6.0, 0.1) for n in range(0, 40))
     m = _measurements()
     m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...", host_probe=probe)

@@ -272,7 +272,7 @@ class RecentAnswers:
             return []
         if any(w.casefold() != key for w in firsts):
             return []
-        return list(dict.fromkeys([*firsts, firsts[0][0].upper() + firsts[0][1:], firsts[0].lower()]))
+        return [*firsts, firsts[0][0].upper() + firsts[0][1:], firsts[0].lower()]  # `runs` keeps each once
 
     def __contains__(self, sentence: object) -> bool:
         """Whether a remembered sentence has these words (numbers aside: see `_numbers_alike`)."""
