@@ -6,6 +6,7 @@ python -m perf --url 127.0.0.1:8100    # an already running server
 python -m perf --smoke                 # 2-4 requests per measurement, 1 e2e turn: checks the harness
 python -m perf --only llm,speech       # a subset: llm, speech, pipelines, overhead, llama_cpp, e2e, quality
 python -m perf --dry-run               # which server it would measure (or start), and nothing else
+python -m perf --only e2e --turns 500 --no-memory  # a long stream without the memory store
 python -m perf quality [--short]       # the answer-quality benchmark alone (see perf/quality.py)
 python -m perf memory [--sizes 1000]   # recall time as the memory store grows (see perf/memory_bench.py)
 python -m perf voice [--loopback]      # the streamer's voice: transcript, answer, barge-in (perf/voice_bench.py)
@@ -22,6 +23,7 @@ Exit code: 0 when every selected measurement ran, 1 when one failed or the repor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -124,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "reports", help="reports folder")
     parser.add_argument("--smoke", action="store_true", help="a few requests per measurement (CI)")
     parser.add_argument("--turns", type=int, default=None, help="scripted chat turns for the e2e part")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="the e2e run's client without its memory store (what the rest of the client costs alone)",
+    )
     parser.add_argument("--only", type=_names, default=set(MEASUREMENTS), help="comma-separated measurements")
     # (quality: the answer-quality benchmark, the whole corpus; --smoke: its short form)
     parser.add_argument("--skip", type=_names, default=set(), help="comma-separated measurements to leave out")
@@ -137,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = RunPlan.quick(args.turns or 1) if args.smoke else RunPlan.full(args.turns or 50)
+    if args.no_memory:
+        plan = dataclasses.replace(plan, e2e=dataclasses.replace(plan.e2e, memory=False))
     engines = (args.engine_dir or engine_root()).resolve()
     if not (engines / "manifest.json").is_file():
         print(f"error: no engines at {engines} (manifest.json missing): run `make engines`", file=sys.stderr)

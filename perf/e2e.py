@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.client_mappings import ClientMappings, MappingSample
 from perf.host_probe import HostProbe, ProbeSample
 from perf.parsers import TurnLog, parse_turn_metrics
 from perf.workload import chat_script, write_chat_script
@@ -31,6 +32,7 @@ class E2EPlan:
     turns: int = 50
     delay_s: float = 0.5  # after the previous answer has been spoken (wait_for_idle)
     timeout_s: float | None = None  # None: SECONDS_PER_TURN a turn, at least MIN_TIMEOUT_S
+    memory: bool = True  # False: the client runs with --no-memory (the rest of the client alone)
 
     @property
     def time_limit_s(self) -> float:
@@ -48,6 +50,7 @@ class E2EResult:
     stderr_tail: str = ""
     failed: str | None = None  # the client ran and crashed, hung or answered nothing
     host_probe: tuple[ProbeSample, ...] = ()  # the host's speed through the run (perf/host_probe.py)
+    mappings: tuple[MappingSample, ...] = ()  # the client's memory by kind (perf/client_mappings.py)
 
 
 def client_executable() -> Path | None:
@@ -64,7 +67,7 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     metrics, wav = out / "e2e_metrics.jsonl", out / "e2e.wav"
     # Beyond the contract's flags: the shipped duo with a fresh rhythm (the co-host reacts as on a
     # stream; its lines are reported apart from the chat answers) and a fresh memory folder per run
-    # (a memory grown by earlier runs would change the prompts).
+    # (a memory grown by earlier runs would change the prompts), or none with plan.memory False.
     args = [
         "live",
         "--script",
@@ -78,8 +81,7 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
         str(metrics),
         "--duo-state",
         str(out / "e2e_duo_state.json"),
-        "--memory-dir",
-        str(out / "e2e_memory"),
+        *(["--memory-dir", str(out / "e2e_memory")] if plan.memory else ["--no-memory"]),
     ]
     command = shlex.join([CLIENT_EXECUTABLE, *args])
     if executable is None:
@@ -92,12 +94,22 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     (out / "e2e_duo_state.json").unlink(missing_ok=True)  # each run starts the duo's rhythm afresh
     limit = plan.time_limit_s
     exit_code: int | None = None
-    with HostProbe(metrics, record=out / "e2e_host_probe.jsonl") as probe:
+    with (
+        HostProbe(metrics, record=out / "e2e_host_probe.jsonl") as probe,
+        ClientMappings(metrics, record=out / "e2e_client_mappings.jsonl") as mappings,
+    ):
+        client = subprocess.Popen([str(executable), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        mappings.watch(client.pid)
         try:
-            done = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=limit, check=False)
-            stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
-        except subprocess.TimeoutExpired as exc:  # what the client wrote before it was stopped is kept too
-            stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+            stdout, stderr = client.communicate(timeout=limit)
+            exit_code = client.returncode
+        except subprocess.TimeoutExpired:  # what the client wrote before it was stopped is kept too
+            client.kill()
+            stdout, stderr = client.communicate()
+        except BaseException:  # perf itself stopped (a signal): the client goes with it
+            client.kill()
+            client.wait()
+            raise
     (out / "e2e_client.log").write_text(stdout + stderr, encoding="utf-8")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     log = _read(metrics)
@@ -109,15 +121,14 @@ def run_e2e(url: str, out: Path, plan: E2EPlan) -> E2EResult:
     elif log is None or not log.answered():
         failed = f"{CLIENT_EXECUTABLE} answered none of the {plan.turns} scripted turns"
     return E2EResult(
-        log, command, exit_code=exit_code, stderr_tail=tail, failed=failed, host_probe=tuple(probe.samples)
+        log,
+        command,
+        exit_code=exit_code,
+        stderr_tail=tail,
+        failed=failed,
+        host_probe=tuple(probe.samples),
+        mappings=tuple(mappings.samples),
     )
-
-
-def _text(output: str | bytes | None) -> str:
-    """TimeoutExpired carries what was captured as bytes, even for a text-mode run."""
-    if isinstance(output, bytes):
-        return output.decode("utf-8", errors="replace")
-    return output or ""
 
 
 def _read(path: Path) -> TurnLog | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf import plots
+from perf.client_mappings import MappingSample, window_mb
 from perf.e2e import E2EResult
 from perf.host_probe import ProbeSample, window_samples
 from perf.inprocess import OverheadResult, PathPair, pairs_summary
@@ -288,7 +289,7 @@ def e2e_section(m: Measurements, folder: Path) -> Section:
                 title="First audio per persona and voice (answers: from the chat message; others: from the turn start)",
             )
         )
-    _aging(section, log, folder, e2e.host_probe)
+    _aging(section, log, folder, e2e.host_probe, e2e.mappings)
     _what_was_said(section, log)
     samples = {
         name: [v for t in log.answered() if (v := t.ms.get(name)) is not None]
@@ -316,10 +317,17 @@ def _windows(n: int) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
-def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSample] = ()) -> None:
+def _aging(
+    section: Section,
+    log: TurnLog,
+    folder: Path,
+    probe: Sequence[ProbeSample] = (),
+    mappings: Sequence[MappingSample] = (),
+) -> None:
     """First audio, prompt tokens read and the client's memory, window by window: a stream must
     answer as fast at its end as at its start. Beside them the host probe (perf/host_probe.py):
-    when it rises with the first token, the machine slowed, not the stream."""
+    when it rises with the first token, the machine slowed, not the stream; and where the client's
+    memory is (perf/client_mappings.py): which kind of it grows."""
     answered = log.answered()
     windows = [answered[w] for w in _windows(len(answered))]
 
@@ -339,6 +347,7 @@ def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSa
                 p50([t.prefill_tokens for t in window]),
                 p50([t.rss_mb for t in window]),
                 p50(window_samples(probe, window[0].turn, window[-1].turn)),
+                _by_kind(mappings, window[0].turn, window[-1].turn),
             )
         )
     section.tables.append(
@@ -351,10 +360,12 @@ def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSa
                 "prompt tokens read p50",
                 "RSS MB",
                 "host probe p50 ms",
+                "heap / anon / files MB",
             ),
             tuple(rows),
             title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count; host probe: "
-            "a fixed workload perf timed while the machine was idle)",
+            "a fixed workload perf timed while the machine was idle; heap / anon / files: the client's resident "
+            "memory by mapping, the last sample in the window)",
         )
     )
     if (halves := _halves(answered, probe)) is not None:
@@ -370,6 +381,8 @@ def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSa
                 else "."
             )
         )
+    if (kinds := _kinds_note(mappings)) is not None:
+        section.notes.append(kinds)
     series = {
         "first audio ms": [(t.turn, v) for t in answered if (v := t.ms.get("first_audio_out_ms")) is not None],
         "prompt tokens read": [(t.turn, t.prefill_tokens) for t in answered if t.prefill_tokens is not None],
@@ -377,7 +390,37 @@ def _aging(section: Section, log: TurnLog, folder: Path, probe: Sequence[ProbeSa
     }
     if probe:
         series["host probe ms"] = [(float(s.after_turn), s.ms) for s in probe]
+    if mappings:
+        for kind in ("heap", "anon"):
+            series[f"client {kind} MB"] = [(float(s.after_turn), s.mb(kind)) for s in mappings]
     section.plots.append(plots.over_turns("As the stream ages", series, folder, "e2e_aging.png"))
+
+
+def _by_kind(mappings: Sequence[MappingSample], first_turn: int, last_turn: int) -> str:
+    values = [window_mb(mappings, kind, first_turn, last_turn) for kind in ("heap", "anon", "files")]
+    if not all(values):
+        return "n/a"
+    return " / ".join(f"{v[-1]:.1f}" for v in values)
+
+
+def _kinds_note(mappings: Sequence[MappingSample]) -> str | None:
+    """Each kind of the client's memory from the first sample after its first turns to the last,
+    and over the last third of the run: growth that stops is a warm-up, growth that goes on is held."""
+    later = [s for s in mappings if s.after_turn >= AGING_WINDOW]
+    if len(later) < 3:
+        return None
+    first, last = later[0], later[-1]
+    third = next(s for s in later if s.at_s >= last.at_s - (last.at_s - first.at_s) / 3)
+    parts = [
+        f"{k} {first.mb(k):.1f} -> {last.mb(k):.1f} MB ({last.mb(k) - third.mb(k):+.1f} in the last third)"
+        for k in ("heap", "anon", "files", "other")
+    ]
+    return (
+        f"The client's resident memory by mapping, from turn {first.after_turn} to {last.after_turn} "
+        f"({len(mappings)} samples, every ~{(last.at_s - first.at_s) / max(1, len(later) - 1):.0f} s): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _halves(answered: Sequence[TurnMetrics], probe: Sequence[ProbeSample]) -> str | None:
