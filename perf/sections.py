@@ -372,9 +372,16 @@ def _aging(
         section.notes.append(halves)
     later = [(t.turn, t.rss_mb) for window in windows[1:] for t in window if t.rss_mb is not None]
     if (growth := per_100(later)) is not None:
+        # A warm-up (caches filling, the allocators' pools settling) tilts the whole run's line;
+        # the second half says what an older stream still adds.
+        second = [(t.turn, t.rss_mb) for t in answered[len(answered) // 2 :] if t.rss_mb is not None]
+        settled = per_100(second) if len(answered) >= 4 * AGING_WINDOW else None
+        if settled is not None:
+            settled = round(settled, 1) + 0.0  # no "-0.0"
         section.notes.append(
             f"The client's resident memory grew {growth:+.1f} MB per 100 turns from turn {later[0][0]} "
-            f"({later[0][1]:.1f} -> {later[-1][1]:.1f} MB; least squares over the answered turns)"
+            f"({later[0][1]:.1f} -> {later[-1][1]:.1f} MB; least squares over the answered turns"
+            + (f"; {settled:+.1f} over the second half, from turn {second[0][0]})" if settled is not None else ")")
             + (
                 f"; its heap releases had handed {released:.1f} MB back by the last turn."
                 if (released := answered[-1].heap_released_mb) is not None

@@ -311,6 +311,14 @@ def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path)
     text = render_markdown(_report(m, tmp_path))
     assert "resident memory grew +20.0 MB per 100 turns from turn 11 (102.2 -> 108.0 MB" in text
     assert "its heap releases had handed 2.0 MB back by the last turn" in text
+    assert "least squares over the answered turns; +20.0 over the second half, from turn 21)" in text
+    # A warm-up: 0.5 MB more a turn up to turn 20, flat after: the whole run's line tilts, the
+    # second half's does not.
+    warming = [_answer_line(n, rss_mb=100.0 + 0.5 * min(n, 20)) for n in range(1, 41)]
+    m.e2e = E2EResult(parse_turn_metrics(warming), "spark-client live --script s.jsonl ...")
+    text = render_markdown(_report(m, tmp_path))
+    assert "grew +11.8 MB per 100 turns from turn 11 (105.5 -> 110.0 MB" in text
+    assert "+0.0 over the second half, from turn 21)." in text
 
 
 def test_the_aging_table_sets_the_host_s_speed_beside_the_stream_s(tmp_path: Path) -> None:
