@@ -388,7 +388,7 @@ def _aging(
                 else "."
             )
         )
-    if (kinds := _kinds_note(mappings)) is not None:
+    if (kinds := _kinds_note(mappings, answered[len(answered) // 2].turn)) is not None:
         section.notes.append(kinds)
     series = {
         "first audio ms": [(t.turn, v) for t in answered if (v := t.ms.get("first_audio_out_ms")) is not None],
@@ -410,22 +410,24 @@ def _by_kind(mappings: Sequence[MappingSample], first_turn: int, last_turn: int)
     return " / ".join(f"{v[-1]:.1f}" for v in values)
 
 
-def _kinds_note(mappings: Sequence[MappingSample]) -> str | None:
+def _kinds_note(mappings: Sequence[MappingSample], second_half: int) -> str | None:
     """Each kind of the client's memory from the first sample after its first turns to the last,
-    and over the last third of the run: growth that stops is a warm-up, growth that goes on is held."""
+    and its least-squares slope over the second half of the answers (from turn `second_half`): a
+    kind that grew early and not there warmed up; one that goes on growing holds something."""
     later = [s for s in mappings if s.after_turn >= AGING_WINDOW]
     if len(later) < 3:
         return None
     first, last = later[0], later[-1]
-    third = next(s for s in later if s.at_s >= last.at_s - (last.at_s - first.at_s) / 3)
-    parts = [
-        f"{k} {first.mb(k):.1f} -> {last.mb(k):.1f} MB ({last.mb(k) - third.mb(k):+.1f} in the last third)"
-        for k in ("heap", "anon", "files", "other")
-    ]
+
+    def part(kind: str) -> str:
+        slope = per_100([(float(s.after_turn), s.mb(kind)) for s in later if s.after_turn >= second_half])
+        settled = f" ({round(slope, 1) + 0.0:+.1f} per 100 turns over the second half)" if slope is not None else ""
+        return f"{kind} {first.mb(kind):.1f} -> {last.mb(kind):.1f} MB{settled}"
+
     return (
         f"The client's resident memory by mapping, from turn {first.after_turn} to {last.after_turn} "
         f"({len(mappings)} samples, every ~{(last.at_s - first.at_s) / max(1, len(later) - 1):.0f} s): "
-        + "; ".join(parts)
+        + "; ".join(part(kind) for kind in ("heap", "anon", "files", "other"))
         + "."
     )
 

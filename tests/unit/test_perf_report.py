@@ -343,20 +343,25 @@ def test_the_aging_table_sets_the_host_s_speed_beside_the_stream_s(tmp_path: Pat
 
 def test_the_aging_table_says_which_kind_of_the_client_s_memory_grew(tmp_path: Path) -> None:
     # 40 answers; a sample every turn, 20 s apart: the heap flat at 20 MB, anon 30 MB + 0.1 per
-    # turn up to turn 30 and flat after (a warm-up), files 80 MB.
+    # turn up to turn 20 and flat after (a warm-up), files 80 MB + 0.02 a turn all along (held).
     lines = [_answer_line(n) for n in range(1, 41)]
+
+    def mb(value: float) -> int:
+        return int(value * 1024)
+
     mappings = tuple(
-        MappingSample(n, {"heap": 20 * 1024, "anon": int((30 + 0.1 * min(n, 30)) * 1024), "files": 80 * 1024}, 20.0 * n)
+        MappingSample(n, {"heap": 20 * 1024, "anon": mb(30 + 0.1 * min(n, 20)), "files": mb(80 + 0.02 * n)}, 20.0 * n)
         for n in range(0, 40)
     )
     m = _measurements()
     m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...", mappings=mappings)
     text = render_markdown(_report(m, tmp_path))
     assert "| heap / anon / files MB |" in text
-    assert "| 1-10 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 30.9 / 80.0 |" in text  # the window's last sample
-    assert "| 31-40 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 33.0 / 80.0 |" in text
+    assert "| 1-10 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 30.9 / 80.2 |" in text  # the window's last sample
+    assert "| 31-40 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 32.0 / 80.8 |" in text
     assert "by mapping, from turn 10 to 39 (40 samples, every ~20 s)" in text
-    assert "heap 20.0 -> 20.0 MB (+0.0 in the last third); anon 31.0 -> 33.0 MB (+0.0 in the last third)" in text
+    assert "heap 20.0 -> 20.0 MB (+0.0 per 100 turns over the second half); anon 31.0 -> 32.0 MB (+0.0 per" in text
+    assert "files 80.2 -> 80.8 MB (+2.0 per 100 turns over the second half)" in text
     assert "e2e_aging.png" in text
 
 
