@@ -121,8 +121,13 @@ MODELS: dict[str, ModelSpec] = {
             Tensor("grammar", "TYPE_STRING", (1,), optional=True),
             Tensor("prefill_chunk", "TYPE_INT32", (1,), optional=True),
         ),
-        # prefill_tokens rides on the first response only: prompt tokens the engine had to read.
-        outputs=(Tensor("text_output", "TYPE_STRING", (-1,)), Tensor("prefill_tokens", "TYPE_INT32", (1,))),
+        # prefill_tokens and first_token_ms ride on the first response only: prompt tokens the
+        # engine had to read, and the model's own time from taking the request to the first token.
+        outputs=(
+            Tensor("text_output", "TYPE_STRING", (-1,)),
+            Tensor("prefill_tokens", "TYPE_INT32", (1,)),
+            Tensor("first_token_ms", "TYPE_FP32", (1,)),
+        ),
         instances=_CPU,
         instances_comment="One instance; the engine runs `slots` concurrent streams on worker threads.",
         parameters=(("engine", "llm"), ("slots", ""), ("threads", ""), ("adapters_dir", ""), ("max_queued", "")),

@@ -344,6 +344,7 @@ def _aging(
                 fmt(audio.p50) if audio else "n/a",
                 fmt(audio.p95) if audio else "n/a",
                 p50([t.ms.get("llm_first_token_ms") for t in window]),
+                p50([t.ms.get("server_first_token_ms") for t in window]),
                 p50([t.prefill_tokens for t in window]),
                 p50([t.rss_mb for t in window]),
                 p50(window_samples(probe, window[0].turn, window[-1].turn)),
@@ -357,13 +358,15 @@ def _aging(
                 "first audio p50 ms",
                 "p95 ms",
                 "LLM first token p50 ms",
+                "of it the server's p50 ms",
                 "prompt tokens read p50",
                 "RSS MB",
                 "host probe p50 ms",
                 "heap / anon / files MB",
             ),
             tuple(rows),
-            title="As the stream ages (answered turns; prompt tokens read: the LLM server's own count; host probe: "
+            title="As the stream ages (answered turns; the server's: the LLM model's own time from taking the "
+            "request to the first token; prompt tokens read: the LLM server's own count; host probe: "
             "a fixed workload perf timed while the machine was idle; heap / anon / files: the client's resident "
             "memory by mapping, the last sample in the window)",
         )
@@ -443,9 +446,13 @@ def _halves(answered: Sequence[TurnMetrics], probe: Sequence[ProbeSample]) -> st
     d = Distribution.of([s.ms for s in probe if s.after_turn >= second[0].turn - 1])
     if a is None or b is None or c is None or d is None:
         return None
+    e, f = (
+        Distribution.of([v for t in half if (v := t.ms.get("server_first_token_ms")) is not None]) for half in halves
+    )
+    server = f", of it the server's {fmt(e.p50)} -> {fmt(f.p50)} ms" if e is not None and f is not None else ""
     return (
         f"First half against second (from turn {second[0].turn}): LLM first token p50 {fmt(a.p50)} -> {fmt(b.p50)} ms "
-        f"({_change(a.p50, b.p50)}); host probe p50 {c.p50:.2f} -> {d.p50:.2f} ms ({_change(c.p50, d.p50)}, "
+        f"({_change(a.p50, b.p50)}{server}); host probe p50 {c.p50:.2f} -> {d.p50:.2f} ms ({_change(c.p50, d.p50)}, "
         f"{c.n} / {d.n} samples). A first token that rises more than the probe is the stream's own drift."
     )
 

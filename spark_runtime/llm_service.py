@@ -110,12 +110,22 @@ class LLMService:
     ) -> Iterator[dict[str, np.ndarray] | None]:
         """Streams text deltas. The first response also carries `prefill_tokens`: how many prompt
         tokens the engine had to read (the prompt less what its KV cache held), which is what the
-        time to first token paid for; a stream that ends before its first token (a prompt the model
-        ends at once, a read-ahead of one token) sends it in one empty response; a non-streaming
-        answer carries it with its text. `cancelled` is set when the request is cancelled: the
-        engine may stop a step in progress then."""
+        time to first token paid for, and `first_token_ms`: the model's own time from taking the
+        request to that first token (a wait for the engine, the prompt read, the first step), so a
+        client can tell its side of a first token from the server's; a stream that ends before its
+        first token (a prompt the model ends at once, a read-ahead of one token) sends both in one
+        empty response; a non-streaming answer carries them with its text. `cancelled` is set when
+        the request is cancelled: the engine may stop a step in progress then."""
+        started = time.monotonic()
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
+
+        def first_outputs() -> dict[str, np.ndarray]:
+            return {
+                "prefill_tokens": _count_tensor(stats.prefill_tokens),
+                "first_token_ms": np.array([[(time.monotonic() - started) * 1000]], dtype=np.float32),
+            }
+
         generated = 0
         reported_at = time.monotonic()
         parts: list[str] = [] if exclude_input else [request.prompt]
@@ -129,7 +139,7 @@ class LLMService:
                 if stream and (delta or (first and stats.generated_tokens)):
                     outputs = {"text_output": _text_tensor(delta)}
                     if first:
-                        outputs["prefill_tokens"] = _count_tensor(stats.prefill_tokens)
+                        outputs.update(first_outputs())
                     first = False
                     yield outputs
                 elif stream:
@@ -138,12 +148,9 @@ class LLMService:
                     parts.append(delta)
                     yield None
             if stream and first:  # ended before a first token (the model's end came first): the count still goes out
-                yield {"text_output": _text_tensor(""), "prefill_tokens": _count_tensor(stats.prefill_tokens)}
+                yield {"text_output": _text_tensor(""), **first_outputs()}
             if not stream:
-                yield {
-                    "text_output": _text_tensor("".join(parts)),
-                    "prefill_tokens": _count_tensor(stats.prefill_tokens),
-                }
+                yield {"text_output": _text_tensor("".join(parts)), **first_outputs()}
         finally:
             self.tokens.increment(stats.generated_tokens - generated)
             self.prompt_tokens.increment(stats.prompt_tokens)

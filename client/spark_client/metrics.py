@@ -46,6 +46,9 @@ class TurnTimings:
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
     prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
+    # The LLM server's own time from taking the answer's request to its first token (the prompt
+    # read, a wait for the engine); llm_first_token_ms less this is the client's side and the wire.
+    server_first_token_ms: float | None = None
     # The chat read beside the recall (turns/loop.py _read_chat): how long it first waited for the
     # persona's prefix read still running from the last turn, then how long the read took (its
     # prompt rendered, the server's queue and its reading); None: no read-ahead, or it was cut.
@@ -73,6 +76,7 @@ class TurnTimings:
         data["memory_tokens"] = self.memory_tokens
         data["recall_ms"] = _ms(self.recall_ms)
         data["prefill_tokens"] = self.prefill_tokens
+        data["server_first_token_ms"] = _ms(self.server_first_token_ms)
         data["prefix_wait_ms"] = _ms(self.prefix_wait_ms)
         data["chat_read_ms"] = _ms(self.chat_read_ms)
         data["writer_stood_aside"] = self.writer_stood_aside

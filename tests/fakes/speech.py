@@ -64,6 +64,7 @@ class ScriptedLLM:
         on_prefill: Callable[[int], None] | None = None,
         bad_words: tuple[str, ...] = (),
         prefill_chunk: int = 0,
+        on_first_token: Callable[[float], None] | None = None,
     ) -> AsyncIterator[str]:
         self.chunks.append((lora_name, prefill_chunk))
         if self.fail_with is not None:
@@ -74,6 +75,8 @@ class ScriptedLLM:
         continued = prompt.text[end:]
         if on_prefill is not None:  # the newest message's words stand for what a server would read
             on_prefill(len(messages[-1]["content"].split()))
+        if on_first_token is not None:  # and 10 ms a word for how long it took to its first token
+            on_first_token(10.0 * len(messages[-1]["content"].split()))
         if options.max_tokens <= 1:  # a prefix prefill or a read-ahead: one token, never spoken
             self.prefills.append(lora_name)
             if lora_name is not None and lora_name == self.hold_prefills_of:

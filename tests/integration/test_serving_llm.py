@@ -587,3 +587,8 @@ def test_a_long_prompt_read_in_chunks_sends_nothing_before_the_first_token(trito
     texts = answer.texts()
     assert 1 <= len(texts) <= 3 and all(texts)  # token responses only (merged or not), none for a chunk read
     assert prefill_tokens(answer) > 400  # far more than one 64-token chunk
+    # and how long the model took to that first token (the read of 400+ tokens in it): a share of
+    # what the client waited, on the first response only
+    took = [r.as_numpy("first_token_ms") for _, r in answer.responses]
+    assert took[0] is not None and 0 < float(took[0].reshape(-1)[0]) <= (answer.responses[0][0] - answer.started) * 1000
+    assert all(t is None for t in took[1:])

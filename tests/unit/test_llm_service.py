@@ -1,8 +1,10 @@
 """What every `llm` stream tells the client besides its text (LLMService with a stand-in engine
-and the stub pb_utils): how many prompt tokens the engine had to read, also when the model
-ends the answer before its first token."""
+and the stub pb_utils): how many prompt tokens the engine had to read and how long the model took
+to its first token, also when the model ends the answer before its first token."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -18,11 +20,12 @@ class ReadingEngine:
 
     concurrent_streams = 1
 
-    def __init__(self, read: int, tokens: list[str]) -> None:
-        self.read, self.tokens = read, tokens
+    def __init__(self, read: int, tokens: list[str], reading_s: float = 0.0) -> None:
+        self.read, self.tokens, self.reading_s = read, tokens, reading_s
 
     def generate(self, request, stats=None, cancelled=None):
         stats.prompt_tokens = self.read
+        time.sleep(self.reading_s)  # the prompt read
         for token in self.tokens:
             stats.generated_tokens += 1
             yield token
@@ -49,10 +52,24 @@ def counts(sender: pb_utils.ResponseSender) -> list[int]:
     return [int(a.reshape(-1)[0]) for a in sender.outputs("prefill_tokens")]
 
 
+def first_token_ms(sender: pb_utils.ResponseSender) -> list[float]:
+    return [float(a.reshape(-1)[0]) for a in sender.outputs("first_token_ms")]
+
+
 def test_the_first_token_carries_what_the_engine_read(monkeypatch):
     sender = served(ReadingEngine(17, ["Hi", " there"]), monkeypatch)
     assert counts(sender) == [17]
     assert "".join(a.reshape(-1)[0].decode() for a in sender.outputs("text_output")) == "Hi there"
+
+
+def test_the_first_token_says_how_long_the_model_took_to_it(monkeypatch):
+    """The server's own share of a turn's first token: a prompt read of 0.2 s shows in it (on the
+    first response only), so a client that waited longer knows the rest was not the model's."""
+    sender = served(ReadingEngine(17, ["Hi", " there", "!"], reading_s=0.2), monkeypatch)
+    (took,) = first_token_ms(sender)
+    assert took >= 200.0
+    ended = served(ReadingEngine(23, [], reading_s=0.05), monkeypatch)  # the model's end came first
+    assert len(first_token_ms(ended)) == 1 and first_token_ms(ended)[0] >= 50.0
 
 
 def test_a_stream_that_ends_before_its_first_token_still_says_what_was_read(monkeypatch):

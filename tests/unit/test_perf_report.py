@@ -322,23 +322,28 @@ def test_the_aging_table_says_how_fast_the_client_s_memory_grows(tmp_path: Path)
 
 
 def test_the_aging_table_sets_the_host_s_speed_beside_the_stream_s(tmp_path: Path) -> None:
-    # 40 answers; the first token 100 ms in the first half and 150 in the second; the host probe
-    # 5 ms, then 6 from the second half on: the first token rose +50 %, the host +20 %.
-    lines = [_answer_line(n, llm_first_token_ms=100.0 if n <= 20 else 150.0) for n in range(1, 41)]
+    # 40 answers; the first token 100 ms in the first half and 150 in the second (the server's share
+    # 60, then 90); the host probe 5 ms, then 6 from the second half on: the first token rose +50 %,
+    # the host +20 %.
+    lines = [
+        _answer_line(n, llm_first_token_ms=100.0 if n <= 20 else 150.0, server_first_token_ms=60.0 if n <= 20 else 90.0)
+        for n in range(1, 41)
+    ]
     probe = tuple(ProbeSample(n, 5.0 if n < 20 else 6.0, 0.1) for n in range(0, 40))
     m = _measurements()
     m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...", host_probe=probe)
     text = render_markdown(_report(m, tmp_path))
     assert "| host probe p50 ms |" in text
-    assert "| 1-10 | 400.0 | 400.0 | 100.0 | n/a | n/a | 5.0 |" in text  # samples after turns 0-9
-    assert "| 31-40 | 400.0 | 400.0 | 150.0 | n/a | n/a | 6.0 |" in text
+    assert "| 1-10 | 400.0 | 400.0 | 100.0 | 60.0 | n/a | n/a | 5.0 |" in text  # samples after turns 0-9
+    assert "| 31-40 | 400.0 | 400.0 | 150.0 | 90.0 | n/a | n/a | 6.0 |" in text
     assert (
-        "LLM first token p50 100.0 -> 150.0 ms (+50 %); host probe p50 5.00 -> 6.00 ms (+20 %, 20 / 20 samples)" in text
+        "LLM first token p50 100.0 -> 150.0 ms (+50 %, of it the server's 60.0 -> 90.0 ms); host probe p50 5.00 -> "
+        "6.00 ms (+20 %, 20 / 20 samples)" in text
     )
     unprobed = _measurements()
     unprobed.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...")
     text = render_markdown(_report(unprobed, tmp_path))
-    assert "| 1-10 | 400.0 | 400.0 | 100.0 | n/a | n/a | n/a |" in text and "host probe p50 5" not in text
+    assert "| 1-10 | 400.0 | 400.0 | 100.0 | 60.0 | n/a | n/a | n/a |" in text and "host probe p50 5" not in text
 
 
 def test_the_aging_table_says_which_kind_of_the_client_s_memory_grew(tmp_path: Path) -> None:
@@ -357,8 +362,10 @@ def test_the_aging_table_says_which_kind_of_the_client_s_memory_grew(tmp_path: P
     m.e2e = E2EResult(parse_turn_metrics(lines), "spark-client live --script s.jsonl ...", mappings=mappings)
     text = render_markdown(_report(m, tmp_path))
     assert "| heap / anon / files MB |" in text
-    assert "| 1-10 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 30.9 / 80.2 |" in text  # the window's last sample
-    assert "| 31-40 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | 20.0 / 32.0 / 80.8 |" in text
+    assert (
+        "| 1-10 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | n/a | 20.0 / 30.9 / 80.2 |" in text
+    )  # the window's last sample
+    assert "| 31-40 | 400.0 | 400.0 | n/a | n/a | n/a | n/a | n/a | 20.0 / 32.0 / 80.8 |" in text
     assert "by mapping, from turn 10 to 39 (40 samples, every ~20 s)" in text
     assert "heap 20.0 -> 20.0 MB (+0.0 per 100 turns over the second half); anon 31.0 -> 32.0 MB (+0.0 per" in text
     assert "files 80.2 -> 80.8 MB (+2.0 per 100 turns over the second half)" in text

@@ -552,6 +552,9 @@ def test_the_chat_is_read_while_memories_are_recalled_and_the_block_follows_it()
     assert record["prefill_tokens"] == len(chat_line.split()) + len(
         (chat_line + block).split()
     )  # the fake counts words
+    # the server's own time to the answer's first token (the fake: 10 ms a word of what it read),
+    # the answer's request alone: the chat read's is part of the prompt build
+    assert record["server_first_token_ms"] == 10.0 * len((chat_line + block).split())
     # where the prompt build went: a wait for a prefix read still running (none here), the read
     assert record["prefix_wait_ms"] is not None and record["chat_read_ms"] is not None
     assert 0 <= record["prefix_wait_ms"] and 0 < record["chat_read_ms"]

@@ -36,6 +36,7 @@ class StreamingLLM(Protocol):
         lora_name: str | None = None,
         on_prefill: Callable[[int], None] | None = None,
         bad_words: tuple[str, ...] = (),
+        on_first_token: Callable[[float], None] | None = None,
     ) -> AsyncIterator[str]: ...
 
 
@@ -152,17 +153,24 @@ def guarded_answer(
     recent: RecentAnswers,
     lora_name: str | None = None,
     on_prefill: Callable[[int], None] | None = None,
+    on_first_token: Callable[[float], None] | None = None,
 ) -> AnswerAttempts:
     """The answer to `prompt` as the guards let it be said: the server stops where the guards
     would (their stop sequences join the prompt's), it may not copy runs of the recent answers
     (`RecentAnswers.runs`, sent as `bad_words`), and a retry samples differently.
-    `on_prefill` hears how many prompt tokens the server read for each attempt."""
+    `on_prefill` hears how many prompt tokens the server read for each attempt, `on_first_token`
+    how long the server took to each attempt's first token (ms)."""
     prompt = replace(prompt, stop_words=(*prompt.stop_words, *stop_sequences(context)))
     bad_words = (*recent.runs(leave=context.catchphrase), *blocked_spellings())
 
     def open_stream(attempt: int) -> AsyncIterator[str]:
         return llm.stream(
-            prompt, retry_sampling(sampling, attempt), lora_name=lora_name, on_prefill=on_prefill, bad_words=bad_words
+            prompt,
+            retry_sampling(sampling, attempt),
+            lora_name=lora_name,
+            on_prefill=on_prefill,
+            bad_words=bad_words,
+            on_first_token=on_first_token,
         )
 
     return AnswerAttempts(open_stream, lambda: SpeechGuard(context, recent=recent))

@@ -63,6 +63,7 @@ class LLMClient:
         on_prefill: Callable[[int], None] | None = None,
         bad_words: tuple[str, ...] = (),
         prefill_chunk: int = 0,
+        on_first_token: Callable[[float], None] | None = None,
     ) -> AsyncIterator[str]:
         """Text deltas as they are generated; closing the iterator cancels generation on the server.
 
@@ -70,6 +71,8 @@ class LLMClient:
         cannot parse with an error naming the grammar. Leave max_tokens room for all of its text.
         `on_prefill` gets, with the first token, how many prompt tokens the server had to read
         (the rest came from its KV cache); a server that does not say is never asked again.
+        `on_first_token` gets the server's own time from taking the request to that first token
+        (ms; not called by a server that does not say).
         `bad_words` are strings the answer must not contain (TensorRT-LLM's meaning: the token that
         would complete one is masked). `prefill_chunk` asks an engine that reads a prompt in steps
         for steps of that many tokens (0: its default): small steps let a cancel in sooner."""
@@ -96,12 +99,15 @@ class LLMClient:
             inputs.append(infer_input("bad_words", np.array([list(bad_words)], dtype=object)))
         if prefill_chunk:
             inputs.append(infer_input("prefill_chunk", np.array([[prefill_chunk]], dtype=np.int32)))
+        first = True
         async for result in self._models.stream(self._model, inputs):
-            if on_prefill is not None:
-                prefill = result.as_numpy("prefill_tokens")
-                if prefill is not None:
+            if first:
+                first = False
+                prefill, took = result.as_numpy("prefill_tokens"), result.as_numpy("first_token_ms")
+                if on_prefill is not None and prefill is not None:
                     on_prefill(int(prefill.reshape(-1)[0]))
-                on_prefill = None
+                if on_first_token is not None and took is not None:
+                    on_first_token(float(took.reshape(-1)[0]))
             delta = result.as_numpy("text_output").reshape(-1)[0].decode("utf-8")
             if delta:
                 yield delta

@@ -801,6 +801,10 @@ class TurnLoop:
                 answered = True
                 timings.prefill_tokens = tokens + (timings.prefill_tokens or 0)
 
+        def server_first_token(ms: float) -> None:  # the first attempt's, as above
+            if timings.server_first_token_ms is None:
+                timings.server_first_token_ms = ms
+
         answer = guarded_answer(
             self.llm,
             prompt,
@@ -809,6 +813,7 @@ class TurnLoop:
             recent=self._recent_answers,
             lora_name=self._lora(state.persona),
             on_prefill=prefilled,
+            on_first_token=server_first_token,
         )
         state.answer = answer
         return answer.pieces(on_delta=on_delta)
