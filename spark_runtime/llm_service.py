@@ -117,13 +117,15 @@ class LLMService:
         empty response; a non-streaming answer carries them with its text. `cancelled` is set when
         the request is cancelled: the engine may stop a step in progress then."""
         started = time.monotonic()
+        first_at: float | None = None  # when the first token came (a non-streaming answer goes on after it)
         request, stream, exclude_input = parse_generation(inputs)
         stats = GenerationStats()
 
         def first_outputs() -> dict[str, np.ndarray]:
+            took = ((first_at or time.monotonic()) - started) * 1000
             return {
                 "prefill_tokens": _count_tensor(stats.prefill_tokens),
-                "first_token_ms": np.array([[(time.monotonic() - started) * 1000]], dtype=np.float32),
+                "first_token_ms": np.array([[took]], dtype=np.float32),
             }
 
         generated = 0
@@ -132,6 +134,8 @@ class LLMService:
         first = True
         try:
             for delta in self.engine.generate(request, stats, cancelled):
+                if first_at is None and stats.generated_tokens:
+                    first_at = time.monotonic()
                 if time.monotonic() - reported_at >= METRIC_INTERVAL_S:  # each update is an IPC round trip
                     self.tokens.increment(stats.generated_tokens - generated)
                     generated, reported_at = stats.generated_tokens, time.monotonic()

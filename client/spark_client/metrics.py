@@ -46,8 +46,9 @@ class TurnTimings:
     memory_tokens: int = 0  # the memory block's share of the prompt
     recall_ms: float | None = None  # how long recall took (None: no memory asked)
     prefill_tokens: int | None = None  # prompt tokens the LLM server had to read (None: it did not say)
-    # The LLM server's own time from taking the answer's request to its first token (the prompt
-    # read, a wait for the engine); llm_first_token_ms less this is the client's side and the wire.
+    # The LLM server's own time from taking the answer's request to its first token: a wait for
+    # the engine (a chat read still running), the prompt read, the first step. llm_first_token_ms
+    # less this is the client's side (the prompt build), gRPC and Triton's queue.
     server_first_token_ms: float | None = None
     # The chat read beside the recall (turns/loop.py _read_chat): how long it first waited for the
     # persona's prefix read still running from the last turn, then how long the read took (its

@@ -34,12 +34,20 @@ class ReadingEngine:
         pass
 
 
-def served(engine: ReadingEngine, monkeypatch) -> pb_utils.ResponseSender:
+def served(engine: ReadingEngine, monkeypatch, *, stream: bool = True) -> pb_utils.ResponseSender:
     monkeypatch.setattr("spark_runtime.llm_service.load_engine", lambda *a, **kw: engine)
     monkeypatch.setenv(ENGINE_DIR_ENV, "/nonexistent")
     service = LLMService(pb_utils, service_args({}))
     try:
-        request = llm_request(1)
+        request = (
+            llm_request(1)
+            if stream
+            else pb_utils.InferenceRequest(
+                text_input=np.array([[b"Hello"]], dtype=object),
+                max_tokens=np.array([[8]], dtype=np.int32),
+                stream=np.array([[False]]),
+            )
+        )
         service.runner.submit(request)
         assert request.sender.done.wait(seconds(10))
         assert request.sender.errors() == []
@@ -70,6 +78,19 @@ def test_the_first_token_says_how_long_the_model_took_to_it(monkeypatch):
     assert took >= 200.0
     ended = served(ReadingEngine(23, [], reading_s=0.05), monkeypatch)  # the model's end came first
     assert len(first_token_ms(ended)) == 1 and first_token_ms(ended)[0] >= 50.0
+
+
+def test_a_whole_answer_in_one_response_says_when_its_first_token_came_not_its_last(monkeypatch):
+    class Slow(ReadingEngine):
+        def generate(self, request, stats=None, cancelled=None):
+            for token in super().generate(request, stats, cancelled):
+                yield token
+                time.sleep(1.0)  # the step after it
+
+    sender = served(Slow(5, ["One", " two"], reading_s=0.05), monkeypatch, stream=False)
+    (took,) = first_token_ms(sender)
+    assert 50.0 <= took < 1000.0  # the read, not the 2 s the whole answer took
+    assert counts(sender) == [5]
 
 
 def test_a_stream_that_ends_before_its_first_token_still_says_what_was_read(monkeypatch):
